@@ -1,0 +1,356 @@
+//! The canonical model's Avro schemas.
+//!
+//! Source layout: `schemas/common/*.avsc` define shared named types (the envelope, money, person...);
+//! `schemas/topics/<topic>.avsc` is the value schema of `<topic>`: a union of that topic's event
+//! records, referring to shared types by full name. The catalog *assembles* each topic schema into one
+//! self-contained schema (each shared type inlined at its first use), which is what is registered under
+//! `<topic>-value` and what any Confluent client sees.
+
+use std::collections::{HashMap, HashSet};
+
+use apache_avro::{
+    Schema, reader::datum::GenericDatumReader, schema::ResolvedSchema, types::Value, writer::datum::GenericDatumWriter,
+};
+use serde_json::{Map, Value as Json};
+use thiserror::Error;
+
+use crate::envelope::{EventRecord, envelope_of};
+
+include!(concat!(env!("OUT_DIR"), "/embedded_schemas.rs"));
+
+#[derive(Debug, Error)]
+pub enum SchemaError {
+    #[error("schema source {file}: {reason}")]
+    Source { file: String, reason: String },
+    #[error("no schema for topic {0}")]
+    UnknownTopic(String),
+    #[error("topic {topic} carries no record named {record}")]
+    UnknownRecord { topic: String, record: String },
+    #[error("cannot encode {record}: {reason}")]
+    Encode { record: String, reason: String },
+    #[error("cannot decode: {reason}")]
+    Decode { reason: String },
+}
+
+/// One topic's value schema.
+#[derive(Debug, Clone)]
+pub struct TopicSchema {
+    pub topic: String,
+    /// The assembled, self-contained schema text (compact JSON), as registered.
+    pub text: String,
+    pub schema: Schema,
+    /// Full names of the union's records, in union order.
+    pub records: Vec<String>,
+}
+
+/// All topic schemas of the model.
+#[derive(Debug, Clone)]
+pub struct SchemaCatalog {
+    topics: HashMap<String, TopicSchema>,
+}
+
+impl SchemaCatalog {
+    /// The schemas this binary was built with.
+    pub fn embedded() -> Result<Self, SchemaError> {
+        Self::from_sources(COMMON, TOPICS)
+    }
+
+    /// Builds a catalog from `(file stem, text)` pairs of common types and topic schemas.
+    pub fn from_sources(common: &[(&str, &str)], topics: &[(&str, &str)]) -> Result<Self, SchemaError> {
+        let mut shared = HashMap::new();
+        for (file, text) in common {
+            let json: Json = serde_json::from_str(text).map_err(|e| SchemaError::Source {
+                file: format!("common/{file}.avsc"),
+                reason: e.to_string(),
+            })?;
+            let name = full_name(&json, None).ok_or_else(|| SchemaError::Source {
+                file: format!("common/{file}.avsc"),
+                reason: "a common schema must be a named type".to_string(),
+            })?;
+            shared.insert(name, json);
+        }
+        let mut out = HashMap::new();
+        for (topic, text) in topics {
+            let file = format!("topics/{topic}.avsc");
+            let mut json: Json = serde_json::from_str(text).map_err(|e| SchemaError::Source {
+                file: file.clone(),
+                reason: e.to_string(),
+            })?;
+            let mut defined = HashSet::new();
+            inline_shared(&mut json, None, &shared, &mut defined);
+            let text = json.to_string();
+            let schema = Schema::parse_str(&text).map_err(|e| SchemaError::Source {
+                file: file.clone(),
+                reason: e.to_string(),
+            })?;
+            let records = union_records(&schema).map_err(|reason| SchemaError::Source { file, reason })?;
+            out.insert(
+                topic.to_string(),
+                TopicSchema {
+                    topic: topic.to_string(),
+                    text,
+                    schema,
+                    records,
+                },
+            );
+        }
+        Ok(SchemaCatalog { topics: out })
+    }
+
+    pub fn get(&self, topic: &str) -> Result<&TopicSchema, SchemaError> {
+        self.topics
+            .get(topic)
+            .ok_or_else(|| SchemaError::UnknownTopic(topic.to_string()))
+    }
+
+    /// Topic names, sorted.
+    pub fn topics(&self) -> Vec<&str> {
+        let mut t: Vec<&str> = self.topics.keys().map(String::as_str).collect();
+        t.sort_unstable();
+        t
+    }
+}
+
+impl TopicSchema {
+    /// Encodes an event as an Avro datum of this topic's schema (no wire header).
+    pub fn encode(&self, event: &EventRecord) -> Result<Vec<u8>, SchemaError> {
+        let err = |reason: String| SchemaError::Encode {
+            record: event.record.clone(),
+            reason,
+        };
+        let index = self
+            .records
+            .iter()
+            .position(|r| *r == event.record)
+            .ok_or_else(|| SchemaError::UnknownRecord {
+                topic: self.topic.clone(),
+                record: event.record.clone(),
+            })?;
+        let Schema::Union(union) = &self.schema else {
+            return Err(err("topic schema is not a union".to_string()));
+        };
+        let variant = &union.variants()[index];
+        let resolved = ResolvedSchema::try_from(&self.schema).map_err(|e| err(e.to_string()))?;
+        let record = event
+            .value
+            .clone()
+            .resolve_with_names(variant, resolved.get_names())
+            .map_err(|e| err(e.to_string()))?;
+        let index = u32::try_from(index).map_err(|e| err(e.to_string()))?;
+        GenericDatumWriter::builder(&self.schema)
+            .build()
+            .and_then(|w| w.write_value_to_vec(Value::Union(index, Box::new(record))))
+            .map_err(|e| err(e.to_string()))
+    }
+
+    /// Decodes a datum written with `writer` (the schema the registry holds for its id) into this
+    /// topic's schema, resolving schema evolution.
+    pub fn decode(&self, writer: &Schema, mut datum: &[u8]) -> Result<EventRecord, SchemaError> {
+        let err = |reason: String| SchemaError::Decode { reason };
+        let value = GenericDatumReader::builder(writer)
+            .reader_schema(&self.schema)
+            .build()
+            .and_then(|r| r.read_value(&mut datum))
+            .map_err(|e| err(e.to_string()))?;
+        if !datum.is_empty() {
+            return Err(err(format!("{} trailing bytes after the datum", datum.len())));
+        }
+        let Value::Union(index, record) = value else {
+            return Err(err("decoded value is not a union branch".to_string()));
+        };
+        let name = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.records.get(i))
+            .ok_or_else(|| err(format!("union branch {index} out of range")))?
+            .clone();
+        let envelope = envelope_of(&record).map_err(err)?;
+        Ok(EventRecord {
+            record: name,
+            envelope,
+            value: *record,
+        })
+    }
+}
+
+fn union_records(schema: &Schema) -> Result<Vec<String>, String> {
+    let Schema::Union(union) = schema else {
+        return Err("a topic schema must be a union of records".to_string());
+    };
+    union
+        .variants()
+        .iter()
+        .map(|v| match v {
+            Schema::Record(r) => Ok(r.name.fullname(None)),
+            other => Err(format!("union member {other:?} is not a record")),
+        })
+        .collect()
+}
+
+fn full_name(json: &Json, enclosing_ns: Option<&str>) -> Option<String> {
+    let obj = json.as_object()?;
+    let name = obj.get("name")?.as_str()?;
+    if name.contains('.') {
+        return Some(name.to_string());
+    }
+    match obj.get("namespace").and_then(Json::as_str).or(enclosing_ns) {
+        Some(ns) if !ns.is_empty() => Some(format!("{ns}.{name}")),
+        _ => Some(name.to_string()),
+    }
+}
+
+/// Replaces the first reference to each shared type (in a type position) with its definition.
+fn inline_shared(node: &mut Json, ns: Option<&str>, shared: &HashMap<String, Json>, defined: &mut HashSet<String>) {
+    match node {
+        Json::String(name) => {
+            if let Some(def) = shared.get(name.as_str())
+                && defined.insert(name.clone())
+            {
+                *node = def.clone();
+                inline_shared(node, ns, shared, defined);
+            }
+        }
+        Json::Array(members) => {
+            for m in members {
+                inline_shared(m, ns, shared, defined);
+            }
+        }
+        Json::Object(obj) => inline_object(obj, ns, shared, defined),
+        _ => {}
+    }
+}
+
+fn inline_object(
+    obj: &mut Map<String, Json>,
+    ns: Option<&str>,
+    shared: &HashMap<String, Json>,
+    defined: &mut HashSet<String>,
+) {
+    let kind = obj.get("type").and_then(Json::as_str).map(str::to_string);
+    let own_ns = obj.get("namespace").and_then(Json::as_str).map(str::to_string);
+    let ns = own_ns.as_deref().or(ns);
+    match kind.as_deref() {
+        Some("record" | "enum" | "fixed") => {
+            if let Some(name) = full_name(&Json::Object(obj.clone()), ns) {
+                defined.insert(name);
+            }
+            if let Some(Json::Array(fields)) = obj.get_mut("fields") {
+                for field in fields {
+                    if let Some(t) = field.get_mut("type") {
+                        inline_shared(t, ns, shared, defined);
+                    }
+                }
+            }
+        }
+        Some("array") => {
+            if let Some(items) = obj.get_mut("items") {
+                inline_shared(items, ns, shared, defined);
+            }
+        }
+        Some("map") => {
+            if let Some(values) = obj.get_mut("values") {
+                inline_shared(values, ns, shared, defined);
+            }
+        }
+        _ => {
+            if let Some(t) = obj.get_mut("type")
+                && !t.is_string()
+            {
+                inline_shared(t, ns, shared, defined);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Envelope;
+    use crate::topics::all_topics;
+
+    #[test]
+    fn every_model_topic_has_a_schema_and_nothing_else_does() {
+        let catalog = SchemaCatalog::embedded().expect("schemas assemble");
+        let mut expected = all_topics();
+        expected.sort();
+        assert_eq!(
+            catalog.topics(),
+            expected.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        for topic in catalog.topics() {
+            let s = catalog.get(topic).expect("topic");
+            assert!(!s.records.is_empty(), "{topic} has no records");
+            // Self-contained: the assembled text parses on its own.
+            Schema::parse_str(&s.text).expect("assembled schema parses");
+        }
+    }
+
+    #[test]
+    fn no_float_money_and_no_pan_fields() {
+        for (file, text) in COMMON.iter().chain(TOPICS.iter()) {
+            assert!(
+                !text.contains("\"float\"") && !text.contains("\"double\""),
+                "{file}: floats are not allowed"
+            );
+            let lower = text.to_lowercase();
+            for banned in ["\"pan\"", "card_number", "\"cvv\"", "\"cvc\""] {
+                assert!(!lower.contains(banned), "{file}: {banned} must never be in the model");
+            }
+        }
+    }
+
+    fn sample(record: &str) -> EventRecord {
+        let mut env = Envelope::new(record, "tenant-a", "flow-1", "test");
+        env.idempotency_key = Some("k-1".into());
+        let value = Value::Record(vec![
+            ("envelope".into(), apache_avro::to_value(&env).expect("envelope")),
+            ("subject_id".into(), Value::String("s-1".into())),
+            (
+                "person".into(),
+                Value::Record(vec![
+                    ("given_name".into(), Value::String("Ada".into())),
+                    ("family_name".into(), Value::String("Lovelace".into())),
+                    ("date_of_birth".into(), Value::Null),
+                    ("nationality".into(), Value::Null),
+                    ("address".into(), Value::Null),
+                    ("email".into(), Value::Null),
+                    ("phone".into(), Value::Null),
+                ]),
+            ),
+            (
+                "document_types".into(),
+                Value::Array(vec![Value::String("passport".into())]),
+            ),
+        ]);
+        EventRecord::from_value(record, value).expect("record")
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let catalog = SchemaCatalog::embedded().expect("catalog");
+        let topic = catalog.get("kyc.commands.v1").expect("topic");
+        let event = sample("com.switchyard.kyc.VerifyIdentity");
+        let datum = topic.encode(&event).expect("encode");
+        let back = topic.decode(&topic.schema, &datum).expect("decode");
+        assert_eq!(back.record, event.record);
+        assert_eq!(back.envelope, event.envelope);
+    }
+
+    #[test]
+    fn unknown_record_is_refused() {
+        let catalog = SchemaCatalog::embedded().expect("catalog");
+        let topic = catalog.get("aml.commands.v1").expect("topic");
+        let event = sample("com.switchyard.kyc.VerifyIdentity");
+        assert!(matches!(topic.encode(&event), Err(SchemaError::UnknownRecord { .. })));
+    }
+
+    #[test]
+    fn truncated_datum_is_a_decode_error() {
+        let catalog = SchemaCatalog::embedded().expect("catalog");
+        let topic = catalog.get("kyc.commands.v1").expect("topic");
+        let datum = topic
+            .encode(&sample("com.switchyard.kyc.VerifyIdentity"))
+            .expect("encode");
+        assert!(topic.decode(&topic.schema, &datum[..datum.len() / 2]).is_err());
+        assert!(topic.decode(&topic.schema, &[0xff, 0xff, 0xff]).is_err());
+    }
+}

@@ -1,0 +1,90 @@
+//! Kafka headers: W3C trace context and CloudEvents binary-mode attributes.
+
+use std::collections::BTreeMap;
+
+use opentelemetry::{
+    global,
+    propagation::{Extractor, Injector},
+};
+use switchyard_model::Envelope;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+pub const CE_SPECVERSION: &str = "1.0";
+
+/// Header name → value, as stored with an outbox row and sent with the message.
+pub type HeaderMap = BTreeMap<String, String>;
+
+/// Headers for an event produced now, inside the current tracing span.
+pub fn for_event(envelope: &Envelope) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    inject_current_trace(&mut h);
+    h.insert("ce_specversion".into(), CE_SPECVERSION.into());
+    h.insert("ce_id".into(), envelope.event_id.to_string());
+    h.insert("ce_type".into(), envelope.event_type.clone());
+    h.insert("ce_source".into(), format!("/switchyard/{}", envelope.producer));
+    h.insert("ce_subject".into(), envelope.flow_id.clone());
+    let time = chrono::DateTime::from_timestamp_millis(envelope.occurred_at)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    h.insert("ce_time".into(), time);
+    h.insert("tenant_id".into(), envelope.tenant_id.clone());
+    h
+}
+
+/// Writes `traceparent`/`tracestate` of the current span into `h`.
+pub fn inject_current_trace(h: &mut HeaderMap) {
+    let cx = tracing::Span::current().context();
+    global::get_text_map_propagator(|p| p.inject_context(&cx, &mut Inject(h)));
+}
+
+struct Inject<'a>(&'a mut HeaderMap);
+
+impl Injector for Inject<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+}
+
+struct Extract<'a>(&'a HeaderMap);
+
+impl Extractor for Extract<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// Makes `span` a child of the trace context carried in `h` (if any).
+pub fn set_parent_from(span: &tracing::Span, h: &HeaderMap) {
+    let cx = global::get_text_map_propagator(|p| p.extract(&Extract(h)));
+    let _ = span.set_parent(cx);
+}
+
+/// Reads the headers of a Kafka message (values that are not UTF-8 are skipped).
+pub fn from_kafka(headers: Option<&rdkafka::message::BorrowedHeaders>) -> HeaderMap {
+    use rdkafka::message::Headers;
+    let mut out = HeaderMap::new();
+    if let Some(hs) = headers {
+        for h in hs.iter() {
+            if let Some(v) = h.value.and_then(|v| std::str::from_utf8(v).ok()) {
+                out.insert(h.key.to_string(), v.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Converts to rdkafka's owned headers.
+pub fn to_kafka(h: &HeaderMap) -> rdkafka::message::OwnedHeaders {
+    h.iter().fold(
+        rdkafka::message::OwnedHeaders::new_with_capacity(h.len()),
+        |acc, (k, v)| {
+            acc.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            })
+        },
+    )
+}

@@ -1,0 +1,93 @@
+//! `/healthz`, `/readyz` and `/metrics`, served by every service (which may merge its own routes).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use sqlx::PgPool;
+
+use crate::{shutdown::Shutdown, telemetry::Metrics};
+
+/// Readiness: set once start-up is done; cleared when shutdown begins.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct HealthState {
+    service: String,
+    metrics: Metrics,
+    pool: Option<PgPool>,
+    ready: Readiness,
+}
+
+pub fn health_router(service: &str, metrics: Metrics, pool: Option<PgPool>, ready: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(HealthState {
+            service: service.to_string(),
+            metrics,
+            pool,
+            ready,
+        })
+}
+
+async fn healthz(State(s): State<HealthState>) -> impl IntoResponse {
+    (StatusCode::OK, format!("{} ok\n", s.service))
+}
+
+async fn readyz(State(s): State<HealthState>) -> impl IntoResponse {
+    if !s.ready.get() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting or stopping\n".to_string());
+    }
+    if let Some(pool) = &s.pool
+        && let Err(e) = sqlx::query("SELECT 1").execute(pool).await
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}\n"));
+    }
+    (StatusCode::OK, "ready\n".to_string())
+}
+
+async fn metrics_text(State(s): State<HealthState>) -> impl IntoResponse {
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+/// Binds `listen` and serves `router` until shutdown; returns the bound address.
+pub async fn serve(
+    listen: &str,
+    router: Router,
+    shutdown: Shutdown,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let handle = tokio::spawn(async move {
+        let result = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "http server failed");
+        }
+    });
+    Ok((addr, handle))
+}

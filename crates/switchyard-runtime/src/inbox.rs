@@ -1,0 +1,309 @@
+//! The inbox consumer: exactly-once effect for consumed messages.
+//!
+//! For every message: decode (a poison message goes to `<topic>.dlq` with the reason in headers and
+//! is passed), then, in **one** transaction, record `(consumer, event_id)` in `inbox` and run the
+//! handler. A message whose event id is already there is a duplicate: acknowledged, not applied. The
+//! offset is stored only after the transaction commits, so a crash anywhere redelivers, never loses.
+//! Transient failures (database, registry) are retried in place with backoff; they never dead-letter.
+
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    Message,
+    consumer::{CommitMode, Consumer as _},
+    message::BorrowedMessage,
+    producer::{FutureProducer, FutureRecord},
+};
+use sqlx::{PgConnection, PgPool};
+use switchyard_model::{EventRecord, topics::dlq};
+use tracing::Instrument;
+
+use crate::{
+    codec::{Codec, DecodeError},
+    headers::{self, HeaderMap},
+    shutdown::Shutdown,
+    telemetry::{ConsumedLabels, DlqLabels, Metrics, TopicLabels},
+};
+
+/// A decoded message, as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub schema_id: u32,
+    pub headers: HeaderMap,
+    pub event: EventRecord,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Try again (the message is redelivered in place after a backoff).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// The message can never be applied: dead-letter it with this reason.
+    #[error("rejected: {0}")]
+    Permanent(String),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        HandlerError::Transient(e.to_string())
+    }
+}
+
+/// Applies one message inside the inbox transaction. Everything it writes through `conn` (state and
+/// outbox rows) commits together with the inbox row, or not at all.
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        msg: &'a Incoming,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
+}
+
+enum Applied {
+    Processed,
+    Duplicate,
+}
+
+/// Consumes topics and applies each message once.
+pub struct Consumer<H> {
+    /// Consumer group id and inbox consumer name.
+    pub name: String,
+    pub topics: Vec<String>,
+    pub bootstrap: String,
+    pub codec: Codec,
+    pub pool: PgPool,
+    pub metrics: Metrics,
+    /// Used for dead-lettering.
+    pub producer: FutureProducer,
+    pub handler: H,
+}
+
+impl<H: Handler> Consumer<H> {
+    /// Runs until shutdown; then commits the stored offsets and returns.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let consumer = crate::kafka::consumer(&self.bootstrap, &self.name)?;
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        tracing::info!(consumer = %self.name, topics = ?self.topics, "consuming");
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.wait() => break,
+                m = consumer.recv() => m,
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka receive error");
+                    shutdown.sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            if self.process(&msg, &shutdown).await {
+                consumer.store_offset_from_message(&msg)?;
+            } else {
+                // Shutdown interrupted a retry: leave the offset for redelivery.
+                break;
+            }
+        }
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "final offset commit (nothing stored yet?)");
+        }
+        tracing::info!(consumer = %self.name, "consumer stopped");
+        Ok(())
+    }
+
+    /// Returns true when the message is done with (applied, skipped or dead-lettered).
+    async fn process(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> bool {
+        let topic = msg.topic().to_string();
+        let headers = headers::from_kafka(msg.headers());
+        let span = tracing::info_span!(
+            "consume",
+            consumer = %self.name,
+            topic = %topic,
+            partition = msg.partition(),
+            offset = msg.offset(),
+            event_id = tracing::field::Empty,
+            event_type = tracing::field::Empty,
+            flow_id = tracing::field::Empty,
+            tenant = tracing::field::Empty,
+        );
+        headers::set_parent_from(&span, &headers);
+        let started = Instant::now();
+        let done = async {
+            let mut backoff = Backoff::new();
+            let (schema_id, event) = loop {
+                match self.codec.decode(&topic, msg.payload()).await {
+                    Ok(ok) => break ok,
+                    Err(DecodeError::Poison { reason, detail }) => {
+                        return self.dead_letter(msg, &headers, reason, &detail, shutdown).await;
+                    }
+                    Err(DecodeError::Unavailable(e)) => {
+                        tracing::warn!(error = %e, "cannot decode yet; retrying");
+                        if !shutdown.sleep(backoff.next()).await {
+                            return false;
+                        }
+                    }
+                }
+            };
+            let span = tracing::Span::current();
+            span.record("event_id", tracing::field::display(&event.envelope.event_id));
+            span.record("event_type", event.envelope.event_type.as_str());
+            span.record("flow_id", event.envelope.flow_id.as_str());
+            span.record("tenant", event.envelope.tenant_id.as_str());
+            let incoming = Incoming {
+                topic: topic.clone(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                key: msg.key().and_then(|k| std::str::from_utf8(k).ok()).map(str::to_string),
+                schema_id,
+                headers: headers.clone(),
+                event,
+            };
+            let mut backoff = Backoff::new();
+            loop {
+                match self.apply(&incoming).await {
+                    Ok(Applied::Processed) => {
+                        self.count(&topic, "processed");
+                        return true;
+                    }
+                    Ok(Applied::Duplicate) => {
+                        self.metrics.inbox_duplicates.inc();
+                        self.count(&topic, "duplicate");
+                        tracing::debug!("duplicate skipped");
+                        return true;
+                    }
+                    Err(HandlerError::Permanent(reason)) => {
+                        return self
+                            .dead_letter(msg, &headers, "handler_rejected", &reason, shutdown)
+                            .await;
+                    }
+                    Err(HandlerError::Transient(e)) => {
+                        tracing::warn!(error = %e, "handler failed transiently; retrying");
+                        if !shutdown.sleep(backoff.next()).await {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        self.metrics
+            .handler_duration
+            .get_or_create(&TopicLabels { topic })
+            .observe(started.elapsed().as_secs_f64());
+        done
+    }
+
+    async fn apply(&self, msg: &Incoming) -> Result<Applied, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO inbox (consumer, event_id, topic, kafka_partition, kafka_offset) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.name)
+        .bind(msg.event.envelope.event_id)
+        .bind(&msg.topic)
+        .bind(msg.partition)
+        .bind(msg.offset)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(Applied::Duplicate);
+        }
+        self.handler.handle(&mut tx, msg).await?;
+        tx.commit().await?;
+        Ok(Applied::Processed)
+    }
+
+    fn count(&self, topic: &str, outcome: &str) {
+        self.metrics
+            .messages_consumed
+            .get_or_create(&ConsumedLabels {
+                topic: topic.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sends the original message to `<topic>.dlq` with the reason in headers; retries until Kafka
+    /// takes it (or shutdown, returning false so the offset is not stored).
+    async fn dead_letter(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        original: &HeaderMap,
+        reason: &'static str,
+        detail: &str,
+        shutdown: &Shutdown,
+    ) -> bool {
+        let topic = msg.topic();
+        let target = dlq(topic);
+        tracing::warn!(reason, detail, dlq = %target, "dead-lettering message");
+        let mut h = original.clone();
+        h.insert("dlq_reason".into(), reason.into());
+        h.insert("dlq_detail".into(), detail.chars().take(1000).collect());
+        h.insert("dlq_source_topic".into(), topic.into());
+        h.insert("dlq_source_partition".into(), msg.partition().to_string());
+        h.insert("dlq_source_offset".into(), msg.offset().to_string());
+        h.insert("dlq_consumer".into(), self.name.clone());
+        h.insert("dlq_at".into(), chrono::Utc::now().to_rfc3339());
+        let mut backoff = Backoff::new();
+        loop {
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&target).headers(headers::to_kafka(&h));
+            if let Some(k) = msg.key() {
+                record = record.key(k);
+            }
+            if let Some(p) = msg.payload() {
+                record = record.payload(p);
+            }
+            match self.producer.send(record, Duration::from_secs(30)).await {
+                Ok(_) => {
+                    self.metrics
+                        .dlq_messages
+                        .get_or_create(&DlqLabels {
+                            topic: topic.to_string(),
+                            reason: reason.to_string(),
+                        })
+                        .inc();
+                    self.count(topic, "dead_lettered");
+                    return true;
+                }
+                Err((e, _)) => {
+                    tracing::error!(error = %e, dlq = %target, "cannot write to dead-letter topic; retrying");
+                    if !shutdown.sleep(backoff.next()).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff with jitter, 100 ms up to 5 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            next: Duration::from_millis(100),
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+        let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u16) % (base.as_millis() as u64 / 2 + 1);
+        base + Duration::from_millis(jitter)
+    }
+}

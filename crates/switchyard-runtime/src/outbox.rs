@@ -1,0 +1,330 @@
+//! The transactional outbox and its relay.
+//!
+//! A service writes its state change and the events it emits in **one** transaction
+//! ([`Outbox::enqueue`]). The [`Relay`] publishes committed rows to Kafka and marks them published.
+//!
+//! Ordering and completeness: the relay never keeps a cursor. Each round it reads the *unpublished*
+//! rows in id order, so a transaction that took a low id but committed late is simply picked up in a
+//! later round: nothing is skipped. Rows become visible in commit order, and services take a flow's
+//! row lock before writing its events, so per-key id order is commit order. Only one relay per service
+//! publishes at a time (a Postgres advisory lock), with an idempotent producer and `acks=all`; a batch
+//! is marked only up to its first failed delivery, so a later row is never published ahead of an
+//! earlier one that failed.
+//!
+//! A crash between publishing and marking publishes those rows again: consumers de-duplicate on
+//! `event_id` through their inbox. At-least-once delivery, exactly-once effect.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value as Json;
+use sqlx::{PgConnection, PgPool, Row, postgres::PgListener};
+use switchyard_model::EventRecord;
+
+use crate::{
+    codec::{Codec, EncodeError},
+    headers::{self, HeaderMap},
+    shutdown::Shutdown,
+    telemetry::{Metrics, TopicLabels},
+};
+
+pub const NOTIFY_CHANNEL: &str = "switchyard_outbox";
+
+/// Writes events into the outbox inside the caller's transaction.
+#[derive(Clone)]
+pub struct Outbox {
+    codec: Codec,
+}
+
+impl Outbox {
+    pub fn new(codec: Codec) -> Self {
+        Outbox { codec }
+    }
+
+    /// Encodes `event` for `topic` and inserts it, keyed by its flow id, in the caller's transaction.
+    /// Call after taking the lock of the state the event belongs to.
+    pub async fn enqueue(&self, conn: &mut PgConnection, topic: &str, event: &EventRecord) -> Result<i64, OutboxError> {
+        let payload = self.codec.encode(topic, event).await?;
+        let headers = headers::for_event(&event.envelope);
+        insert(
+            conn,
+            topic,
+            &event.envelope.flow_id,
+            &payload,
+            &headers,
+            event.envelope.event_id,
+        )
+        .await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    #[error("outbox insert failed: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Inserts an already-encoded message.
+pub async fn insert(
+    conn: &mut PgConnection,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &HeaderMap,
+    event_id: uuid::Uuid,
+) -> Result<i64, OutboxError> {
+    let headers = serde_json::to_value(headers).unwrap_or(Json::Null);
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO outbox (topic, msg_key, payload, headers, event_id) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(topic)
+    .bind(key)
+    .bind(payload)
+    .bind(headers)
+    .bind(event_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(id)
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Names the advisory lock: one active relay per service.
+    pub service: String,
+    pub poll_interval: Duration,
+    pub batch_size: i64,
+    pub retention: Duration,
+    /// Failure-test knob: pause between publishing and marking (0 in production).
+    pub pause_after_publish: Duration,
+}
+
+/// Publishes committed outbox rows to Kafka.
+pub struct Relay {
+    pool: PgPool,
+    producer: FutureProducer,
+    metrics: Metrics,
+    cfg: RelayConfig,
+}
+
+struct Row_ {
+    id: i64,
+    topic: String,
+    key: String,
+    payload: Vec<u8>,
+    headers: HeaderMap,
+    age: f64,
+}
+
+/// A stable 64-bit key for the service's relay lock (FNV-1a).
+pub fn lock_key(service: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "switchyard.outbox-relay:".bytes().chain(service.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, producer: FutureProducer, metrics: Metrics, cfg: RelayConfig) -> Self {
+        Relay {
+            pool,
+            producer,
+            metrics,
+            cfg,
+        }
+    }
+
+    /// Runs until shutdown: waits to become the active relay, then publishes.
+    pub async fn run(self, shutdown: Shutdown) {
+        let key = lock_key(&self.cfg.service);
+        while !shutdown.is_triggered() {
+            let mut lock_conn = match self.pool.acquire().await {
+                Ok(c) => c.detach(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay cannot reach the database");
+                    shutdown.sleep(self.cfg.poll_interval).await;
+                    continue;
+                }
+            };
+            let got: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut lock_conn)
+                .await;
+            match got {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Another instance is active; stand by.
+                    shutdown.sleep(self.cfg.poll_interval * 2).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay lock query failed");
+                    shutdown.sleep(self.cfg.poll_interval).await;
+                    continue;
+                }
+            }
+            tracing::info!(service = %self.cfg.service, "outbox relay active");
+            self.metrics.outbox_relay_active.set(1);
+            let result = self.lead(&mut lock_conn, &shutdown).await;
+            self.metrics.outbox_relay_active.set(0);
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(key)
+                .execute(&mut lock_conn)
+                .await;
+            drop(lock_conn);
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "outbox relay stepped down; retrying");
+                shutdown.sleep(self.cfg.poll_interval).await;
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn lead(&self, lock_conn: &mut PgConnection, shutdown: &Shutdown) -> anyhow::Result<()> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        let mut last_gauge = Instant::now() - Duration::from_secs(60);
+        let mut last_prune = Instant::now();
+        loop {
+            if shutdown.is_triggered() {
+                return Ok(());
+            }
+            let published = self.publish_batch(shutdown).await?;
+            if published as i64 >= self.cfg.batch_size {
+                continue;
+            }
+            if last_gauge.elapsed() >= Duration::from_secs(1) {
+                self.update_gauges().await?;
+                last_gauge = Instant::now();
+            }
+            if last_prune.elapsed() >= Duration::from_secs(60) {
+                self.prune().await?;
+                last_prune = Instant::now();
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                n = listener.recv() => { n?; }
+                _ = tokio::time::sleep(self.cfg.poll_interval) => {
+                    // Still the lock holder? (A lost connection releases the lock.)
+                    sqlx::query("SELECT 1").execute(&mut *lock_conn).await?;
+                }
+            }
+        }
+    }
+
+    /// Publishes up to one batch of unpublished rows; returns how many were published and marked.
+    pub async fn publish_batch(&self, shutdown: &Shutdown) -> anyhow::Result<usize> {
+        let rows = sqlx::query(
+            "SELECT id, topic, msg_key, payload, headers, \
+                    EXTRACT(EPOCH FROM (clock_timestamp() - created_at))::float8 AS age \
+             FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(self.cfg.batch_size)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<Row_> = rows
+            .into_iter()
+            .map(|r| Row_ {
+                id: r.get("id"),
+                topic: r.get("topic"),
+                key: r.get("msg_key"),
+                payload: r.get("payload"),
+                headers: serde_json::from_value(r.get::<Json, _>("headers")).unwrap_or_default(),
+                age: r.get("age"),
+            })
+            .collect();
+        // Enqueue the whole batch (librdkafka keeps per-partition order), then await in order.
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let record = FutureRecord::to(&row.topic)
+                .key(&row.key)
+                .payload(&row.payload)
+                .headers(headers::to_kafka(&row.headers));
+            deliveries.push(self.producer.send(record, Duration::from_secs(30)));
+        }
+        let mut ok_ids = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        for (row, delivery) in rows.iter().zip(deliveries) {
+            match delivery.await {
+                Ok(_) if failure.is_none() => {
+                    ok_ids.push(row.id);
+                    self.metrics
+                        .messages_produced
+                        .get_or_create(&TopicLabels {
+                            topic: row.topic.clone(),
+                        })
+                        .inc();
+                }
+                Ok(_) => {}
+                Err((e, _)) => {
+                    if failure.is_none() {
+                        failure = Some(format!(
+                            "delivery of outbox row {} to {} failed: {e}",
+                            row.id, row.topic
+                        ));
+                    }
+                }
+            }
+        }
+        if !self.cfg.pause_after_publish.is_zero() {
+            shutdown.sleep(self.cfg.pause_after_publish).await;
+        }
+        if !ok_ids.is_empty() {
+            sqlx::query("UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1)")
+                .bind(&ok_ids)
+                .execute(&self.pool)
+                .await?;
+            for row in rows.iter().take(ok_ids.len()) {
+                self.metrics.outbox_publish_lag.observe(row.age);
+            }
+        }
+        if let Some(f) = failure {
+            anyhow::bail!(f);
+        }
+        Ok(ok_ids.len())
+    }
+
+    async fn update_gauges(&self) -> anyhow::Result<()> {
+        let row = sqlx::query(
+            "SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM (clock_timestamp() - min(created_at))), 0)::float8 AS age \
+             FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        self.metrics.outbox_pending.set(row.get::<i64, _>("n"));
+        self.metrics
+            .outbox_oldest_pending_age
+            .set(row.get::<f64, _>("age") as i64);
+        Ok(())
+    }
+
+    async fn prune(&self) -> anyhow::Result<()> {
+        let secs = self.cfg.retention.as_secs_f64();
+        let n = sqlx::query("DELETE FROM outbox WHERE published_at < clock_timestamp() - make_interval(secs => $1)")
+            .bind(secs)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            tracing::debug!(rows = n, "pruned published outbox rows");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_key;
+
+    #[test]
+    fn lock_keys_are_stable_and_distinct() {
+        assert_eq!(lock_key("orchestrator"), lock_key("orchestrator"));
+        assert_ne!(lock_key("orchestrator"), lock_key("ingress"));
+    }
+}

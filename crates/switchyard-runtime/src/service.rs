@@ -1,0 +1,186 @@
+//! The boot sequence every service binary runs, and graceful shutdown.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use axum::Router;
+use rdkafka::producer::FutureProducer;
+use sqlx::PgPool;
+use switchyard_model::{SchemaCatalog, topics};
+
+use crate::{
+    codec::{Codec, EncodeError},
+    config::ServiceConfig,
+    db,
+    http::{self, Readiness},
+    kafka,
+    outbox::{Outbox, Relay, RelayConfig},
+    registry::{RegistryClient, RegistryError},
+    shutdown::Shutdown,
+    telemetry::{self, Metrics, TelemetryGuard},
+};
+
+/// Everything a started service has at hand.
+pub struct Runtime {
+    pub cfg: ServiceConfig,
+    pub pool: PgPool,
+    pub codec: Codec,
+    pub outbox: Outbox,
+    pub metrics: Metrics,
+    pub producer: FutureProducer,
+    pub shutdown: Shutdown,
+    pub ready: Readiness,
+    _telemetry: TelemetryGuard,
+}
+
+/// The config file named by `--config <path>` or `SWITCHYARD_CONFIG`, if any.
+fn config_path() -> Option<PathBuf> {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--config" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(p));
+        }
+    }
+    std::env::var_os("SWITCHYARD_CONFIG").map(PathBuf::from)
+}
+
+/// Loads and validates configuration, installs telemetry, connects to Postgres (and migrates), the
+/// registry (and registers the model) and Kafka (and creates missing topics).
+pub async fn boot(service: &str) -> anyhow::Result<Runtime> {
+    let cfg = ServiceConfig::load(service, config_path().as_deref())?;
+    let guard = telemetry::init(&cfg.telemetry, service)?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let metrics = Metrics::new(service);
+    tracing::info!(service, "starting");
+
+    let pool = db::connect(cfg.database.url.expose(), cfg.database.max_connections, &shutdown).await?;
+    db::migrate(&pool).await?;
+
+    let registry = RegistryClient::new(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms))?;
+    let codec = Codec::new(SchemaCatalog::embedded()?, registry);
+    if cfg.registry.register_schemas {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match codec.register_all().await {
+                Ok(()) => break,
+                Err(EncodeError::Registry(RegistryError::Unavailable(e))) => {
+                    tracing::warn!(error = %e, "schema registry not reachable yet");
+                    if !shutdown.sleep(delay).await {
+                        anyhow::bail!("shutdown during start-up");
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => anyhow::bail!("cannot register the model's schemas: {e}"),
+            }
+        }
+    }
+    if cfg.kafka.ensure_topics {
+        let mut names = Vec::new();
+        for t in topics::all_topics() {
+            names.push(topics::dlq(&t));
+            names.push(t);
+        }
+        kafka::ensure_topics(
+            &cfg.kafka.bootstrap_servers,
+            &names,
+            cfg.kafka.topic_partitions,
+            cfg.kafka.topic_replication,
+        )
+        .await?;
+    }
+    let producer = kafka::producer(&cfg.kafka.bootstrap_servers, service)?;
+    Ok(Runtime {
+        outbox: Outbox::new(codec.clone()),
+        cfg,
+        pool,
+        codec,
+        metrics,
+        producer,
+        shutdown,
+        ready: Readiness::default(),
+        _telemetry: guard,
+    })
+}
+
+impl Runtime {
+    pub fn relay_config(&self) -> RelayConfig {
+        RelayConfig {
+            service: self.cfg.service.clone(),
+            poll_interval: self.cfg.poll_interval(),
+            batch_size: self.cfg.outbox.batch_size,
+            retention: Duration::from_secs(self.cfg.outbox.retention_hours * 3600),
+            pause_after_publish: Duration::from_millis(self.cfg.outbox.fault_pause_after_publish_ms),
+        }
+    }
+
+    /// Starts this service's outbox relay.
+    pub fn spawn_relay(&self) -> tokio::task::JoinHandle<()> {
+        let relay = Relay::new(
+            self.pool.clone(),
+            self.producer.clone(),
+            self.metrics.clone(),
+            self.relay_config(),
+        );
+        tokio::spawn(relay.run(self.shutdown.clone()))
+    }
+
+    /// Serves health, metrics and `routes`, marks the service ready, waits for shutdown, then gives
+    /// `tasks` until the deadline to finish.
+    pub async fn serve_until_shutdown(
+        self,
+        routes: Router,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    ) -> anyhow::Result<()> {
+        let router = routes.merge(http::health_router(
+            &self.cfg.service,
+            self.metrics.clone(),
+            Some(self.pool.clone()),
+            self.ready.clone(),
+        ));
+        let (addr, server) = http::serve(&self.cfg.http.listen, router, self.shutdown.clone()).await?;
+        self.ready.set(true);
+        tracing::info!(service = %self.cfg.service, %addr, "ready");
+        self.shutdown.wait().await;
+        self.ready.set(false);
+        tracing::info!("draining");
+        let deadline = self.cfg.shutdown_deadline();
+        let drain = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+            let _ = server.await;
+        };
+        if tokio::time::timeout(deadline, drain).await.is_err() {
+            tracing::warn!(?deadline, "shutdown deadline passed; exiting with work in flight");
+        }
+        self.pool.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// `main` of a service that so far only boots, relays its outbox and serves health and metrics.
+pub async fn run_skeleton(service: &str) -> ExitCode {
+    exit_code(
+        async {
+            let rt = boot(service).await?;
+            let relay = rt.spawn_relay();
+            rt.serve_until_shutdown(Router::new(), vec![relay]).await
+        }
+        .await,
+    )
+}
+
+/// Prints a start-up or run error the way an operator wants to read it, and picks the exit code.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

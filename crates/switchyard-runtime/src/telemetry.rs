@@ -1,0 +1,223 @@
+//! Tracing and metrics.
+//!
+//! Metric names follow one scheme for every service: `switchyard_<subsystem>_<what>_<unit>`, with a
+//! constant `service` label. This module owns the runtime's metrics; services add their own through
+//! [`Metrics::registry`].
+
+use std::sync::{Arc, Mutex};
+
+use opentelemetry::{global, trace::TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::config::TelemetryConfig;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumedLabels {
+    pub topic: String,
+    /// `processed`, `duplicate`, `dead_lettered`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DlqLabels {
+    pub topic: String,
+    /// `undecodable`, `unknown_schema`, `invalid_event`, `handler_rejected`.
+    pub reason: String,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 0.5 ms .. ~33 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 17))
+}
+
+/// The runtime's metrics, registered on a shared registry rendered at `/metrics`.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    pub messages_consumed: Family<ConsumedLabels, Counter>,
+    pub messages_produced: Family<TopicLabels, Counter>,
+    pub handler_duration: Family<TopicLabels, Histogram, fn() -> Histogram>,
+    pub dlq_messages: Family<DlqLabels, Counter>,
+    pub outbox_publish_lag: Histogram,
+    pub outbox_pending: Gauge,
+    pub outbox_oldest_pending_age: Gauge,
+    pub outbox_relay_active: Gauge,
+    pub inbox_duplicates: Counter,
+}
+
+impl Metrics {
+    pub fn new(service: &str) -> Self {
+        let mut root = Registry::with_prefix_and_labels(
+            "switchyard",
+            [(
+                std::borrow::Cow::Borrowed("service"),
+                std::borrow::Cow::Owned(service.to_string()),
+            )]
+            .into_iter(),
+        );
+        let m = Metrics {
+            registry: Arc::new(Mutex::new(Registry::default())),
+            messages_consumed: Family::default(),
+            messages_produced: Family::default(),
+            handler_duration: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
+            dlq_messages: Family::default(),
+            outbox_publish_lag: seconds_histogram(),
+            outbox_pending: Gauge::default(),
+            outbox_oldest_pending_age: Gauge::default(),
+            outbox_relay_active: Gauge::default(),
+            inbox_duplicates: Counter::default(),
+        };
+        root.register(
+            "messages_consumed",
+            "Messages taken from Kafka, by topic and outcome",
+            m.messages_consumed.clone(),
+        );
+        root.register(
+            "messages_produced",
+            "Messages published to Kafka, by topic",
+            m.messages_produced.clone(),
+        );
+        root.register(
+            "handler_duration_seconds",
+            "Time to handle one consumed message",
+            m.handler_duration.clone(),
+        );
+        root.register(
+            "dlq_messages",
+            "Messages sent to a dead-letter topic, by source topic and reason",
+            m.dlq_messages.clone(),
+        );
+        root.register(
+            "outbox_publish_lag_seconds",
+            "Time from outbox commit to Kafka acknowledgement",
+            m.outbox_publish_lag.clone(),
+        );
+        root.register(
+            "outbox_pending_rows",
+            "Outbox rows not yet published",
+            m.outbox_pending.clone(),
+        );
+        root.register(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest unpublished outbox row",
+            m.outbox_oldest_pending_age.clone(),
+        );
+        root.register(
+            "outbox_relay_active",
+            "1 while this instance holds the relay lock",
+            m.outbox_relay_active.clone(),
+        );
+        root.register(
+            "inbox_duplicates",
+            "Consumed messages skipped because their event id was already applied",
+            m.inbox_duplicates.clone(),
+        );
+        if let Ok(mut guard) = m.registry.lock() {
+            *guard = root;
+        }
+        m
+    }
+
+    /// Registers a service's own metric (its name gets the `switchyard_` prefix and `service` label).
+    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.register(name, help, metric);
+        }
+    }
+
+    /// The Prometheus text exposition of every registered metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(r) = self.registry.lock()
+            && encode(&mut out, &r).is_err()
+        {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn registry(&self) -> Arc<Mutex<Registry>> {
+        self.registry.clone()
+    }
+}
+
+/// Keeps the tracer provider alive; flushes spans on drop.
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            let _ = p.shutdown();
+        }
+    }
+}
+
+/// Installs logging and tracing for `service`. Spans always carry W3C trace context (so it crosses
+/// Kafka headers); they are exported over OTLP only when an endpoint is configured. Safe to call more
+/// than once in a process (later calls keep the first subscriber).
+pub fn init(cfg: &TelemetryConfig, service: &str) -> anyhow::Result<TelemetryGuard> {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(Resource::builder_empty().with_service_name(service.to_string()).build());
+    if !cfg.otlp_endpoint.is_empty() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(cfg.otlp_endpoint.clone())
+            .build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer("switchyard");
+    global::set_tracer_provider(provider.clone());
+    let filter = EnvFilter::try_new(&cfg.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let _ = if cfg.log_format == "json" {
+        registry.with(tracing_subscriber::fmt::layer().json()).try_init()
+    } else {
+        registry.with(tracing_subscriber::fmt::layer()).try_init()
+    };
+    Ok(TelemetryGuard {
+        provider: Some(provider),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_with_prefix_and_service_label() {
+        let m = Metrics::new("orchestrator");
+        m.messages_produced
+            .get_or_create(&TopicLabels {
+                topic: "kyc.requests.v1".into(),
+            })
+            .inc();
+        let text = m.render();
+        assert!(
+            text.contains("switchyard_messages_produced_total{service=\"orchestrator\",topic=\"kyc.requests.v1\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("switchyard_outbox_publish_lag_seconds_bucket"));
+    }
+}
