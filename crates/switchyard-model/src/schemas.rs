@@ -97,6 +97,40 @@ impl SchemaCatalog {
         Ok(SchemaCatalog { topics: out })
     }
 
+    /// Builds a catalog from a folder laid out like the repository's `schemas/` (`common/*.avsc`,
+    /// `topics/*.avsc`).
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self, SchemaError> {
+        let read = |sub: &str| -> Result<Vec<(String, String)>, SchemaError> {
+            let folder = dir.join(sub);
+            let entries = std::fs::read_dir(&folder).map_err(|e| SchemaError::Source {
+                file: folder.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let mut out = Vec::new();
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().and_then(|e| e.to_str()) != Some("avsc") {
+                    continue;
+                }
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let text = std::fs::read_to_string(&path).map_err(|e| SchemaError::Source {
+                    file: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                out.push((stem, text));
+            }
+            out.sort();
+            Ok(out)
+        };
+        let common = read("common")?;
+        let topics = read("topics")?;
+        Self::from_sources(&borrowed(&common), &borrowed(&topics))
+    }
+
     pub fn get(&self, topic: &str) -> Result<&TopicSchema, SchemaError> {
         self.topics
             .get(topic)
@@ -170,6 +204,10 @@ impl TopicSchema {
             value: *record,
         })
     }
+}
+
+fn borrowed(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
 }
 
 fn union_records(schema: &Schema) -> Result<Vec<String>, String> {

@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use opentelemetry::{
-    global,
-    propagation::{Extractor, Injector},
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
 };
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use switchyard_model::Envelope;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -31,10 +32,23 @@ pub fn for_event(envelope: &Envelope) -> HeaderMap {
     h
 }
 
-/// Writes `traceparent`/`tracestate` of the current span into `h`.
+/// Writes `traceparent`/`tracestate` of the current span into `h`. With no active traced span (no
+/// subscriber, or outside any span) the event starts a new trace, so every message carries one.
 pub fn inject_current_trace(h: &mut HeaderMap) {
-    let cx = tracing::Span::current().context();
-    global::get_text_map_propagator(|p| p.inject_context(&cx, &mut Inject(h)));
+    let mut cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        let ids = uuid::Uuid::new_v4().as_u128();
+        let span_id = (ids as u64).max(1);
+        let root = SpanContext::new(
+            TraceId::from(ids.max(1)),
+            SpanId::from(span_id),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        cx = cx.with_remote_span_context(root);
+    }
+    TraceContextPropagator::new().inject_context(&cx, &mut Inject(h));
 }
 
 struct Inject<'a>(&'a mut HeaderMap);
@@ -58,7 +72,7 @@ impl Extractor for Extract<'_> {
 
 /// Makes `span` a child of the trace context carried in `h` (if any).
 pub fn set_parent_from(span: &tracing::Span, h: &HeaderMap) {
-    let cx = global::get_text_map_propagator(|p| p.extract(&Extract(h)));
+    let cx = TraceContextPropagator::new().extract(&Extract(h));
     let _ = span.set_parent(cx);
 }
 

@@ -15,6 +15,7 @@
 //! may publish one twice after a crash), and the inbox never applies one twice.
 
 pub mod codec;
+pub mod compat;
 pub mod config;
 pub mod db;
 pub mod headers;

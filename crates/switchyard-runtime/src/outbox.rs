@@ -16,7 +16,10 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::{FutureProducer, FutureRecord},
+};
 use serde_json::Value as Json;
 use sqlx::{PgConnection, PgPool, Row, postgres::PgListener};
 use switchyard_model::EventRecord;
@@ -239,20 +242,38 @@ impl Relay {
                 age: r.get("age"),
             })
             .collect();
-        // Enqueue the whole batch (librdkafka keeps per-partition order), then await in order.
+        // Enqueue the whole batch without waiting (librdkafka keeps per-partition order and the
+        // idempotent producer keeps it across retries), then collect the acknowledgements in order.
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
-            let record = FutureRecord::to(&row.topic)
+            let mut record = FutureRecord::to(&row.topic)
                 .key(&row.key)
                 .payload(&row.payload)
                 .headers(headers::to_kafka(&row.headers));
-            deliveries.push(self.producer.send(record, Duration::from_secs(30)));
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => anyhow::bail!("cannot enqueue outbox row {} for {}: {e}", row.id, row.topic),
+                }
+            }
         }
         let mut ok_ids = Vec::with_capacity(rows.len());
         let mut failure = None;
         for (row, delivery) in rows.iter().zip(deliveries) {
-            match delivery.await {
-                Ok(_) if failure.is_none() => {
+            let result = match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((e, _))) => Err(e.to_string()),
+                Err(_) => Err("producer dropped the delivery report".to_string()),
+            };
+            match result {
+                Ok(()) if failure.is_none() => {
                     ok_ids.push(row.id);
                     self.metrics
                         .messages_produced
@@ -261,8 +282,8 @@ impl Relay {
                         })
                         .inc();
                 }
-                Ok(_) => {}
-                Err((e, _)) => {
+                Ok(()) => {}
+                Err(e) => {
                     if failure.is_none() {
                         failure = Some(format!(
                             "delivery of outbox row {} to {} failed: {e}",

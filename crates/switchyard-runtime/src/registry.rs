@@ -137,6 +137,26 @@ impl RegistryClient {
         })
     }
 
+    /// Deletes a subject and all its versions, soft then permanently (for scratch subjects).
+    pub async fn delete_subject(&self, subject: &str) -> Result<(), RegistryError> {
+        for suffix in ["", "?permanent=true"] {
+            let url = format!("{}/subjects/{subject}{suffix}", self.base);
+            let resp = self
+                .http
+                .delete(url)
+                .send()
+                .await
+                .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+            if resp.status().is_server_error() {
+                return Err(RegistryError::Unavailable(format!(
+                    "DELETE {subject}: {}",
+                    resp.status()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The writer schema of `id`, from the cache or the registry.
     pub async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
         if let Some(s) = self.by_id.read().ok().and_then(|m| m.get(&id).cloned()) {

@@ -1,1 +1,104 @@
-fn main() {}
+//! yardctl: the operator's command line.
+//!
+//!   yardctl schemas register            register every model schema under <topic>-value
+//!   yardctl schemas check [...]         BACKWARD-compatibility check of schema changes (CI runs it)
+//!   yardctl topics ensure               create the model's topics and their .dlq topics
+//!   yardctl bench relay [...]           outbox relay throughput and publish lag on this machine
+//!
+//! Endpoints come from flags or the environment (`local-stack/endpoints.env` names them).
+
+mod bench;
+mod schemas;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "yardctl", about = "Operate the switchyard mesh")]
+struct Cli {
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092",
+        global = true
+    )]
+    kafka: String,
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081/apis/ccompat/v7",
+        global = true
+    )]
+    registry: String,
+    /// A Postgres URL with the right to create databases (benchmarks create their own).
+    #[arg(long, env = "POSTGRES_ADMIN_URL", global = true, hide_env_values = true)]
+    postgres_admin: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Schemas of the canonical model.
+    Schemas {
+        #[command(subcommand)]
+        command: schemas::SchemasCommand,
+    },
+    /// Kafka topics of the canonical model.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Benchmarks that print figures (never pass/fail on time).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create every model topic and its dead-letter topic if missing.
+    Ensure {
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Schemas { command } => schemas::run(command, &cli.registry).await,
+        Command::Topics {
+            command: TopicsCommand::Ensure {
+                partitions,
+                replication,
+            },
+        } => ensure_topics(&cli.kafka, partitions, replication).await,
+        Command::Bench { command } => {
+            bench::run(command, &cli.kafka, &cli.registry, cli.postgres_admin.as_deref()).await
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn ensure_topics(kafka: &str, partitions: i32, replication: i32) -> anyhow::Result<ExitCode> {
+    let mut names = Vec::new();
+    for t in switchyard_model::topics::all_topics() {
+        names.push(switchyard_model::topics::dlq(&t));
+        names.push(t);
+    }
+    switchyard_runtime::kafka::ensure_topics(kafka, &names, partitions, replication).await?;
+    println!("{} topics present (model topics and their .dlq)", names.len());
+    Ok(ExitCode::SUCCESS)
+}

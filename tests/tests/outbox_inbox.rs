@@ -1,0 +1,382 @@
+//! The mesh runtime against the real stack: round trip, crash safety, late commits, ordering,
+//! poison messages.
+
+use std::{collections::HashMap, time::Duration};
+
+use apache_avro::{Schema, types::Value};
+use switchyard_model::{topics::value_subject, wire};
+use switchyard_runtime::{Metrics, Outbox};
+use switchyard_tests::*;
+
+fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
+    let Value::Record(fields) = v else {
+        panic!("not a record: {v:?}")
+    };
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no field {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_through_outbox_relay_and_kafka_in_confluent_wire_format() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("roundtrip").await;
+    let topic = stack.fresh_topic("roundtrip", 1).await;
+    let codec = stack.codec_for(&topic).await;
+    let outbox = Outbox::new(codec.clone());
+
+    let mut event = sample_event("tenant-a", "flow-rt", 7);
+    event.envelope.idempotency_key = Some("idem-1".into());
+    let event = switchyard_model::EventRecord::from_value(RECORD, {
+        let Value::Record(mut fields) = event.value.clone() else {
+            unreachable!()
+        };
+        fields[0].1 = apache_avro::to_value(&event.envelope).expect("envelope");
+        Value::Record(fields)
+    })
+    .expect("event");
+    let mut tx = db.pool.begin().await.expect("tx");
+    outbox.enqueue(&mut tx, &topic, &event).await.expect("enqueue");
+    tx.commit().await.expect("commit");
+
+    let relay = stack.spawn_relay(&db, "roundtrip", Metrics::new("roundtrip"));
+    let got = read_topic(&stack, &topic, 1, Duration::from_secs(30), Duration::from_millis(300)).await;
+    relay.trigger();
+    assert_eq!(got.len(), 1, "exactly one message expected");
+    let msg = &got[0];
+
+    // Key = flow id.
+    assert_eq!(msg.key.as_deref(), Some("flow-rt"));
+    // Confluent framing: magic 0, big-endian id of the schema registered for <topic>-value.
+    assert_eq!(msg.payload[0], 0, "magic byte");
+    let id = u32::from_be_bytes([msg.payload[1], msg.payload[2], msg.payload[3], msg.payload[4]]);
+    let registered = stack
+        .registry()
+        .register(
+            &value_subject(&topic),
+            &codec.catalog().get(MODEL_TOPIC).expect("model").text,
+        )
+        .await
+        .expect("lookup id");
+    assert_eq!(id, registered, "schema id in the header is the subject's id");
+
+    // Decode independently of our catalog: the writer schema text as the registry serves it, a plain
+    // Avro reader, nothing else (what any Confluent client does).
+    let text: serde_json::Value = reqwest::get(format!("{}/schemas/ids/{id}", stack.registry))
+        .await
+        .expect("registry")
+        .json()
+        .await
+        .expect("json");
+    let writer = Schema::parse_str(text["schema"].as_str().expect("schema text")).expect("parse");
+    let mut datum = &msg.payload[5..];
+    let value = apache_avro::reader::datum::GenericDatumReader::builder(&writer)
+        .build()
+        .and_then(|r| r.read_value(&mut datum))
+        .expect("plain Avro decode");
+    assert!(datum.is_empty(), "no trailing bytes");
+    let Value::Union(branch, record) = value else {
+        panic!("not a union")
+    };
+    assert_eq!(branch, 0);
+    let env = field(&record, "envelope");
+    assert_eq!(field(env, "event_id"), &Value::Uuid(event.envelope.event_id));
+    assert_eq!(field(env, "tenant_id"), &Value::String("tenant-a".into()));
+    assert_eq!(
+        field(env, "occurred_at"),
+        &Value::TimestampMillis(event.envelope.occurred_at)
+    );
+    assert_eq!(field(&record, "subject_id"), &Value::String("flow-rt:7".into()));
+
+    // And through the runtime's codec: equal to what was written.
+    let (_, decoded) = codec.decode(&topic, Some(&msg.payload)).await.expect("decode");
+    assert_eq!(decoded.record, event.record);
+    assert_eq!(decoded.envelope, event.envelope);
+    assert_eq!(
+        decoded.value,
+        event.value.clone().resolve(&writer_record(&codec)).expect("resolve")
+    );
+
+    // Headers: W3C trace context and CloudEvents binary mode.
+    let tp = msg.headers.get("traceparent").expect("traceparent header");
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "traceparent {tp}");
+    assert_eq!(
+        (parts[0], parts[1].len(), parts[2].len()),
+        ("00", 32, 16),
+        "traceparent {tp}"
+    );
+    assert_eq!(msg.headers.get("ce_id"), Some(&event.envelope.event_id.to_string()));
+    assert_eq!(msg.headers.get("ce_type").map(String::as_str), Some(RECORD));
+    assert_eq!(msg.headers.get("ce_specversion").map(String::as_str), Some("1.0"));
+    assert_eq!(
+        msg.headers.get("ce_source").map(String::as_str),
+        Some("/switchyard/test")
+    );
+    assert!(msg.headers.get("ce_time").is_some_and(|t| t.ends_with('Z')));
+
+    // The relay marked the row.
+    assert_eq!(unpublished(&db.pool).await, 0);
+    db.drop_db().await;
+}
+
+/// The record schema of the test topic's first branch (to compare resolved values).
+fn writer_record(codec: &switchyard_runtime::Codec) -> Schema {
+    let s = &codec.catalog().get(MODEL_TOPIC).expect("model").schema;
+    let Schema::Union(u) = s else { panic!("union") };
+    u.variants()[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_commits_late_is_still_published() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("late").await;
+    let topic = stack.fresh_topic("late", 1).await;
+    let codec = stack.codec_for(&topic).await;
+    let outbox = Outbox::new(codec.clone());
+    let relay = stack.spawn_relay(&db, "late", Metrics::new("late"));
+
+    // A takes the lower id and stays open; B commits after it took a higher id.
+    let early = sample_event("t", "flow-late", 1);
+    let mut tx_a = db.pool.begin().await.expect("tx a");
+    let id_a = outbox.enqueue(&mut tx_a, &topic, &early).await.expect("enqueue a");
+    let later = sample_event("t", "flow-other", 2);
+    let mut tx_b = db.pool.begin().await.expect("tx b");
+    let id_b = outbox.enqueue(&mut tx_b, &topic, &later).await.expect("enqueue b");
+    assert!(id_a < id_b);
+    tx_b.commit().await.expect("commit b");
+
+    // B is published while A is still open...
+    let first = read_topic(&stack, &topic, 1, Duration::from_secs(20), Duration::from_millis(500)).await;
+    assert_eq!(first.len(), 1, "only the committed row is visible");
+    // ...then A commits, behind a row the relay already passed, and must still go out.
+    tx_a.commit().await.expect("commit a");
+    let all = read_topic(&stack, &topic, 2, Duration::from_secs(20), Duration::from_millis(500)).await;
+    relay.trigger();
+    let ids: Vec<String> = all.iter().filter_map(|m| m.headers.get("ce_id").cloned()).collect();
+    assert!(
+        ids.contains(&early.envelope.event_id.to_string()),
+        "late-committed row was skipped"
+    );
+    assert!(ids.contains(&later.envelope.event_id.to_string()));
+    assert_eq!(all.len(), 2);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_one_key_arrive_in_commit_order() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("order").await;
+    let topic = stack.fresh_topic("order", 3).await;
+    let codec = stack.codec_for(&topic).await;
+    let outbox = Outbox::new(codec.clone());
+    sqlx::query("CREATE TABLE flows (flow_id TEXT PRIMARY KEY, seq INT NOT NULL)")
+        .execute(&db.pool)
+        .await
+        .expect("flows");
+    let flows = 6;
+    for f in 0..flows {
+        sqlx::query("INSERT INTO flows VALUES ($1, 0)")
+            .bind(format!("flow-{f}"))
+            .execute(&db.pool)
+            .await
+            .expect("flow row");
+    }
+    let relay = stack.spawn_relay(&db, "order", Metrics::new("order"));
+
+    // Eight concurrent writers; each transaction locks its flow's row, bumps its sequence and emits
+    // the event, as a service does.
+    let per_writer = 60;
+    let mut writers = Vec::new();
+    for w in 0..8u32 {
+        let pool = db.pool.clone();
+        let outbox = outbox.clone();
+        let topic = topic.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..per_writer {
+                let flow = format!("flow-{}", (w + i) % flows);
+                let mut tx = pool.begin().await.expect("tx");
+                let seq: i32 = sqlx::query_scalar("UPDATE flows SET seq = seq + 1 WHERE flow_id = $1 RETURNING seq")
+                    .bind(&flow)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .expect("lock flow");
+                let event = sample_event("t", &flow, u32::try_from(seq).expect("seq"));
+                outbox.enqueue(&mut tx, &topic, &event).await.expect("enqueue");
+                tx.commit().await.expect("commit");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let total = 8 * per_writer as usize;
+    let got = read_topic(
+        &stack,
+        &topic,
+        total,
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+    )
+    .await;
+    relay.trigger();
+    assert_eq!(got.len(), total);
+    let mut last: HashMap<String, u32> = HashMap::new();
+    let mut by_partition: Vec<&Raw> = got.iter().collect();
+    by_partition.sort_by_key(|m| (m.partition, m.offset));
+    for m in by_partition {
+        let (_, event) = codec.decode(&topic, Some(&m.payload)).await.expect("decode");
+        let seq = seq_of(&event);
+        let prev = last.insert(event.envelope.flow_id.clone(), seq).unwrap_or(0);
+        assert_eq!(
+            seq,
+            prev + 1,
+            "flow {} out of order: {seq} after {prev}",
+            event.envelope.flow_id
+        );
+    }
+    assert_eq!(last.len(), flows as usize);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_go_to_the_dlq_and_the_partition_moves_on() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("poison").await;
+    let topic = stack.fresh_topic("poison", 1).await;
+    let codec = stack.codec_for(&topic).await;
+    create_effects_table(&db.pool).await;
+
+    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "poison-test").expect("producer");
+    let send = |payload: Vec<u8>| {
+        let producer = producer.clone();
+        let topic = topic.clone();
+        async move {
+            producer
+                .send(
+                    rdkafka::producer::FutureRecord::to(&topic)
+                        .key("flow-p")
+                        .payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("produce");
+        }
+    };
+    let good1 = sample_event("t", "flow-p", 1);
+    let good2 = sample_event("t", "flow-p", 2);
+    let valid_frame = codec.encode(&topic, &good1).await.expect("encode");
+    send(valid_frame.clone()).await;
+    send(b"{\"not\": \"avro\"}".to_vec()).await; // garbage
+    send(wire::frame(987_654_321, &valid_frame[5..])).await; // unknown schema id
+    send(valid_frame[..valid_frame.len() / 2].to_vec()).await; // truncated datum
+    send(codec.encode(&topic, &good2).await.expect("encode")).await;
+
+    let metrics = Metrics::new("poison");
+    let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec.clone(), metrics.clone());
+    let applied = eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 2 }).await;
+    let dlq = read_topic(
+        &stack,
+        &format!("{topic}.dlq"),
+        3,
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+    )
+    .await;
+    stop.trigger();
+    handle.await.expect("join").expect("consumer");
+    assert!(applied, "the messages behind the poison ones were not processed");
+
+    let reasons: Vec<&str> = dlq
+        .iter()
+        .filter_map(|m| m.headers.get("dlq_reason").map(String::as_str))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec!["undecodable", "unknown_schema", "undecodable"],
+        "dlq: {dlq:?}"
+    );
+    assert_eq!(dlq[0].payload, b"{\"not\": \"avro\"}".to_vec(), "original bytes kept");
+    assert!(
+        dlq[1]
+            .headers
+            .get("dlq_detail")
+            .is_some_and(|d| d.contains("987654321"))
+    );
+    assert!(dlq.iter().all(|m| m.headers.get("dlq_source_topic") == Some(&topic)));
+    let text = metrics.render();
+    assert!(
+        text.contains(&format!(
+            "switchyard_dlq_messages_total{{service=\"poison\",topic=\"{topic}\",reason=\"undecodable\"}} 2"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "switchyard_dlq_messages_total{{service=\"poison\",topic=\"{topic}\",reason=\"unknown_schema\"}} 1"
+        )),
+        "{text}"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_message_is_applied_once() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("dup").await;
+    let topic = stack.fresh_topic("dup", 1).await;
+    let codec = stack.codec_for(&topic).await;
+    create_effects_table(&db.pool).await;
+    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "dup-test").expect("producer");
+    let event = sample_event("t", "flow-d", 1);
+    let frame = codec.encode(&topic, &event).await.expect("encode");
+    for _ in 0..3 {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&topic)
+                    .key("flow-d")
+                    .payload(&frame),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+    let other = codec
+        .encode(&topic, &sample_event("t", "flow-d", 2))
+        .await
+        .expect("encode");
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&topic)
+                .key("flow-d")
+                .payload(&other),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+    let metrics = Metrics::new("dup");
+    let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec, metrics.clone());
+    let done = eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 2 }).await;
+    // Give the duplicates time to be consumed too.
+    let dups_seen = eventually(Duration::from_secs(10), || async {
+        metrics
+            .render()
+            .contains("switchyard_inbox_duplicates_total{service=\"dup\"} 2")
+    })
+    .await;
+    stop.trigger();
+    handle.await.expect("join").expect("consumer");
+    assert!(done);
+    assert!(dups_seen, "{}", metrics.render());
+    let times: Vec<i32> = sqlx::query_scalar("SELECT applied_times FROM effects")
+        .fetch_all(&db.pool)
+        .await
+        .expect("q");
+    assert_eq!(times, vec![1, 1]);
+    db.drop_db().await;
+}

@@ -1,0 +1,89 @@
+//! Service binaries boot on the real stack, serve health and metrics, refuse bad configuration with a
+//! clear message, and stop cleanly on SIGTERM.
+
+use std::{process::Stdio, time::Duration};
+
+use switchyard_tests::*;
+use tokio::process::Command;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_boots_serves_health_and_metrics_and_stops_on_sigterm() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("svc").await;
+    let port = free_port();
+    let mut child = Command::new(workspace_bin("orchestrator"))
+        .env("SWITCHYARD_DATABASE__URL", &db.url)
+        .env("SWITCHYARD_KAFKA__BOOTSTRAP_SERVERS", &stack.kafka)
+        .env("SWITCHYARD_REGISTRY__URL", &stack.registry)
+        .env("SWITCHYARD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("SWITCHYARD_TELEMETRY__LOG_FILTER", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn orchestrator (build the workspace binaries first)");
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = eventually(Duration::from_secs(60), || async {
+        matches!(reqwest::get(format!("{base}/readyz")).await, Ok(r) if r.status() == 200)
+    })
+    .await;
+    assert!(ready, "orchestrator never became ready");
+    let health = reqwest::get(format!("{base}/healthz")).await.expect("healthz");
+    assert_eq!(health.status(), 200);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("switchyard_outbox_relay_active{service=\"orchestrator\"} 1"),
+        "{metrics}"
+    );
+    // The runtime tables exist in its database.
+    let tables: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('outbox', 'inbox')")
+            .fetch_one(&db.pool)
+            .await
+            .expect("q");
+    assert_eq!(tables, 2);
+
+    let pid = child.id().expect("pid");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .expect("kill");
+    assert!(status.success());
+    let exited = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+    let status = exited.expect("did not stop within 15 s of SIGTERM").expect("wait");
+    assert!(status.success(), "exit status {status}");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn bad_configuration_is_refused_with_the_field_named() {
+    for (key, value, field) in [
+        ("SWITCHYARD_DATABASE__URL", "", "database.url"),
+        ("SWITCHYARD_OUTBOX__BATCH_SIZE", "0", "outbox.batch_size"),
+        ("SWITCHYARD_HTTP__LISTEN", "everywhere", "http.listen"),
+    ] {
+        let out = Command::new(workspace_bin("kyc-adapter"))
+            .env("SWITCHYARD_DATABASE__URL", "postgres://u:p@127.0.0.1:1/x")
+            .env(key, value)
+            .output()
+            .await
+            .expect("run kyc-adapter");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{key}={value}: {stderr}");
+        assert!(stderr.contains(field), "{key}={value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
