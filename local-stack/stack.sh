@@ -97,6 +97,17 @@ install_apicurio() {
   touch "$APICURIO_HOME/.complete"
 }
 
+install_python_client() {
+  # A Confluent client in another language (confluent-kafka for Python), for the interop tests.
+  local venv="$CACHE/pyvenv" req="$HERE/../tests/interop/requirements.txt" stamp
+  stamp="$(sha256sum "$req" | cut -c1-16)"
+  [ -f "$venv/.complete-$stamp" ] && return 0
+  log "installing the Python Confluent client into $venv"
+  python3 -m venv "$venv" >/dev/null 2>&1 || { apt_install python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+  touch "$venv/.complete-$stamp"
+}
+
 cmd_install() {
   # Java runs Kafka and the registry; PostgreSQL and Prometheus come from Debian; the C toolchain and
   # headers build librdkafka (bundled by the rdkafka crate).
@@ -105,6 +116,7 @@ cmd_install() {
   [ -n "$PG_BIN" ] || PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
   install_kafka
   install_apicurio
+  install_python_client
 }
 
 # ---------------------------------------------------------------- helpers

@@ -2,6 +2,8 @@
 //! Postgres. Every test gets its own database and its own topics, so tests run in parallel and never
 //! depend on order; the stack is shared, the data is not.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failed expectation is the test failing
+
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use apache_avro::types::Value;
@@ -281,24 +283,22 @@ pub async fn create_effects_table(pool: &PgPool) {
 }
 
 impl switchyard_runtime::Handler for RecordEffects {
-    fn handle<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        msg: &'a switchyard_runtime::Incoming,
-    ) -> impl std::future::Future<Output = Result<(), switchyard_runtime::HandlerError>> + Send + 'a {
-        async move {
-            let seq = i32::try_from(seq_of(&msg.event)).unwrap_or(i32::MAX);
-            sqlx::query(
-                "INSERT INTO effects (event_id, flow_id, seq, applied_times) VALUES ($1, $2, $3, 1) \
-                 ON CONFLICT (event_id) DO UPDATE SET applied_times = effects.applied_times + 1",
-            )
-            .bind(msg.event.envelope.event_id)
-            .bind(&msg.event.envelope.flow_id)
-            .bind(seq)
-            .execute(conn)
-            .await?;
-            Ok(())
-        }
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        msg: &switchyard_runtime::Incoming,
+    ) -> Result<(), switchyard_runtime::HandlerError> {
+        let seq = i32::try_from(seq_of(&msg.event)).unwrap_or(i32::MAX);
+        sqlx::query(
+            "INSERT INTO effects (event_id, flow_id, seq, applied_times) VALUES ($1, $2, $3, 1) \
+             ON CONFLICT (event_id) DO UPDATE SET applied_times = effects.applied_times + 1",
+        )
+        .bind(msg.event.envelope.event_id)
+        .bind(&msg.event.envelope.flow_id)
+        .bind(seq)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 }
 

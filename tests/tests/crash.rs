@@ -2,6 +2,8 @@
 //! while writers keep committing. Every committed row must reach Kafka, and the consumer's inbox must
 //! apply each event exactly once, in per-flow order.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failed expectation is the test failing
+
 use std::{collections::HashSet, process::Stdio, time::Duration};
 
 use switchyard_runtime::{Metrics, Outbox};

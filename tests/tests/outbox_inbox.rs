@@ -1,6 +1,8 @@
 //! The mesh runtime against the real stack: round trip, crash safety, late commits, ordering,
 //! poison messages.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failed expectation is the test failing
+
 use std::{collections::HashMap, time::Duration};
 
 use apache_avro::{Schema, types::Value};

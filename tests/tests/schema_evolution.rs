@@ -1,5 +1,7 @@
 //! Schema evolution is checked by the registry's own BACKWARD rule, through `yardctl schemas check`.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failed expectation is the test failing
+
 use std::{path::Path, process::Command};
 
 use switchyard_model::SchemaCatalog;

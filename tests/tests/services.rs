@@ -1,6 +1,8 @@
 //! Service binaries boot on the real stack, serve health and metrics, refuse bad configuration with a
 //! clear message, and stop cleanly on SIGTERM.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failed expectation is the test failing
+
 use std::{process::Stdio, time::Duration};
 
 use switchyard_tests::*;

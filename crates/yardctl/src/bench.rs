@@ -55,7 +55,7 @@ pub async fn run(
     let db_url = format!("{}/{db_name}", admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin));
     let pool = PgPoolOptions::new().max_connections(8).connect(&db_url).await?;
     switchyard_runtime::db::migrate(&pool).await?;
-    kafka::ensure_topics(kafka_url, &[topic.clone()], 3, 1).await?;
+    kafka::ensure_topics(kafka_url, std::slice::from_ref(&topic), 3, 1).await?;
     let codec = Codec::new(
         SchemaCatalog::embedded()?,
         RegistryClient::new(registry_url, Duration::from_secs(10))?,
