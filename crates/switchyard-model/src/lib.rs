@@ -4,6 +4,7 @@
 //! Nothing in here knows about a vendor. Adapters translate vendor payloads into these records.
 
 pub mod envelope;
+pub mod events;
 pub mod schemas;
 pub mod topics;
 pub mod wire;

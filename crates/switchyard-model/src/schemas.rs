@@ -392,3 +392,85 @@ mod tests {
         assert!(topic.decode(&topic.schema, &[0xff, 0xff, 0xff]).is_err());
     }
 }
+
+#[cfg(test)]
+mod typed_tests {
+    use super::*;
+    use crate::envelope::Envelope;
+    use crate::events::{
+        Event,
+        aml::{AmlScreeningResult, HitCategory, ScreeningHit, ScreeningStatus},
+        common::{Failure, FailureClass, Person},
+        kyc::{KycStatus, KycVerificationResult},
+        onboarding::{OnboardingCompleted, OnboardingDecision, RiskTier, StartOnboarding},
+    };
+
+    fn round_trip<E: Event + PartialEq + std::fmt::Debug>(event: E) {
+        let catalog = SchemaCatalog::embedded().expect("catalog");
+        let topic = catalog.get(E::TOPIC).expect("topic");
+        let record = EventRecord::of(&event).expect("record");
+        let datum = topic.encode(&record).expect("encode");
+        let back = topic.decode(&topic.schema, &datum).expect("decode");
+        let typed: E = back.as_event::<E>().expect("same record").expect("typed");
+        assert_eq!(typed, event);
+    }
+
+    fn person() -> Person {
+        Person {
+            given_name: "Ada".into(),
+            family_name: "Lovelace".into(),
+            date_of_birth: Person::days_from_iso("1815-12-10"),
+            nationality: Some("GB".into()),
+            address: None,
+            email: None,
+            phone: None,
+        }
+    }
+
+    #[test]
+    fn typed_events_round_trip_through_their_topic_schema() {
+        round_trip(StartOnboarding {
+            envelope: Envelope::new(StartOnboarding::RECORD, "t", "f", "test"),
+            applicant_id: "a-1".into(),
+            person: person(),
+            region: "EU".into(),
+            risk_tier: RiskTier::Medium,
+            segment: Some("retail".into()),
+        });
+        round_trip(OnboardingCompleted {
+            envelope: Envelope::new(OnboardingCompleted::RECORD, "t", "f", "test"),
+            applicant_id: "a-1".into(),
+            decision: OnboardingDecision::ManualReview,
+            kyc_partner: Some("kyc-a".into()),
+            aml_partner: None,
+            reasons: vec!["pep".into()],
+            failure: Some(Failure::new(FailureClass::ComplianceHold, "pep_match", "possible PEP")),
+        });
+        round_trip(KycVerificationResult {
+            envelope: Envelope::new(KycVerificationResult::RECORD, "t", "f", "test"),
+            subject_id: "a-1".into(),
+            partner: "kyc-a".into(),
+            provider_reference: Some("chk_1".into()),
+            status: KycStatus::NeedsDocuments,
+            reasons: vec![],
+            failure: None,
+            shadow: false,
+        });
+        round_trip(AmlScreeningResult {
+            envelope: Envelope::new(AmlScreeningResult::RECORD, "t", "f", "test"),
+            subject_id: "a-1".into(),
+            partner: "aml-a".into(),
+            provider_reference: None,
+            status: ScreeningStatus::PossibleMatch,
+            hits: vec![ScreeningHit {
+                list_name: "PEP".into(),
+                matched_name: "Ada Lovelace".into(),
+                category: HitCategory::Pep,
+                score: 87,
+            }],
+            failure: None,
+            shadow: true,
+        });
+        assert_eq!(person().dob_iso().as_deref(), Some("1815-12-10"));
+    }
+}

@@ -1,0 +1,149 @@
+//! Mesh's HTTP API.
+
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use futures::future::BoxFuture;
+use switchyard_model::events::aml::ScreeningStatus;
+
+use super::transformers::{
+    AlertsResponse, CasesResponse, CreateAndScreen, RisksResponse, ScreeningResult, TokenRequest, TokenResponse,
+    WorkflowResponse, hit, screened, status,
+};
+use crate::{
+    aml::{AmlOutcome, AmlVendor, Subject},
+    error::{VendorError, json, send},
+};
+
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    pub partner: String,
+    pub base_url: String,
+    pub realm: String,
+    pub username: String,
+    pub password: String,
+    pub screening_configuration: String,
+    pub timeout: Duration,
+}
+
+pub struct Mesh {
+    cfg: MeshConfig,
+    http: reqwest::Client,
+    token: Mutex<Option<(String, Instant)>>,
+}
+
+impl Mesh {
+    pub fn new(cfg: MeshConfig) -> Result<Self, VendorError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .build()
+            .map_err(|e| VendorError::Permanent(e.to_string()))?;
+        Ok(Mesh {
+            cfg,
+            http,
+            token: Mutex::new(None),
+        })
+    }
+
+    async fn token(&self) -> Result<String, VendorError> {
+        if let Ok(guard) = self.token.lock()
+            && let Some((t, until)) = guard.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(t.clone());
+        }
+        let resp: TokenResponse = json(
+            send(
+                self.http
+                    .post(format!("{}/v2/token", self.cfg.base_url))
+                    .json(&TokenRequest {
+                        realm: &self.cfg.realm,
+                        username: &self.cfg.username,
+                        password: &self.cfg.password,
+                    }),
+                false,
+            )
+            .await?,
+        )
+        .await?;
+        // Renew a minute early.
+        let until = Instant::now() + Duration::from_secs(resp.expires_in.saturating_sub(60));
+        if let Ok(mut guard) = self.token.lock() {
+            *guard = Some((resp.access_token.clone(), until));
+        }
+        Ok(resp.access_token)
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, VendorError> {
+        let token = self.token().await?;
+        json(
+            send(
+                self.http
+                    .get(format!("{}{path}", self.cfg.base_url))
+                    .bearer_auth(token)
+                    .query(query),
+                false,
+            )
+            .await?,
+        )
+        .await
+    }
+
+    async fn run(&self, subject: &Subject) -> Result<AmlOutcome, VendorError> {
+        let token = self.token().await?;
+        // The sync workflow is idempotent for a byte-identical request: a retry re-sends exactly this.
+        let body = CreateAndScreen::new(&subject.subject_id, &subject.person, &self.cfg.screening_configuration);
+        let workflow: WorkflowResponse = json(
+            send(
+                self.http
+                    .post(format!("{}/v2/workflows/sync/create-and-screen", self.cfg.base_url))
+                    .bearer_auth(token)
+                    .json(&body),
+                true,
+            )
+            .await?,
+        )
+        .await?;
+        let s = screened(&workflow).map_err(|e| VendorError::Permanent(format!("unexpected workflow shape: {e}")))?;
+        let mut hits = Vec::new();
+        if s.result == ScreeningResult::HasProfiles {
+            let cases: CasesResponse = self
+                .get("/v2/cases", &[("customer.identifier", &s.customer_identifier)])
+                .await?;
+            for case in &cases.cases {
+                let alerts: AlertsResponse = self.get(&format!("/v2/cases/{}/alerts", case.identifier), &[]).await?;
+                for alert in &alerts.alerts {
+                    let risks: RisksResponse = self
+                        .get(
+                            &format!("/v2/cases/{}/alerts/{}/risks", case.identifier, alert.identifier),
+                            &[],
+                        )
+                        .await?;
+                    hits.extend(risks.risks.iter().map(|r| hit(alert, r, s.level)));
+                }
+            }
+        }
+        let status = if s.result == ScreeningResult::NoProfiles {
+            ScreeningStatus::Clear
+        } else {
+            status(s.level, &hits)
+        };
+        Ok(AmlOutcome {
+            provider_reference: Some(workflow.workflow_instance_identifier),
+            status,
+            hits,
+        })
+    }
+}
+
+impl AmlVendor for Mesh {
+    fn partner(&self) -> &str {
+        &self.cfg.partner
+    }
+
+    fn screen<'a>(&'a self, subject: &'a Subject) -> BoxFuture<'a, Result<AmlOutcome, VendorError>> {
+        Box::pin(self.run(subject))
+    }
+}

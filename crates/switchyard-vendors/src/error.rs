@@ -1,0 +1,101 @@
+//! Vendor call failures, classified where they arise.
+
+use std::time::Duration;
+
+use switchyard_model::events::common::{Failure, FailureClass};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VendorError {
+    /// The vendor could not be reached or failed (5xx, connection refused): retry, then fail over.
+    #[error("vendor unavailable: {0}")]
+    Transient(String),
+    /// 429: slow down; `retry_after` when the vendor said how long.
+    #[error("vendor rate limit (retry after {retry_after:?})")]
+    RateLimited { retry_after: Option<Duration> },
+    /// The request may or may not have taken effect (timeout after sending): ask the vendor for the
+    /// status of this key before retrying or failing over.
+    #[error("outcome unknown: {0}")]
+    Ambiguous(String),
+    /// The vendor refused the request as invalid; retrying will not help.
+    #[error("vendor rejected the request: {0}")]
+    Permanent(String),
+    /// Credentials or permissions are wrong: an operator must fix the configuration.
+    #[error("vendor refused our credentials: {0}")]
+    Auth(String),
+}
+
+impl VendorError {
+    /// Whether a retry (or failover) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            VendorError::Transient(_) | VendorError::RateLimited { .. } | VendorError::Ambiguous(_)
+        )
+    }
+
+    /// Classifies a transport error. A timeout after the request was sent is ambiguous for calls with
+    /// effects (`mutating`), plain transient for reads.
+    pub fn from_transport(e: &reqwest::Error, mutating: bool) -> Self {
+        if e.is_timeout() && mutating {
+            VendorError::Ambiguous(format!("timed out: {e}"))
+        } else {
+            VendorError::Transient(e.to_string())
+        }
+    }
+
+    /// Classifies an HTTP error status with the vendor's error text (already stripped of PII).
+    pub fn from_status(status: reqwest::StatusCode, retry_after: Option<&str>, detail: String) -> Self {
+        match status.as_u16() {
+            429 => VendorError::RateLimited {
+                retry_after: retry_after
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs),
+            },
+            401 | 403 => VendorError::Auth(format!("{status}: {detail}")),
+            408 => VendorError::Ambiguous(format!("{status}: {detail}")),
+            500..=599 => VendorError::Transient(format!("{status}: {detail}")),
+            _ => VendorError::Permanent(format!("{status}: {detail}")),
+        }
+    }
+
+    /// The canonical failure carried in a result event.
+    pub fn to_failure(&self) -> Failure {
+        match self {
+            VendorError::Transient(m) => Failure::new(FailureClass::Transient, "provider_unavailable", m.clone()),
+            VendorError::RateLimited { .. } => {
+                Failure::new(FailureClass::Transient, "provider_rate_limited", self.to_string())
+            }
+            VendorError::Ambiguous(m) => Failure::new(FailureClass::Ambiguous, "provider_outcome_unknown", m.clone()),
+            VendorError::Permanent(m) => Failure::new(FailureClass::Permanent, "provider_rejected", m.clone()),
+            VendorError::Auth(m) => Failure::new(FailureClass::ManualRepair, "provider_auth", m.clone()),
+        }
+    }
+}
+
+/// Sends a request and turns a non-success status into a classified error.
+pub(crate) async fn send(req: reqwest::RequestBuilder, mutating: bool) -> Result<reqwest::Response, VendorError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| VendorError::from_transport(&e, mutating))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .or_else(|| resp.headers().get("ratelimit-reset"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp.text().await.unwrap_or_default();
+    // Keep only a short prefix of vendor error text: enough to explain, no room for PII dumps.
+    let detail: String = body.chars().take(200).collect();
+    Err(VendorError::from_status(status, retry_after.as_deref(), detail))
+}
+
+/// Reads a JSON body, classifying an unreadable one.
+pub(crate) async fn json<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, VendorError> {
+    let bytes = resp.bytes().await.map_err(|e| VendorError::Transient(e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| VendorError::Permanent(format!("unexpected response shape: {e}")))
+}

@@ -1,0 +1,81 @@
+//! The KYC capability: verify a person's identity with a partner.
+
+pub mod onfido;
+pub mod sumsub;
+
+use futures::future::BoxFuture;
+use reqwest::header::HeaderMap;
+use switchyard_model::events::{common::Person, kyc::KycStatus};
+
+use crate::error::VendorError;
+
+/// Who to verify, with the idempotency key derived from the request event.
+#[derive(Debug, Clone)]
+pub struct Applicant {
+    /// The bank's stable id for the person (sent to vendors that accept an external id).
+    pub subject_id: String,
+    pub idempotency_key: String,
+    pub person: Person,
+}
+
+/// A vendor's answer in canonical terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KycOutcome {
+    /// The vendor's id for the case (check, applicant...), used for status pulls and webhooks.
+    pub provider_reference: String,
+    pub status: KycStatus,
+    pub reasons: Vec<String>,
+}
+
+/// A verified webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookNotice {
+    /// De-duplication key: the same delivery (or a retry of it) has the same id.
+    pub event_id: String,
+    pub provider_reference: String,
+    /// The outcome when the webhook carries it; None when only a status pull can tell.
+    pub outcome: Option<KycOutcome>,
+}
+
+/// Why a webhook was refused (each is counted under its own reason).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookRejection {
+    #[error("signature header missing")]
+    MissingSignature,
+    #[error("signature does not match")]
+    BadSignature,
+    #[error("event is older than the replay window")]
+    Stale,
+    #[error("malformed webhook: {0}")]
+    Malformed(String),
+}
+
+impl WebhookRejection {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WebhookRejection::MissingSignature => "missing_signature",
+            WebhookRejection::BadSignature => "bad_signature",
+            WebhookRejection::Stale => "stale",
+            WebhookRejection::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// Events older than this are refused even when correctly signed (vendors' retry schedules end
+/// within a day; a replayed old delivery is never acted on).
+pub const REPLAY_WINDOW_MS: i64 = 72 * 3600 * 1000;
+
+pub trait KycVendor: Send + Sync {
+    /// The partner id from the partner catalog.
+    fn partner(&self) -> &str;
+    /// Starts a verification (idempotent per `applicant.idempotency_key` where the vendor allows).
+    fn start<'a>(&'a self, applicant: &'a Applicant) -> BoxFuture<'a, Result<KycOutcome, VendorError>>;
+    /// The current status of a case.
+    fn status<'a>(&'a self, provider_reference: &'a str) -> BoxFuture<'a, Result<KycOutcome, VendorError>>;
+    /// Verifies a webhook's signature and reads it.
+    fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<WebhookNotice, WebhookRejection>;
+}
+
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}

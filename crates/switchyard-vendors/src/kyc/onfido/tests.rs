@@ -1,0 +1,124 @@
+//! Contract tests against recorded Onfido payloads (fixtures/onfido).
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use switchyard_model::events::kyc::KycStatus;
+
+use super::transformers::{CheckResponse, ReportsResponse, check_status};
+use super::webhooks;
+use crate::{kyc::WebhookRejection, signing::SecretPair};
+
+macro_rules! fixture {
+    ($name:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/onfido/", $name))
+    };
+}
+
+fn check(text: &str) -> CheckResponse {
+    serde_json::from_str(text).expect("check fixture")
+}
+
+fn reports(text: &str) -> ReportsResponse {
+    serde_json::from_str(text).expect("reports fixture")
+}
+
+#[test]
+fn check_statuses_map_to_canonical_statuses() {
+    assert_eq!(
+        check_status(&check(fixture!("check_in_progress.json")), &[]).0,
+        KycStatus::Pending
+    );
+    assert_eq!(
+        check_status(&check(fixture!("check_complete_clear.json")), &[]).0,
+        KycStatus::Approved
+    );
+    let (status, reasons) = check_status(&check(fixture!("check_awaiting_applicant.json")), &[]);
+    assert_eq!(status, KycStatus::NeedsDocuments);
+    assert!(!reasons.is_empty());
+}
+
+#[test]
+fn a_consider_result_is_decided_by_its_reports() {
+    let consider = check(fixture!("check_complete_consider.json"));
+    let (status, reasons) = check_status(&consider, &reports(fixture!("reports_document_rejected.json")).reports);
+    assert_eq!(status, KycStatus::Rejected);
+    assert_eq!(reasons, vec!["document: document rejected".to_string()]);
+    let (status, _) = check_status(&consider, &reports(fixture!("reports_caution.json")).reports);
+    assert_eq!(status, KycStatus::Review);
+}
+
+#[test]
+fn an_unknown_check_status_is_an_error_not_a_guess() {
+    assert!(serde_json::from_str::<CheckResponse>(fixture!("check_unknown_status.json")).is_err());
+}
+
+#[test]
+fn error_bodies_are_classified_by_status() {
+    let e = crate::VendorError::from_status(
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        None,
+        fixture!("error_validation.json").into(),
+    );
+    assert!(matches!(e, crate::VendorError::Permanent(_)));
+    assert!(!e.is_retryable());
+}
+
+fn headers(sig: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(webhooks::SIGNATURE_HEADER, HeaderValue::from_str(sig).expect("header"));
+    h
+}
+
+/// 2026-11-25T07:06:40Z: more than 72 h after the fixture completed.
+const NOW_MS: i64 = 1_795_600_000_000;
+
+#[test]
+fn a_signed_webhook_is_accepted_and_asks_for_a_status_pull() {
+    let body = fixture!("webhook_check_completed.json").as_bytes();
+    let sig = fixture!("webhook_check_completed.sig");
+    let secret = SecretPair::new("onfido-fixture-secret", None).expect("secret");
+    // Completed 2026-11-20T10:16:41Z; received an hour later.
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-20T11:16:41Z")
+        .expect("t")
+        .timestamp_millis();
+    let notice = webhooks::verify(&secret, &headers(sig), body, now).expect("valid webhook");
+    assert_eq!(notice.provider_reference, "b2a4c1d8-7e55-4d2b-9c6e-1f0a3b7d9e21");
+    assert_eq!(notice.outcome, None, "Onfido webhooks carry no result: pull the check");
+    assert!(notice.event_id.contains("check.completed"));
+    // The previous secret still verifies during a rotation.
+    let rotated = SecretPair::new("new-secret", Some("onfido-fixture-secret")).expect("secret");
+    assert!(webhooks::verify(&rotated, &headers(sig), body, now).is_ok());
+}
+
+#[test]
+fn forged_tampered_stale_and_unsigned_webhooks_are_refused() {
+    let body = fixture!("webhook_check_completed.json").as_bytes();
+    let sig = fixture!("webhook_check_completed.sig");
+    let secret = SecretPair::new("onfido-fixture-secret", None).expect("secret");
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-20T11:16:41Z")
+        .expect("t")
+        .timestamp_millis();
+    let wrong = SecretPair::new("someone-else", None).expect("secret");
+    assert_eq!(
+        webhooks::verify(&wrong, &headers(sig), body, now),
+        Err(WebhookRejection::BadSignature)
+    );
+    let mut tampered = body.to_vec();
+    tampered[20] ^= 1;
+    assert_eq!(
+        webhooks::verify(&secret, &headers(sig), &tampered, now),
+        Err(WebhookRejection::BadSignature)
+    );
+    assert_eq!(
+        webhooks::verify(&secret, &HeaderMap::new(), body, now),
+        Err(WebhookRejection::MissingSignature)
+    );
+    assert_eq!(
+        webhooks::verify(&secret, &headers("zz"), body, now),
+        Err(WebhookRejection::BadSignature)
+    );
+    assert!(NOW_MS > now);
+    assert_eq!(
+        webhooks::verify(&secret, &headers(sig), body, NOW_MS),
+        Err(WebhookRejection::Stale)
+    );
+}

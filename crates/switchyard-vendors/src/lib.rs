@@ -1,0 +1,16 @@
+//! Vendor adapters.
+//!
+//! One trait per domain ([`kyc::KycVendor`], [`aml::AmlVendor`]) with a small surface; one folder per
+//! vendor with the same files: `client.rs` (the vendor's HTTP API), `transformers.rs` (the vendor's
+//! types and the exhaustive mapping of its statuses into the canonical model), `webhooks.rs` (its
+//! signature scheme, where it sends webhooks) and `tests.rs` (contract tests against recorded
+//! fixtures in `fixtures/<vendor>/`). Vendor types never leave their folder. Vendors are built in one
+//! place: [`registry`].
+
+pub mod aml;
+pub mod error;
+pub mod kyc;
+pub mod registry;
+pub mod signing;
+
+pub use error::VendorError;

@@ -1,0 +1,160 @@
+//! The one place vendors are built: a partner connection (from the adapter's configuration) names a
+//! vendor implementation, its endpoint and references to its secrets.
+//!
+//! Secrets are never literal in configuration: each is a reference, `env:NAME` or `file:/path`, read
+//! at start-up (sandbox and production keep separate references).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{
+    aml::{
+        AmlVendor,
+        mesh::{Mesh, MeshConfig},
+        watchman::{Watchman, WatchmanConfig},
+    },
+    kyc::{
+        KycVendor,
+        onfido::{Onfido, OnfidoConfig},
+        sumsub::{Sumsub, SumsubConfig},
+    },
+    signing::SecretPair,
+};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PartnerConnection {
+    /// Partner id, as in the partner catalog (e.g. `kyc-onfido`).
+    pub id: String,
+    /// Implementation: `onfido`, `sumsub`, `mesh`, `watchman`.
+    pub vendor: String,
+    pub base_url: String,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Secret name → reference (`env:NAME` or `file:/path`).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Non-secret vendor settings (e.g. a screening configuration id).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+/// Reads a secret reference.
+pub fn resolve_secret(reference: &str) -> Result<String, String> {
+    if let Some(name) = reference.strip_prefix("env:") {
+        return std::env::var(name).map_err(|_| format!("environment variable {name} is not set"));
+    }
+    if let Some(path) = reference.strip_prefix("file:") {
+        return std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| format!("cannot read secret file {path}: {e}"));
+    }
+    Err("a secret must be a reference (env:NAME or file:/path), never a literal".to_string())
+}
+
+impl PartnerConnection {
+    fn secret(&self, name: &str) -> Result<String, String> {
+        let reference = self
+            .secrets
+            .get(name)
+            .ok_or_else(|| format!("partners.{}.secrets.{name} is required", self.id))?;
+        let value = resolve_secret(reference).map_err(|e| format!("partners.{}.secrets.{name}: {e}", self.id))?;
+        if value.is_empty() {
+            return Err(format!("partners.{}.secrets.{name} is empty", self.id));
+        }
+        Ok(value)
+    }
+
+    fn optional_secret(&self, name: &str) -> Result<Option<String>, String> {
+        match self.secrets.get(name) {
+            None => Ok(None),
+            Some(reference) => match resolve_secret(reference) {
+                Ok(v) if v.is_empty() => Ok(None),
+                Ok(v) => Ok(Some(v)),
+                Err(e) if reference.starts_with("env:") && e.contains("is not set") => Ok(None),
+                Err(e) => Err(format!("partners.{}.secrets.{name}: {e}", self.id)),
+            },
+        }
+    }
+
+    fn webhook_secret(&self) -> Result<SecretPair, String> {
+        let current = self.secret("webhook_secret")?;
+        let previous = self.optional_secret("webhook_secret_previous")?;
+        SecretPair::new(&current, previous.as_deref()).map_err(|e| format!("partners.{}: {e}", self.id))
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    fn setting(&self, name: &str, default: &str) -> String {
+        self.settings.get(name).cloned().unwrap_or_else(|| default.to_string())
+    }
+}
+
+/// Builds the KYC vendor of a partner connection.
+pub fn kyc(p: &PartnerConnection) -> Result<Arc<dyn KycVendor>, String> {
+    let err = |e: crate::VendorError| format!("partners.{}: {e}", p.id);
+    match p.vendor.as_str() {
+        "onfido" => Ok(Arc::new(
+            Onfido::new(OnfidoConfig {
+                partner: p.id.clone(),
+                base_url: p.base_url.clone(),
+                api_token: p.secret("api_token")?,
+                webhook_secret: p.webhook_secret()?,
+                timeout: p.timeout(),
+            })
+            .map_err(err)?,
+        )),
+        "sumsub" => Ok(Arc::new(
+            Sumsub::new(SumsubConfig {
+                partner: p.id.clone(),
+                base_url: p.base_url.clone(),
+                app_token: p.secret("app_token")?,
+                secret_key: p.secret("secret_key")?,
+                webhook_secret: p.webhook_secret()?,
+                timeout: p.timeout(),
+            })
+            .map_err(err)?,
+        )),
+        other => Err(format!(
+            "partners.{}.vendor: no KYC vendor named {other:?} (onfido, sumsub)",
+            p.id
+        )),
+    }
+}
+
+/// Builds the AML vendor of a partner connection.
+pub fn aml(p: &PartnerConnection) -> Result<Arc<dyn AmlVendor>, String> {
+    let err = |e: crate::VendorError| format!("partners.{}: {e}", p.id);
+    match p.vendor.as_str() {
+        "mesh" => Ok(Arc::new(
+            Mesh::new(MeshConfig {
+                partner: p.id.clone(),
+                base_url: p.base_url.clone(),
+                realm: p.setting("realm", "default"),
+                username: p.secret("username")?,
+                password: p.secret("password")?,
+                screening_configuration: p.setting("screening_configuration", "default"),
+                timeout: p.timeout(),
+            })
+            .map_err(err)?,
+        )),
+        "watchman" => Ok(Arc::new(
+            Watchman::new(WatchmanConfig {
+                partner: p.id.clone(),
+                base_url: p.base_url.clone(),
+                timeout: p.timeout(),
+            })
+            .map_err(err)?,
+        )),
+        other => Err(format!(
+            "partners.{}.vendor: no AML vendor named {other:?} (mesh, watchman)",
+            p.id
+        )),
+    }
+}

@@ -1,0 +1,94 @@
+//! provider-sim: one simulated vendor per process, for local runs and tests only.
+//!
+//!   provider-sim onfido   --listen 127.0.0.1:9301 --webhook-url http://127.0.0.1:8090/webhooks/kyc-onfido
+//!   provider-sim sumsub   --listen 127.0.0.1:9302 --webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub
+//!   provider-sim mesh     --listen 127.0.0.1:9303
+//!   provider-sim watchman --listen 127.0.0.1:9304
+//!
+//! Credentials come from the environment, as the real vendors issue them: ONFIDO_API_TOKEN,
+//! ONFIDO_WEBHOOK_SECRET; SUMSUB_APP_TOKEN, SUMSUB_SECRET_KEY, SUMSUB_WEBHOOK_SECRET; MESH_USERNAME,
+//! MESH_PASSWORD. Control API on the same port under /_sim (faults, webhook quirks, ledger).
+
+mod mesh;
+mod onfido;
+mod sim;
+mod sumsub;
+mod watchman;
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Vendor {
+    Onfido,
+    Sumsub,
+    Mesh,
+    Watchman,
+}
+
+#[derive(Parser)]
+struct Args {
+    vendor: Vendor,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Where to deliver webhooks (vendors that send them).
+    #[arg(long, default_value = "")]
+    webhook_url: String,
+    /// How long a verification takes before its result (and webhook).
+    #[arg(long, default_value_t = 400)]
+    complete_after_ms: u64,
+}
+
+fn env(name: &str) -> anyhow::Result<String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => anyhow::bail!("{name} must be set"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter("warn").init();
+    let args = Args::parse();
+    let sim = sim::Sim::new();
+    let complete_after = Duration::from_millis(args.complete_after_ms);
+    let api = match args.vendor {
+        Vendor::Onfido => onfido::router(
+            sim.clone(),
+            onfido::Config {
+                api_token: env("ONFIDO_API_TOKEN")?,
+                webhook_secret: env("ONFIDO_WEBHOOK_SECRET")?,
+                webhook_url: args.webhook_url.clone(),
+                complete_after,
+            },
+        ),
+        Vendor::Sumsub => sumsub::router(
+            sim.clone(),
+            sumsub::Config {
+                app_token: env("SUMSUB_APP_TOKEN")?,
+                secret_key: env("SUMSUB_SECRET_KEY")?,
+                webhook_secret: env("SUMSUB_WEBHOOK_SECRET")?,
+                webhook_url: args.webhook_url.clone(),
+                complete_after,
+            },
+        ),
+        Vendor::Mesh => mesh::router(
+            sim.clone(),
+            mesh::Config {
+                username: env("MESH_USERNAME")?,
+                password: env("MESH_PASSWORD")?,
+            },
+        ),
+        Vendor::Watchman => watchman::router(sim.clone()),
+    };
+    let app = api.merge(sim::control_routes(sim));
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    println!("listening on {}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

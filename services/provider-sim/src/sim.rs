@@ -1,0 +1,350 @@
+//! What every simulated vendor shares: fault injection, the ledger of effects, webhook delivery with
+//! retries, and the control API (`/_sim/...`) tests and the demo drive.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::{Query, Request, State},
+    http::{HeaderMap, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+
+/// A fault applied to requests whose `METHOD path body` contains `matcher` (empty: every request).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FaultRule {
+    #[serde(default)]
+    pub matcher: String,
+    pub fault: Fault,
+    /// How many requests it applies to; forever when absent.
+    pub times: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// Answer with this status (and the vendor's error body for it).
+    Error { status: u16 },
+    /// Answer 429 with Retry-After.
+    RateLimit { retry_after_s: u32 },
+    /// Add latency, then answer normally.
+    Latency { ms: u64 },
+    /// Process the request (its effect happens), then hold the answer this long: the caller times
+    /// out not knowing whether it worked.
+    HangAfterEffect { ms: u64 },
+}
+
+/// Webhook delivery quirks for deliveries whose body contains `matcher`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WebhookRule {
+    #[serde(default)]
+    pub matcher: String,
+    /// Deliver every webhook this many times.
+    #[serde(default = "one")]
+    pub copies: u32,
+    /// Delay before delivering.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Re-deliver an earlier, non-final notice after the final one.
+    #[serde(default)]
+    pub out_of_order: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Effect {
+    pub kind: String,
+    pub key: String,
+    pub at: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    faults: Vec<FaultRule>,
+    webhook_rules: Vec<WebhookRule>,
+    ledger: Vec<Effect>,
+    deliveries: Vec<Delivery>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub url: String,
+    pub status: u16,
+    pub body_contains_key: String,
+}
+
+/// Shared simulator state.
+#[derive(Clone, Default)]
+pub struct Sim {
+    inner: Arc<Mutex<Inner>>,
+    pub http: reqwest::Client,
+}
+
+impl Sim {
+    pub fn new() -> Self {
+        Sim {
+            inner: Arc::default(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> Option<T> {
+        self.inner.lock().ok().map(|mut g| f(&mut g))
+    }
+
+    /// Records an effect (something the vendor did that costs or matters: a check, a customer...).
+    pub fn record(&self, kind: &str, key: &str) {
+        let e = Effect {
+            kind: kind.to_string(),
+            key: key.to_string(),
+            at: chrono::Utc::now().to_rfc3339(),
+        };
+        self.with(|i| i.ledger.push(e));
+    }
+
+    fn take_fault(&self, probe: &str) -> Option<Fault> {
+        self.with(|i| {
+            let pos = i.faults.iter().position(|r| probe.contains(&r.matcher))?;
+            let rule = &mut i.faults[pos];
+            let fault = rule.fault.clone();
+            if let Some(n) = rule.times.as_mut() {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    i.faults.remove(pos);
+                }
+            }
+            Some(fault)
+        })
+        .flatten()
+    }
+
+    fn webhook_rule(&self, body: &str) -> Option<WebhookRule> {
+        self.with(|i| i.webhook_rules.iter().find(|r| body.contains(&r.matcher)).cloned())
+            .flatten()
+    }
+
+    /// Delivers a signed webhook in the background, with the vendor's retries (3 attempts) and any
+    /// delivery quirks configured for it. `earlier` is a stale notice re-sent after it when the rule
+    /// asks for out-of-order delivery.
+    pub fn deliver(
+        &self,
+        url: String,
+        headers: Vec<(String, String)>,
+        body: String,
+        key: String,
+        earlier: Option<(Vec<(String, String)>, String)>,
+    ) {
+        let sim = self.clone();
+        tokio::spawn(async move {
+            let rule = sim.webhook_rule(&body);
+            let (copies, delay) = rule.as_ref().map(|r| (r.copies.max(1), r.delay_ms)).unwrap_or((1, 0));
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            for _ in 0..copies {
+                sim.post_with_retries(&url, &headers, &body, &key).await;
+            }
+            if rule.is_some_and(|r| r.out_of_order)
+                && let Some((h, b)) = earlier
+            {
+                sim.post_with_retries(&url, &h, &b, &key).await;
+            }
+        });
+    }
+
+    async fn post_with_retries(&self, url: &str, headers: &[(String, String)], body: &str, key: &str) {
+        for attempt in 0..3u32 {
+            let mut req = self
+                .http
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let status = match req.send().await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            };
+            let d = Delivery {
+                url: url.to_string(),
+                status,
+                body_contains_key: key.to_string(),
+            };
+            self.with(|i| i.deliveries.push(d));
+            if (200..300).contains(&status) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LedgerQuery {
+    #[serde(default)]
+    key: String,
+}
+
+/// The control API.
+pub fn control_routes(sim: Sim) -> Router {
+    Router::new()
+        .route("/_sim/faults", post(add_fault).delete(clear_faults))
+        .route("/_sim/webhooks", post(add_webhook_rule).delete(clear_webhook_rules))
+        .route("/_sim/ledger", get(ledger))
+        .route("/_sim/deliveries", get(deliveries))
+        .route("/_sim/health", get(|| async { "ok" }))
+        .with_state(sim)
+}
+
+async fn add_fault(State(sim): State<Sim>, Json(rule): Json<FaultRule>) -> StatusCode {
+    sim.with(|i| i.faults.push(rule));
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct ClearQuery {
+    matcher: Option<String>,
+}
+
+async fn clear_faults(State(sim): State<Sim>, Query(q): Query<ClearQuery>) -> StatusCode {
+    sim.with(|i| match &q.matcher {
+        Some(m) => i.faults.retain(|r| &r.matcher != m),
+        None => i.faults.clear(),
+    });
+    StatusCode::NO_CONTENT
+}
+
+async fn add_webhook_rule(State(sim): State<Sim>, Json(rule): Json<WebhookRule>) -> StatusCode {
+    sim.with(|i| i.webhook_rules.push(rule));
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_webhook_rules(State(sim): State<Sim>) -> StatusCode {
+    sim.with(|i| i.webhook_rules.clear());
+    StatusCode::NO_CONTENT
+}
+
+async fn ledger(State(sim): State<Sim>, Query(q): Query<LedgerQuery>) -> Json<serde_json::Value> {
+    let effects: Vec<Effect> = sim
+        .with(|i| i.ledger.iter().filter(|e| e.key.contains(&q.key)).cloned().collect())
+        .unwrap_or_default();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &effects {
+        *counts.entry(e.kind.clone()).or_default() += 1;
+    }
+    Json(serde_json::json!({ "counts": counts, "effects": effects }))
+}
+
+async fn deliveries(State(sim): State<Sim>, Query(q): Query<LedgerQuery>) -> Json<Vec<Delivery>> {
+    Json(
+        sim.with(|i| {
+            i.deliveries
+                .iter()
+                .filter(|d| d.body_contains_key.contains(&q.key))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default(),
+    )
+}
+
+/// A vendor's error body for an injected status.
+pub type ErrorBody = fn(u16) -> serde_json::Value;
+
+/// Middleware applying injected faults before (or, for hangs, after) the vendor's handler.
+pub fn with_faults(router: Router, sim: Sim, error_body: ErrorBody) -> Router {
+    router.layer(middleware::from_fn(move |req: Request, next: Next| {
+        let sim = sim.clone();
+        async move { apply_faults(sim, error_body, req, next).await }
+    }))
+}
+
+async fn apply_faults(sim: Sim, error_body: ErrorBody, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 4 * 1024 * 1024).await.unwrap_or_default();
+    let probe = format!(
+        "{} {} {}",
+        parts.method,
+        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or(""),
+        String::from_utf8_lossy(&bytes)
+    );
+    let fault = sim.take_fault(&probe);
+    let req = Request::from_parts(parts, Body::from(bytes));
+    match fault {
+        None => next.run(req).await,
+        Some(Fault::Error { status }) => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, Json(error_body(status))).into_response()
+        }
+        Some(Fault::RateLimit { retry_after_s }) => {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = retry_after_s.to_string().parse() {
+                h.insert("retry-after", v);
+            }
+            (StatusCode::TOO_MANY_REQUESTS, h, Json(error_body(429))).into_response()
+        }
+        Some(Fault::Latency { ms }) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            next.run(req).await
+        }
+        Some(Fault::HangAfterEffect { ms }) => {
+            let resp = next.run(req).await;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            resp
+        }
+    }
+}
+
+/// Reads a JSON body, answering the vendor's 400 shape when it is not JSON.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes, error_body: ErrorBody) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|_| (StatusCode::BAD_REQUEST, Json(error_body(400))).into_response())
+}
+
+/// Test personas: outcomes are chosen by markers in the person's family name, so tests and the demo
+/// pick outcomes without a control call. (Documented in the README.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persona {
+    Clear,
+    /// KYC asks for more documents first, then clears after they "arrive".
+    StepUp,
+    /// KYC finds a forged document.
+    Forger,
+    /// KYC needs manual review.
+    Review,
+    /// AML: a sanctioned person.
+    Sanctioned,
+    /// AML: a politically exposed person.
+    Pep,
+}
+
+pub fn persona(text: &str) -> Persona {
+    let t = text.to_lowercase();
+    if t.contains("stepup") {
+        Persona::StepUp
+    } else if t.contains("forger") {
+        Persona::Forger
+    } else if t.contains("reviewme") {
+        Persona::Review
+    } else if t.contains("sanctionov") {
+        Persona::Sanctioned
+    } else if t.contains("politica") {
+        Persona::Pep
+    } else {
+        Persona::Clear
+    }
+}
