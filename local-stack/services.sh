@@ -15,6 +15,13 @@ LOGS="$DATA/logs"
 BIN="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}/${SWITCHYARD_PROFILE:-debug}"
 SERVICES=(ingress orchestrator kyc-adapter aml-adapter fraud-adapter cards-adapter payouts-adapter
   openbanking-adapter webhook-normalizer reconciliation)
+ROOT="$(cd "$HERE/.." && pwd)"
+CONFIG="$HERE/config"
+# Vendor simulators: name, port, extra arguments.
+SIMS=(onfido sumsub mesh watchman)
+declare -A SIM_PORT=([onfido]=9301 [sumsub]=9302 [mesh]=9303 [watchman]=9304)
+declare -A SIM_ARGS=([onfido]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-onfido"
+  [sumsub]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub" [mesh]="" [watchman]="")
 
 [ -f "$HERE/endpoints.env" ] || { echo "local stack is not up (run make up)" >&2; exit 1; }
 set -a
@@ -24,10 +31,54 @@ set +a
 mkdir -p "$RUN" "$LOGS"
 
 var_of() { local v="${1//-/_}"; echo "${v^^}"; }
+
+# Partner credentials of the local run: generated once, kept with the stack's data, shared by the
+# simulators (which issue them) and the services (which present them). Never committed.
+secrets() {
+  local f="$DATA/secrets.env"
+  if [ ! -f "$f" ]; then
+    local r
+    r() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+    {
+      echo "ONFIDO_API_TOKEN=$(r)"
+      echo "ONFIDO_WEBHOOK_SECRET=$(r)"
+      echo "SUMSUB_APP_TOKEN=sbx:$(r)"
+      echo "SUMSUB_SECRET_KEY=$(r)"
+      echo "SUMSUB_WEBHOOK_SECRET=$(r)"
+      echo "MESH_USERNAME=switchyard-$(r | cut -c1-8)"
+      echo "MESH_PASSWORD=$(r)"
+    } >"$f"
+    chmod 600 "$f"
+  fi
+  set -a
+  # shellcheck disable=SC1090
+  . "$f"
+  set +a
+}
 alive() { [ -f "$RUN/svc-$1.pid" ] && kill -0 "$(cat "$RUN/svc-$1.pid")" 2>/dev/null; }
 ready() { curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; }
 
+start_sims() {
+  for v in "${SIMS[@]}"; do
+    alive "sim-$v" && continue
+    # shellcheck disable=SC2086
+    setsid nohup "$BIN/provider-sim" "$v" --listen "127.0.0.1:${SIM_PORT[$v]}" ${SIM_ARGS[$v]} \
+      >>"$LOGS/sim-$v.log" 2>&1 </dev/null &
+    echo $! >"$RUN/svc-sim-$v.pid"
+  done
+  for v in "${SIMS[@]}"; do
+    local deadline=$((SECONDS + 30))
+    until curl -fsS "http://127.0.0.1:${SIM_PORT[$v]}/_sim/health" >/dev/null 2>&1; do
+      ((SECONDS < deadline)) || { echo "simulator $v not up (log: $LOGS/sim-$v.log)" >&2; exit 1; }
+      sleep 0.2
+    done
+  done
+}
+
 start() {
+  secrets
+  cd "$ROOT"
+  start_sims
   for s in "${SERVICES[@]}"; do
     alive "$s" && continue
     [ -x "$BIN/$s" ] || { echo "missing binary $BIN/$s (run: cargo build --workspace --bins)" >&2; exit 1; }
@@ -35,7 +86,9 @@ start() {
     v="$(var_of "$s")"
     port="$(eval echo "\${${v}_HTTP_PORT}")"
     db="$(eval echo "\${${v}_DATABASE_URL}")"
-    SWITCHYARD_DATABASE__URL="$db" \
+    local cfg=""
+    [ -f "$CONFIG/$s.toml" ] && cfg="$CONFIG/$s.toml"
+    SWITCHYARD_CONFIG="$cfg" SWITCHYARD_DATABASE__URL="$db" \
       SWITCHYARD_HTTP__LISTEN="127.0.0.1:$port" \
       SWITCHYARD_KAFKA__BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" \
       SWITCHYARD_REGISTRY__URL="$SCHEMA_REGISTRY_URL" \
@@ -57,10 +110,10 @@ start() {
 }
 
 stop() {
-  for s in "${SERVICES[@]}"; do
+  for s in "${SERVICES[@]}" "${SIMS[@]/#/sim-}"; do
     alive "$s" && kill -TERM "$(cat "$RUN/svc-$s.pid")" 2>/dev/null || true
   done
-  for s in "${SERVICES[@]}"; do
+  for s in "${SERVICES[@]}" "${SIMS[@]/#/sim-}"; do
     for _ in $(seq 1 60); do alive "$s" || break; sleep 0.25; done
     alive "$s" && kill -KILL "$(cat "$RUN/svc-$s.pid")" 2>/dev/null || true
     rm -f "$RUN/svc-$s.pid"
@@ -76,6 +129,12 @@ status() {
     alive "$s" && pid="$(cat "$RUN/svc-$s.pid")"
     ready "$port" && r="ready"
     printf '%-22s %-8s %-10s %s\n' "$s" "$pid" "$r" "http://127.0.0.1:$port"
+  done
+  for v in "${SIMS[@]}"; do
+    local pid="-" r="down"
+    alive "sim-$v" && pid="$(cat "$RUN/svc-sim-$v.pid")"
+    curl -fsS "http://127.0.0.1:${SIM_PORT[$v]}/_sim/health" >/dev/null 2>&1 && r="ready"
+    printf '%-22s %-8s %-10s %s\n' "sim: $v" "$pid" "$r" "http://127.0.0.1:${SIM_PORT[$v]}"
   done
 }
 

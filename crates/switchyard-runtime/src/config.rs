@@ -222,6 +222,25 @@ impl ServiceConfig {
         Ok(())
     }
 
+    /// Reads one section of the service's config file (e.g. an adapter's `partners`), with
+    /// `default` when the file or the section is absent.
+    pub fn section<T: serde::de::DeserializeOwned>(
+        file: Option<&Path>,
+        key: &str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        let Some(file) = file else { return Ok(default) };
+        let cfg = config::Config::builder()
+            .add_source(config::File::from(file).format(config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        match cfg.get::<T>(key) {
+            Ok(v) => Ok(v),
+            Err(config::ConfigError::NotFound(_)) => Ok(default),
+            Err(e) => Err(ConfigError::Load(format!("{}: {e}", file.display()))),
+        }
+    }
+
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.outbox.poll_interval_ms)
     }

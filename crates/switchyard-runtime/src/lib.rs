@@ -23,6 +23,7 @@ pub mod http;
 pub mod inbox;
 pub mod kafka;
 pub mod outbox;
+pub mod provider;
 pub mod registry;
 pub mod secret;
 pub mod service;

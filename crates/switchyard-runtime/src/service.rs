@@ -22,6 +22,8 @@ use crate::{
 /// Everything a started service has at hand.
 pub struct Runtime {
     pub cfg: ServiceConfig,
+    /// The config file, if one was given (services read their own sections from it).
+    pub config_file: Option<PathBuf>,
     pub pool: PgPool,
     pub codec: Codec,
     pub outbox: Outbox,
@@ -33,7 +35,7 @@ pub struct Runtime {
 }
 
 /// The config file named by `--config <path>` or `SWITCHYARD_CONFIG`, if any.
-fn config_path() -> Option<PathBuf> {
+pub fn config_path() -> Option<PathBuf> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--config" {
@@ -43,13 +45,16 @@ fn config_path() -> Option<PathBuf> {
             return Some(PathBuf::from(p));
         }
     }
-    std::env::var_os("SWITCHYARD_CONFIG").map(PathBuf::from)
+    std::env::var_os("SWITCHYARD_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Loads and validates configuration, installs telemetry, connects to Postgres (and migrates), the
 /// registry (and registers the model) and Kafka (and creates missing topics).
 pub async fn boot(service: &str) -> anyhow::Result<Runtime> {
-    let cfg = ServiceConfig::load(service, config_path().as_deref())?;
+    let config_file = config_path();
+    let cfg = ServiceConfig::load(service, config_file.as_deref())?;
     let guard = telemetry::init(&cfg.telemetry, service)?;
     let shutdown = Shutdown::new();
     shutdown.on_signals();
@@ -95,6 +100,7 @@ pub async fn boot(service: &str) -> anyhow::Result<Runtime> {
     Ok(Runtime {
         outbox: Outbox::new(codec.clone()),
         cfg,
+        config_file,
         pool,
         codec,
         metrics,
@@ -114,6 +120,39 @@ impl Runtime {
             retention: Duration::from_secs(self.cfg.outbox.retention_hours * 3600),
             pause_after_publish: Duration::from_millis(self.cfg.outbox.fault_pause_after_publish_ms),
         }
+    }
+
+    /// An inbox consumer of `topics` for this service, applying `handler`.
+    pub fn consumer<H: crate::inbox::Handler>(
+        &self,
+        name: &str,
+        topics: &[&str],
+        handler: H,
+    ) -> crate::inbox::Consumer<H> {
+        crate::inbox::Consumer {
+            name: name.to_string(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            bootstrap: self.cfg.kafka.bootstrap_servers.clone(),
+            codec: self.codec.clone(),
+            pool: self.pool.clone(),
+            metrics: self.metrics.clone(),
+            producer: self.producer.clone(),
+            handler,
+        }
+    }
+
+    /// Runs a consumer until shutdown, as a task `serve_until_shutdown` waits for.
+    pub fn spawn_consumer<H: crate::inbox::Handler>(
+        &self,
+        consumer: crate::inbox::Consumer<H>,
+    ) -> tokio::task::JoinHandle<()> {
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = consumer.run(shutdown.clone()).await {
+                tracing::error!(error = %e, "consumer failed; shutting down");
+                shutdown.trigger();
+            }
+        })
     }
 
     /// Starts this service's outbox relay.

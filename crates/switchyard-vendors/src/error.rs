@@ -99,3 +99,29 @@ pub(crate) async fn json<T: serde::de::DeserializeOwned>(resp: reqwest::Response
     let bytes = resp.bytes().await.map_err(|e| VendorError::Transient(e.to_string()))?;
     serde_json::from_slice(&bytes).map_err(|e| VendorError::Permanent(format!("unexpected response shape: {e}")))
 }
+
+impl switchyard_runtime::provider::Retryable for VendorError {
+    fn retryable(&self) -> bool {
+        self.is_retryable()
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            VendorError::RateLimited { retry_after } => *retry_after,
+            VendorError::Transient(_)
+            | VendorError::Ambiguous(_)
+            | VendorError::Permanent(_)
+            | VendorError::Auth(_) => None,
+        }
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            VendorError::Transient(_) => "transient",
+            VendorError::RateLimited { .. } => "rate_limited",
+            VendorError::Ambiguous(_) => "ambiguous",
+            VendorError::Permanent(_) => "rejected",
+            VendorError::Auth(_) => "auth",
+        }
+    }
+}

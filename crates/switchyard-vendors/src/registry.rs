@@ -31,6 +31,9 @@ pub struct PartnerConnection {
     pub base_url: String,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Requests per second allowed to this partner (0: no limit).
+    #[serde(default)]
+    pub rate_limit_per_second: f64,
     /// Secret name → reference (`env:NAME` or `file:/path`).
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,

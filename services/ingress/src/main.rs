@@ -1,7 +1,105 @@
-//! The ingress service. For now it boots, relays its outbox and serves `/healthz`, `/readyz` and
-//! `/metrics`; see the README for what it will own.
+//! The ingress: the HTTP API product teams call (`/v1`, OpenAPI at `/v1/openapi.json`), per-tenant
+//! API keys with scopes, `Idempotency-Key` semantics, problem+json errors, a body limit and a rate
+//! limit per tenant. Accepted requests become commands on Kafka through the outbox; the read model
+//! is built from outcome events.
+//!
+//!   ingress                                   serve (configuration as every service)
+//!   ingress create-api-key --tenant T --scopes onboarding:write,onboarding:read [--label L]
+//!
+//! Own configuration: `[ingress] rate_limit_per_second` (default 50), `rate_limit_burst` (100).
+
+mod api;
+mod auth;
+mod problem;
+mod readmodel;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use switchyard_model::events::{Event, onboarding::OnboardingCompleted};
+use switchyard_runtime::{ServiceConfig, service};
+
+#[derive(Parser)]
+struct Cli {
+    #[arg(long, global = true)]
+    config: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an API key for a tenant; the key is printed once and stored only hashed.
+    CreateApiKey {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_delimiter = ',', default_value = "onboarding:write,onboarding:read")]
+        scopes: Vec<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct Limits {
+    rate_limit_per_second: f64,
+    rate_limit_burst: f64,
+}
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    switchyard_runtime::service::run_skeleton("ingress").await
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    service::exit_code(match cli.command {
+        Some(Command::CreateApiKey { tenant, scopes, label }) => create_key(&tenant, &scopes, &label).await,
+        None => run().await,
+    })
+}
+
+async fn create_key(tenant: &str, scopes: &[String], label: &str) -> anyhow::Result<()> {
+    let cfg = ServiceConfig::load(api::SERVICE, service::config_path().as_deref())?;
+    if tenant.trim().is_empty() {
+        anyhow::bail!("--tenant must not be empty");
+    }
+    for s in scopes {
+        if s != auth::READ && s != auth::WRITE {
+            anyhow::bail!("unknown scope {s:?} (known: {}, {})", auth::WRITE, auth::READ);
+        }
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(cfg.database.url.expose())
+        .await?;
+    sqlx::migrate!("./migrations").run(&pool).await?;
+    println!("{}", auth::create_key(&pool, tenant, scopes, label).await?);
+    Ok(())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let rt = service::boot(api::SERVICE).await?;
+    sqlx::migrate!("./migrations").run(&rt.pool).await?;
+    let limits: Limits = ServiceConfig::section(
+        rt.config_file.as_deref(),
+        "ingress",
+        Limits {
+            rate_limit_per_second: 50.0,
+            rate_limit_burst: 100.0,
+        },
+    )?;
+    if limits.rate_limit_per_second <= 0.0 || limits.rate_limit_burst < 1.0 {
+        anyhow::bail!("configuration field `ingress.rate_limit_per_second`/`rate_limit_burst`: must be positive");
+    }
+    let api = api::Api {
+        pool: rt.pool.clone(),
+        outbox: rt.outbox.clone(),
+        limiter: api::Limiter::new(limits.rate_limit_per_second, limits.rate_limit_burst),
+    };
+    let consumer = rt.consumer(api::SERVICE, &[OnboardingCompleted::TOPIC], readmodel::ReadModel);
+    let tasks = vec![
+        rt.spawn_relay(),
+        rt.spawn_consumer(consumer),
+        tokio::spawn(api::prune(rt.pool.clone(), rt.shutdown.clone())),
+    ];
+    rt.serve_until_shutdown(api::routes(api), tasks).await
 }

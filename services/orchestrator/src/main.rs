@@ -1,7 +1,150 @@
-//! The orchestrator service. For now it boots, relays its outbox and serves `/healthz`, `/readyz` and
-//! `/metrics`; see the README for what it will own.
+//! The orchestrator: runs flows as persisted state machines (onboarding: KYC → AML → decision),
+//! routes each step to a partner by policy (primary, secondary, shadow, rollouts), fails over, and
+//! fires step timers.
+//!
+//! Configuration beyond the runtime's: `routing_file` (the partner catalog and routes, reloaded on
+//! change), `timeouts.kyc_seconds`, `timeouts.kyc_documents_seconds`, `timeouts.aml_seconds`.
+
+mod onboarding;
+mod routing;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use axum::{Json, Router, extract::State, routing::get};
+use prometheus_client::metrics::{counter::Counter, family::Family};
+use serde::Deserialize;
+use switchyard_model::events::{
+    Event,
+    aml::AmlScreeningResult,
+    kyc::{KycProviderEvent, KycVerificationResult},
+    onboarding::StartOnboarding,
+};
+use switchyard_runtime::{HandlerError, ServiceConfig, Shutdown, service};
+
+use crate::{
+    onboarding::{FlowMetrics, Onboarding, Timeouts},
+    routing::{ReloadLabels, Routing},
+};
+
+const SERVICE: &str = "orchestrator";
+
+#[derive(Deserialize)]
+struct TimeoutConfig {
+    kyc_seconds: f64,
+    kyc_documents_seconds: f64,
+    aml_seconds: f64,
+}
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    switchyard_runtime::service::run_skeleton("orchestrator").await
+async fn main() -> ExitCode {
+    service::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
+    let rt = service::boot(SERVICE).await?;
+    sqlx::migrate!("./migrations").run(&rt.pool).await?;
+    let file = rt.config_file.as_deref();
+    let routing_file: Option<String> = ServiceConfig::section(file, "routing_file", None)?;
+    let routing_file = std::env::var("SWITCHYARD_ROUTING_FILE")
+        .ok()
+        .or(routing_file)
+        .ok_or_else(|| {
+            anyhow::anyhow!("configuration field `routing_file`: is required (or SWITCHYARD_ROUTING_FILE)")
+        })?;
+    let t: TimeoutConfig = ServiceConfig::section(
+        file,
+        "timeouts",
+        TimeoutConfig {
+            kyc_seconds: 60.0,
+            kyc_documents_seconds: 600.0,
+            aml_seconds: 60.0,
+        },
+    )?;
+    let reloads: Family<ReloadLabels, Counter> = Family::default();
+    rt.metrics
+        .register("routing_reloads", "Routing policy reloads by result", reloads.clone());
+    let routing = Routing::watch(PathBuf::from(&routing_file), rt.shutdown.clone(), reloads)
+        .map_err(|e| anyhow::anyhow!("configuration field `routing_file`: {e}"))?;
+    let secs = |s: f64| Duration::from_secs_f64(s.max(0.1));
+    let onboarding = Onboarding {
+        routing: routing.clone(),
+        outbox: rt.outbox.clone(),
+        timeouts: Timeouts {
+            kyc: secs(t.kyc_seconds),
+            kyc_documents: secs(t.kyc_documents_seconds),
+            aml: secs(t.aml_seconds),
+        },
+        metrics: FlowMetrics::register(&rt.metrics),
+    };
+    let timers = tokio::spawn(fire_timers(
+        rt.pool.clone(),
+        Onboarding {
+            routing: routing.clone(),
+            outbox: rt.outbox.clone(),
+            timeouts: onboarding.timeouts.clone(),
+            metrics: onboarding.metrics.clone(),
+        },
+        rt.shutdown.clone(),
+    ));
+    let consumer = rt.consumer(
+        SERVICE,
+        &[
+            StartOnboarding::TOPIC,
+            KycVerificationResult::TOPIC,
+            KycProviderEvent::TOPIC,
+            AmlScreeningResult::TOPIC,
+        ],
+        onboarding,
+    );
+    let routes = Router::new().route("/routing", get(show_routing)).with_state(routing);
+    let tasks = vec![rt.spawn_relay(), rt.spawn_consumer(consumer), timers];
+    rt.serve_until_shutdown(routes, tasks).await
+}
+
+/// The routing policy in force (operators check a reload took effect).
+async fn show_routing(State(routing): State<Routing>) -> Json<serde_json::Value> {
+    let p = routing.get();
+    Json(serde_json::json!({
+        "partners": p.partners.iter().map(|x| serde_json::json!({"id": x.id, "domain": x.domain, "enabled": x.enabled,
+            "regions": x.regions, "currencies": x.currencies, "owner": x.owner, "rate_limit_per_second": x.rate_limit_per_second,
+            "last_disaster_test": x.last_disaster_test, "known_gaps": x.known_gaps})).collect::<Vec<_>>(),
+        "routes": p.routes.iter().map(|r| serde_json::json!({"domain": r.domain, "primary": r.primary, "secondary": r.secondary,
+            "shadow": r.shadow, "rollout_percent": r.rollout_percent, "state": format!("{:?}", r.state).to_lowercase(),
+            "match": {"tenants": r.matches.tenants, "regions": r.matches.regions, "risk_tiers": r.matches.risk_tiers,
+            "segments": r.matches.segments}})).collect::<Vec<_>>(),
+    }))
+}
+
+/// Fires due step timers, each in its own transaction (several orchestrators share the work).
+async fn fire_timers(pool: sqlx::PgPool, onboarding: Onboarding, shutdown: Shutdown) {
+    while shutdown.sleep(Duration::from_millis(500)).await {
+        loop {
+            match fire_one(&pool, &onboarding).await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "timer failed; will retry");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn fire_one(pool: &sqlx::PgPool, onboarding: &Onboarding) -> Result<bool, HandlerError> {
+    let mut tx = pool.begin().await?;
+    let due: Option<(String, String)> = sqlx::query_as(
+        "SELECT flow_id, state FROM flow_timers WHERE due_at <= now() ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((flow_id, state)) = due else { return Ok(false) };
+    sqlx::query("DELETE FROM flow_timers WHERE flow_id = $1 AND state = $2")
+        .bind(&flow_id)
+        .bind(&state)
+        .execute(&mut *tx)
+        .await?;
+    onboarding.timed_out(&mut tx, &flow_id, &state).await?;
+    tx.commit().await?;
+    Ok(true)
 }

@@ -1,7 +1,275 @@
-//! The webhook-normalizer service. For now it boots, relays its outbox and serves `/healthz`, `/readyz` and
-//! `/metrics`; see the README for what it will own.
+//! The webhook normalizer: receives partners' webhooks at `POST /webhooks/{partner}`, verifies each
+//! partner's signature scheme (current and previous secret, constant-time compare, replay window),
+//! stores every receipt, de-duplicates by the partner's event id, pulls the case's status where the
+//! webhook carries none, and emits `kyc.provider-events.v1` through the outbox, all in one
+//! transaction. Forged, stale and replayed webhooks are refused and counted, never processed.
+
+use std::{collections::HashMap, process::ExitCode, sync::Arc};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
+use sqlx::PgPool;
+use switchyard_model::{
+    Envelope, EventRecord,
+    events::{Event, kyc::KycProviderEvent},
+};
+use switchyard_runtime::{
+    Outbox, ServiceConfig,
+    provider::{CallError, Caller, PolicyConfig, ProviderMetrics},
+    service,
+};
+use switchyard_vendors::{
+    kyc::{KycVendor, WebhookRejection},
+    registry::{self, PartnerConnection},
+};
+
+const SERVICE: &str = "webhook-normalizer";
+/// Platform-level events carry this tenant: the partner does not say whose case it is; the
+/// orchestrator resolves it from the provider reference.
+const PLATFORM_TENANT: &str = "platform";
+/// Signature headers kept with a receipt (no other headers are stored).
+const KEPT_HEADERS: &[&str] = &[
+    "x-sha2-signature",
+    "x-payload-digest",
+    "x-payload-digest-alg",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    partner: String,
+    /// accepted | duplicate | rejected
+    verdict: String,
+    reason: String,
+}
+
+#[derive(Clone)]
+struct App {
+    vendors: Arc<HashMap<String, Arc<dyn KycVendor>>>,
+    caller: Caller,
+    outbox: Outbox,
+    pool: PgPool,
+    received: Family<WebhookLabels, Counter>,
+}
+
+impl App {
+    fn count(&self, partner: &str, verdict: &str, reason: &str) {
+        self.received
+            .get_or_create(&WebhookLabels {
+                partner: partner.to_string(),
+                verdict: verdict.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+fn kept(headers: &HeaderMap) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for name in KEPT_HEADERS {
+        if let Some(v) = headers.get(*name).and_then(|v| v.to_str().ok()) {
+            m.insert((*name).to_string(), serde_json::Value::String(v.to_string()));
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
+    (
+        status,
+        [("content-type", "application/problem+json")],
+        serde_json::json!({"type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail})
+            .to_string(),
+    )
+        .into_response()
+}
+
+async fn receive(State(app): State<App>, Path(partner): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(vendor) = app.vendors.get(&partner).cloned() else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "Unknown partner",
+            "no webhook endpoint for this partner",
+        );
+    };
+    match handle(&app, &partner, vendor.as_ref(), &headers, &body).await {
+        Ok(verdict) => {
+            app.count(&partner, verdict, "");
+            (StatusCode::OK, verdict).into_response()
+        }
+        Err(Refused::Rejected(r)) => {
+            // Logged without the payload: it may carry personal data.
+            tracing::warn!(partner, reason = r.reason(), "webhook rejected");
+            app.count(&partner, "rejected", r.reason());
+            let _ = store(&app.pool, &partner, &headers, &body, "rejected", Some(r.reason()), None).await;
+            let status = match r {
+                WebhookRejection::MissingSignature | WebhookRejection::BadSignature => StatusCode::UNAUTHORIZED,
+                WebhookRejection::Stale | WebhookRejection::Malformed(_) => StatusCode::BAD_REQUEST,
+            };
+            problem(status, "Webhook rejected", &r.to_string())
+        }
+        Err(Refused::Later(why)) => {
+            tracing::warn!(partner, error = %why, "webhook not processed yet; the partner will retry");
+            app.count(&partner, "deferred", "");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again later",
+                "the webhook could not be processed now",
+            )
+        }
+    }
+}
+
+enum Refused {
+    Rejected(WebhookRejection),
+    Later(String),
+}
+
+async fn store(
+    pool: &PgPool,
+    partner: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    verdict: &str,
+    reason: Option<&str>,
+    event_id: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO webhook_receipts (partner, headers, body, verdict, reason, event_id) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(partner)
+        .bind(kept(headers))
+        .bind(body)
+        .bind(verdict)
+        .bind(reason)
+        .bind(event_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+async fn handle(
+    app: &App,
+    partner: &str,
+    vendor: &dyn KycVendor,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<&'static str, Refused> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let notice = vendor.verify_webhook(headers, body, now).map_err(Refused::Rejected)?;
+    let later = |e: sqlx::Error| Refused::Later(e.to_string());
+    let mut tx = app.pool.begin().await.map_err(later)?;
+    let fresh = sqlx::query("INSERT INTO webhook_dedup (partner, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(partner)
+        .bind(&notice.event_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(later)?
+        .rows_affected()
+        == 1;
+    if !fresh {
+        tx.rollback().await.map_err(later)?;
+        store(
+            &app.pool,
+            partner,
+            headers,
+            body,
+            "duplicate",
+            None,
+            Some(&notice.event_id),
+        )
+        .await
+        .map_err(later)?;
+        return Ok("duplicate");
+    }
+    // Thin webhooks say only that something changed: ask the partner for the case itself.
+    let outcome = match notice.outcome.clone() {
+        Some(o) => o,
+        None => match app
+            .caller
+            .call(partner, "status", || vendor.status(&notice.provider_reference))
+            .await
+        {
+            Ok(o) => o,
+            Err(CallError::CircuitOpen) => return Err(Refused::Later("circuit open".into())),
+            Err(CallError::Failed(e)) => return Err(Refused::Later(e.to_string())),
+        },
+    };
+    let flow = format!("{partner}:{}", notice.provider_reference);
+    let event = KycProviderEvent {
+        envelope: Envelope::new(KycProviderEvent::RECORD, PLATFORM_TENANT, flow, SERVICE),
+        partner: partner.to_string(),
+        provider_reference: notice.provider_reference.clone(),
+        provider_event_id: notice.event_id.clone(),
+        status: outcome.status,
+        reasons: outcome.reasons,
+        received_at: now,
+    };
+    let record = EventRecord::of(&event).map_err(|e| Refused::Later(e.to_string()))?;
+    app.outbox
+        .enqueue(&mut tx, KycProviderEvent::TOPIC, &record)
+        .await
+        .map_err(|e| Refused::Later(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO webhook_receipts (partner, headers, body, verdict, event_id) VALUES ($1, $2, $3, 'accepted', $4)",
+    )
+    .bind(partner)
+    .bind(kept(headers))
+    .bind(body)
+    .bind(&notice.event_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(later)?;
+    tx.commit().await.map_err(later)?;
+    tracing::info!(partner, reference = %notice.provider_reference, status = ?event.status, "webhook accepted");
+    Ok("accepted")
+}
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    switchyard_runtime::service::run_skeleton("webhook-normalizer").await
+async fn main() -> ExitCode {
+    service::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
+    let rt = service::boot(SERVICE).await?;
+    sqlx::migrate!("./migrations").run(&rt.pool).await?;
+    let partners: Vec<PartnerConnection> = ServiceConfig::section(rt.config_file.as_deref(), "partners", Vec::new())?;
+    let policy: PolicyConfig = ServiceConfig::section(rt.config_file.as_deref(), "provider", PolicyConfig::default())?;
+    let caller = Caller::new(policy.policy(), ProviderMetrics::register(&rt.metrics));
+    let mut vendors: HashMap<String, Arc<dyn KycVendor>> = HashMap::new();
+    for p in &partners {
+        vendors.insert(
+            p.id.clone(),
+            registry::kyc(p).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?,
+        );
+    }
+    let received: Family<WebhookLabels, Counter> = Family::default();
+    rt.metrics.register(
+        "webhooks_received",
+        "Webhooks by partner, verdict and rejection reason",
+        received.clone(),
+    );
+    let app = App {
+        vendors: Arc::new(vendors),
+        caller,
+        outbox: rt.outbox.clone(),
+        pool: rt.pool.clone(),
+        received,
+    };
+    let routes = Router::new()
+        .route("/webhooks/{partner}", post(receive))
+        .layer(DefaultBodyLimit::max(256 * 1024))
+        .with_state(app);
+    let tasks = vec![rt.spawn_relay()];
+    rt.serve_until_shutdown(routes, tasks).await
 }

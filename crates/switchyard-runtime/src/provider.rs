@@ -1,0 +1,471 @@
+//! Calling partners safely: the attempt ledger (recorded before each call), retries with backoff and
+//! jitter for transient errors only, a circuit breaker and a rate limiter per partner, and the
+//! metrics of every call.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+};
+use sqlx::PgPool;
+
+use crate::telemetry::Metrics;
+
+/// What a call's error means for retrying.
+pub trait Retryable {
+    fn retryable(&self) -> bool;
+    /// A delay the partner asked for (429 Retry-After).
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
+    /// Short outcome label for metrics: `transient`, `rate_limited`, `ambiguous`, `rejected`, `auth`.
+    fn outcome(&self) -> &'static str;
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub partner: String,
+    pub operation: String,
+    /// `ok`, `transient`, `rate_limited`, `ambiguous`, `rejected`, `auth`, `circuit_open`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartnerLabels {
+    pub partner: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartnerOpLabels {
+    pub partner: String,
+    pub operation: String,
+}
+
+/// Per-partner call metrics.
+#[derive(Clone)]
+pub struct ProviderMetrics {
+    pub requests: Family<CallLabels, Counter>,
+    pub duration: Family<PartnerOpLabels, Histogram, fn() -> Histogram>,
+    /// 0 closed, 1 half-open, 2 open.
+    pub circuit_state: Family<PartnerLabels, Gauge>,
+}
+
+fn call_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 14,
+    ))
+}
+
+impl ProviderMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let m = ProviderMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(call_histogram as fn() -> Histogram),
+            circuit_state: Family::default(),
+        };
+        metrics.register(
+            "provider_requests",
+            "Partner calls by partner, operation and outcome",
+            m.requests.clone(),
+        );
+        metrics.register(
+            "provider_request_duration_seconds",
+            "Partner call latency",
+            m.duration.clone(),
+        );
+        metrics.register(
+            "provider_circuit_state",
+            "Circuit breaker per partner: 0 closed, 1 half-open, 2 open",
+            m.circuit_state.clone(),
+        );
+        m
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Circuit {
+    Closed,
+    HalfOpen,
+    Open,
+}
+
+#[derive(Debug)]
+struct Breaker {
+    failures: u32,
+    opened_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Attempts per request (first call included).
+    pub attempts: u32,
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Consecutive failures that open the circuit.
+    pub failure_threshold: u32,
+    /// How long an open circuit refuses calls before letting one through.
+    pub open_for: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            attempts: 3,
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            failure_threshold: 5,
+            open_for: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The `[provider]` section of an adapter's configuration.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default)]
+pub struct PolicyConfig {
+    pub attempts: u32,
+    pub failure_threshold: u32,
+    pub open_for_seconds: f64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let p = Policy::default();
+        PolicyConfig {
+            attempts: p.attempts,
+            failure_threshold: p.failure_threshold,
+            open_for_seconds: p.open_for.as_secs_f64(),
+        }
+    }
+}
+
+impl PolicyConfig {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            attempts: self.attempts.max(1),
+            failure_threshold: self.failure_threshold.max(1),
+            open_for: Duration::from_secs_f64(self.open_for_seconds.max(0.1)),
+            ..Policy::default()
+        }
+    }
+}
+
+/// Minimum spacing between calls to one partner (from its rate limit).
+#[derive(Debug)]
+struct Limiter {
+    interval: Duration,
+    next: Instant,
+}
+
+/// Resilient calls to partners.
+#[derive(Clone)]
+pub struct Caller {
+    policy: Policy,
+    metrics: ProviderMetrics,
+    breakers: Arc<Mutex<HashMap<String, Breaker>>>,
+    limiters: Arc<Mutex<HashMap<String, Limiter>>>,
+}
+
+/// Why a resilient call gave up.
+#[derive(Debug)]
+pub enum CallError<E> {
+    /// The partner's circuit is open: not called at all.
+    CircuitOpen,
+    /// The last error after the retries allowed for it.
+    Failed(E),
+}
+
+impl Caller {
+    pub fn new(policy: Policy, metrics: ProviderMetrics) -> Self {
+        Caller {
+            policy,
+            metrics,
+            breakers: Arc::default(),
+            limiters: Arc::default(),
+        }
+    }
+
+    /// Sets a partner's rate limit (requests per second; 0 = unlimited).
+    pub fn set_rate_limit(&self, partner: &str, per_second: f64) {
+        if per_second <= 0.0 {
+            return;
+        }
+        if let Ok(mut l) = self.limiters.lock() {
+            l.insert(
+                partner.to_string(),
+                Limiter {
+                    interval: Duration::from_secs_f64(1.0 / per_second),
+                    next: Instant::now(),
+                },
+            );
+        }
+    }
+
+    pub fn circuit(&self, partner: &str) -> Circuit {
+        let Ok(b) = self.breakers.lock() else {
+            return Circuit::Closed;
+        };
+        match b.get(partner).and_then(|b| b.opened_at) {
+            None => Circuit::Closed,
+            Some(at) if at.elapsed() >= self.policy.open_for => Circuit::HalfOpen,
+            Some(_) => Circuit::Open,
+        }
+    }
+
+    fn gauge(&self, partner: &str) {
+        let v = match self.circuit(partner) {
+            Circuit::Closed => 0,
+            Circuit::HalfOpen => 1,
+            Circuit::Open => 2,
+        };
+        self.metrics
+            .circuit_state
+            .get_or_create(&PartnerLabels {
+                partner: partner.to_string(),
+            })
+            .set(v);
+    }
+
+    fn record(&self, partner: &str, ok: bool) {
+        if let Ok(mut b) = self.breakers.lock() {
+            let e = b.entry(partner.to_string()).or_insert(Breaker {
+                failures: 0,
+                opened_at: None,
+            });
+            if ok {
+                e.failures = 0;
+                e.opened_at = None;
+            } else {
+                e.failures += 1;
+                if e.failures >= self.policy.failure_threshold || e.opened_at.is_some() {
+                    e.opened_at = Some(Instant::now());
+                }
+            }
+        }
+        self.gauge(partner);
+    }
+
+    async fn pace(&self, partner: &str) {
+        let wait = self.limiters.lock().ok().and_then(|mut l| {
+            let lim = l.get_mut(partner)?;
+            let now = Instant::now();
+            let at = lim.next.max(now);
+            lim.next = at + lim.interval;
+            Some(at - now)
+        });
+        if let Some(w) = wait.filter(|w| !w.is_zero()) {
+            tokio::time::sleep(w).await;
+        }
+    }
+
+    /// Calls `f` with retries for retryable errors, unless the partner's circuit is open.
+    pub async fn call<T, E, F, Fut>(&self, partner: &str, operation: &str, mut f: F) -> Result<T, CallError<E>>
+    where
+        E: Retryable,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let count = |outcome: &str| {
+            self.metrics
+                .requests
+                .get_or_create(&CallLabels {
+                    partner: partner.to_string(),
+                    operation: operation.to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .inc();
+        };
+        let mut backoff = self.policy.base_backoff;
+        let mut attempt = 0;
+        loop {
+            if self.circuit(partner) == Circuit::Open {
+                count("circuit_open");
+                return Err(CallError::CircuitOpen);
+            }
+            attempt += 1;
+            self.pace(partner).await;
+            let started = Instant::now();
+            let result = f().await;
+            self.metrics
+                .duration
+                .get_or_create(&PartnerOpLabels {
+                    partner: partner.to_string(),
+                    operation: operation.to_string(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(v) => {
+                    count("ok");
+                    self.record(partner, true);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    count(e.outcome());
+                    // Only failures of the partner count against its circuit, not our bad requests.
+                    self.record(partner, !e.retryable());
+                    if !e.retryable() || attempt >= self.policy.attempts {
+                        return Err(CallError::Failed(e));
+                    }
+                    let jitter = Duration::from_millis(
+                        u64::from(uuid::Uuid::new_v4().as_u128() as u16) % (backoff.as_millis() as u64 + 1),
+                    );
+                    let wait = e
+                        .retry_after()
+                        .unwrap_or(backoff + jitter)
+                        .min(self.policy.max_backoff * 4);
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(self.policy.max_backoff);
+                }
+            }
+        }
+    }
+}
+
+/// The attempt ledger.
+pub struct Attempts;
+
+/// An earlier attempt with the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Earlier {
+    pub state: String,
+    pub provider_reference: Option<String>,
+    pub calls: i32,
+}
+
+impl Attempts {
+    /// Records that a call is about to be made (committed at once, outside the caller's transaction),
+    /// returning what an earlier attempt with this key left, if any.
+    pub async fn begin(
+        pool: &PgPool,
+        key: &str,
+        partner: &str,
+        request_event_id: uuid::Uuid,
+        flow_id: &str,
+    ) -> Result<Option<Earlier>, sqlx::Error> {
+        let earlier: Option<(String, Option<String>, i32)> =
+            sqlx::query_as("SELECT state, provider_reference, calls FROM provider_attempts WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(pool)
+                .await?;
+        sqlx::query(
+            "INSERT INTO provider_attempts (idempotency_key, partner, request_event_id, flow_id, state, calls) \
+             VALUES ($1, $2, $3, $4, 'started', 1) \
+             ON CONFLICT (idempotency_key) DO UPDATE SET calls = provider_attempts.calls + 1, updated_at = now()",
+        )
+        .bind(key)
+        .bind(partner)
+        .bind(request_event_id)
+        .bind(flow_id)
+        .execute(pool)
+        .await?;
+        Ok(earlier.map(|(state, provider_reference, calls)| Earlier {
+            state,
+            provider_reference,
+            calls,
+        }))
+    }
+
+    /// Records how the attempt ended (in the caller's transaction, with the result event).
+    pub async fn finish(
+        conn: &mut sqlx::PgConnection,
+        key: &str,
+        ok: bool,
+        provider_reference: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE provider_attempts SET state = $2, provider_reference = COALESCE($3, provider_reference), \
+             last_error = $4, updated_at = now() WHERE idempotency_key = $1",
+        )
+        .bind(key)
+        .bind(if ok { "succeeded" } else { "failed" })
+        .bind(provider_reference)
+        .bind(error)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The idempotency key of a partner call made for a request event.
+pub fn idempotency_key(request_event_id: uuid::Uuid) -> String {
+    format!("sy-{}", request_event_id.simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct E(bool);
+    impl Retryable for E {
+        fn retryable(&self) -> bool {
+            self.0
+        }
+        fn outcome(&self) -> &'static str {
+            if self.0 { "transient" } else { "rejected" }
+        }
+    }
+
+    fn caller(threshold: u32) -> Caller {
+        Caller::new(
+            Policy {
+                attempts: 3,
+                base_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(2),
+                failure_threshold: threshold,
+                open_for: Duration::from_millis(200),
+            },
+            ProviderMetrics::register(&Metrics::new("t")),
+        )
+    }
+
+    #[tokio::test]
+    async fn retries_transient_errors_only() {
+        let c = caller(100);
+        let mut calls = 0;
+        let r: Result<(), _> = c
+            .call("p", "op", || {
+                calls += 1;
+                async { Err::<(), _>(E(true)) }
+            })
+            .await;
+        assert!(matches!(r, Err(CallError::Failed(E(true)))));
+        assert_eq!(calls, 3);
+        let mut calls = 0;
+        let r: Result<(), _> = c
+            .call("p", "op", || {
+                calls += 1;
+                async { Err::<(), _>(E(false)) }
+            })
+            .await;
+        assert!(matches!(r, Err(CallError::Failed(E(false)))));
+        assert_eq!(calls, 1, "a permanent error is not retried");
+    }
+
+    #[tokio::test]
+    async fn the_circuit_opens_then_lets_one_call_through() {
+        let c = caller(2);
+        let _ = c.call("p", "op", || async { Err::<(), _>(E(true)) }).await;
+        assert_eq!(c.circuit("p"), Circuit::Open);
+        let mut called = false;
+        let r = c
+            .call("p", "op", || {
+                called = true;
+                async { Ok::<_, E>(()) }
+            })
+            .await;
+        assert!(matches!(r, Err(CallError::CircuitOpen)));
+        assert!(!called);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(c.circuit("p"), Circuit::HalfOpen);
+        assert!(c.call("p", "op", || async { Ok::<_, E>(()) }).await.is_ok());
+        assert_eq!(c.circuit("p"), Circuit::Closed);
+    }
+}
