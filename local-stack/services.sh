@@ -55,7 +55,15 @@ secrets() {
   . "$f"
   set +a
 }
-alive() { [ -f "$RUN/svc-$1.pid" ] && kill -0 "$(cat "$RUN/svc-$1.pid")" 2>/dev/null; }
+# Running, and not a zombie waiting to be reaped (a killed service whose parent is gone can linger as
+# one where PID 1 does not reap).
+alive() {
+  local pid
+  [ -f "$RUN/svc-$1.pid" ] || return 1
+  pid="$(cat "$RUN/svc-$1.pid")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ]
+}
 ready() { curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; }
 
 start_sims() {

@@ -120,7 +120,12 @@ cmd_install() {
 }
 
 # ---------------------------------------------------------------- helpers
-pid_alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+pid_alive() {
+  local pid
+  [ -f "$RUN/$1.pid" ] || return 1
+  pid="$(cat "$RUN/$1.pid")"
+  kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ]
+}
 
 wait_for() { # name seconds command...
   local name=$1 secs=$2

@@ -343,3 +343,178 @@ pub async fn unpublished(pool: &PgPool) -> i64 {
         .await
         .unwrap_or(-1)
 }
+
+/// The running mesh (`make services`): ingress, simulators, service databases.
+pub struct Mesh {
+    pub vars: HashMap<String, String>,
+    pub http: reqwest::Client,
+}
+
+/// Simulator base URLs.
+pub const ONFIDO: &str = "http://127.0.0.1:9301";
+pub const SUMSUB: &str = "http://127.0.0.1:9302";
+pub const MESH: &str = "http://127.0.0.1:9303";
+pub const WATCHMAN: &str = "http://127.0.0.1:9304";
+
+impl Mesh {
+    pub fn get() -> Mesh {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-stack");
+        let mut vars = HashMap::new();
+        for file in [dir.join("endpoints.env"), dir.join("data/secrets.env")] {
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|_| panic!("{} missing: start the mesh first (make services)", file.display()));
+            for (k, v) in text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+            {
+                vars.insert(k.to_string(), v.to_string());
+            }
+        }
+        Mesh {
+            vars,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn var(&self, k: &str) -> String {
+        self.vars.get(k).cloned().unwrap_or_else(|| panic!("{k} unknown"))
+    }
+
+    pub fn ingress(&self) -> String {
+        self.var("INGRESS_URL")
+    }
+
+    /// A new API key for `tenant` with `scopes`.
+    pub fn api_key(&self, tenant: &str, scopes: &str) -> String {
+        let out = std::process::Command::new(workspace_bin("ingress"))
+            .args(["create-api-key", "--tenant", tenant, "--scopes", scopes])
+            .env("SWITCHYARD_DATABASE__URL", self.var("INGRESS_DATABASE_URL"))
+            .env_remove("SWITCHYARD_CONFIG")
+            .output()
+            .expect("ingress create-api-key");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// POSTs an onboarding; returns the status, headers and JSON body.
+    pub async fn submit(
+        &self,
+        key: &str,
+        body: &serde_json::Value,
+        idem: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/onboardings", self.ingress()))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(k) = idem {
+            req = req.header("idempotency-key", k);
+        }
+        let resp = req.send().await.expect("POST");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, headers, json)
+    }
+
+    pub async fn fetch(&self, key: &str, id: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .get(format!("{}/v1/onboardings/{id}", self.ingress()))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("GET");
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Waits until the onboarding is completed; returns it.
+    pub async fn decided(&self, key: &str, id: &str, within: Duration) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (status, body) = self.fetch(key, id).await;
+            if status == 200 && body["status"] == "completed" {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "onboarding {id} not decided in {within:?}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn sim_post(&self, sim: &str, path: &str, body: serde_json::Value) {
+        let r = self
+            .http
+            .post(format!("{sim}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("sim control");
+        assert!(r.status().is_success(), "{sim}{path}: {}", r.status());
+    }
+
+    pub async fn sim_clear(&self, sim: &str) {
+        for path in ["/_sim/faults", "/_sim/webhooks"] {
+            self.http
+                .delete(format!("{sim}{path}"))
+                .send()
+                .await
+                .expect("sim clear");
+        }
+    }
+
+    /// Effect counts at a simulator for keys containing `key`.
+    pub async fn ledger(&self, sim: &str, key: &str) -> HashMap<String, u64> {
+        let v: serde_json::Value = self
+            .http
+            .get(format!("{sim}/_sim/ledger"))
+            .query(&[("key", key)])
+            .send()
+            .await
+            .expect("ledger")
+            .json()
+            .await
+            .expect("ledger json");
+        v["counts"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+            .unwrap_or_default()
+    }
+
+    pub async fn orchestrator_db(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.var("ORCHESTRATOR_DATABASE_URL"))
+            .await
+            .expect("orchestrator db")
+    }
+
+    pub async fn metrics(&self, url_var: &str) -> String {
+        self.http
+            .get(format!("{}/metrics", self.var(url_var)))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+}
+
+/// An onboarding request body.
+pub fn applicant(applicant_id: &str, given: &str, family: &str, region: &str, tier: &str) -> serde_json::Value {
+    serde_json::json!({
+        "applicant_id": applicant_id,
+        "person": {"given_name": given, "family_name": family, "date_of_birth": "1988-04-12", "nationality": "GB"},
+        "region": region,
+        "risk_tier": tier,
+    })
+}

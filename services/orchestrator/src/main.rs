@@ -60,10 +60,15 @@ async fn run() -> anyhow::Result<()> {
             aml_seconds: 60.0,
         },
     )?;
+    // A relative routing file is found beside the config file.
+    let routing_file = match (PathBuf::from(&routing_file), file.and_then(|f| f.parent())) {
+        (p, Some(dir)) if p.is_relative() => dir.join(p),
+        (p, _) => p,
+    };
     let reloads: Family<ReloadLabels, Counter> = Family::default();
     rt.metrics
         .register("routing_reloads", "Routing policy reloads by result", reloads.clone());
-    let routing = Routing::watch(PathBuf::from(&routing_file), rt.shutdown.clone(), reloads)
+    let routing = Routing::watch(routing_file, rt.shutdown.clone(), reloads)
         .map_err(|e| anyhow::anyhow!("configuration field `routing_file`: {e}"))?;
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.1));
     let onboarding = Onboarding {

@@ -1,0 +1,586 @@
+//! Onboarding end to end through the running mesh: ingress → orchestrator → adapters → simulated
+//! vendors → webhooks → normalizer → orchestrator → outcome → ingress read model.
+//!
+//! The services and simulators are shared, so these tests run one at a time (a test may inject a
+//! vendor outage); each uses its own tenant keys, applicant ids and names.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failed expectation is the test failing
+
+use std::{collections::HashSet, time::Duration};
+
+use serde_json::json;
+use switchyard_tests::*;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const DECIDE: Duration = Duration::from_secs(40);
+
+fn id() -> String {
+    short_id()[..8].to_string()
+}
+
+#[tokio::test]
+async fn a_clean_applicant_is_approved_with_one_effect_at_each_vendor() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let key = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
+    let n = id();
+    let (status, headers, body) = m
+        .submit(
+            &key,
+            &applicant(&format!("app-{n}"), &format!("Ada{n}"), "Lovelace", "UK", "LOW"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let flow = body["id"].as_str().unwrap().to_string();
+    assert_eq!(headers.get("location").unwrap(), &format!("/v1/onboardings/{flow}"));
+    let done = m.decided(&key, &flow, DECIDE).await;
+    assert_eq!(done["decision"], "approved", "{done}");
+    assert_eq!(done["kyc_partner"], "kyc-onfido");
+    assert_eq!(done["aml_partner"], "aml-mesh");
+    let onfido = m.ledger(ONFIDO, &format!("Ada{n}")).await;
+    assert_eq!(onfido.get("check_created"), Some(&1), "{onfido:?}");
+    assert_eq!(onfido.get("applicant_created"), Some(&1));
+    assert_eq!(
+        m.ledger(MESH, &format!("Ada{n}")).await.get("customer_screened"),
+        Some(&1)
+    );
+}
+
+#[tokio::test]
+async fn kyc_step_up_waits_for_documents_then_continues() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    for (tenant, region, partner) in [
+        ("tenant-alpha", "UK", "kyc-onfido"),
+        ("tenant-beta", "EU", "kyc-sumsub"),
+    ] {
+        let key = m.api_key(tenant, "onboarding:write,onboarding:read");
+        let n = id();
+        let (_, _, body) = m
+            .submit(
+                &key,
+                &applicant(&format!("app-{n}"), "Sam", &format!("Stepup{n}"), region, "LOW"),
+                None,
+            )
+            .await;
+        let flow = body["id"].as_str().unwrap().to_string();
+        let saw_step_up = eventually(DECIDE, || async {
+            m.fetch(&key, &flow).await.1["step"] == "kyc_awaiting_documents"
+        })
+        .await;
+        assert!(saw_step_up, "{partner}: never asked for documents");
+        let done = m.decided(&key, &flow, DECIDE).await;
+        assert_eq!(done["decision"], "approved", "{done}");
+        assert_eq!(done["kyc_partner"], partner);
+    }
+}
+
+#[tokio::test]
+async fn screening_outcomes_decide_review_and_rejection() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let key = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
+    let n = id();
+    let cases = [
+        (
+            "Pepita",
+            format!("Politica{n}"),
+            "manual_review",
+            Some("screening_possible_match"),
+        ),
+        (
+            "Viktor",
+            format!("Sanctionov{n}"),
+            "rejected",
+            Some("screening_confirmed_match"),
+        ),
+        ("Fred", format!("Forger{n}"), "rejected", None),
+        ("Rita", format!("Reviewme{n}"), "manual_review", Some("kyc_review")),
+    ];
+    let mut flows = Vec::new();
+    for (i, (given, family, _, _)) in cases.iter().enumerate() {
+        let (s, _, body) = m
+            .submit(
+                &key,
+                &applicant(&format!("app-{n}-{i}"), given, family, "UK", "MEDIUM"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 202);
+        flows.push(body["id"].as_str().unwrap().to_string());
+    }
+    for (flow, (_, family, decision, failure)) in flows.iter().zip(cases.iter()) {
+        let done = m.decided(&key, flow, DECIDE).await;
+        assert_eq!(done["decision"], *decision, "{family}: {done}");
+        assert_eq!(done["failure_code"].as_str(), *failure, "{family}: {done}");
+        assert!(
+            !done["reasons"].as_array().unwrap().is_empty(),
+            "{family}: a decision other than approval says why"
+        );
+    }
+}
+
+#[tokio::test]
+async fn kyc_fails_over_when_the_primary_is_down_and_returns_when_it_recovers() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let key = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
+    m.sim_clear(ONFIDO).await;
+    m.sim_post(
+        ONFIDO,
+        "/_sim/faults",
+        json!({"matcher": "", "fault": {"kind": "error", "status": 503}}),
+    )
+    .await;
+    let n = id();
+    let mut flows = Vec::new();
+    for i in 0..4 {
+        let (_, _, body) = m
+            .submit(
+                &key,
+                &applicant(&format!("app-{n}-{i}"), &format!("Olive{n}{i}"), "Outage", "UK", "LOW"),
+                None,
+            )
+            .await;
+        flows.push(body["id"].as_str().unwrap().to_string());
+    }
+    for flow in &flows {
+        let done = m.decided(&key, flow, DECIDE).await;
+        assert_eq!(done["decision"], "approved", "{done}");
+        assert_eq!(done["kyc_partner"], "kyc-sumsub", "failed over: {done}");
+    }
+    let metrics = m.metrics("KYC_ADAPTER_URL").await;
+    assert!(metrics.contains("switchyard_provider_requests_total{service=\"kyc-adapter\",partner=\"kyc-onfido\",operation=\"verify\",outcome=\"transient\"}"), "{metrics}");
+    // The primary recovers: once its circuit lets a call through, new flows use it again.
+    m.sim_clear(ONFIDO).await;
+    let back = eventually(Duration::from_secs(30), || async {
+        let (_, _, body) = m
+            .submit(
+                &key,
+                &applicant(
+                    &format!("app-{n}-r{}", id()),
+                    &format!("Rosa{n}"),
+                    "Recovered",
+                    "UK",
+                    "LOW",
+                ),
+                None,
+            )
+            .await;
+        let done = m.decided(&key, body["id"].as_str().unwrap(), DECIDE).await;
+        done["kyc_partner"] == "kyc-onfido" && done["decision"] == "approved"
+    })
+    .await;
+    assert!(back, "traffic never returned to the recovered primary");
+    let orch = m.orchestrator_db().await;
+    let failovers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM flow_history WHERE event = 'failover' AND flow_id = ANY($1)")
+            .bind(&flows)
+            .fetch_one(&orch)
+            .await
+            .unwrap();
+    assert_eq!(failovers, 4);
+}
+
+#[tokio::test]
+async fn shadow_mode_records_the_second_vendor_without_acting_on_it() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let key = m.api_key("tenant-gamma", "onboarding:write,onboarding:read");
+    let n = id();
+    // The shadow vendor would reject this applicant (forger); the primary approves.
+    let (_, _, body) = m
+        .submit(
+            &key,
+            &applicant(&format!("app-{n}"), &format!("Gus{n}"), "Shadowy", "EU", "LOW"),
+            None,
+        )
+        .await;
+    let flow = body["id"].as_str().unwrap().to_string();
+    let done = m.decided(&key, &flow, DECIDE).await;
+    assert_eq!(done["decision"], "approved");
+    assert_eq!(done["kyc_partner"], "kyc-onfido");
+    let orch = m.orchestrator_db().await;
+    let shadow = eventually(Duration::from_secs(20), || async {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM shadow_results WHERE flow_id = $1 AND partner = 'kyc-sumsub'")
+                .bind(&flow)
+                .fetch_one(&orch)
+                .await
+                .unwrap();
+        n == 1
+    })
+    .await;
+    assert!(shadow, "the shadow call was not recorded");
+    assert_eq!(
+        m.ledger(SUMSUB, &format!("Gus{n}")).await.get("applicant_created"),
+        Some(&1),
+        "the shadow vendor was really called"
+    );
+    let kyc_partner: String = sqlx::query_scalar("SELECT kyc_partner FROM onboarding_flows WHERE flow_id = $1")
+        .bind(&flow)
+        .fetch_one(&orch)
+        .await
+        .unwrap();
+    assert_eq!(kyc_partner, "kyc-onfido");
+}
+
+#[tokio::test]
+async fn duplicate_and_out_of_order_webhooks_change_nothing_twice() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let key = m.api_key("tenant-beta", "onboarding:write,onboarding:read");
+    let n = id();
+    let app = format!("dup-{n}");
+    // Every webhook for this applicant arrives three times, and the stale "pending" notice is
+    // re-sent after the final review.
+    m.sim_post(
+        SUMSUB,
+        "/_sim/webhooks",
+        json!({"matcher": app, "copies": 3, "out_of_order": true}),
+    )
+    .await;
+    let (_, _, body) = m
+        .submit(&key, &applicant(&app, "Dora", &format!("Stepup{n}"), "EU", "LOW"), None)
+        .await;
+    let flow = body["id"].as_str().unwrap().to_string();
+    let done = m.decided(&key, &flow, DECIDE).await;
+    assert_eq!(done["decision"], "approved", "{done}");
+    // Let the late copies arrive, then check nothing moved.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, again) = m.fetch(&key, &flow).await;
+    assert_eq!(again["decision"], "approved");
+    assert_eq!(again["completed_at"], done["completed_at"]);
+    let orch = m.orchestrator_db().await;
+    let events: Vec<String> = sqlx::query_scalar("SELECT event FROM flow_history WHERE flow_id = $1 ORDER BY id")
+        .bind(&flow)
+        .fetch_all(&orch)
+        .await
+        .unwrap();
+    let count = |e: &str| events.iter().filter(|x| *x == e).count();
+    assert_eq!(count("kyc_awaiting_documents"), 1, "{events:?}");
+    assert_eq!(count("aml_pending"), 1, "{events:?}");
+    assert_eq!(count("approved"), 1, "{events:?}");
+    let deliveries: Vec<serde_json::Value> = m
+        .http
+        .get(format!("{SUMSUB}/_sim/deliveries"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(deliveries.len() >= 6, "the simulator really delivered duplicates");
+    let metrics = m.metrics("WEBHOOK_NORMALIZER_URL").await;
+    assert!(metrics.contains("verdict=\"duplicate\""), "{metrics}");
+    m.sim_clear(SUMSUB).await;
+}
+
+fn sumsub_webhook(applicant_id: &str, created_ms: i64) -> String {
+    json!({"applicantId": applicant_id, "inspectionId": "insp-test", "correlationId": format!("req-{}", short_id()),
+        "externalUserId": "nobody", "type": "applicantReviewed", "reviewStatus": "completed", "createdAtMs": created_ms.to_string(),
+        "reviewResult": {"reviewAnswer": "GREEN"}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn forged_stale_and_replayed_webhooks_are_refused() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let url = format!("{}/webhooks/kyc-sumsub", m.var("WEBHOOKS_URL"));
+    let secret = m.var("SUMSUB_WEBHOOK_SECRET");
+    let post = |body: String, digest: String| {
+        let http = m.http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(&url)
+                .header("x-payload-digest", digest)
+                .header("x-payload-digest-alg", "HMAC_SHA256_HEX")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    // Forged: signed with the wrong secret.
+    let body = sumsub_webhook("forged-1", now);
+    let (s, text) = post(
+        body.clone(),
+        switchyard_vendors::kyc::sumsub::webhooks::sign(b"not-the-secret", body.as_bytes()),
+    )
+    .await;
+    assert_eq!(s, 401, "{text}");
+    assert!(text.contains("problem") || text.contains("signature"), "{text}");
+    // Stale: correctly signed, four days old.
+    let body = sumsub_webhook("stale-1", now - 4 * 24 * 3600 * 1000);
+    let (s, _) = post(
+        body.clone(),
+        switchyard_vendors::kyc::sumsub::webhooks::sign(secret.as_bytes(), body.as_bytes()),
+    )
+    .await;
+    assert_eq!(s, 400);
+    // Replayed: the same signed delivery twice is processed once.
+    let body = sumsub_webhook(&format!("replay-{}", id()), now);
+    let sig = switchyard_vendors::kyc::sumsub::webhooks::sign(secret.as_bytes(), body.as_bytes());
+    assert_eq!(post(body.clone(), sig.clone()).await, (200, "accepted".to_string()));
+    assert_eq!(post(body.clone(), sig.clone()).await, (200, "duplicate".to_string()));
+    // Unsigned.
+    let r = m.http.post(&url).body(body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let metrics = m.metrics("WEBHOOK_NORMALIZER_URL").await;
+    for reason in ["bad_signature", "stale", "missing_signature"] {
+        assert!(
+            metrics.contains(&format!(
+                "partner=\"kyc-sumsub\",verdict=\"rejected\",reason=\"{reason}\""
+            )),
+            "{reason}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_refuse_and_serialise() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let key = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
+    let n = id();
+    let body = applicant(&format!("idem-{n}"), &format!("Ida{n}"), "Potent", "UK", "LOW");
+    let (s1, _, r1) = m.submit(&key, &body, Some(&format!("k-{n}"))).await;
+    assert_eq!(s1, 202);
+    let (s2, h2, r2) = m.submit(&key, &body, Some(&format!("k-{n}"))).await;
+    assert_eq!((s2, &r2), (202, &r1), "same key, same body: same response");
+    assert_eq!(h2.get("idempotent-replayed").unwrap(), "true");
+    let mut other = body.clone();
+    other["risk_tier"] = json!("HIGH");
+    let (s3, _, r3) = m.submit(&key, &other, Some(&format!("k-{n}"))).await;
+    assert_eq!(s3, 422, "same key, different body: {r3}");
+    assert_eq!(r3["title"], "Idempotency-Key reused");
+    // Keys are per tenant: the same key elsewhere is a new request.
+    let beta = m.api_key("tenant-beta", "onboarding:write,onboarding:read");
+    let (s4, _, r4) = m.submit(&beta, &body, Some(&format!("k-{n}"))).await;
+    assert_eq!(s4, 202);
+    assert_ne!(r4["id"], r1["id"]);
+
+    // 100 concurrent identical requests with one key: one flow.
+    let concurrent = applicant(&format!("burst-{n}"), &format!("Burst{n}"), "Potent", "UK", "LOW");
+    let idem = format!("burst-{n}");
+    let calls = (0..100).map(|_| {
+        let m = &m;
+        let key = key.clone();
+        let body = concurrent.clone();
+        let idem = idem.clone();
+        async move { m.submit(&key, &body, Some(&idem)).await }
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut ids = HashSet::new();
+    for (status, _, body) in &results {
+        match status {
+            202 => {
+                ids.insert(body["id"].as_str().unwrap().to_string());
+            }
+            409 => assert_eq!(body["title"], "Request in progress"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "one flow for one key: {ids:?}");
+    let ingress = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&m.var("INGRESS_DATABASE_URL"))
+        .await
+        .unwrap();
+    let flows: i64 = sqlx::query_scalar("SELECT count(*) FROM onboardings WHERE applicant_id = $1")
+        .bind(format!("burst-{n}"))
+        .fetch_one(&ingress)
+        .await
+        .unwrap();
+    assert_eq!(flows, 1);
+    let done = m.decided(&key, ids.iter().next().unwrap(), DECIDE).await;
+    assert_eq!(done["decision"], "approved");
+    assert_eq!(
+        m.ledger(ONFIDO, &format!("Burst{n}")).await.get("check_created"),
+        Some(&1)
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_never_sees_another_tenants_flow() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let alpha = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
+    let beta = m.api_key("tenant-beta", "onboarding:write,onboarding:read");
+    let (_, _, body) = m
+        .submit(
+            &alpha,
+            &applicant(&format!("iso-{}", id()), "Iso", "Lated", "UK", "LOW"),
+            None,
+        )
+        .await;
+    let flow = body["id"].as_str().unwrap();
+    let (s, b) = m.fetch(&beta, flow).await;
+    assert_eq!(s, 404, "another tenant's flow must not be disclosed: {b}");
+    assert_eq!(b["status"], 404);
+    let (s, _) = m.fetch(&beta, "no-such-flow").await;
+    assert_eq!(s, 404, "the same answer as for a flow that does not exist");
+    let (s, _) = m.fetch(&alpha, flow).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_problem_documents() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let key = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
+    let read_only = m.api_key("tenant-alpha", "onboarding:read");
+    let url = format!("{}/v1/onboardings", m.ingress());
+    let good = applicant("bad-1", "Ok", "Person", "UK", "LOW");
+    let check = |resp: reqwest::Response, status: u16| async move {
+        assert_eq!(resp.status().as_u16(), status);
+        assert_eq!(resp.headers().get("content-type").unwrap(), "application/problem+json");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["status"], status);
+        assert!(!body["detail"].as_str().unwrap_or("").is_empty(), "{body}");
+        body
+    };
+    check(m.http.post(&url).json(&good).send().await.unwrap(), 401).await;
+    check(
+        m.http
+            .post(&url)
+            .bearer_auth("sy_nope_nope")
+            .json(&good)
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+    check(
+        m.http
+            .post(&url)
+            .bearer_auth(&read_only)
+            .json(&good)
+            .send()
+            .await
+            .unwrap(),
+        403,
+    )
+    .await;
+    check(
+        m.http
+            .post(&url)
+            .bearer_auth(&key)
+            .header("content-type", "text/plain")
+            .body("hi")
+            .send()
+            .await
+            .unwrap(),
+        415,
+    )
+    .await;
+    let b = check(
+        m.http
+            .post(&url)
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body("{oops")
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(b["detail"].as_str().unwrap().contains("JSON"));
+    let invalid =
+        json!({"applicant_id": "x y", "person": {"given_name": "A"}, "region": "europe", "risk_tier": "EXTREME"});
+    let b = check(
+        m.http.post(&url).bearer_auth(&key).json(&invalid).send().await.unwrap(),
+        422,
+    )
+    .await;
+    let fields: Vec<&str> = b["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for f in ["applicant_id", "person.family_name", "region", "risk_tier"] {
+        assert!(fields.contains(&f), "{f} not reported: {b}");
+    }
+    let huge = json!({"applicant_id": "big", "person": {"given_name": "x".repeat(70_000), "family_name": "y"}, "region": "UK", "risk_tier": "LOW"});
+    let r = m.http.post(&url).bearer_auth(&key).json(&huge).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let r = m
+        .http
+        .get(format!("{}/v1/openapi.json", m.ingress()))
+        .send()
+        .await
+        .unwrap();
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/onboardings"]["post"].is_object());
+}
+
+fn pid_of(service: &str) -> String {
+    let file =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../local-stack/data/run/svc-{service}.pid"));
+    std::fs::read_to_string(file).unwrap().trim().to_string()
+}
+
+fn restart_services() {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-stack/services.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn services_killed_mid_flow_restart_and_every_flow_completes_with_one_effect() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let key = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
+    let n = id();
+    let mut flows = Vec::new();
+    for i in 0..4 {
+        let (_, _, body) = m
+            .submit(
+                &key,
+                &applicant(&format!("kill-{n}-{i}"), &format!("Kim{n}x{i}"), "Stepup", "UK", "LOW"),
+                None,
+            )
+            .await;
+        flows.push(body["id"].as_str().unwrap().to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for service in ["orchestrator", "kyc-adapter", "webhook-normalizer", "aml-adapter"] {
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid_of(service)])
+            .status()
+            .unwrap();
+        assert!(status.success(), "SIGKILL {service}");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        restart_services();
+    }
+    for flow in &flows {
+        let done = m.decided(&key, flow, Duration::from_secs(90)).await;
+        assert_eq!(done["decision"], "approved", "{done}");
+    }
+    for i in 0..4 {
+        let who = format!("Kim{n}x{i}");
+        let onfido = m.ledger(ONFIDO, &who).await;
+        let sumsub = m.ledger(SUMSUB, &who).await;
+        let checks =
+            onfido.get("check_created").copied().unwrap_or(0) + sumsub.get("review_requested").copied().unwrap_or(0);
+        assert_eq!(checks, 1, "{who}: one verification in all: {onfido:?} {sumsub:?}");
+        assert_eq!(
+            m.ledger(MESH, &who).await.get("customer_screened"),
+            Some(&1),
+            "{who}: one screening"
+        );
+    }
+}
