@@ -34,10 +34,11 @@ services-stop:
 	@local-stack/services.sh stop
 
 demo: services
-	@local-stack/demo.sh
+	@$(ENV) && $(YARDCTL) demo
 
 test: up build
 	@$(ENV) && $(YARDCTL) schemas check
+	@local-stack/services.sh start
 	@$(ENV) && cargo test --workspace --no-fail-fast
 
 lint:
@@ -47,5 +48,6 @@ lint:
 fmt:
 	cargo fmt --all
 
-bench: up build
+bench: services
 	@$(ENV) && $(YARDCTL) bench relay
+	@$(ENV) && $(YARDCTL) bench onboarding

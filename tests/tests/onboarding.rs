@@ -427,6 +427,24 @@ async fn a_tenant_never_sees_another_tenants_flow() {
     assert_eq!(s, 404, "the same answer as for a flow that does not exist");
     let (s, _) = m.fetch(&alpha, flow).await;
     assert_eq!(s, 200);
+
+    // Two tenants may use the same applicant id: partners see tenant-scoped ids, so neither flow
+    // collides with the other at a vendor that keys customers by external id.
+    let shared = format!("shared-{}", id());
+    let (_, _, a) = m
+        .submit(&alpha, &applicant(&shared, "Alma", "Same", "UK", "LOW"), None)
+        .await;
+    let (_, _, b) = m
+        .submit(&beta, &applicant(&shared, "Bert", "Same", "EU", "LOW"), None)
+        .await;
+    assert_eq!(
+        m.decided(&alpha, a["id"].as_str().unwrap(), DECIDE).await["decision"],
+        "approved"
+    );
+    assert_eq!(
+        m.decided(&beta, b["id"].as_str().unwrap(), DECIDE).await["decision"],
+        "approved"
+    );
 }
 
 #[tokio::test]

@@ -20,23 +20,26 @@ async fn a_service_boots_serves_health_and_metrics_and_stops_on_sigterm() {
     let stack = Stack::get();
     let db = stack.fresh_db("svc").await;
     let port = free_port();
-    let mut child = Command::new(workspace_bin("orchestrator"))
+    // A service with no consumer group of its own here, so it cannot take partitions from the running
+    // mesh's services.
+    let mut child = Command::new(workspace_bin("reconciliation"))
         .env("SWITCHYARD_DATABASE__URL", &db.url)
         .env("SWITCHYARD_KAFKA__BOOTSTRAP_SERVERS", &stack.kafka)
         .env("SWITCHYARD_REGISTRY__URL", &stack.registry)
         .env("SWITCHYARD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("SWITCHYARD_TELEMETRY__LOG_FILTER", "warn")
+        .env_remove("SWITCHYARD_CONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn orchestrator (build the workspace binaries first)");
+        .expect("spawn reconciliation (build the workspace binaries first)");
     let base = format!("http://127.0.0.1:{port}");
     let ready = eventually(Duration::from_secs(60), || async {
         matches!(reqwest::get(format!("{base}/readyz")).await, Ok(r) if r.status() == 200)
     })
     .await;
-    assert!(ready, "orchestrator never became ready");
+    assert!(ready, "the service never became ready");
     let health = reqwest::get(format!("{base}/healthz")).await.expect("healthz");
     assert_eq!(health.status(), 200);
     let metrics = reqwest::get(format!("{base}/metrics"))
@@ -46,7 +49,7 @@ async fn a_service_boots_serves_health_and_metrics_and_stops_on_sigterm() {
         .await
         .expect("text");
     assert!(
-        metrics.contains("switchyard_outbox_relay_active{service=\"orchestrator\"} 1"),
+        metrics.contains("switchyard_outbox_relay_active{service=\"reconciliation\"} 1"),
         "{metrics}"
     );
     // The runtime tables exist in its database.
@@ -88,4 +91,34 @@ async fn bad_configuration_is_refused_with_the_field_named() {
         assert!(stderr.contains(field), "{key}={value}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orchestrator_refuses_a_missing_or_invalid_routing_policy() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("routing").await;
+    let bad = std::env::temp_dir().join(format!("routing-{}.toml", short_id()));
+    std::fs::write(
+        &bad,
+        "[[partners]]\nid = \"kyc-a\"\ndomain = \"kyc\"\n[[routes]]\ndomain = \"kyc\"\nprimary = \"kyc-a\"\nsecondary = \"kyc-ghost\"\n",
+    )
+    .expect("write");
+    for (file, expected) in [
+        (std::path::PathBuf::from("/nonexistent/routing.toml"), "No such file"),
+        (bad, "kyc-ghost"),
+    ] {
+        let out = Command::new(workspace_bin("orchestrator"))
+            .env("SWITCHYARD_DATABASE__URL", &db.url)
+            .env("SWITCHYARD_KAFKA__BOOTSTRAP_SERVERS", &stack.kafka)
+            .env("SWITCHYARD_REGISTRY__URL", &stack.registry)
+            .env("SWITCHYARD_ROUTING_FILE", &file)
+            .env_remove("SWITCHYARD_CONFIG")
+            .output()
+            .await
+            .expect("run orchestrator");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("routing_file") && stderr.contains(expected), "{stderr}");
+    }
+    db.drop_db().await;
 }

@@ -30,6 +30,13 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         batch: i64,
     },
+    /// Onboarding flows end to end through the running mesh (`make services` first).
+    Onboarding {
+        #[arg(long, default_value_t = 200)]
+        flows: usize,
+        #[arg(long, default_value_t = 20)]
+        concurrency: usize,
+    },
 }
 
 pub async fn run(
@@ -43,7 +50,10 @@ pub async fn run(
         rate,
         seconds,
         batch,
-    } = cmd;
+    } = cmd
+    else {
+        anyhow::bail!("not a relay bench");
+    };
     let admin = admin.context("--postgres-admin (or POSTGRES_ADMIN_URL) is required")?;
     let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
     let db_name = format!("bench_{id}");

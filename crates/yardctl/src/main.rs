@@ -8,6 +8,7 @@
 //! Endpoints come from flags or the environment (`local-stack/endpoints.env` names them).
 
 mod bench;
+mod demo;
 mod schemas;
 
 use std::process::ExitCode;
@@ -55,6 +56,8 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// The demo workload: onboardings for two tenants with a vendor outage in the middle.
+    Demo,
 }
 
 #[derive(Subcommand)]
@@ -79,9 +82,13 @@ async fn main() -> ExitCode {
                 replication,
             },
         } => ensure_topics(&cli.kafka, partitions, replication).await,
+        Command::Bench {
+            command: bench::BenchCommand::Onboarding { flows, concurrency },
+        } => demo::bench(flows, concurrency).await,
         Command::Bench { command } => {
             bench::run(command, &cli.kafka, &cli.registry, cli.postgres_admin.as_deref()).await
         }
+        Command::Demo => demo::demo().await,
     };
     match result {
         Ok(code) => code,

@@ -99,6 +99,9 @@ fn fingerprint(body: &Value) -> String {
     auth::hash(&body.to_string())
 }
 
+/// A stored key: request hash, state, response status and body, expired, abandoned in flight.
+type Stored = (String, String, Option<i32>, Option<Value>, bool, bool);
+
 /// Claims `key` for this request; returns a stored response to replay if it is done.
 async fn claim(pool: &PgPool, tenant: &str, key: &str, hash: &str) -> Result<Option<(u16, Value)>, ApiError> {
     let inserted = sqlx::query(
@@ -115,7 +118,7 @@ async fn claim(pool: &PgPool, tenant: &str, key: &str, hash: &str) -> Result<Opt
     if inserted == 1 {
         return Ok(None);
     }
-    let row: Option<(String, String, Option<i32>, Option<Value>, bool, bool)> = sqlx::query_as(
+    let row: Option<Stored> = sqlx::query_as(
         "SELECT request_hash, state, response_status, response_body, expires_at < now(), \
          created_at < now() - make_interval(secs => $3) FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2",
     )

@@ -253,6 +253,12 @@ impl Onboarding {
         }
     }
 
+    /// The id partners know the applicant by: tenant-scoped, since two tenants may use the same
+    /// applicant id and vendors key customers by it.
+    fn subject_id(flow: &Flow) -> String {
+        format!("{}.{}", flow.tenant_id, flow.applicant_id)
+    }
+
     async fn request_kyc(
         &self,
         conn: &mut PgConnection,
@@ -265,7 +271,7 @@ impl Onboarding {
             conn,
             &KycVerificationRequested {
                 envelope: Self::envelope(flow, KycVerificationRequested::RECORD, cause),
-                subject_id: flow.applicant_id.clone(),
+                subject_id: Self::subject_id(flow),
                 person: flow.person.clone(),
                 partner: partner.to_string(),
                 attempt: flow.attempt,
@@ -287,7 +293,7 @@ impl Onboarding {
             conn,
             &AmlScreeningRequested {
                 envelope: Self::envelope(flow, AmlScreeningRequested::RECORD, cause),
-                subject_id: flow.applicant_id.clone(),
+                subject_id: Self::subject_id(flow),
                 person: flow.person.clone(),
                 partner: partner.to_string(),
                 attempt: flow.attempt,

@@ -1,0 +1,400 @@
+//! `yardctl demo` (the main job's workload) and `yardctl bench onboarding` (a load run): real
+//! onboardings through the ingress of the running mesh, against the simulated vendors.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::{Command, ExitCode},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+/// The running mesh's endpoints and credentials (local-stack/endpoints.env and secrets.env).
+struct Env {
+    vars: BTreeMap<String, String>,
+    http: reqwest::Client,
+    bin_dir: PathBuf,
+}
+
+impl Env {
+    fn load() -> anyhow::Result<Env> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../local-stack");
+        let mut vars = BTreeMap::new();
+        for f in ["endpoints.env", "data/secrets.env"] {
+            let text = std::fs::read_to_string(root.join(f))
+                .with_context(|| format!("{f}: is the mesh running (make services)?"))?;
+            for (k, v) in text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+            {
+                vars.insert(k.to_string(), v.to_string());
+            }
+        }
+        let bin_dir = std::env::current_exe()?.parent().context("binary dir")?.to_path_buf();
+        Ok(Env {
+            vars,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+            bin_dir,
+        })
+    }
+
+    fn var(&self, k: &str) -> anyhow::Result<&str> {
+        self.vars
+            .get(k)
+            .map(String::as_str)
+            .with_context(|| format!("{k} unknown"))
+    }
+
+    fn api_key(&self, tenant: &str) -> anyhow::Result<String> {
+        let out = Command::new(self.bin_dir.join("ingress"))
+            .args(["create-api-key", "--tenant", tenant, "--label", "demo"])
+            .env("SWITCHYARD_DATABASE__URL", self.var("INGRESS_DATABASE_URL")?)
+            .env_remove("SWITCHYARD_CONFIG")
+            .output()
+            .context("running ingress create-api-key")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "create-api-key: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    async fn submit(&self, key: &str, body: &Value) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/onboardings", self.var("INGRESS_URL")?))
+            .bearer_auth(key)
+            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+            .json(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let v: Value = resp.json().await?;
+        anyhow::ensure!(status.as_u16() == 202, "submit answered {status}: {v}");
+        v["id"].as_str().map(str::to_string).context("no id")
+    }
+
+    async fn get(&self, key: &str, id: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}/v1/onboardings/{id}", self.var("INGRESS_URL")?))
+            .bearer_auth(key)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    async fn fault(&self, sim: &str, on: bool) -> anyhow::Result<()> {
+        let url = format!("{sim}/_sim/faults");
+        let r = if on {
+            self.http
+                .post(url)
+                .json(&json!({"matcher": "", "fault": {"kind": "error", "status": 503}}))
+                .send()
+                .await?
+        } else {
+            self.http.delete(url).send().await?
+        };
+        anyhow::ensure!(r.status().is_success(), "simulator control: {}", r.status());
+        Ok(())
+    }
+}
+
+const ONFIDO: &str = "http://127.0.0.1:9301";
+
+/// One applicant of the workload: who, and what must become of them.
+struct Case {
+    tenant: &'static str,
+    region: &'static str,
+    given: String,
+    family: String,
+    expect: &'static str,
+    kind: &'static str,
+}
+
+struct Tracked {
+    case: Case,
+    key: String,
+    id: String,
+    phase: &'static str,
+}
+
+fn body(applicant_id: &str, c: &Case) -> Value {
+    json!({"applicant_id": applicant_id, "person": {"given_name": c.given, "family_name": c.family, "date_of_birth": "1985-06-15",
+        "nationality": "GB", "email": format!("{}.{}@example.test", c.given.to_lowercase(), c.family.to_lowercase())},
+        "region": c.region, "risk_tier": "MEDIUM", "segment": "retail"})
+}
+
+fn mix(tenant: &'static str, region: &'static str, tag: &str, clean: usize) -> Vec<Case> {
+    let mut v = Vec::new();
+    let mut add = |given: &str, family: &str, expect, kind| {
+        v.push(Case {
+            tenant,
+            region,
+            given: format!("{given}{tag}"),
+            family: family.to_string(),
+            expect,
+            kind,
+        })
+    };
+    let names = [
+        "Ada", "Grace", "Alan", "Hedy", "Claude", "Radia", "Edsger", "Frances", "Ken", "Barbara",
+    ];
+    for i in 0..clean {
+        add(names[i % names.len()], "Clearwater", "approved", "clean applicant");
+    }
+    add("Sam", "Stepup", "approved", "documents step-up");
+    add("Viktor", "Sanctionov", "rejected", "sanctioned name");
+    add("Pepita", "Politica", "manual_review", "PEP possible match");
+    add("Fred", "Forger", "rejected", "forged document");
+    add("Rita", "Reviewme", "manual_review", "KYC needs review");
+    v
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn seconds(v: &Value) -> Option<f64> {
+    let created = chrono::DateTime::parse_from_rfc3339(v["created_at"].as_str()?).ok()?;
+    let done = chrono::DateTime::parse_from_rfc3339(v["completed_at"].as_str()?).ok()?;
+    Some((done - created).num_milliseconds() as f64 / 1000.0)
+}
+
+async fn wait_all(env: &Env, flows: &[Tracked], within: Duration) -> anyhow::Result<Vec<Value>> {
+    let deadline = Instant::now() + within;
+    let mut out = vec![Value::Null; flows.len()];
+    loop {
+        let mut pending = 0;
+        for (i, f) in flows.iter().enumerate() {
+            if out[i]["status"] == "completed" {
+                continue;
+            }
+            out[i] = env.get(&f.key, &f.id).await?;
+            if out[i]["status"] != "completed" {
+                pending += 1;
+            }
+        }
+        if pending == 0 || Instant::now() > deadline {
+            return Ok(out);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub async fn demo() -> anyhow::Result<ExitCode> {
+    let env = Env::load()?;
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let alpha = env.api_key("tenant-alpha")?;
+    let beta = env.api_key("tenant-beta")?;
+    println!("== switchyard demo: onboarding for two tenants (run {run}) ==");
+    println!("tenant-alpha (UK): KYC primary kyc-onfido, secondary kyc-sumsub; AML aml-mesh, then aml-watchman");
+    println!("tenant-beta  (EU): KYC primary kyc-sumsub, secondary kyc-onfido; AML aml-mesh, then aml-watchman\n");
+    let mut flows = Vec::new();
+    let started = Instant::now();
+    let submit = async |cases: Vec<Case>, phase: &'static str, flows: &mut Vec<Tracked>| -> anyhow::Result<()> {
+        for (i, c) in cases.into_iter().enumerate() {
+            let key = if c.tenant == "tenant-alpha" {
+                alpha.clone()
+            } else {
+                beta.clone()
+            };
+            let id = env
+                .submit(&key, &body(&format!("demo-{run}-{phase}-{}-{i}", c.tenant), &c))
+                .await?;
+            flows.push(Tracked {
+                case: c,
+                key,
+                id,
+                phase,
+            });
+        }
+        Ok(())
+    };
+    println!("phase 1: normal traffic");
+    submit(mix("tenant-alpha", "UK", &format!("{run}a"), 6), "normal", &mut flows).await?;
+    submit(mix("tenant-beta", "EU", &format!("{run}b"), 4), "normal", &mut flows).await?;
+    wait_all(&env, &flows, Duration::from_secs(60)).await?;
+    println!("phase 2: kyc-onfido outage (every call answers 503)");
+    env.fault(ONFIDO, true).await?;
+    submit(mix("tenant-alpha", "UK", &format!("{run}c"), 5), "outage", &mut flows).await?;
+    wait_all(&env, &flows, Duration::from_secs(60)).await?;
+    println!("phase 3: kyc-onfido recovers");
+    env.fault(ONFIDO, false).await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    submit(
+        mix("tenant-alpha", "UK", &format!("{run}d"), 4),
+        "recovered",
+        &mut flows,
+    )
+    .await?;
+    let results = wait_all(&env, &flows, Duration::from_secs(120)).await?;
+    let wall = started.elapsed().as_secs_f64();
+
+    println!(
+        "\n{:<14} {:<10} {:<22} {:<14} {:<14} {:<12} {:<10} ok",
+        "tenant", "phase", "case", "expected", "decision", "kyc", "aml"
+    );
+    let mut wrong = 0;
+    let mut by_outcome: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_vendor: BTreeMap<String, usize> = BTreeMap::new();
+    let mut latencies = Vec::new();
+    let mut failed_over = 0;
+    for (f, r) in flows.iter().zip(&results) {
+        let decision = r["decision"].as_str().unwrap_or("(pending)");
+        let kyc = r["kyc_partner"].as_str().unwrap_or("-");
+        let aml = r["aml_partner"].as_str().unwrap_or("-");
+        let primary = if f.case.tenant == "tenant-alpha" {
+            "kyc-onfido"
+        } else {
+            "kyc-sumsub"
+        };
+        let mut ok = decision == f.case.expect;
+        // During the outage alpha's KYC must have failed over; before and after it must not.
+        if f.case.tenant == "tenant-alpha" && kyc != "-" {
+            ok &= (kyc != primary) == (f.phase == "outage");
+        }
+        if kyc != "-" && kyc != primary {
+            failed_over += 1;
+        }
+        if !ok {
+            wrong += 1;
+        }
+        *by_outcome.entry(decision.to_string()).or_default() += 1;
+        *by_vendor.entry(format!("kyc {kyc}")).or_default() += 1;
+        if aml != "-" {
+            *by_vendor.entry(format!("aml {aml}")).or_default() += 1;
+        }
+        if let Some(s) = seconds(r) {
+            latencies.push(s);
+        }
+        println!(
+            "{:<14} {:<10} {:<22} {:<14} {:<14} {:<12} {:<10} {}",
+            f.case.tenant,
+            f.phase,
+            f.case.kind,
+            f.case.expect,
+            decision,
+            kyc,
+            aml,
+            if ok { "yes" } else { "NO" }
+        );
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!("\nflows: {} in {wall:.1} s", flows.len());
+    println!(
+        "by outcome: {}",
+        by_outcome
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "by vendor:  {}",
+        by_vendor
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("failovers:  {failed_over} flows verified by their secondary KYC vendor");
+    println!(
+        "flow latency (accepted to decided): p50 {:.2} s, p95 {:.2} s, p99 {:.2} s (step-up flows wait for documents by design)",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 95.0),
+        percentile(&latencies, 99.0)
+    );
+    println!("\nwhere to look next:");
+    println!("  API        {}/v1/openapi.json", env.var("INGRESS_URL")?);
+    println!("  routing    {}/routing", env.var("ORCHESTRATOR_URL")?);
+    println!(
+        "  metrics    {}/metrics (each service), Prometheus {}",
+        env.var("KYC_ADAPTER_URL")?,
+        env.var("PROMETHEUS_URL")?
+    );
+    println!("  logs       local-stack/data/logs/");
+    if wrong > 0 {
+        eprintln!("\n{wrong} flow(s) did not reach the state they should have");
+        return Ok(ExitCode::from(1));
+    }
+    println!("\nevery flow reached the state it should");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `yardctl bench onboarding`: clean applicants at a fixed concurrency; prints throughput and
+/// latency (never asserts them).
+pub async fn bench(flows: usize, concurrency: usize) -> anyhow::Result<ExitCode> {
+    let env = Env::load()?;
+    let key = env.api_key("tenant-bench")?;
+    let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(flows);
+    for chunk in (0..flows).collect::<Vec<_>>().chunks(concurrency.max(1)) {
+        let calls = chunk.iter().map(|i| {
+            let c = Case {
+                tenant: "tenant-bench",
+                region: "UK",
+                given: format!("Bench{run}x{i}"),
+                family: "Clearwater".into(),
+                expect: "approved",
+                kind: "clean",
+            };
+            let b = body(&format!("bench-{run}-{i}"), &c);
+            let env = &env;
+            let key = key.clone();
+            async move { env.submit(&key, &b).await }
+        });
+        for r in futures::future::join_all(calls).await {
+            ids.push(r?);
+        }
+    }
+    let submitted = started.elapsed().as_secs_f64();
+    let tracked: Vec<Tracked> = ids
+        .into_iter()
+        .map(|id| Tracked {
+            case: Case {
+                tenant: "tenant-bench",
+                region: "UK",
+                given: String::new(),
+                family: String::new(),
+                expect: "approved",
+                kind: "",
+            },
+            key: key.clone(),
+            id,
+            phase: "bench",
+        })
+        .collect();
+    let results = wait_all(&env, &tracked, Duration::from_secs(600)).await?;
+    let total = started.elapsed().as_secs_f64();
+    let mut lat: Vec<f64> = results.iter().filter_map(seconds).collect();
+    lat.sort_by(f64::total_cmp);
+    let approved = results.iter().filter(|r| r["decision"] == "approved").count();
+    println!("bench onboarding: {flows} flows, {concurrency} concurrent submitters");
+    println!(
+        "submitted in {submitted:.1} s ({:.1} req/s at the ingress)",
+        flows as f64 / submitted
+    );
+    println!(
+        "all decided in {total:.1} s: {:.1} flows/s end to end; {approved} approved",
+        flows as f64 / total
+    );
+    println!(
+        "flow latency: p50 {:.2} s, p95 {:.2} s, p99 {:.2} s, max {:.2} s",
+        percentile(&lat, 50.0),
+        percentile(&lat, 95.0),
+        percentile(&lat, 99.0),
+        lat.last().copied().unwrap_or(0.0)
+    );
+    Ok(ExitCode::SUCCESS)
+}
