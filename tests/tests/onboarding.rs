@@ -602,3 +602,179 @@ async fn services_killed_mid_flow_restart_and_every_flow_completes_with_one_effe
         );
     }
 }
+
+#[tokio::test]
+async fn a_command_produced_straight_to_kafka_runs_the_same_flow() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let stack = Stack::get();
+    let key = m.api_key("tenant-direct", "onboarding:read");
+    let n = id();
+    let flow_id = format!("direct-{n}");
+    // A product service with a Confluent client: the model's command, on the model's topic.
+    use switchyard_model::events::{
+        Event,
+        common::Person,
+        onboarding::{RiskTier, StartOnboarding},
+    };
+    let command = StartOnboarding {
+        envelope: switchyard_model::Envelope::new(
+            StartOnboarding::RECORD,
+            "tenant-direct",
+            flow_id.clone(),
+            "product-service",
+        ),
+        applicant_id: format!("direct-app-{n}"),
+        person: Person {
+            given_name: format!("Dirk{n}"),
+            family_name: "Kafka".into(),
+            date_of_birth: Person::days_from_iso("1979-01-02"),
+            nationality: Some("DE".into()),
+            address: None,
+            email: None,
+            phone: None,
+        },
+        region: "EU".into(),
+        risk_tier: RiskTier::Low,
+        segment: None,
+    };
+    let codec = switchyard_runtime::Codec::new(switchyard_model::SchemaCatalog::embedded().unwrap(), stack.registry());
+    let payload = codec
+        .encode(
+            StartOnboarding::TOPIC,
+            &switchyard_model::EventRecord::of(&command).unwrap(),
+        )
+        .await
+        .unwrap();
+    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "product-service").unwrap();
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(StartOnboarding::TOPIC)
+                .key(&flow_id)
+                .payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let done = m.decided(&key, &flow_id, DECIDE).await;
+    assert_eq!(done["decision"], "approved", "{done}");
+    assert_eq!(done["applicant_id"], format!("direct-app-{n}"));
+}
+
+#[tokio::test]
+async fn a_step_that_never_answers_times_out_and_fails_over() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let key = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
+    let n = id();
+    let name = format!("Tim{n}");
+    // The primary accepts the check but its webhook never comes in time (held for 5 minutes).
+    m.sim_post(ONFIDO, "/_sim/webhooks", json!({"matcher": name, "delay_ms": 300_000}))
+        .await;
+    let (_, _, body) = m
+        .submit(
+            &key,
+            &applicant(&format!("slow-{n}"), &name, "Waiting", "UK", "LOW"),
+            None,
+        )
+        .await;
+    let flow = body["id"].as_str().unwrap().to_string();
+    let done = m.decided(&key, &flow, Duration::from_secs(60)).await;
+    m.sim_clear(ONFIDO).await;
+    assert_eq!(done["decision"], "approved", "{done}");
+    assert_eq!(
+        done["kyc_partner"], "kyc-sumsub",
+        "the timer failed the step over: {done}"
+    );
+    let orch = m.orchestrator_db().await;
+    let timeouts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM flow_history WHERE flow_id = $1 AND event = 'timeout'")
+            .bind(&flow)
+            .fetch_one(&orch)
+            .await
+            .unwrap();
+    assert_eq!(timeouts, 1);
+}
+
+/// Restores the routing file when dropped.
+struct RestoreFile(std::path::PathBuf, String);
+
+impl Drop for RestoreFile {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, &self.1);
+    }
+}
+
+#[tokio::test]
+async fn a_routing_change_takes_effect_without_a_restart() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let file = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-stack/config/routing.toml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let _restore = RestoreFile(file.clone(), original.clone());
+    let tenant = format!("tenant-delta-{}", id());
+    let key = m.api_key(&tenant, "onboarding:write,onboarding:read");
+    let (_, _, body) = m
+        .submit(
+            &key,
+            &applicant(&format!("route-{}", id()), "Rudi", "Before", "UK", "LOW"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        m.decided(&key, body["id"].as_str().unwrap(), DECIDE).await["kyc_partner"],
+        "kyc-onfido"
+    );
+    // Put the new tenant on the second vendor: a route ahead of the others.
+    let route =
+        format!("[[routes]]\ndomain = \"kyc\"\nprimary = \"kyc-sumsub\"\nmatch = {{ tenants = [\"{tenant}\"] }}\n\n");
+    let at = original.find("[[routes]]").unwrap();
+    std::fs::write(&file, format!("{}{route}{}", &original[..at], &original[at..])).unwrap();
+    let routing = format!("{}/routing", m.var("ORCHESTRATOR_URL"));
+    let reloaded = eventually(Duration::from_secs(15), || async {
+        m.http
+            .get(&routing)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains(&tenant)
+    })
+    .await;
+    assert!(reloaded, "the orchestrator did not pick up the new policy");
+    let (_, _, body) = m
+        .submit(
+            &key,
+            &applicant(&format!("route-{}", id()), "Rudi", "After", "UK", "LOW"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        m.decided(&key, body["id"].as_str().unwrap(), DECIDE).await["kyc_partner"],
+        "kyc-sumsub"
+    );
+    // A broken file is refused; the last good policy stays.
+    std::fs::write(&file, "[[routes]]\ndomain = \"kyc\"\nprimary = \"nobody\"\n").unwrap();
+    let refused = eventually(Duration::from_secs(15), || async {
+        m.metrics("ORCHESTRATOR_URL")
+            .await
+            .contains("switchyard_routing_reloads_total{service=\"orchestrator\",result=\"rejected\"}")
+    })
+    .await;
+    assert!(refused);
+    assert!(
+        m.http
+            .get(&routing)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains(&tenant),
+        "the good policy stays in force"
+    );
+}

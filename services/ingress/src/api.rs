@@ -296,3 +296,21 @@ pub async fn prune(pool: PgPool, shutdown: switchyard_runtime::Shutdown) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Limiter;
+
+    #[test]
+    fn the_rate_limit_is_per_tenant_with_a_burst() {
+        let l = Limiter::new(1.0, 3.0);
+        for _ in 0..3 {
+            assert!(l.take("a").is_ok());
+        }
+        assert!(matches!(
+            l.take("a"),
+            Err(crate::problem::ApiError::RateLimited { retry_after_s: 1 })
+        ));
+        assert!(l.take("b").is_ok(), "another tenant has its own bucket");
+    }
+}

@@ -42,7 +42,7 @@ pub enum Fault {
     HangAfterEffect { ms: u64 },
 }
 
-/// Webhook delivery quirks for deliveries whose body contains `matcher`.
+/// Webhook delivery quirks for deliveries whose body (or the person's name) contains `matcher`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct WebhookRule {
     #[serde(default)]
@@ -132,9 +132,15 @@ impl Sim {
         .flatten()
     }
 
-    fn webhook_rule(&self, body: &str) -> Option<WebhookRule> {
-        self.with(|i| i.webhook_rules.iter().find(|r| body.contains(&r.matcher)).cloned())
-            .flatten()
+    /// The rule for a delivery: matched against its body or the case's key (the person's name).
+    fn webhook_rule(&self, body: &str, key: &str) -> Option<WebhookRule> {
+        self.with(|i| {
+            i.webhook_rules
+                .iter()
+                .find(|r| body.contains(&r.matcher) || key.contains(&r.matcher))
+                .cloned()
+        })
+        .flatten()
     }
 
     /// Delivers a signed webhook in the background, with the vendor's retries (3 attempts) and any
@@ -150,7 +156,7 @@ impl Sim {
     ) {
         let sim = self.clone();
         tokio::spawn(async move {
-            let rule = sim.webhook_rule(&body);
+            let rule = sim.webhook_rule(&body, &key);
             let (copies, delay) = rule.as_ref().map(|r| (r.copies.max(1), r.delay_ms)).unwrap_or((1, 0));
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
