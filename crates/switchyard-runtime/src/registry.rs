@@ -75,24 +75,32 @@ impl RegistryClient {
         &self.base
     }
 
-    /// Registers `schema` under `subject` (idempotent: the same schema returns the same id).
-    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
-        let url = format!("{}/subjects/{subject}/versions", self.base);
+    /// POSTs an Avro schema to `path` and reads a `T` from a success, classifying failures.
+    /// `Ok(None)` is a 404.
+    async fn post_schema<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        subject: &str,
+        schema: &str,
+    ) -> Result<Option<T>, RegistryError> {
         let resp = self
             .http
-            .post(url)
+            .post(format!("{}{path}", self.base))
             .header("Content-Type", CONTENT_TYPE)
             .json(&json!({ "schemaType": "AVRO", "schema": schema }))
             .send()
             .await
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
         let status = resp.status();
+        if status.as_u16() == 404 {
+            return Ok(None);
+        }
         if status.is_success() {
-            let body: IdResponse = resp
+            return resp
                 .json()
                 .await
-                .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-            return Ok(body.id);
+                .map(Some)
+                .map_err(|e| RegistryError::Unavailable(e.to_string()));
         }
         let body: ErrorBody = resp.json().await.unwrap_or_default();
         if status.is_server_error() {
@@ -104,37 +112,23 @@ impl RegistryClient {
         })
     }
 
+    /// Registers `schema` under `subject` (idempotent: the same schema returns the same id).
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        let body: Option<IdResponse> = self
+            .post_schema(&format!("/subjects/{subject}/versions"), subject, schema)
+            .await?;
+        body.map(|b| b.id).ok_or_else(|| RegistryError::Rejected {
+            subject: subject.to_string(),
+            message: "404 from the registry on registration".to_string(),
+        })
+    }
+
     /// Is `schema` compatible with the latest version of `subject`, under the registry's rule?
     /// A subject with no versions accepts anything.
     pub async fn is_compatible(&self, subject: &str, schema: &str) -> Result<bool, RegistryError> {
-        let url = format!("{}/compatibility/subjects/{subject}/versions/latest", self.base);
-        let resp = self
-            .http
-            .post(url)
-            .header("Content-Type", CONTENT_TYPE)
-            .json(&json!({ "schemaType": "AVRO", "schema": schema }))
-            .send()
-            .await
-            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-        let status = resp.status();
-        if status.as_u16() == 404 {
-            return Ok(true);
-        }
-        if status.is_success() {
-            let body: CompatResponse = resp
-                .json()
-                .await
-                .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-            return Ok(body.is_compatible);
-        }
-        let body: ErrorBody = resp.json().await.unwrap_or_default();
-        if status.is_server_error() {
-            return Err(RegistryError::Unavailable(format!("{status}: {}", body.message)));
-        }
-        Err(RegistryError::Rejected {
-            subject: subject.to_string(),
-            message: format!("{status}: {}", body.message),
-        })
+        let path = format!("/compatibility/subjects/{subject}/versions/latest");
+        let body: Option<CompatResponse> = self.post_schema(&path, subject, schema).await?;
+        Ok(body.is_none_or(|b| b.is_compatible))
     }
 
     /// Deletes a subject and all its versions, soft then permanently (for scratch subjects).

@@ -7,6 +7,7 @@
 //! fixtures in `fixtures/<vendor>/`). Vendor types never leave their folder. Vendors are built in one
 //! place: [`registry`].
 
+pub mod adapter;
 pub mod aml;
 pub mod error;
 pub mod kyc;

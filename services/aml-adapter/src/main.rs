@@ -1,7 +1,7 @@
 //! The AML adapter: consumes `aml.requests.v1`, screens the person with the requested partner
 //! (retries, circuit breaker, rate limit, attempt ledger), and emits `aml.results.v1`.
 
-use std::{collections::HashMap, process::ExitCode, sync::Arc};
+use std::process::ExitCode;
 
 use axum::Router;
 use sqlx::{PgConnection, PgPool};
@@ -10,24 +10,24 @@ use switchyard_model::{
     events::{
         Event,
         aml::{AmlScreeningRequested, AmlScreeningResult, ScreeningStatus},
-        common::{Failure, FailureClass},
+        common::Failure,
     },
 };
 use switchyard_runtime::{
-    Handler, HandlerError, Incoming, Outbox, ServiceConfig,
-    provider::{Attempts, CallError, Caller, PolicyConfig, ProviderMetrics, idempotency_key},
+    Handler, HandlerError, Incoming, Outbox,
+    provider::{Attempts, idempotency_key},
     service,
 };
 use switchyard_vendors::{
+    adapter::{Partners, finish},
     aml::{AmlOutcome, AmlVendor, Subject},
-    registry::{self, PartnerConnection},
+    registry,
 };
 
 const SERVICE: &str = "aml-adapter";
 
 struct AmlAdapter {
-    vendors: HashMap<String, Arc<dyn AmlVendor>>,
-    caller: Caller,
+    partners: Partners<dyn AmlVendor>,
     outbox: Outbox,
     pool: PgPool,
 }
@@ -37,16 +37,10 @@ impl AmlAdapter {
         &self,
         req: &AmlScreeningRequested,
         key: &str,
-    ) -> Result<(Option<AmlOutcome>, Option<Failure>), HandlerError> {
-        let Some(vendor) = self.vendors.get(&req.partner) else {
-            return Ok((
-                None,
-                Some(Failure::new(
-                    FailureClass::ManualRepair,
-                    "unknown_partner",
-                    format!("no AML partner {} is configured", req.partner),
-                )),
-            ));
+    ) -> Result<Result<AmlOutcome, Failure>, HandlerError> {
+        let vendor = match self.partners.get(&req.partner) {
+            Ok(v) => v,
+            Err(f) => return Ok(Err(f)),
         };
         Attempts::begin(
             &self.pool,
@@ -61,24 +55,10 @@ impl AmlAdapter {
             idempotency_key: key.to_string(),
             person: req.person.clone(),
         };
-        Ok(
-            match self
-                .caller
-                .call(&req.partner, "screen", || vendor.screen(&subject))
-                .await
-            {
-                Ok(outcome) => (Some(outcome), None),
-                Err(CallError::CircuitOpen) => (
-                    None,
-                    Some(Failure::new(
-                        FailureClass::Transient,
-                        "circuit_open",
-                        format!("{} is failing; circuit open", req.partner),
-                    )),
-                ),
-                Err(CallError::Failed(e)) => (None, Some(e.to_failure())),
-            },
-        )
+        Ok(self
+            .partners
+            .call(&req.partner, "screen", || vendor.screen(&subject))
+            .await)
     }
 }
 
@@ -92,34 +72,36 @@ impl Handler for AmlAdapter {
         };
         let req = req.map_err(|e| HandlerError::Permanent(e.to_string()))?;
         let key = idempotency_key(req.envelope.event_id);
-        let (outcome, failure) = self.screen(&req, &key).await?;
+        let outcome = self.screen(&req, &key).await?;
         let mut envelope = Envelope::caused_by(&req.envelope, AmlScreeningResult::RECORD, SERVICE);
         envelope.idempotency_key = Some(key.clone());
+        let (ok, failure) = match outcome {
+            Ok(o) => (Some(o), None),
+            Err(f) => (None, Some(f)),
+        };
         let result = AmlScreeningResult {
             envelope,
             subject_id: req.subject_id.clone(),
             partner: req.partner.clone(),
-            provider_reference: outcome.as_ref().and_then(|o| o.provider_reference.clone()),
-            status: outcome.as_ref().map(|o| o.status).unwrap_or(ScreeningStatus::Pending),
-            hits: outcome.as_ref().map(|o| o.hits.clone()).unwrap_or_default(),
-            failure: failure.clone(),
+            provider_reference: ok.as_ref().and_then(|o| o.provider_reference.clone()),
+            status: ok.as_ref().map(|o| o.status).unwrap_or(ScreeningStatus::Pending),
+            hits: ok.map(|o| o.hits).unwrap_or_default(),
+            failure,
             shadow: req.shadow,
         };
-        tracing::info!(partner = %req.partner, status = ?result.status, failed = failure.is_some(), shadow = req.shadow, "aml screening");
+        tracing::info!(partner = %req.partner, status = ?result.status, failed = result.failure.is_some(), shadow = req.shadow, "aml screening");
         let record = EventRecord::of(&result).map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        self.outbox
-            .enqueue(conn, AmlScreeningResult::TOPIC, &record)
-            .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))?;
-        Attempts::finish(
+        let reference = result.provider_reference.as_deref();
+        finish(
             conn,
+            &self.outbox,
+            AmlScreeningResult::TOPIC,
+            &record,
             &key,
-            failure.is_none(),
-            result.provider_reference.as_deref(),
-            failure.as_ref().map(|f| f.message.as_str()),
+            reference,
+            result.failure.as_ref(),
         )
-        .await?;
-        Ok(())
+        .await
     }
 }
 
@@ -130,19 +112,9 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let rt = service::boot(SERVICE).await?;
-    let partners: Vec<PartnerConnection> = ServiceConfig::section(rt.config_file.as_deref(), "partners", Vec::new())?;
-    let policy: PolicyConfig = ServiceConfig::section(rt.config_file.as_deref(), "provider", PolicyConfig::default())?;
-    let caller = Caller::new(policy.policy(), ProviderMetrics::register(&rt.metrics));
-    let mut vendors = HashMap::new();
-    for p in &partners {
-        let v = registry::aml(p).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?;
-        caller.set_rate_limit(&p.id, p.rate_limit_per_second);
-        vendors.insert(p.id.clone(), v);
-    }
-    tracing::info!(partners = ?vendors.keys().collect::<Vec<_>>(), "aml partners");
+    let partners = Partners::load(rt.config_file.as_deref(), &rt.metrics, registry::aml).map_err(anyhow::Error::msg)?;
     let handler = AmlAdapter {
-        vendors,
-        caller,
+        partners,
         outbox: rt.outbox.clone(),
         pool: rt.pool.clone(),
     };

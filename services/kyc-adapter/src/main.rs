@@ -4,7 +4,7 @@
 //! Partners come from the `[[partners]]` section of the config file (see README); adding a vendor
 //! touches `switchyard-vendors` (its folder and the registry) and this configuration only.
 
-use std::{collections::HashMap, process::ExitCode, sync::Arc};
+use std::process::ExitCode;
 
 use axum::Router;
 use sqlx::{PgConnection, PgPool};
@@ -12,26 +12,25 @@ use switchyard_model::{
     Envelope, EventRecord,
     events::{
         Event,
-        common::{Failure, FailureClass},
+        common::Failure,
         kyc::{KycStatus, KycVerificationRequested, KycVerificationResult},
     },
 };
 use switchyard_runtime::{
-    Handler, HandlerError, Incoming, Outbox, ServiceConfig,
-    provider::{Attempts, CallError, Caller, PolicyConfig, ProviderMetrics, idempotency_key},
+    Handler, HandlerError, Incoming, Outbox,
+    provider::{Attempts, idempotency_key},
     service,
 };
 use switchyard_vendors::{
-    VendorError,
+    adapter::{Partners, finish},
     kyc::{Applicant, KycOutcome, KycVendor},
-    registry::{self, PartnerConnection},
+    registry,
 };
 
 const SERVICE: &str = "kyc-adapter";
 
 struct KycAdapter {
-    vendors: HashMap<String, Arc<dyn KycVendor>>,
-    caller: Caller,
+    partners: Partners<dyn KycVendor>,
     outbox: Outbox,
     pool: PgPool,
 }
@@ -41,16 +40,10 @@ impl KycAdapter {
         &self,
         req: &KycVerificationRequested,
         key: &str,
-    ) -> Result<(Option<KycOutcome>, Option<Failure>), HandlerError> {
-        let Some(vendor) = self.vendors.get(&req.partner) else {
-            return Ok((
-                None,
-                Some(Failure::new(
-                    FailureClass::ManualRepair,
-                    "unknown_partner",
-                    format!("no KYC partner {} is configured", req.partner),
-                )),
-            ));
+    ) -> Result<Result<KycOutcome, Failure>, HandlerError> {
+        let vendor = match self.partners.get(&req.partner) {
+            Ok(v) => v,
+            Err(f) => return Ok(Err(f)),
         };
         let earlier = Attempts::begin(
             &self.pool,
@@ -67,32 +60,15 @@ impl KycAdapter {
         };
         // A crash after an earlier call reached the partner: ask for that case instead of starting
         // another one.
-        let reference = earlier.and_then(|e| e.provider_reference);
-        let result = match &reference {
-            Some(r) => self.caller.call(&req.partner, "status", || vendor.status(r)).await,
+        Ok(match earlier.and_then(|e| e.provider_reference) {
+            Some(r) => self.partners.call(&req.partner, "status", || vendor.status(&r)).await,
             None => {
-                self.caller
+                self.partners
                     .call(&req.partner, "verify", || vendor.start(&applicant))
                     .await
             }
-        };
-        Ok(match result {
-            Ok(outcome) => (Some(outcome), None),
-            Err(CallError::CircuitOpen) => (
-                None,
-                Some(Failure::new(
-                    FailureClass::Transient,
-                    "circuit_open",
-                    format!("{} is failing; circuit open", req.partner),
-                )),
-            ),
-            Err(CallError::Failed(e)) => (None, Some(failure(&e))),
         })
     }
-}
-
-fn failure(e: &VendorError) -> Failure {
-    e.to_failure()
 }
 
 impl Handler for KycAdapter {
@@ -105,34 +81,36 @@ impl Handler for KycAdapter {
         };
         let req = req.map_err(|e| HandlerError::Permanent(e.to_string()))?;
         let key = idempotency_key(req.envelope.event_id);
-        let (outcome, failure) = self.verify(&req, &key).await?;
+        let outcome = self.verify(&req, &key).await?;
         let mut envelope = Envelope::caused_by(&req.envelope, KycVerificationResult::RECORD, SERVICE);
         envelope.idempotency_key = Some(key.clone());
+        let (ok, failure) = match outcome {
+            Ok(o) => (Some(o), None),
+            Err(f) => (None, Some(f)),
+        };
         let result = KycVerificationResult {
             envelope,
             subject_id: req.subject_id.clone(),
             partner: req.partner.clone(),
-            provider_reference: outcome.as_ref().map(|o| o.provider_reference.clone()),
-            status: outcome.as_ref().map(|o| o.status).unwrap_or(KycStatus::Pending),
-            reasons: outcome.as_ref().map(|o| o.reasons.clone()).unwrap_or_default(),
-            failure: failure.clone(),
+            provider_reference: ok.as_ref().map(|o| o.provider_reference.clone()),
+            status: ok.as_ref().map(|o| o.status).unwrap_or(KycStatus::Pending),
+            reasons: ok.map(|o| o.reasons).unwrap_or_default(),
+            failure,
             shadow: req.shadow,
         };
-        tracing::info!(partner = %req.partner, status = ?result.status, failed = failure.is_some(), shadow = req.shadow, "kyc verification");
+        tracing::info!(partner = %req.partner, status = ?result.status, failed = result.failure.is_some(), shadow = req.shadow, "kyc verification");
         let record = EventRecord::of(&result).map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        self.outbox
-            .enqueue(conn, KycVerificationResult::TOPIC, &record)
-            .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))?;
-        Attempts::finish(
+        let reference = result.provider_reference.as_deref();
+        finish(
             conn,
+            &self.outbox,
+            KycVerificationResult::TOPIC,
+            &record,
             &key,
-            failure.is_none(),
-            result.provider_reference.as_deref(),
-            failure.as_ref().map(|f| f.message.as_str()),
+            reference,
+            result.failure.as_ref(),
         )
-        .await?;
-        Ok(())
+        .await
     }
 }
 
@@ -143,22 +121,12 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let rt = service::boot(SERVICE).await?;
-    let partners: Vec<PartnerConnection> = ServiceConfig::section(rt.config_file.as_deref(), "partners", Vec::new())?;
-    let policy: PolicyConfig = ServiceConfig::section(rt.config_file.as_deref(), "provider", PolicyConfig::default())?;
-    let caller = Caller::new(policy.policy(), ProviderMetrics::register(&rt.metrics));
-    let mut vendors = HashMap::new();
-    for p in &partners {
-        let v = registry::kyc(p).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?;
-        caller.set_rate_limit(&p.id, p.rate_limit_per_second);
-        vendors.insert(p.id.clone(), v);
-    }
-    if vendors.is_empty() {
+    let partners = Partners::load(rt.config_file.as_deref(), &rt.metrics, registry::kyc).map_err(anyhow::Error::msg)?;
+    if partners.ids().next().is_none() {
         tracing::warn!("no KYC partners configured: every request will fail with unknown_partner");
     }
-    tracing::info!(partners = ?vendors.keys().collect::<Vec<_>>(), "kyc partners");
     let handler = KycAdapter {
-        vendors,
-        caller,
+        partners,
         outbox: rt.outbox.clone(),
         pool: rt.pool.clone(),
     };

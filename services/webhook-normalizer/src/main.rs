@@ -4,7 +4,7 @@
 //! webhook carries none, and emits `kyc.provider-events.v1` through the outbox, all in one
 //! transaction. Forged, stale and replayed webhooks are refused and counted, never processed.
 
-use std::{collections::HashMap, process::ExitCode, sync::Arc};
+use std::{process::ExitCode, sync::Arc};
 
 use axum::{
     Router,
@@ -23,14 +23,11 @@ use switchyard_model::{
     Envelope, EventRecord,
     events::{Event, kyc::KycProviderEvent},
 };
-use switchyard_runtime::{
-    Outbox, ServiceConfig,
-    provider::{CallError, Caller, PolicyConfig, ProviderMetrics},
-    service,
-};
+use switchyard_runtime::{Outbox, service};
 use switchyard_vendors::{
+    adapter::Partners,
     kyc::{KycVendor, WebhookRejection},
-    registry::{self, PartnerConnection},
+    registry,
 };
 
 const SERVICE: &str = "webhook-normalizer";
@@ -57,8 +54,7 @@ struct WebhookLabels {
 
 #[derive(Clone)]
 struct App {
-    vendors: Arc<HashMap<String, Arc<dyn KycVendor>>>,
-    caller: Caller,
+    partners: Arc<Partners<dyn KycVendor>>,
     outbox: Outbox,
     pool: PgPool,
     received: Family<WebhookLabels, Counter>,
@@ -97,7 +93,7 @@ fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
 }
 
 async fn receive(State(app): State<App>, Path(partner): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(vendor) = app.vendors.get(&partner).cloned() else {
+    let Ok(vendor) = app.partners.get(&partner).cloned() else {
         return problem(
             StatusCode::NOT_FOUND,
             "Unknown partner",
@@ -195,15 +191,11 @@ async fn handle(
     // Thin webhooks say only that something changed: ask the partner for the case itself.
     let outcome = match notice.outcome.clone() {
         Some(o) => o,
-        None => match app
-            .caller
+        None => app
+            .partners
             .call(partner, "status", || vendor.status(&notice.provider_reference))
             .await
-        {
-            Ok(o) => o,
-            Err(CallError::CircuitOpen) => return Err(Refused::Later("circuit open".into())),
-            Err(CallError::Failed(e)) => return Err(Refused::Later(e.to_string())),
-        },
+            .map_err(|f| Refused::Later(format!("{}: {}", f.code, f.message)))?,
     };
     let flow = format!("{partner}:{}", notice.provider_reference);
     let event = KycProviderEvent {
@@ -243,16 +235,7 @@ async fn main() -> ExitCode {
 async fn run() -> anyhow::Result<()> {
     let rt = service::boot(SERVICE).await?;
     sqlx::migrate!("./migrations").run(&rt.pool).await?;
-    let partners: Vec<PartnerConnection> = ServiceConfig::section(rt.config_file.as_deref(), "partners", Vec::new())?;
-    let policy: PolicyConfig = ServiceConfig::section(rt.config_file.as_deref(), "provider", PolicyConfig::default())?;
-    let caller = Caller::new(policy.policy(), ProviderMetrics::register(&rt.metrics));
-    let mut vendors: HashMap<String, Arc<dyn KycVendor>> = HashMap::new();
-    for p in &partners {
-        vendors.insert(
-            p.id.clone(),
-            registry::kyc(p).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?,
-        );
-    }
+    let partners = Partners::load(rt.config_file.as_deref(), &rt.metrics, registry::kyc).map_err(anyhow::Error::msg)?;
     let received: Family<WebhookLabels, Counter> = Family::default();
     rt.metrics.register(
         "webhooks_received",
@@ -260,8 +243,7 @@ async fn run() -> anyhow::Result<()> {
         received.clone(),
     );
     let app = App {
-        vendors: Arc::new(vendors),
-        caller,
+        partners: Arc::new(partners),
         outbox: rt.outbox.clone(),
         pool: rt.pool.clone(),
         received,
