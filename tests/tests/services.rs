@@ -122,3 +122,51 @@ async fn the_orchestrator_refuses_a_missing_or_invalid_routing_policy() {
     }
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_refuses_partner_configuration_it_cannot_honour() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("partners").await;
+    let dir = std::env::temp_dir().join(format!("adapter-{}", short_id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let partner = "[[partners]]\nid = \"kyc-x\"\nvendor = \"onfido\"\nbase_url = \"http://127.0.0.1:9\"\n\
+                   secrets = { api_token = \"env:SWITCHYARD_TEST_MISSING_TOKEN\", webhook_secret = \"env:SWITCHYARD_TEST_MISSING_SECRET\" }\n";
+    let cases = [
+        (partner.to_string(), "partners.kyc-x.secrets.api_token"),
+        (partner.replace("onfido", "telepathy"), "no KYC vendor named"),
+        (
+            partner.replace("env:SWITCHYARD_TEST_MISSING_TOKEN", "hunter2"),
+            "never a literal",
+        ),
+        (
+            format!("catalog_file = \"missing-catalog.toml\"\n{partner}"),
+            "catalog_file",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let file = dir.join(format!("kyc-{i}.toml"));
+        std::fs::write(&file, text).expect("write");
+        // Kafka points nowhere: should a case wrongly start, it cannot join the running mesh's
+        // consumer group; partner configuration is checked before any consumer starts.
+        let mut cmd = Command::new(workspace_bin("kyc-adapter"));
+        cmd.env("SWITCHYARD_CONFIG", &file)
+            .env("SWITCHYARD_DATABASE__URL", &db.url)
+            .env("SWITCHYARD_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+            .env("SWITCHYARD_KAFKA__ENSURE_TOPICS", "false")
+            .env("SWITCHYARD_REGISTRY__URL", &stack.registry)
+            .kill_on_drop(true);
+        if *expected == "catalog_file" || *expected == "no KYC vendor named" {
+            cmd.env("SWITCHYARD_TEST_MISSING_TOKEN", "t")
+                .env("SWITCHYARD_TEST_MISSING_SECRET", "s");
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("case {i}: the adapter started instead of refusing its configuration"))
+            .expect("run kyc-adapter");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {stderr}");
+        assert!(stderr.contains(expected), "case {i}: expected {expected:?} in {stderr}");
+        assert!(!stderr.contains("hunter2"), "a secret must never be printed: {stderr}");
+    }
+    db.drop_db().await;
+}

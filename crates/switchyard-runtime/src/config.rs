@@ -136,7 +136,7 @@ impl ServiceConfig {
             .and_then(|b| b.set_default("shutdown.deadline_ms", 10_000))
             .and_then(|b| b.set_default("telemetry.otlp_endpoint", ""))
             .and_then(|b| b.set_default("telemetry.log_format", "text"))
-            .and_then(|b| b.set_default("telemetry.log_filter", "info"))
+            .and_then(|b| b.set_default("telemetry.log_filter", "info,apache_avro=error"))
             .map_err(load)?;
         if let Some(file) = file {
             if !file.exists() {

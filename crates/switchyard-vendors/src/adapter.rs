@@ -15,6 +15,14 @@ use switchyard_runtime::{
 
 use crate::{VendorError, registry::PartnerConnection};
 
+/// What an adapter reads from the partner catalog.
+#[derive(serde::Deserialize)]
+struct CatalogEntry {
+    id: String,
+    #[serde(default)]
+    rate_limit_per_second: f64,
+}
+
 /// An adapter's vendors, by partner id, and the caller that guards every call.
 pub struct Partners<V: ?Sized> {
     vendors: HashMap<String, Arc<V>>,
@@ -40,6 +48,26 @@ impl<V: ?Sized> Partners<V> {
                 build(p).map_err(|e| format!("configuration field `{e}`"))?,
             );
             caller.set_rate_limit(&p.id, p.rate_limit_per_second);
+        }
+        // The partner catalog (the routing policy's `[[partners]]`) owns rate limits; it overrides a
+        // connection's own value.
+        let catalog: Option<String> = ServiceConfig::section(file, "catalog_file", None).map_err(|e| e.to_string())?;
+        if let Some(catalog) = catalog {
+            let path = match (Path::new(&catalog), file.and_then(Path::parent)) {
+                (p, Some(dir)) if p.is_relative() => dir.join(p),
+                (p, _) => p.to_path_buf(),
+            };
+            if !path.exists() {
+                return Err(format!(
+                    "configuration field `catalog_file`: {} does not exist",
+                    path.display()
+                ));
+            }
+            let entries: Vec<CatalogEntry> = ServiceConfig::section(Some(&path), "partners", Vec::new())
+                .map_err(|e| format!("configuration field `catalog_file`: {e}"))?;
+            for e in entries.iter().filter(|e| vendors.contains_key(&e.id)) {
+                caller.set_rate_limit(&e.id, e.rate_limit_per_second);
+            }
         }
         tracing::info!(partners = ?vendors.keys().collect::<Vec<_>>(), "partners configured");
         Ok(Partners { vendors, caller })
