@@ -778,3 +778,35 @@ async fn a_routing_change_takes_effect_without_a_restart() {
         "the good policy stays in force"
     );
 }
+
+#[tokio::test]
+async fn aml_fails_over_to_the_secondary_screening_vendor() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let key = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
+    let n = id();
+    let given = format!("Amy{n}");
+    // The primary screening vendor fails every screening of this applicant.
+    m.sim_post(
+        MESH,
+        "/_sim/faults",
+        json!({"matcher": given, "fault": {"kind": "error", "status": 502}}),
+    )
+    .await;
+    let (_, _, body) = m
+        .submit(
+            &key,
+            &applicant(&format!("aml-{n}"), &given, "Fallback", "UK", "LOW"),
+            None,
+        )
+        .await;
+    let done = m.decided(&key, body["id"].as_str().unwrap(), DECIDE).await;
+    m.sim_clear(MESH).await;
+    assert_eq!(done["decision"], "approved", "{done}");
+    assert_eq!(done["aml_partner"], "aml-watchman", "{done}");
+    assert_eq!(m.ledger(WATCHMAN, &given).await.get("search"), Some(&1));
+    assert!(
+        m.ledger(MESH, &given).await.get("customer_screened").is_none(),
+        "the failing vendor recorded no effect"
+    );
+}
