@@ -39,7 +39,8 @@ demo: services
 test: up build
 	@$(ENV) && $(YARDCTL) schemas check
 	@local-stack/services.sh start
-	@$(ENV) && cargo test --workspace --no-fail-fast
+	@# Bounded: a hung test fails the run instead of holding CI until its own limit.
+	@$(ENV) && timeout 2400 cargo test --workspace --no-fail-fast
 
 lint:
 	cargo fmt --all --check

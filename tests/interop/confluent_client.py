@@ -21,8 +21,24 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 RECORD = "com.switchyard.kyc.VerifyIdentity"
 
 
-def read(bootstrap, registry, topic, event_id):
-    sr = SchemaRegistryClient({"url": registry})
+def registry(url):
+    # Bounded: a registry request that hangs fails the call (and the caller retries) instead of the test.
+    return SchemaRegistryClient({"url": url, "timeout": 10})
+
+
+def retried(call, attempts=3):
+    for i in range(attempts):
+        try:
+            return call()
+        except Exception as e:  # the registry client raises several kinds on timeouts
+            if i == attempts - 1:
+                raise
+            print(f"retrying after: {e}", file=sys.stderr)
+            time.sleep(1)
+
+
+def read(bootstrap, registry_url, topic, event_id):
+    sr = registry(registry_url)
     deserialize = AvroDeserializer(sr, return_record_name=True)
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
@@ -36,7 +52,7 @@ def read(bootstrap, registry, topic, event_id):
             msg = consumer.poll(1.0)
             if msg is None or msg.error():
                 continue
-            name, record = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE))
+            name, record = retried(lambda: deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE)))
             if str(record["envelope"]["event_id"]) == event_id:
                 print(json.dumps({"record": name, "value": record}, default=str))
                 return 0
@@ -46,9 +62,9 @@ def read(bootstrap, registry, topic, event_id):
     return 1
 
 
-def produce(bootstrap, registry, topic, event_id, tenant, flow, subject_id):
-    sr = SchemaRegistryClient({"url": registry})
-    latest = sr.get_latest_version(topic + "-value")
+def produce(bootstrap, registry_url, topic, event_id, tenant, flow, subject_id):
+    sr = registry(registry_url)
+    latest = retried(lambda: sr.get_latest_version(topic + "-value"))
     serialize = AvroSerializer(sr, latest.schema.schema_str,
                                conf={"auto.register.schemas": False, "use.latest.version": True})
     envelope = {
@@ -69,7 +85,7 @@ def produce(bootstrap, registry, topic, event_id, tenant, flow, subject_id):
                    "nationality": "US", "address": None, "email": None, "phone": None},
         "document_types": ["passport"],
     }
-    value = serialize((RECORD, command), SerializationContext(topic, MessageField.VALUE))
+    value = retried(lambda: serialize((RECORD, command), SerializationContext(topic, MessageField.VALUE)))
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
     producer.produce(topic, key=flow, value=value)
     if producer.flush(30) != 0:

@@ -420,6 +420,13 @@ impl Mesh {
         (status, headers, json)
     }
 
+    /// Starts an onboarding (asserting it is accepted) and returns its id.
+    pub async fn start(&self, key: &str, body: &serde_json::Value) -> String {
+        let (status, _, resp) = self.submit(key, body, None).await;
+        assert_eq!(status, 202, "{resp}");
+        resp["id"].as_str().expect("id").to_string()
+    }
+
     pub async fn fetch(&self, key: &str, id: &str) -> (u16, serde_json::Value) {
         let resp = self
             .http

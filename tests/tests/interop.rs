@@ -17,6 +17,16 @@ fn python() -> PathBuf {
         })
 }
 
+/// Runs the Python client, killed if it has not finished in two minutes.
+async fn run_python(args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(python());
+    cmd.arg(script()).args(args).kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the Python client did not finish within 2 minutes")
+        .expect("run python (make test installs its venv)")
+}
+
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/confluent_client.py")
 }
@@ -36,18 +46,8 @@ async fn a_python_confluent_consumer_reads_what_the_outbox_published() {
     tx.commit().await.expect("commit");
     let relay = stack.spawn_relay(&db, "interop", Metrics::new("interop"));
 
-    let out = Command::new(python())
-        .arg(script())
-        .args([
-            "read",
-            &stack.kafka,
-            &stack.registry,
-            &topic,
-            &event.envelope.event_id.to_string(),
-        ])
-        .output()
-        .await
-        .expect("run python (make test installs its venv)");
+    let event_id = event.envelope.event_id.to_string();
+    let out = run_python(&["read", &stack.kafka, &stack.registry, &topic, &event_id]).await;
     relay.trigger();
     assert!(
         out.status.success(),
@@ -71,13 +71,18 @@ async fn the_inbox_consumer_applies_a_command_a_python_producer_sent() {
     create_effects_table(&db.pool).await;
     let event_id = uuid::Uuid::new_v4();
 
-    let out = Command::new(python())
-        .arg(script())
-        .args(["produce", &stack.kafka, &stack.registry, &topic, &event_id.to_string()])
-        .args(["tenant-py", "flow-from-python", "flow-from-python:5"])
-        .output()
-        .await
-        .expect("run python (make test installs its venv)");
+    let event_id = event_id.to_string();
+    let out = run_python(&[
+        "produce",
+        &stack.kafka,
+        &stack.registry,
+        &topic,
+        &event_id,
+        "tenant-py",
+        "flow-from-python",
+        "flow-from-python:5",
+    ])
+    .await;
     assert!(
         out.status.success(),
         "python producer failed: {}",
@@ -93,6 +98,6 @@ async fn the_inbox_consumer_applies_a_command_a_python_producer_sent() {
         .fetch_one(&db.pool)
         .await
         .expect("row");
-    assert_eq!((id, flow.as_str(), seq), (event_id, "flow-from-python", 5));
+    assert_eq!((id.to_string(), flow.as_str(), seq), (event_id, "flow-from-python", 5));
     db.drop_db().await;
 }

@@ -57,14 +57,12 @@ async fn kyc_step_up_waits_for_documents_then_continues() {
     ] {
         let key = m.api_key(tenant, "onboarding:write,onboarding:read");
         let n = id();
-        let (_, _, body) = m
-            .submit(
+        let flow = m
+            .start(
                 &key,
                 &applicant(&format!("app-{n}"), "Sam", &format!("Stepup{n}"), region, "LOW"),
-                None,
             )
             .await;
-        let flow = body["id"].as_str().unwrap().to_string();
         let saw_step_up = eventually(DECIDE, || async {
             m.fetch(&key, &flow).await.1["step"] == "kyc_awaiting_documents"
         })
@@ -190,14 +188,12 @@ async fn shadow_mode_records_the_second_vendor_without_acting_on_it() {
     let key = m.api_key("tenant-gamma", "onboarding:write,onboarding:read");
     let n = id();
     // The shadow vendor would reject this applicant (forger); the primary approves.
-    let (_, _, body) = m
-        .submit(
+    let flow = m
+        .start(
             &key,
             &applicant(&format!("app-{n}"), &format!("Gus{n}"), "Shadowy", "EU", "LOW"),
-            None,
         )
         .await;
-    let flow = body["id"].as_str().unwrap().to_string();
     let done = m.decided(&key, &flow, DECIDE).await;
     assert_eq!(done["decision"], "approved");
     assert_eq!(done["kyc_partner"], "kyc-onfido");
@@ -241,10 +237,9 @@ async fn duplicate_and_out_of_order_webhooks_change_nothing_twice() {
         json!({"matcher": app, "copies": 3, "out_of_order": true}),
     )
     .await;
-    let (_, _, body) = m
-        .submit(&key, &applicant(&app, "Dora", &format!("Stepup{n}"), "EU", "LOW"), None)
+    let flow = m
+        .start(&key, &applicant(&app, "Dora", &format!("Stepup{n}"), "EU", "LOW"))
         .await;
-    let flow = body["id"].as_str().unwrap().to_string();
     let done = m.decided(&key, &flow, DECIDE).await;
     assert_eq!(done["decision"], "approved", "{done}");
     // Let the late copies arrive, then check nothing moved.
@@ -672,14 +667,9 @@ async fn a_step_that_never_answers_times_out_and_fails_over() {
     // The primary accepts the check but its webhook never comes in time (held for 5 minutes).
     m.sim_post(ONFIDO, "/_sim/webhooks", json!({"matcher": name, "delay_ms": 300_000}))
         .await;
-    let (_, _, body) = m
-        .submit(
-            &key,
-            &applicant(&format!("slow-{n}"), &name, "Waiting", "UK", "LOW"),
-            None,
-        )
+    let flow = m
+        .start(&key, &applicant(&format!("slow-{n}"), &name, "Waiting", "UK", "LOW"))
         .await;
-    let flow = body["id"].as_str().unwrap().to_string();
     let done = m.decided(&key, &flow, Duration::from_secs(60)).await;
     m.sim_clear(ONFIDO).await;
     assert_eq!(done["decision"], "approved", "{done}");

@@ -181,6 +181,26 @@ pub async fn load(conn: &mut PgConnection, flow_id: &str) -> R<Option<Flow>> {
     }))
 }
 
+/// The flow a step's result belongs to, if it still waits for that partner's answer; a result the
+/// flow no longer waits for (late, after a failover, or for an unknown flow) is recorded and dropped.
+async fn waiting(conn: &mut PgConnection, flow_id: &str, domain: &str, partner: &str) -> R<Option<Flow>> {
+    let Some(flow) = load(conn, flow_id).await? else {
+        tracing::warn!(flow_id, domain, "result for an unknown flow ignored");
+        return Ok(None);
+    };
+    let (state, current) = if domain == "kyc" {
+        (KYC_PENDING, flow.kyc_partner.as_deref())
+    } else {
+        (AML_PENDING, flow.aml_partner.as_deref())
+    };
+    if flow.state != state || current != Some(partner) {
+        let detail = serde_json::json!({"partner": partner, "state": flow.state});
+        history(conn, &flow.flow_id, &format!("ignored_{domain}_result"), detail).await?;
+        return Ok(None);
+    }
+    Ok(Some(flow))
+}
+
 async fn history(conn: &mut PgConnection, flow_id: &str, event: &str, detail: serde_json::Value) -> R<()> {
     sqlx::query("INSERT INTO flow_history (flow_id, event, detail) VALUES ($1, $2, $3)")
         .bind(flow_id)
@@ -420,19 +440,9 @@ impl Onboarding {
                 )
                 .await;
         }
-        let Some(mut flow) = load(conn, &r.envelope.flow_id).await? else {
-            tracing::warn!(flow_id = %r.envelope.flow_id, "KYC result for an unknown flow ignored");
+        let Some(mut flow) = waiting(conn, &r.envelope.flow_id, "kyc", &r.partner).await? else {
             return Ok(());
         };
-        if flow.state != KYC_PENDING || flow.kyc_partner.as_deref() != Some(r.partner.as_str()) {
-            return history(
-                conn,
-                &flow.flow_id,
-                "ignored_kyc_result",
-                serde_json::json!({"partner": r.partner, "state": flow.state}),
-            )
-            .await;
-        }
         if let Some(f) = r.failure {
             return self.failed_step(conn, &mut flow, "kyc", f, &r.envelope).await;
         }
@@ -614,18 +624,9 @@ impl Onboarding {
                 )
                 .await;
         }
-        let Some(mut flow) = load(conn, &r.envelope.flow_id).await? else {
+        let Some(mut flow) = waiting(conn, &r.envelope.flow_id, "aml", &r.partner).await? else {
             return Ok(());
         };
-        if flow.state != AML_PENDING || flow.aml_partner.as_deref() != Some(r.partner.as_str()) {
-            return history(
-                conn,
-                &flow.flow_id,
-                "ignored_aml_result",
-                serde_json::json!({"partner": r.partner, "state": flow.state}),
-            )
-            .await;
-        }
         if let Some(f) = r.failure {
             return self.failed_step(conn, &mut flow, "aml", f, &r.envelope).await;
         }
