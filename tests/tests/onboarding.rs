@@ -116,6 +116,13 @@ async fn screening_outcomes_decide_review_and_rejection() {
             !done["reasons"].as_array().unwrap().is_empty(),
             "{family}: a decision other than approval says why"
         );
+        if family.starts_with("Forger") {
+            assert_eq!(
+                done["reasons"],
+                json!(["document_rejected"]),
+                "canonical reason codes, no vendor words"
+            );
+        }
     }
 }
 

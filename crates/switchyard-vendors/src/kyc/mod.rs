@@ -9,6 +9,26 @@ use switchyard_model::events::{common::Person, kyc::KycStatus};
 
 use crate::error::VendorError;
 
+/// Canonical reason codes a KYC result carries. Vendors map their own labels and report names into
+/// these, so no vendor vocabulary reaches the orchestrator or a product team.
+pub mod reason {
+    pub const DOCUMENTS_REQUIRED: &str = "documents_required";
+    pub const DOCUMENT_UNREADABLE: &str = "document_unreadable";
+    pub const DOCUMENT_INCOMPLETE: &str = "document_incomplete";
+    pub const DOCUMENT_EXPIRED: &str = "document_expired";
+    pub const DOCUMENT_REJECTED: &str = "document_rejected";
+    pub const DOCUMENT_FORGED: &str = "document_forged";
+    pub const DOCUMENT_NEEDS_REVIEW: &str = "document_needs_review";
+    pub const FACE_MISMATCH: &str = "face_mismatch";
+    pub const IDENTITY_UNIDENTIFIED: &str = "identity_unidentified";
+    pub const VERIFICATION_NEEDS_REVIEW: &str = "verification_needs_review";
+    pub const CHECK_WITHDRAWN: &str = "check_withdrawn";
+    pub const PROVIDER_HOLD: &str = "provider_hold";
+    pub const PROVIDER_INCOMPLETE_RESULT: &str = "provider_incomplete_result";
+    /// A vendor label with no canonical meaning yet (the adapter logs the label itself).
+    pub const PROVIDER_OTHER: &str = "provider_other";
+}
+
 /// Who to verify, with the idempotency key derived from the request event.
 #[derive(Debug, Clone)]
 pub struct Applicant {

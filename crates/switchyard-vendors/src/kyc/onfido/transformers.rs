@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use switchyard_model::events::{common::Person, kyc::KycStatus};
 
+use crate::kyc::reason;
+
 #[derive(Debug, Serialize)]
 pub(super) struct ApplicantRequest {
     pub first_name: String,
@@ -91,7 +93,6 @@ pub(super) enum SubResult {
 
 #[derive(Debug, Deserialize)]
 pub(super) struct Report {
-    pub name: String,
     pub status: ReportStatus,
     pub result: Option<ReportResult>,
     pub sub_result: Option<SubResult>,
@@ -125,15 +126,12 @@ pub(super) struct WebhookObject {
 pub(super) fn check_status(check: &CheckResponse, reports: &[Report]) -> (KycStatus, Vec<String>) {
     match check.status {
         CheckStatus::InProgress | CheckStatus::Paused | CheckStatus::Reopened => (KycStatus::Pending, vec![]),
-        CheckStatus::AwaitingApplicant => (
-            KycStatus::NeedsDocuments,
-            vec!["applicant must provide documents".into()],
-        ),
-        CheckStatus::Withdrawn => (KycStatus::Review, vec!["check withdrawn".into()]),
+        CheckStatus::AwaitingApplicant => (KycStatus::NeedsDocuments, vec![reason::DOCUMENTS_REQUIRED.into()]),
+        CheckStatus::Withdrawn => (KycStatus::Review, vec![reason::CHECK_WITHDRAWN.into()]),
         CheckStatus::Complete => match check.result {
             Some(CheckResult::Clear) => (KycStatus::Approved, vec![]),
             Some(CheckResult::Consider) => consider(reports),
-            None => (KycStatus::Review, vec!["complete check without a result".into()]),
+            None => (KycStatus::Review, vec![reason::PROVIDER_INCOMPLETE_RESULT.into()]),
         },
     }
 }
@@ -144,12 +142,12 @@ fn consider(reports: &[Report]) -> (KycStatus, Vec<String>) {
     for r in reports {
         let outcome = match (r.status, r.result, r.sub_result) {
             (ReportStatus::Complete, Some(ReportResult::Clear), _) => None,
-            (_, _, Some(SubResult::Rejected)) => Some((KycStatus::Rejected, "document rejected")),
-            (_, _, Some(SubResult::Suspected)) => Some((KycStatus::Rejected, "document suspected fraudulent")),
-            (_, _, Some(SubResult::Caution)) => Some((KycStatus::Review, "document needs review")),
-            (ReportStatus::AwaitingData, _, _) => Some((KycStatus::NeedsDocuments, "report awaiting data")),
-            (_, Some(ReportResult::Unidentified), _) => Some((KycStatus::Review, "identity unidentified")),
-            (_, Some(ReportResult::Consider), _) => Some((KycStatus::Review, "report needs review")),
+            (_, _, Some(SubResult::Rejected)) => Some((KycStatus::Rejected, reason::DOCUMENT_REJECTED)),
+            (_, _, Some(SubResult::Suspected)) => Some((KycStatus::Rejected, reason::DOCUMENT_FORGED)),
+            (_, _, Some(SubResult::Caution)) => Some((KycStatus::Review, reason::DOCUMENT_NEEDS_REVIEW)),
+            (ReportStatus::AwaitingData, _, _) => Some((KycStatus::NeedsDocuments, reason::DOCUMENTS_REQUIRED)),
+            (_, Some(ReportResult::Unidentified), _) => Some((KycStatus::Review, reason::IDENTITY_UNIDENTIFIED)),
+            (_, Some(ReportResult::Consider), _) => Some((KycStatus::Review, reason::VERIFICATION_NEEDS_REVIEW)),
             (
                 ReportStatus::AwaitingApproval
                 | ReportStatus::Cancelled
@@ -160,7 +158,9 @@ fn consider(reports: &[Report]) -> (KycStatus, Vec<String>) {
             ) => None,
         };
         if let Some((s, why)) = outcome {
-            reasons.push(format!("{}: {why}", r.name));
+            if !reasons.iter().any(|x| x == why) {
+                reasons.push(why.to_string());
+            }
             status = worse(status, s);
         }
     }

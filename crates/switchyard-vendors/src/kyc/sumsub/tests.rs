@@ -27,8 +27,15 @@ fn review_statuses_map_to_canonical_statuses() {
     assert_eq!(mapped(fixture!("status_on_hold.json")).0, KycStatus::Review);
     let (s, reasons) = mapped(fixture!("status_red_retry.json"));
     assert_eq!(s, KycStatus::NeedsDocuments, "RED + RETRY is a step-up");
-    assert_eq!(reasons, vec!["bad_photo", "document_page_missing"]);
-    assert_eq!(mapped(fixture!("status_red_final.json")).0, KycStatus::Rejected);
+    assert_eq!(
+        reasons,
+        vec!["document_unreadable", "document_incomplete"],
+        "vendor labels become canonical codes"
+    );
+    assert_eq!(
+        mapped(fixture!("status_red_final.json")),
+        (KycStatus::Rejected, vec!["document_forged".to_string()])
+    );
 }
 
 #[test]

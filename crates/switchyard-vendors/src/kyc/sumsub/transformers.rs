@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use switchyard_model::events::{common::Person, kyc::KycStatus};
 
+use crate::kyc::reason;
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct CreateApplicant {
@@ -123,9 +125,9 @@ pub(super) fn status(review: ReviewStatus, result: Option<&ReviewResult>) -> (Ky
         | ReviewStatus::Prechecked
         | ReviewStatus::Queued
         | ReviewStatus::AwaitingService => (KycStatus::Pending, vec![]),
-        ReviewStatus::OnHold => (KycStatus::Review, vec!["on hold at the provider".into()]),
+        ReviewStatus::OnHold => (KycStatus::Review, vec![reason::PROVIDER_HOLD.into()]),
         ReviewStatus::Completed => match result {
-            None => (KycStatus::Review, vec!["completed without a review result".into()]),
+            None => (KycStatus::Review, vec![reason::PROVIDER_INCOMPLETE_RESULT.into()]),
             Some(r) => match (r.review_answer, r.review_reject_type) {
                 (ReviewAnswer::Green, _) => (KycStatus::Approved, vec![]),
                 (ReviewAnswer::Yellow, _) => (KycStatus::Review, labels(r)),
@@ -137,6 +139,24 @@ pub(super) fn status(review: ReviewStatus, result: Option<&ReviewResult>) -> (Ky
     }
 }
 
+/// Sumsub's reject labels as canonical reason codes (each code once).
 fn labels(r: &ReviewResult) -> Vec<String> {
-    r.reject_labels.iter().map(|l| l.to_lowercase()).collect()
+    let mut out: Vec<String> = Vec::new();
+    for label in &r.reject_labels {
+        let code = match label.as_str() {
+            "FORGERY" | "GRAPHIC_EDITOR" | "SCREENSHOTS" => reason::DOCUMENT_FORGED,
+            "BAD_PHOTO" | "UNSATISFACTORY_PHOTOS" | "DOCUMENT_DAMAGED" => reason::DOCUMENT_UNREADABLE,
+            "DOCUMENT_PAGE_MISSING" | "INCOMPLETE_DOCUMENT" => reason::DOCUMENT_INCOMPLETE,
+            "EXPIRATION_DATE" => reason::DOCUMENT_EXPIRED,
+            "SELFIE_MISMATCH" | "BAD_FACE_MATCHING" => reason::FACE_MISMATCH,
+            other => {
+                tracing::info!(label = other, "Sumsub reject label with no canonical reason");
+                reason::PROVIDER_OTHER
+            }
+        };
+        if !out.iter().any(|c| c == code) {
+            out.push(code.to_string());
+        }
+    }
+    out
 }
