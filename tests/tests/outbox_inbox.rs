@@ -382,3 +382,41 @@ async fn a_redelivered_message_is_applied_once() {
     assert_eq!(times, vec![1, 1]);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn the_attempt_ledger_reports_what_an_earlier_attempt_left() {
+    use switchyard_runtime::provider::{Attempts, idempotency_key};
+    let stack = Stack::get();
+    let db = stack.fresh_db("attempts").await;
+    let event = uuid::Uuid::new_v4();
+    let key = idempotency_key(event);
+    assert_eq!(
+        Attempts::begin(&db.pool, &key, "kyc-x", event, "flow-a")
+            .await
+            .expect("begin"),
+        None,
+        "a first attempt"
+    );
+    let again = Attempts::begin(&db.pool, &key, "kyc-x", event, "flow-a")
+        .await
+        .expect("begin")
+        .expect("earlier");
+    assert_eq!(
+        (again.state.as_str(), again.provider_reference.as_deref(), again.calls),
+        ("started", None, 1)
+    );
+    let mut conn = db.pool.acquire().await.expect("conn");
+    Attempts::finish(&mut conn, &key, true, Some("case-42"), None)
+        .await
+        .expect("finish");
+    drop(conn);
+    let third = Attempts::begin(&db.pool, &key, "kyc-x", event, "flow-a")
+        .await
+        .expect("begin")
+        .expect("earlier");
+    assert_eq!(
+        (third.state.as_str(), third.provider_reference.as_deref(), third.calls),
+        ("succeeded", Some("case-42"), 2)
+    );
+    db.drop_db().await;
+}

@@ -348,26 +348,24 @@ impl Attempts {
         request_event_id: uuid::Uuid,
         flow_id: &str,
     ) -> Result<Option<Earlier>, sqlx::Error> {
-        let earlier: Option<(String, Option<String>, i32)> =
-            sqlx::query_as("SELECT state, provider_reference, calls FROM provider_attempts WHERE idempotency_key = $1")
-                .bind(key)
-                .fetch_optional(pool)
-                .await?;
-        sqlx::query(
+        // One statement: the upsert leaves state and reference as the earlier attempt left them, so
+        // RETURNING reports that attempt (calls > 1) or a fresh one (calls = 1).
+        let (state, provider_reference, calls): (String, Option<String>, i32) = sqlx::query_as(
             "INSERT INTO provider_attempts (idempotency_key, partner, request_event_id, flow_id, state, calls) \
              VALUES ($1, $2, $3, $4, 'started', 1) \
-             ON CONFLICT (idempotency_key) DO UPDATE SET calls = provider_attempts.calls + 1, updated_at = now()",
+             ON CONFLICT (idempotency_key) DO UPDATE SET calls = provider_attempts.calls + 1, updated_at = now() \
+             RETURNING state, provider_reference, calls",
         )
         .bind(key)
         .bind(partner)
         .bind(request_event_id)
         .bind(flow_id)
-        .execute(pool)
+        .fetch_one(pool)
         .await?;
-        Ok(earlier.map(|(state, provider_reference, calls)| Earlier {
+        Ok((calls > 1).then(|| Earlier {
             state,
             provider_reference,
-            calls,
+            calls: calls - 1,
         }))
     }
 

@@ -74,12 +74,22 @@ impl VendorError {
 
 /// Sends a request and turns a non-success status into a classified error.
 pub(crate) async fn send(req: reqwest::RequestBuilder, mutating: bool) -> Result<reqwest::Response, VendorError> {
+    send_accepting(req, mutating, &[]).await
+}
+
+/// As [`send`], but also hands back responses with one of `statuses` (which the caller treats as
+/// a meaningful answer, e.g. Sumsub's 409 for an existing applicant) instead of classifying them.
+pub(crate) async fn send_accepting(
+    req: reqwest::RequestBuilder,
+    mutating: bool,
+    statuses: &[u16],
+) -> Result<reqwest::Response, VendorError> {
     let resp = req
         .send()
         .await
         .map_err(|e| VendorError::from_transport(&e, mutating))?;
     let status = resp.status();
-    if status.is_success() {
+    if status.is_success() || statuses.contains(&status.as_u16()) {
         return Ok(resp);
     }
     let retry_after = resp

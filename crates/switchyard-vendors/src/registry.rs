@@ -72,16 +72,20 @@ impl PartnerConnection {
         Ok(value)
     }
 
+    /// A secret that may be absent: no reference, or an `env:` reference to an unset variable
+    /// (e.g. the previous webhook secret outside a rotation).
     fn optional_secret(&self, name: &str) -> Result<Option<String>, String> {
-        match self.secrets.get(name) {
-            None => Ok(None),
-            Some(reference) => match resolve_secret(reference) {
-                Ok(v) if v.is_empty() => Ok(None),
-                Ok(v) => Ok(Some(v)),
-                Err(e) if reference.starts_with("env:") && e.contains("is not set") => Ok(None),
-                Err(e) => Err(format!("partners.{}.secrets.{name}: {e}", self.id)),
-            },
+        let Some(reference) = self.secrets.get(name) else {
+            return Ok(None);
+        };
+        if reference
+            .strip_prefix("env:")
+            .is_some_and(|var| std::env::var_os(var).is_none())
+        {
+            return Ok(None);
         }
+        let value = resolve_secret(reference).map_err(|e| format!("partners.{}.secrets.{name}: {e}", self.id))?;
+        Ok((!value.is_empty()).then_some(value))
     }
 
     fn webhook_secret(&self) -> Result<SecretPair, String> {

@@ -8,12 +8,13 @@ use switchyard_model::events::kyc::KycStatus;
 
 use super::transformers::{ApplicantResponse, CreateApplicant, StatusResponse, status};
 use crate::{
-    error::{VendorError, json, send},
+    error::{VendorError, json, send, send_accepting},
     kyc::{Applicant, KycOutcome, KycVendor, WebhookNotice, WebhookRejection},
     signing::{Alg, SecretPair, hex, hmac},
 };
 
 pub const LEVEL: &str = "basic-kyc-level";
+const CONFLICT: u16 = 409;
 
 #[derive(Debug, Clone)]
 pub struct SumsubConfig {
@@ -67,19 +68,17 @@ impl Sumsub {
         let body = serde_json::to_vec(&CreateApplicant::new(&applicant.subject_id, &applicant.person))
             .map_err(|e| VendorError::Permanent(e.to_string()))?;
         let path = format!("/resources/applicants?levelName={LEVEL}");
-        match send(self.signed(Method::POST, &path, Some(body)), true).await {
-            Ok(resp) => Ok(json::<ApplicantResponse>(resp).await?.id),
-            // The external user id is our idempotency: an existing applicant is fetched, not duplicated.
-            Err(VendorError::Permanent(m)) if m.starts_with("409") => {
-                let path = format!("/resources/applicants/-;externalUserId={}/one", applicant.subject_id);
-                Ok(
-                    json::<ApplicantResponse>(send(self.signed(Method::GET, &path, None), false).await?)
-                        .await?
-                        .id,
-                )
-            }
-            Err(e) => Err(e),
+        let resp = send_accepting(self.signed(Method::POST, &path, Some(body)), true, &[CONFLICT]).await?;
+        if resp.status().as_u16() != CONFLICT {
+            return Ok(json::<ApplicantResponse>(resp).await?.id);
         }
+        // The external user id is our idempotency: an existing applicant is fetched, not duplicated.
+        let path = format!("/resources/applicants/-;externalUserId={}/one", applicant.subject_id);
+        Ok(
+            json::<ApplicantResponse>(send(self.signed(Method::GET, &path, None), false).await?)
+                .await?
+                .id,
+        )
     }
 
     async fn begin(&self, applicant: &Applicant) -> Result<KycOutcome, VendorError> {
@@ -90,12 +89,8 @@ impl Sumsub {
             return Ok(current);
         }
         let path = format!("/resources/applicants/{id}/status/pending?reason=switchyard");
-        match send(self.signed(Method::POST, &path, None), true).await {
-            Ok(_) => {}
-            // Already pending/queued: the earlier attempt's request for a check stands.
-            Err(VendorError::Permanent(m)) if m.starts_with("409") || m.starts_with("400") => {}
-            Err(e) => return Err(e),
-        }
+        // 409: already pending or queued; the earlier attempt's request for a review stands.
+        send_accepting(self.signed(Method::POST, &path, None), true, &[CONFLICT]).await?;
         Ok(KycOutcome {
             provider_reference: id,
             status: KycStatus::Pending,
