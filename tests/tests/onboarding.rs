@@ -193,40 +193,58 @@ async fn shadow_mode_records_the_second_vendor_without_acting_on_it() {
     let _g = SERIAL.lock().await;
     let m = Mesh::get();
     let key = m.api_key("tenant-gamma", "onboarding:write,onboarding:read");
-    let n = id();
-    // The shadow vendor would reject this applicant (forger); the primary approves.
-    let flow = m
-        .start(
-            &key,
-            &applicant(&format!("app-{n}"), &format!("Gus{n}"), "Shadowy", "EU", "LOW"),
-        )
-        .await;
-    let done = m.decided(&key, &flow, DECIDE).await;
-    assert_eq!(done["decision"], "approved");
-    assert_eq!(done["kyc_partner"], "kyc-onfido");
     let orch = m.orchestrator_db().await;
-    let shadow = eventually(Duration::from_secs(20), || async {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM shadow_results WHERE flow_id = $1 AND partner = 'kyc-sumsub'")
-                .bind(&flow)
-                .fetch_one(&orch)
-                .await
-                .unwrap();
-        n == 1
-    })
+    let n = id();
+    // Applicant 1: the shadow vendor answers; applicant 2: the shadow vendor fails every call, a
+    // failure that on the primary path would fail the step over.
+    let (answers, fails) = (format!("Gus{n}"), format!("Gil{n}"));
+    m.sim_post(
+        SUMSUB,
+        "/_sim/faults",
+        json!({"matcher": fails, "fault": {"kind": "error", "status": 503}}),
+    )
     .await;
-    assert!(shadow, "the shadow call was not recorded");
+    for (given, shadow_status, shadow_failure) in [
+        (&answers, "Pending", json!(null)),
+        (&fails, "Pending", json!("provider_unavailable")),
+    ] {
+        let flow = m
+            .start(&key, &applicant(&format!("app-{given}"), given, "Shadowy", "EU", "LOW"))
+            .await;
+        let done = m.decided(&key, &flow, DECIDE).await;
+        assert_eq!(done["decision"], "approved", "{given}: {done}");
+        assert_eq!(
+            done["kyc_partner"], "kyc-onfido",
+            "{given}: decided by the primary alone"
+        );
+        let recorded = eventually(Duration::from_secs(20), || async {
+            let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+                "SELECT status, detail FROM shadow_results WHERE flow_id = $1 AND partner = 'kyc-sumsub'",
+            )
+            .bind(&flow)
+            .fetch_all(&orch)
+            .await
+            .unwrap();
+            rows.len() == 1 && rows[0].0 == shadow_status && rows[0].1["failure"] == shadow_failure
+        })
+        .await;
+        assert!(recorded, "{given}: the shadow answer was not recorded as given");
+        let history: Vec<String> = sqlx::query_scalar("SELECT event FROM flow_history WHERE flow_id = $1")
+            .bind(&flow)
+            .fetch_all(&orch)
+            .await
+            .unwrap();
+        assert!(
+            !history.iter().any(|e| e == "failover" || e.starts_with("ignored")),
+            "{given}: the shadow answer touched the flow: {history:?}"
+        );
+    }
+    m.sim_clear(SUMSUB).await;
     assert_eq!(
-        m.ledger(SUMSUB, &format!("Gus{n}")).await.get("applicant_created"),
+        m.ledger(SUMSUB, &answers).await.get("applicant_created"),
         Some(&1),
         "the shadow vendor was really called"
     );
-    let kyc_partner: String = sqlx::query_scalar("SELECT kyc_partner FROM onboarding_flows WHERE flow_id = $1")
-        .bind(&flow)
-        .fetch_one(&orch)
-        .await
-        .unwrap();
-    assert_eq!(kyc_partner, "kyc-onfido");
 }
 
 #[tokio::test]
