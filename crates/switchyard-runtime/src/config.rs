@@ -76,9 +76,6 @@ pub struct OutboxConfig {
     pub batch_size: i64,
     /// Published rows older than this are pruned.
     pub retention_hours: u64,
-    /// Chaos knob for failure tests: sleep this long between publishing a batch and marking it
-    /// published, widening the window a crash leaves duplicates in. 0 (default) in production.
-    pub fault_pause_after_publish_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,7 +128,6 @@ impl ServiceConfig {
             .and_then(|b| b.set_default("outbox.poll_interval_ms", 500))
             .and_then(|b| b.set_default("outbox.batch_size", 500))
             .and_then(|b| b.set_default("outbox.retention_hours", 24))
-            .and_then(|b| b.set_default("outbox.fault_pause_after_publish_ms", 0))
             .and_then(|b| b.set_default("inbox.retention_hours", 24 * 7))
             .and_then(|b| b.set_default("shutdown.deadline_ms", 10_000))
             .and_then(|b| b.set_default("telemetry.otlp_endpoint", ""))

@@ -118,7 +118,7 @@ impl Runtime {
             poll_interval: self.cfg.poll_interval(),
             batch_size: self.cfg.outbox.batch_size,
             retention: Duration::from_secs(self.cfg.outbox.retention_hours * 3600),
-            pause_after_publish: Duration::from_millis(self.cfg.outbox.fault_pause_after_publish_ms),
+            pause_after_publish: Duration::ZERO,
         }
     }
 

@@ -133,8 +133,9 @@ enum Refused {
     Later(String),
 }
 
-async fn store(
-    pool: &PgPool,
+/// Keeps a receipt (in the accepting transaction, or on its own for refusals and duplicates).
+async fn store<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
     partner: &str,
     headers: &HeaderMap,
     body: &[u8],
@@ -149,7 +150,7 @@ async fn store(
         .bind(verdict)
         .bind(reason)
         .bind(event_id)
-        .execute(pool)
+        .execute(exec)
         .await?;
     Ok(())
 }
@@ -212,14 +213,15 @@ async fn handle(
         .enqueue(&mut tx, KycProviderEvent::TOPIC, &record)
         .await
         .map_err(|e| Refused::Later(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO webhook_receipts (partner, headers, body, verdict, event_id) VALUES ($1, $2, $3, 'accepted', $4)",
+    store(
+        &mut *tx,
+        partner,
+        headers,
+        body,
+        "accepted",
+        None,
+        Some(&notice.event_id),
     )
-    .bind(partner)
-    .bind(kept(headers))
-    .bind(body)
-    .bind(&notice.event_id)
-    .execute(&mut *tx)
     .await
     .map_err(later)?;
     tx.commit().await.map_err(later)?;
