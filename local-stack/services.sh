@@ -101,6 +101,7 @@ start() {
       SWITCHYARD_KAFKA__BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" \
       SWITCHYARD_REGISTRY__URL="$SCHEMA_REGISTRY_URL" \
       SWITCHYARD_TELEMETRY__LOG_FORMAT=json \
+      SWITCHYARD_KAFKA__GROUP_INSTANCE_ID="${SWITCHYARD_KAFKA__GROUP_INSTANCE_ID:-local-0}" \
       setsid nohup "$BIN/$s" >>"$LOGS/$s.log" 2>&1 </dev/null &
     echo $! >"$RUN/svc-$s.pid"
   done

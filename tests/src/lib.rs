@@ -283,10 +283,17 @@ pub async fn create_effects_table(pool: &PgPool) {
 }
 
 impl switchyard_runtime::Handler for RecordEffects {
+    type Prepared = ();
+
+    async fn prepare(&self, _: &switchyard_runtime::Incoming) -> Result<(), switchyard_runtime::HandlerError> {
+        Ok(())
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,
         msg: &switchyard_runtime::Incoming,
+        (): (),
     ) -> Result<(), switchyard_runtime::HandlerError> {
         let seq = i32::try_from(seq_of(&msg.event)).unwrap_or(i32::MAX);
         sqlx::query(
@@ -323,6 +330,7 @@ pub fn spawn_consumer(
         metrics,
         producer: kafka::producer(&stack.kafka, "test-dlq").expect("producer"),
         handler: RecordEffects,
+        instance_id: None,
     };
     let handle = tokio::spawn(consumer.run(shutdown.clone()));
     (shutdown, handle)

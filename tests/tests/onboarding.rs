@@ -683,33 +683,83 @@ async fn a_command_produced_straight_to_kafka_runs_the_same_flow() {
 }
 
 #[tokio::test]
-async fn a_step_that_never_answers_times_out_and_fails_over() {
+async fn a_lost_webhook_is_settled_by_asking_the_vendor_never_by_a_second_vendor() {
     let _g = SERIAL.lock().await;
     let m = Mesh::get();
     let key = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
     let n = id();
     let name = format!("Tim{n}");
-    // The primary accepts the check but its webhook never comes in time (held for 5 minutes).
+    // The primary completes the check, but its webhook does not come (held for 5 minutes): the step
+    // timer fires, the flow asks the vendor, and the vendor's answer decides. No failover: the
+    // first vendor's case is live.
     m.sim_post(ONFIDO, "/_sim/webhooks", json!({"matcher": name, "delay_ms": 300_000}))
         .await;
     let flow = m
         .start(&key, &applicant(&format!("slow-{n}"), &name, "Waiting", "UK", "LOW"))
         .await;
-    let done = m.decided(&key, &flow, Duration::from_secs(60)).await;
+    let done = m.decided(&key, &flow, Duration::from_secs(90)).await;
     m.sim_clear(ONFIDO).await;
     assert_eq!(done["decision"], "approved", "{done}");
     assert_eq!(
-        done["kyc_partner"], "kyc-sumsub",
-        "the timer failed the step over: {done}"
+        done["kyc_partner"], "kyc-onfido",
+        "the timer must not fail over: {done}"
+    );
+    assert_eq!(m.ledger(ONFIDO, &name).await.get("check_created"), Some(&1));
+    assert_eq!(
+        m.ledger(SUMSUB, &name).await.get("review_requested"),
+        None,
+        "no second vendor case"
     );
     let orch = m.orchestrator_db().await;
-    let timeouts: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM flow_history WHERE flow_id = $1 AND event = 'timeout'")
-            .bind(&flow)
-            .fetch_one(&orch)
-            .await
-            .unwrap();
-    assert_eq!(timeouts, 1);
+    let events: Vec<String> = sqlx::query_scalar("SELECT event FROM flow_history WHERE flow_id = $1 ORDER BY id")
+        .bind(&flow)
+        .fetch_all(&orch)
+        .await
+        .unwrap();
+    assert_eq!(events.iter().filter(|e| *e == "timeout").count(), 1, "{events:?}");
+    assert!(!events.iter().any(|e| e == "failover"), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_vendor_that_answers_too_late_is_asked_not_called_again() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let key = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
+    let n = id();
+    let name = format!("Amb{n}");
+    // Both vendors do the work, then hold the answer past the adapters' 3 s timeout: the outcome is
+    // unknown to us. The KYC adapter finds the check by its tag; the AML adapter re-sends the
+    // byte-identical request the vendor de-duplicates. One effect each, no failover.
+    m.sim_post(
+        ONFIDO,
+        "/_sim/faults",
+        json!({"matcher": format!("POST /v3.6/checks"), "fault": {"kind": "hang_after_effect", "ms": 5000}, "times": 1}),
+    )
+    .await;
+    m.sim_post(
+        MESH,
+        "/_sim/faults",
+        json!({"matcher": name.clone(), "fault": {"kind": "hang_after_effect", "ms": 5000}, "times": 1}),
+    )
+    .await;
+    let flow = m
+        .start(&key, &applicant(&format!("amb-{n}"), &name, "Unsure", "UK", "LOW"))
+        .await;
+    let done = m.decided(&key, &flow, Duration::from_secs(90)).await;
+    m.sim_clear(ONFIDO).await;
+    m.sim_clear(MESH).await;
+    assert_eq!(done["decision"], "approved", "{done}");
+    assert_eq!(done["kyc_partner"], "kyc-onfido", "{done}");
+    assert_eq!(m.ledger(ONFIDO, &name).await.get("check_created"), Some(&1));
+    assert_eq!(m.ledger(SUMSUB, &name).await.get("review_requested"), None);
+    assert_eq!(m.ledger(MESH, &name).await.get("customer_screened"), Some(&1));
+    let recovered = m.metrics("KYC_ADAPTER_URL").await;
+    assert!(
+        recovered.lines().any(|l| l.contains("provider_effect_recoveries")
+            && l.contains("kyc-onfido")
+            && l.contains("result=\"found\"")),
+        "the KYC adapter resolved the doubt by asking: {recovered}"
+    );
 }
 
 /// Restores the routing file when dropped.
@@ -801,11 +851,11 @@ async fn aml_fails_over_to_the_secondary_screening_vendor() {
     let key = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
     let n = id();
     let given = format!("Amy{n}");
-    // The primary screening vendor fails every screening of this applicant.
+    // The primary screening vendor refuses every screening of this applicant (503: nothing done).
     m.sim_post(
         MESH,
         "/_sim/faults",
-        json!({"matcher": given, "fault": {"kind": "error", "status": 502}}),
+        json!({"matcher": given, "fault": {"kind": "error", "status": 503}}),
     )
     .await;
     let (_, _, body) = m
@@ -823,5 +873,37 @@ async fn aml_fails_over_to_the_secondary_screening_vendor() {
     assert!(
         !m.ledger(MESH, &given).await.contains_key("customer_screened"),
         "the failing vendor recorded no effect"
+    );
+}
+
+#[tokio::test]
+async fn a_screening_whose_outcome_stays_unknown_goes_to_an_operator_not_to_another_vendor() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let key = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
+    let n = id();
+    let given = format!("Una{n}");
+    // Every screening of this applicant answers 502: the vendor may have screened, we cannot tell.
+    m.sim_post(
+        MESH,
+        "/_sim/faults",
+        json!({"matcher": given, "fault": {"kind": "error", "status": 502}}),
+    )
+    .await;
+    let (_, _, body) = m
+        .submit(
+            &key,
+            &applicant(&format!("unk-{n}"), &given, "Unknowable", "UK", "LOW"),
+            None,
+        )
+        .await;
+    let done = m.decided(&key, body["id"].as_str().unwrap(), DECIDE).await;
+    m.sim_clear(MESH).await;
+    assert_eq!(done["decision"], "manual_review", "{done}");
+    assert_eq!(done["failure_code"], "provider_outcome_unknown", "{done}");
+    assert_eq!(done["aml_partner"], "aml-mesh", "no failover on doubt: {done}");
+    assert!(
+        m.ledger(WATCHMAN, &given).await.is_empty(),
+        "the second vendor was never asked"
     );
 }

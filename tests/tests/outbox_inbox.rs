@@ -384,39 +384,98 @@ async fn a_redelivered_message_is_applied_once() {
 }
 
 #[tokio::test]
-async fn the_attempt_ledger_reports_what_an_earlier_attempt_left() {
-    use switchyard_runtime::provider::{Attempts, idempotency_key};
+async fn the_effect_ledger_reports_what_an_earlier_attempt_left() {
+    use switchyard_runtime::{
+        effects::{Intent, Ledger, Prior},
+        provider::idempotency_key,
+    };
     let stack = Stack::get();
-    let db = stack.fresh_db("attempts").await;
+    let db = stack.fresh_db("effects").await;
+    let ledger = Ledger::new(db.pool.clone());
     let event = uuid::Uuid::new_v4();
     let key = idempotency_key(event);
+    let intent = Intent {
+        key: &key,
+        partner: "kyc-x",
+        operation: "verify",
+        request_event_id: event,
+        flow_id: "flow-a",
+    };
     assert_eq!(
-        Attempts::begin(&db.pool, &key, "kyc-x", event, "flow-a")
-            .await
-            .expect("begin"),
-        None,
+        ledger.take(&intent).await.expect("take"),
+        Prior::Fresh,
         "a first attempt"
     );
-    let again = Attempts::begin(&db.pool, &key, "kyc-x", event, "flow-a")
+    ledger.sending(&key).await.expect("sending");
+    ledger
+        .checkpoint(&key, "applicant_id", "app-1")
         .await
-        .expect("begin")
-        .expect("earlier");
+        .expect("checkpoint");
+    // A crash before the answer: the next attempt must ask, and resumes from the checkpoint.
     assert_eq!(
-        (again.state.as_str(), again.provider_reference.as_deref(), again.calls),
-        ("started", None, 1)
+        ledger.take(&intent).await.expect("take"),
+        Prior::Unresolved {
+            checkpoint: serde_json::json!({"applicant_id": "app-1"})
+        }
     );
-    let mut conn = db.pool.acquire().await.expect("conn");
-    Attempts::finish(&mut conn, &key, true, Some("case-42"), None)
-        .await
-        .expect("finish");
-    drop(conn);
-    let third = Attempts::begin(&db.pool, &key, "kyc-x", event, "flow-a")
-        .await
-        .expect("begin")
-        .expect("earlier");
-    assert_eq!(
-        (third.state.as_str(), third.provider_reference.as_deref(), third.calls),
-        ("succeeded", Some("case-42"), 2)
+    ledger.in_doubt(&key, "timed out").await.expect("in doubt");
+    assert!(matches!(
+        ledger.take(&intent).await.expect("take"),
+        Prior::Unresolved { .. }
+    ));
+    let answer = serde_json::json!({"provider_reference": "case-42", "status": "PENDING"});
+    ledger.answered(&key, Some("case-42"), &answer).await.expect("answered");
+    assert_eq!(ledger.take(&intent).await.expect("take"), Prior::Answered(answer));
+    let (attempts, reference): (i32, Option<String>) =
+        sqlx::query_as("SELECT attempts, provider_reference FROM effect_ledger WHERE idempotency_key = $1")
+            .bind(&key)
+            .fetch_one(&db.pool)
+            .await
+            .expect("row");
+    assert_eq!((attempts, reference.as_deref()), (4, Some("case-42")));
+
+    let other = idempotency_key(uuid::Uuid::new_v4());
+    let refused = Intent {
+        key: &other,
+        ..intent.clone()
+    };
+    assert_eq!(ledger.take(&refused).await.expect("take"), Prior::Fresh);
+    ledger.not_executed(&other, "503").await.expect("not executed");
+    assert_eq!(ledger.take(&refused).await.expect("take"), Prior::NotExecuted);
+    ledger.manual_repair(&other, "no way to know").await.expect("repair");
+    assert_eq!(ledger.take(&refused).await.expect("take"), Prior::ManualRepair);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_effect_key_lock_keeps_a_second_caller_out_until_released() {
+    use switchyard_runtime::effects::Ledger;
+    let stack = Stack::get();
+    let db = stack.fresh_db("effect_lock").await;
+    let ledger = Ledger::new(db.pool.clone());
+    let held = ledger.lock("sy-key-1").await.expect("lock");
+    let second = {
+        let ledger = ledger.clone();
+        tokio::spawn(async move { ledger.lock("sy-key-1").await.expect("lock") })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "a second holder got the key while the first held it"
     );
+    held.release().await;
+    let second = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the second caller gets the key once it is released")
+        .expect("join");
+    second.release().await;
+    // A holder that dies (dropped without release) frees the key too.
+    let dropped = ledger.lock("sy-key-2").await.expect("lock");
+    drop(dropped);
+    let again = tokio::time::timeout(Duration::from_secs(10), ledger.lock("sy-key-2"))
+        .await
+        .expect("a dropped holder frees the key")
+        .expect("lock");
+    again.release().await;
     db.drop_db().await;
 }

@@ -52,6 +52,11 @@ pub struct KafkaConfig {
     pub topic_replication: i32,
     /// Create the model's topics (and their `.dlq`) at start-up when missing.
     pub ensure_topics: bool,
+    /// Static group membership (`group.instance.id`): a stable name per instance, so a restarted
+    /// instance takes its partitions back at once instead of waiting out the dead member's session.
+    /// Empty: dynamic membership. Two live instances must never share one name.
+    #[serde(default)]
+    pub group_instance_id: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

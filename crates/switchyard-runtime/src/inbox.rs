@@ -5,6 +5,11 @@
 //! handler. A message whose event id is already there is a duplicate: acknowledged, not applied. The
 //! offset is stored only after the transaction commits, so a crash anywhere redelivers, never loses.
 //! Transient failures (database, registry) are retried in place with backoff; they never dead-letter.
+//!
+//! A handler that calls the outside world (a partner's API) does so in [`Handler::prepare`], which
+//! runs before and outside the transaction: no partner call ever holds a transaction open, and what
+//! the call must leave durable it commits itself (the effect ledger, [`crate::effects`]). A message
+//! already in the inbox is skipped before `prepare`, so a redelivered duplicate calls nobody.
 
 use std::{
     future::Future,
@@ -56,13 +61,23 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
-/// Applies one message inside the inbox transaction. Everything it writes through `conn` (state and
-/// outbox rows) commits together with the inbox row, or not at all.
+/// Applies one message: `prepare` outside any transaction (for calls to partners), then `handle`
+/// inside the inbox transaction. Everything `handle` writes through `conn` (state and outbox rows)
+/// commits together with the inbox row, or not at all.
 pub trait Handler: Send + Sync + 'static {
+    /// What `prepare` hands to `handle` (`()` for handlers that call nobody).
+    type Prepared: Send + 'static;
+
+    fn prepare<'a>(
+        &'a self,
+        msg: &'a Incoming,
+    ) -> impl Future<Output = Result<Self::Prepared, HandlerError>> + Send + 'a;
+
     fn handle<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         msg: &'a Incoming,
+        prepared: Self::Prepared,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
 }
 
@@ -83,12 +98,14 @@ pub struct Consumer<H> {
     /// Used for dead-lettering.
     pub producer: FutureProducer,
     pub handler: H,
+    /// Static membership name of this instance (`kafka.group_instance_id`); None: dynamic.
+    pub instance_id: Option<String>,
 }
 
 impl<H: Handler> Consumer<H> {
     /// Runs until shutdown; then commits the stored offsets and returns.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let consumer = crate::kafka::consumer(&self.bootstrap, &self.name)?;
+        let consumer = crate::kafka::consumer(&self.bootstrap, &self.name, self.instance_id.as_deref())?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         tracing::info!(consumer = %self.name, topics = ?self.topics, "consuming");
@@ -203,6 +220,16 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn apply(&self, msg: &Incoming) -> Result<Applied, HandlerError> {
+        let seen: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)")
+                .bind(&self.name)
+                .bind(msg.event.envelope.event_id)
+                .fetch_one(&self.pool)
+                .await?;
+        if seen {
+            return Ok(Applied::Duplicate);
+        }
+        let prepared = self.handler.prepare(msg).await?;
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO inbox (consumer, event_id, topic, kafka_partition, kafka_offset) \
@@ -220,7 +247,7 @@ impl<H: Handler> Consumer<H> {
             tx.rollback().await?;
             return Ok(Applied::Duplicate);
         }
-        self.handler.handle(&mut tx, msg).await?;
+        self.handler.handle(&mut tx, msg, prepared).await?;
         tx.commit().await?;
         Ok(Applied::Processed)
     }

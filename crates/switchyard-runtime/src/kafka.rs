@@ -28,8 +28,15 @@ pub fn producer(bootstrap: &str, client_id: &str) -> anyhow::Result<FutureProduc
 
 /// A consumer that never stores an offset by itself: the inbox stores it after the handling
 /// transaction commits; stored offsets are committed in the background and on shutdown.
-pub fn consumer(bootstrap: &str, group_id: &str) -> anyhow::Result<StreamConsumer> {
-    Ok(ClientConfig::new()
+///
+/// With `instance_id` the member is static (`group.instance.id`): a restart with the same id gets its
+/// partitions back without a rebalance, instead of waiting `session.timeout.ms` for the dead member.
+pub fn consumer(bootstrap: &str, group_id: &str, instance_id: Option<&str>) -> anyhow::Result<StreamConsumer> {
+    let mut cfg = ClientConfig::new();
+    if let Some(id) = instance_id.filter(|i| !i.is_empty()) {
+        cfg.set("group.instance.id", format!("{group_id}.{id}"));
+    }
+    Ok(cfg
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group_id)
         .set("client.id", group_id)

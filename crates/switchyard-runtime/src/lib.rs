@@ -8,6 +8,7 @@
 //!   publishes them in order (one active relay per service, LISTEN/NOTIFY plus polling).
 //! * [`inbox`]: a consumer that applies each message in one transaction keyed by `(consumer,
 //!   event_id)`, stores offsets only after commit, and dead-letters poison messages.
+//! * [`effects`]: the write-ahead effect ledger adapters use so no partner effect runs twice.
 //! * [`http`], [`shutdown`], [`service`]: health/readiness/metrics endpoints, graceful shutdown, and the
 //!   boot sequence a service binary calls.
 //!
@@ -18,6 +19,7 @@ pub mod codec;
 pub mod compat;
 pub mod config;
 pub mod db;
+pub mod effects;
 pub mod headers;
 pub mod http;
 pub mod inbox;

@@ -1,6 +1,6 @@
-//! Calling partners safely: the attempt ledger (recorded before each call), retries with backoff and
-//! jitter for transient errors only, a circuit breaker and a rate limiter per partner, and the
-//! metrics of every call.
+//! Calling partners safely: retries with backoff and jitter for errors that prove nothing happened,
+//! a circuit breaker and a rate limiter per partner, and the metrics of every call. What makes calls
+//! with effects happen at most once is the effect ledger ([`crate::effects`]).
 
 use std::{
     collections::HashMap,
@@ -9,13 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::telemetry::Metrics;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
 };
-use sqlx::PgPool;
-
-use crate::telemetry::Metrics;
 
 /// What a call's error means for retrying.
 pub trait Retryable {
@@ -54,6 +52,15 @@ pub struct ProviderMetrics {
     pub duration: Family<PartnerOpLabels, Histogram, fn() -> Histogram>,
     /// 0 closed, 1 half-open, 2 open.
     pub circuit_state: Family<PartnerLabels, Gauge>,
+    /// Earlier calls that may have happened, resolved by asking the partner, by result.
+    pub recoveries: Family<RecoveryLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecoveryLabels {
+    pub partner: String,
+    /// `found`, `send_again`, `unknowable`, `failed`.
+    pub result: String,
 }
 
 fn call_histogram() -> Histogram {
@@ -68,6 +75,7 @@ impl ProviderMetrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(call_histogram as fn() -> Histogram),
             circuit_state: Family::default(),
+            recoveries: Family::default(),
         };
         metrics.register(
             "provider_requests",
@@ -83,6 +91,11 @@ impl ProviderMetrics {
             "provider_circuit_state",
             "Circuit breaker per partner: 0 closed, 1 half-open, 2 open",
             m.circuit_state.clone(),
+        );
+        metrics.register(
+            "provider_effect_recoveries",
+            "Earlier partner calls that may have happened (crash mid-call, timeout after sending), resolved by asking the partner",
+            m.recoveries.clone(),
         );
         m
     }
@@ -207,6 +220,17 @@ impl Caller {
         }
     }
 
+    /// Counts how an uncertain earlier call was resolved.
+    pub fn count_recovery(&self, partner: &str, result: &str) {
+        self.metrics
+            .recoveries
+            .get_or_create(&RecoveryLabels {
+                partner: partner.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
     pub fn circuit(&self, partner: &str) -> Circuit {
         let Ok(b) = self.breakers.lock() else {
             return Circuit::Closed;
@@ -324,70 +348,6 @@ impl Caller {
                 }
             }
         }
-    }
-}
-
-/// The attempt ledger.
-pub struct Attempts;
-
-/// An earlier attempt with the same key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Earlier {
-    pub state: String,
-    pub provider_reference: Option<String>,
-    pub calls: i32,
-}
-
-impl Attempts {
-    /// Records that a call is about to be made (committed at once, outside the caller's transaction),
-    /// returning what an earlier attempt with this key left, if any.
-    pub async fn begin(
-        pool: &PgPool,
-        key: &str,
-        partner: &str,
-        request_event_id: uuid::Uuid,
-        flow_id: &str,
-    ) -> Result<Option<Earlier>, sqlx::Error> {
-        // One statement: the upsert leaves state and reference as the earlier attempt left them, so
-        // RETURNING reports that attempt (calls > 1) or a fresh one (calls = 1).
-        let (state, provider_reference, calls): (String, Option<String>, i32) = sqlx::query_as(
-            "INSERT INTO provider_attempts (idempotency_key, partner, request_event_id, flow_id, state, calls) \
-             VALUES ($1, $2, $3, $4, 'started', 1) \
-             ON CONFLICT (idempotency_key) DO UPDATE SET calls = provider_attempts.calls + 1, updated_at = now() \
-             RETURNING state, provider_reference, calls",
-        )
-        .bind(key)
-        .bind(partner)
-        .bind(request_event_id)
-        .bind(flow_id)
-        .fetch_one(pool)
-        .await?;
-        Ok((calls > 1).then(|| Earlier {
-            state,
-            provider_reference,
-            calls: calls - 1,
-        }))
-    }
-
-    /// Records how the attempt ended (in the caller's transaction, with the result event).
-    pub async fn finish(
-        conn: &mut sqlx::PgConnection,
-        key: &str,
-        ok: bool,
-        provider_reference: Option<&str>,
-        error: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE provider_attempts SET state = $2, provider_reference = COALESCE($3, provider_reference), \
-             last_error = $4, updated_at = now() WHERE idempotency_key = $1",
-        )
-        .bind(key)
-        .bind(if ok { "succeeded" } else { "failed" })
-        .bind(provider_reference)
-        .bind(error)
-        .execute(conn)
-        .await?;
-        Ok(())
     }
 }
 

@@ -138,6 +138,7 @@ impl Runtime {
             metrics: self.metrics.clone(),
             producer: self.producer.clone(),
             handler,
+            instance_id: Some(self.cfg.kafka.group_instance_id.clone()).filter(|i| !i.is_empty()),
         }
     }
 

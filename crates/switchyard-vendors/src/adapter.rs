@@ -1,8 +1,25 @@
 //! What every adapter service does around its vendors: build them from configuration, call them
-//! through the resilience layer, and close each attempt together with its result event.
+//! through the resilience layer and the write-ahead effect ledger, and write each result event.
+//!
+//! [`Partners::effect`] is the one algorithm every call with an effect goes through:
+//!
+//! ```text
+//!  lock key ─▶ take intent ─┬─ answered earlier ───────────────▶ replay the answer (no call)
+//!                           ├─ unresolved (crash mid-call) ─▶ recover: found ─▶ record answer
+//!                           │                                          send-again ─┐
+//!                           │                                          unknowable ─▶ manual_repair
+//!                           └─ fresh / not executed ───────────────────────────────┴▶ send
+//!  send ─┬─ answer ─▶ commit answer (own transaction) ─▶ result
+//!        ├─ refused before any effect (503, 429, 4xx, no connection) ─▶ not_executed ─▶ failure
+//!        └─ ambiguous (timeout/reset after sending, 500/502/504) ─▶ in_doubt ─▶ recover (as above)
+//! ```
+//!
+//! A failure reported to the orchestrator therefore always means "the partner has no live case":
+//! only then may a flow fail over. Ambiguity never reaches it as a failure that fails over.
 
-use std::{collections::HashMap, future::Future, path::Path, sync::Arc};
+use std::{collections::HashMap, future::Future, path::Path, sync::Arc, time::Duration};
 
+use futures::future::BoxFuture;
 use sqlx::PgConnection;
 use switchyard_model::{
     EventRecord,
@@ -10,10 +27,71 @@ use switchyard_model::{
 };
 use switchyard_runtime::{
     HandlerError, Metrics, Outbox, ServiceConfig,
-    provider::{Attempts, CallError, Caller, PolicyConfig, ProviderMetrics},
+    effects::{Intent, Ledger, Prior, chaos_point},
+    provider::{CallError, Caller, PolicyConfig, ProviderMetrics},
 };
 
 use crate::{VendorError, registry::PartnerConnection};
+
+/// What a partner says about an earlier call that may have happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery<T> {
+    /// The effect happened: here is its answer.
+    Found(T),
+    /// It did not happen, or the partner de-duplicates a re-send (same key, external id or
+    /// byte-identical request): sending again is safe.
+    SendAgain,
+    /// The partner offers no way to know: an operator must look.
+    Unknowable,
+}
+
+/// What a multi-call operation learnt on the way, committed as it is learnt (e.g. the applicant a
+/// check is for), so that after a crash it resumes instead of repeating the calls before.
+pub trait Progress: Send + Sync {
+    fn get(&self, name: &str) -> Option<String>;
+    fn note<'a>(&'a self, name: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), VendorError>>;
+}
+
+/// Progress kept in memory only (contract tests, reads).
+#[derive(Default)]
+pub struct NoProgress(std::sync::Mutex<HashMap<String, String>>);
+
+impl Progress for NoProgress {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.lock().ok().and_then(|m| m.get(name).cloned())
+    }
+    fn note<'a>(&'a self, name: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), VendorError>> {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(name.to_string(), value.to_string());
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Progress recorded in the effect ledger's checkpoint, committed before the next call.
+struct LedgerProgress {
+    ledger: Ledger,
+    key: String,
+    values: std::sync::Mutex<HashMap<String, String>>,
+}
+
+impl Progress for LedgerProgress {
+    fn get(&self, name: &str) -> Option<String> {
+        self.values.lock().ok().and_then(|m| m.get(name).cloned())
+    }
+    fn note<'a>(&'a self, name: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), VendorError>> {
+        Box::pin(async move {
+            if let Ok(mut m) = self.values.lock() {
+                m.insert(name.to_string(), value.to_string());
+            }
+            // If this cannot be committed the operation stops here: the next attempt recovers.
+            self.ledger
+                .checkpoint(&self.key, name, value)
+                .await
+                .map_err(|e| VendorError::Transient(format!("checkpoint not recorded: {e}")))
+        })
+    }
+}
 
 /// What an adapter reads from the partner catalog.
 #[derive(serde::Deserialize)]
@@ -88,8 +166,211 @@ impl<V: ?Sized> Partners<V> {
         self.vendors.keys()
     }
 
+    /// Runs one call with an effect through the effect ledger (see the module doc): the partner's
+    /// effect happens at most once whatever crashes, redeliveries or timeouts happen. `send` makes the
+    /// call; `recover` asks the partner what became of an earlier call that may have happened.
+    /// `Ok(Err(failure))` always means the partner has no live case for this key.
+    pub async fn effect<'a, T, S, R>(
+        &self,
+        ledger: &Ledger,
+        intent: Intent<'_>,
+        reference: impl Fn(&T) -> Option<String>,
+        send: S,
+        recover: R,
+    ) -> Result<Result<T, Failure>, HandlerError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        S: Fn(Arc<dyn Progress>) -> BoxFuture<'a, Result<T, VendorError>>,
+        R: Fn(Arc<dyn Progress>) -> BoxFuture<'a, Result<Recovery<T>, VendorError>>,
+    {
+        let lock = ledger.lock(intent.key).await?;
+        let result = self.effect_locked(ledger, &intent, reference, send, recover).await;
+        lock.release().await;
+        result
+    }
+
+    async fn effect_locked<'a, T, S, R>(
+        &self,
+        ledger: &Ledger,
+        intent: &Intent<'_>,
+        reference: impl Fn(&T) -> Option<String>,
+        send: S,
+        recover: R,
+    ) -> Result<Result<T, Failure>, HandlerError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        S: Fn(Arc<dyn Progress>) -> BoxFuture<'a, Result<T, VendorError>>,
+        R: Fn(Arc<dyn Progress>) -> BoxFuture<'a, Result<Recovery<T>, VendorError>>,
+    {
+        let (key, partner) = (intent.key, intent.partner);
+        let transient = |e: sqlx::Error| HandlerError::Transient(e.to_string());
+        let prior = ledger.take(intent).await.map_err(transient)?;
+        let checkpoint = match &prior {
+            Prior::Unresolved { checkpoint } => checkpoint.clone(),
+            _ => serde_json::Value::Null,
+        };
+        let progress: Arc<dyn Progress> = Arc::new(LedgerProgress {
+            ledger: ledger.clone(),
+            key: key.to_string(),
+            values: std::sync::Mutex::new(
+                checkpoint
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+        });
+        let unknown = |why: &str| {
+            Failure::new(
+                FailureClass::ManualRepair,
+                "provider_outcome_unknown",
+                format!("{partner}: {why}; whether the call took effect is unknown"),
+            )
+        };
+        match prior {
+            Prior::Answered(v) => {
+                tracing::info!(partner, key, "replaying the partner's recorded answer");
+                return serde_json::from_value(v)
+                    .map(Ok)
+                    .map_err(|e| HandlerError::Permanent(format!("recorded answer unreadable: {e}")));
+            }
+            Prior::ManualRepair => return Ok(Err(unknown("an earlier attempt is awaiting manual repair"))),
+            Prior::Unresolved { .. } => {
+                match self
+                    .resolve(ledger, key, partner, &reference, &recover, &progress)
+                    .await?
+                {
+                    Resolved::Done(r) => return Ok(r),
+                    Resolved::SendAgain => {}
+                }
+            }
+            Prior::Fresh | Prior::NotExecuted => {}
+        }
+        // An ambiguous send is resolved by asking; when the partner confirms nothing happened (or
+        // de-duplicates a re-send) it is sent again. A partner that keeps us in doubt through every
+        // round leaves the step to an operator: never a failover, never a blind re-send.
+        let mut pause = Duration::from_millis(500);
+        let mut doubt = String::new();
+        for _ in 0..AMBIGUOUS_ROUNDS {
+            ledger.sending(key).await.map_err(transient)?;
+            match self
+                .caller
+                .call(partner, intent.operation, || send(progress.clone()))
+                .await
+            {
+                Ok(v) => {
+                    chaos_point("after_partner_call");
+                    self.record_answer(ledger, key, &reference, &v).await?;
+                    return Ok(Ok(v));
+                }
+                Err(CallError::CircuitOpen) => {
+                    ledger.not_executed(key, "circuit open").await.map_err(transient)?;
+                    return Ok(Err(Failure::new(
+                        FailureClass::Transient,
+                        "circuit_open",
+                        format!("{partner} is failing; circuit open"),
+                    )));
+                }
+                Err(CallError::Failed(VendorError::Ambiguous(why))) => {
+                    tracing::warn!(partner, key, %why, "outcome unknown; asking the partner");
+                    ledger.in_doubt(key, &why).await.map_err(transient)?;
+                    doubt = why;
+                    // Give the partner a moment to finish what it may still be doing.
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    match self
+                        .resolve(ledger, key, partner, &reference, &recover, &progress)
+                        .await?
+                    {
+                        Resolved::Done(r) => return Ok(r),
+                        Resolved::SendAgain => continue,
+                    }
+                }
+                Err(CallError::Failed(e)) => {
+                    ledger.not_executed(key, &e.to_string()).await.map_err(transient)?;
+                    return Ok(Err(e.to_failure()));
+                }
+            }
+        }
+        let f = unknown(&format!("still in doubt after {AMBIGUOUS_ROUNDS} rounds ({doubt})"));
+        ledger.manual_repair(key, &f.message).await.map_err(transient)?;
+        Ok(Err(f))
+    }
+
+    async fn record_answer<T: serde::Serialize>(
+        &self,
+        ledger: &Ledger,
+        key: &str,
+        reference: &impl Fn(&T) -> Option<String>,
+        v: &T,
+    ) -> Result<(), HandlerError> {
+        let outcome = serde_json::to_value(v).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        ledger
+            .answered(key, reference(v).as_deref(), &outcome)
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))
+    }
+
+    async fn resolve<'a, T, R>(
+        &self,
+        ledger: &Ledger,
+        key: &str,
+        partner: &str,
+        reference: &impl Fn(&T) -> Option<String>,
+        recover: &R,
+        progress: &Arc<dyn Progress>,
+    ) -> Result<Resolved<T>, HandlerError>
+    where
+        T: serde::Serialize,
+        R: Fn(Arc<dyn Progress>) -> BoxFuture<'a, Result<Recovery<T>, VendorError>>,
+    {
+        let found = self.caller.call(partner, "recover", || recover(progress.clone())).await;
+        let label = match &found {
+            Ok(Recovery::Found(_)) => "found",
+            Ok(Recovery::SendAgain) => "send_again",
+            Ok(Recovery::Unknowable) => "unknowable",
+            Err(_) => "failed",
+        };
+        self.caller.count_recovery(partner, label);
+        tracing::info!(
+            partner,
+            key,
+            result = label,
+            "resolved an earlier call that may have happened"
+        );
+        match found {
+            Ok(Recovery::Found(v)) => {
+                self.record_answer(ledger, key, reference, &v).await?;
+                Ok(Resolved::Done(Ok(v)))
+            }
+            Ok(Recovery::SendAgain) => Ok(Resolved::SendAgain),
+            Ok(Recovery::Unknowable) => {
+                let f = Failure::new(
+                    FailureClass::ManualRepair,
+                    "provider_outcome_unknown",
+                    format!("{partner}: a call may have taken effect and the partner offers no way to know"),
+                );
+                ledger
+                    .manual_repair(key, &f.message)
+                    .await
+                    .map_err(|e| HandlerError::Transient(e.to_string()))?;
+                Ok(Resolved::Done(Err(f)))
+            }
+            // Nothing is sent while we cannot tell: the request waits (redelivered in place).
+            Err(CallError::CircuitOpen) => Err(HandlerError::Transient(format!(
+                "{partner}: cannot ask about an earlier call (circuit open)"
+            ))),
+            Err(CallError::Failed(e)) => Err(HandlerError::Transient(format!(
+                "{partner}: cannot ask about an earlier call: {e}"
+            ))),
+        }
+    }
+
     /// Calls `partner` with retries, circuit breaker and rate limit; a failure comes back in
-    /// canonical terms.
+    /// canonical terms. For reads only: calls with effects go through [`Partners::effect`].
     pub async fn call<T, F, Fut>(&self, partner: &str, operation: &str, f: F) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
@@ -107,28 +388,25 @@ impl<V: ?Sized> Partners<V> {
     }
 }
 
-/// Writes an adapter's result event and closes its attempt, in the inbox transaction: both happen,
-/// or neither.
-pub async fn finish(
+/// Sends (each after asking the partner about the one before) before an ambiguous effect goes to
+/// manual repair: with pauses of 0.5, 1, 2 and 4 s, about 8 s of a partner answering only in doubt.
+const AMBIGUOUS_ROUNDS: u32 = 4;
+
+enum Resolved<T> {
+    Done(Result<T, Failure>),
+    SendAgain,
+}
+
+/// Writes an adapter's result event in the inbox transaction.
+pub async fn emit(
     conn: &mut PgConnection,
     outbox: &Outbox,
     topic: &str,
     record: &EventRecord,
-    key: &str,
-    provider_reference: Option<&str>,
-    failure: Option<&Failure>,
 ) -> Result<(), HandlerError> {
     outbox
         .enqueue(conn, topic, record)
         .await
         .map_err(|e| HandlerError::Transient(e.to_string()))?;
-    Attempts::finish(
-        conn,
-        key,
-        failure.is_none(),
-        provider_reference,
-        failure.map(|f| f.message.as_str()),
-    )
-    .await?;
     Ok(())
 }

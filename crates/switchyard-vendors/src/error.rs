@@ -6,14 +6,15 @@ use switchyard_model::events::common::{Failure, FailureClass};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum VendorError {
-    /// The vendor could not be reached or failed (5xx, connection refused): retry, then fail over.
+    /// The vendor could not be reached, refused to work (503), or a read failed: nothing happened at
+    /// the vendor; retry, then fail over.
     #[error("vendor unavailable: {0}")]
     Transient(String),
     /// 429: slow down; `retry_after` when the vendor said how long.
     #[error("vendor rate limit (retry after {retry_after:?})")]
     RateLimited { retry_after: Option<Duration> },
-    /// The request may or may not have taken effect (timeout after sending): ask the vendor for the
-    /// status of this key before retrying or failing over.
+    /// The request may or may not have taken effect (timeout or reset after sending, 500/502/504 to a
+    /// call with effects): ask the vendor what happened; never re-send blind, never fail over.
     #[error("outcome unknown: {0}")]
     Ambiguous(String),
     /// The vendor refused the request as invalid; retrying will not help.
@@ -25,19 +26,19 @@ pub enum VendorError {
 }
 
 impl VendorError {
-    /// Whether a retry (or failover) may succeed.
+    /// Whether calling again at once is safe and may succeed: only for errors that guarantee the
+    /// partner did nothing. An ambiguous call is never simply repeated: it is resolved by asking the
+    /// partner (see `adapter::Partners::effect`).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            VendorError::Transient(_) | VendorError::RateLimited { .. } | VendorError::Ambiguous(_)
-        )
+        matches!(self, VendorError::Transient(_) | VendorError::RateLimited { .. })
     }
 
-    /// Classifies a transport error. A timeout after the request was sent is ambiguous for calls with
-    /// effects (`mutating`), plain transient for reads.
+    /// Classifies a transport error. For calls with effects (`mutating`), anything after the
+    /// connection was made (a timeout, a reset, a truncated answer) leaves the outcome unknown; only a
+    /// failure to connect proves nothing was sent. Reads are plain transient.
     pub fn from_transport(e: &reqwest::Error, mutating: bool) -> Self {
-        if e.is_timeout() && mutating {
-            VendorError::Ambiguous(format!("timed out: {e}"))
+        if mutating && !e.is_connect() && !e.is_builder() {
+            VendorError::Ambiguous(format!("no answer after sending: {e}"))
         } else {
             VendorError::Transient(e.to_string())
         }
@@ -91,6 +92,13 @@ pub(crate) async fn send_accepting(
     let status = resp.status();
     if status.is_success() || statuses.contains(&status.as_u16()) {
         return Ok(resp);
+    }
+    // A 500, 502 or 504 to a call with effects may come after the effect happened (a gateway timing
+    // out, a crash after the write): unknown, not "failed". 503 and 429 are refusals before any work.
+    if mutating && matches!(status.as_u16(), 500 | 502 | 504) {
+        let body = resp.text().await.unwrap_or_default();
+        let detail: String = body.chars().take(200).collect();
+        return Err(VendorError::Ambiguous(format!("{status}: {detail}")));
     }
     let retry_after = resp
         .headers()

@@ -1,10 +1,10 @@
 //! The AML adapter: consumes `aml.requests.v1`, screens the person with the requested partner
-//! (retries, circuit breaker, rate limit, attempt ledger), and emits `aml.results.v1`.
+//! (retries, circuit breaker, rate limit, write-ahead effect ledger), and emits `aml.results.v1`.
 
 use std::process::ExitCode;
 
 use axum::Router;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use switchyard_model::{
     Envelope, EventRecord,
     events::{
@@ -15,11 +15,12 @@ use switchyard_model::{
 };
 use switchyard_runtime::{
     Handler, HandlerError, Incoming, Outbox,
-    provider::{Attempts, idempotency_key},
+    effects::{Intent, Ledger},
+    provider::idempotency_key,
     service,
 };
 use switchyard_vendors::{
-    adapter::{Partners, finish},
+    adapter::{Partners, emit},
     aml::{AmlOutcome, AmlVendor, Subject},
     registry,
 };
@@ -29,10 +30,11 @@ const SERVICE: &str = "aml-adapter";
 struct AmlAdapter {
     partners: Partners<dyn AmlVendor>,
     outbox: Outbox,
-    pool: PgPool,
+    ledger: Ledger,
 }
 
 impl AmlAdapter {
+    /// Screens through the effect ledger: at most one screening per request.
     async fn screen(
         &self,
         req: &AmlScreeningRequested,
@@ -42,28 +44,34 @@ impl AmlAdapter {
             Ok(v) => v,
             Err(f) => return Ok(Err(f)),
         };
-        Attempts::begin(
-            &self.pool,
-            key,
-            &req.partner,
-            req.envelope.event_id,
-            &req.envelope.flow_id,
-        )
-        .await?;
         let subject = Subject {
             subject_id: req.subject_id.clone(),
             idempotency_key: key.to_string(),
             person: req.person.clone(),
         };
-        Ok(self
-            .partners
-            .call(&req.partner, "screen", || vendor.screen(&subject))
-            .await)
+        let intent = Intent {
+            key,
+            partner: &req.partner,
+            operation: "screen",
+            request_event_id: req.envelope.event_id,
+            flow_id: &req.envelope.flow_id,
+        };
+        self.partners
+            .effect(
+                &self.ledger,
+                intent,
+                |o: &AmlOutcome| o.provider_reference.clone(),
+                |_| vendor.screen(&subject),
+                |_| vendor.recover(&subject),
+            )
+            .await
     }
 }
 
 impl Handler for AmlAdapter {
-    async fn handle(&self, conn: &mut PgConnection, msg: &Incoming) -> Result<(), HandlerError> {
+    type Prepared = (AmlScreeningRequested, String, Result<AmlOutcome, Failure>);
+
+    async fn prepare(&self, msg: &Incoming) -> Result<Self::Prepared, HandlerError> {
         let Some(req) = msg.event.as_event::<AmlScreeningRequested>() else {
             return Err(HandlerError::Permanent(format!(
                 "{} is not an AML request",
@@ -73,8 +81,17 @@ impl Handler for AmlAdapter {
         let req = req.map_err(|e| HandlerError::Permanent(e.to_string()))?;
         let key = idempotency_key(req.envelope.event_id);
         let outcome = self.screen(&req, &key).await?;
+        Ok((req, key, outcome))
+    }
+
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        _: &Incoming,
+        (req, key, outcome): Self::Prepared,
+    ) -> Result<(), HandlerError> {
         let mut envelope = Envelope::caused_by(&req.envelope, AmlScreeningResult::RECORD, SERVICE);
-        envelope.idempotency_key = Some(key.clone());
+        envelope.idempotency_key = Some(key);
         let (ok, failure) = match outcome {
             Ok(o) => (Some(o), None),
             Err(f) => (None, Some(f)),
@@ -91,17 +108,7 @@ impl Handler for AmlAdapter {
         };
         tracing::info!(partner = %req.partner, status = ?result.status, failed = result.failure.is_some(), shadow = req.shadow, "aml screening");
         let record = EventRecord::of(&result).map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        let reference = result.provider_reference.as_deref();
-        finish(
-            conn,
-            &self.outbox,
-            AmlScreeningResult::TOPIC,
-            &record,
-            &key,
-            reference,
-            result.failure.as_ref(),
-        )
-        .await
+        emit(conn, &self.outbox, AmlScreeningResult::TOPIC, &record).await
     }
 }
 
@@ -116,7 +123,7 @@ async fn run() -> anyhow::Result<()> {
     let handler = AmlAdapter {
         partners,
         outbox: rt.outbox.clone(),
-        pool: rt.pool.clone(),
+        ledger: Ledger::new(rt.pool.clone()),
     };
     let consumer = rt.consumer(SERVICE, &[AmlScreeningRequested::TOPIC], handler);
     let tasks = vec![rt.spawn_relay(), rt.spawn_consumer(consumer)];

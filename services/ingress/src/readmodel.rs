@@ -17,7 +17,13 @@ fn decision(d: OnboardingDecision) -> &'static str {
 }
 
 impl Handler for ReadModel {
-    async fn handle(&self, conn: &mut PgConnection, msg: &Incoming) -> Result<(), HandlerError> {
+    type Prepared = ();
+
+    async fn prepare(&self, _: &Incoming) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    async fn handle(&self, conn: &mut PgConnection, msg: &Incoming, (): ()) -> Result<(), HandlerError> {
         let perm = |e: switchyard_model::SchemaError| HandlerError::Permanent(e.to_string());
         if let Some(s) = msg.event.as_event::<OnboardingStepChanged>() {
             let s = s.map_err(perm)?;

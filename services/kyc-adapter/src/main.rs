@@ -1,5 +1,5 @@
 //! The KYC adapter: consumes `kyc.requests.v1`, verifies the person with the requested partner
-//! (retries, circuit breaker, rate limit, attempt ledger), and emits `kyc.results.v1`.
+//! (retries, circuit breaker, rate limit, write-ahead effect ledger), and emits `kyc.results.v1`.
 //!
 //! Partners come from the `[[partners]]` section of the config file (see README); adding a vendor
 //! touches `switchyard-vendors` (its folder and the registry) and this configuration only.
@@ -7,22 +7,23 @@
 use std::process::ExitCode;
 
 use axum::Router;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use switchyard_model::{
     Envelope, EventRecord,
     events::{
         Event,
         common::Failure,
-        kyc::{KycStatus, KycVerificationRequested, KycVerificationResult},
+        kyc::{KycStatus, KycStatusRequested, KycVerificationRequested, KycVerificationResult},
     },
 };
 use switchyard_runtime::{
     Handler, HandlerError, Incoming, Outbox,
-    provider::{Attempts, idempotency_key},
+    effects::{Intent, Ledger},
+    provider::idempotency_key,
     service,
 };
 use switchyard_vendors::{
-    adapter::{Partners, finish},
+    adapter::{Partners, emit},
     kyc::{Applicant, KycOutcome, KycVendor},
     registry,
 };
@@ -32,10 +33,21 @@ const SERVICE: &str = "kyc-adapter";
 struct KycAdapter {
     partners: Partners<dyn KycVendor>,
     outbox: Outbox,
-    pool: PgPool,
+    ledger: Ledger,
+}
+
+/// What the partner call (made before the inbox transaction) produced.
+struct Answer {
+    subject_id: String,
+    partner: String,
+    shadow: bool,
+    key: Option<String>,
+    outcome: Result<KycOutcome, Failure>,
 }
 
 impl KycAdapter {
+    /// Starts a verification through the effect ledger: at most one case per request, whatever
+    /// crashes or timeouts happen.
     async fn verify(
         &self,
         req: &KycVerificationRequested,
@@ -45,72 +57,98 @@ impl KycAdapter {
             Ok(v) => v,
             Err(f) => return Ok(Err(f)),
         };
-        let earlier = Attempts::begin(
-            &self.pool,
-            key,
-            &req.partner,
-            req.envelope.event_id,
-            &req.envelope.flow_id,
-        )
-        .await?;
         let applicant = Applicant {
             subject_id: req.subject_id.clone(),
             idempotency_key: key.to_string(),
             person: req.person.clone(),
         };
-        // A crash after an earlier call reached the partner: ask for that case instead of starting
-        // another one.
-        Ok(match earlier.and_then(|e| e.provider_reference) {
-            Some(r) => self.partners.call(&req.partner, "status", || vendor.status(&r)).await,
-            None => {
-                self.partners
-                    .call(&req.partner, "verify", || vendor.start(&applicant))
-                    .await
-            }
-        })
+        let intent = Intent {
+            key,
+            partner: &req.partner,
+            operation: "verify",
+            request_event_id: req.envelope.event_id,
+            flow_id: &req.envelope.flow_id,
+        };
+        self.partners
+            .effect(
+                &self.ledger,
+                intent,
+                |o: &KycOutcome| Some(o.provider_reference.clone()),
+                |progress| {
+                    let applicant = &applicant;
+                    Box::pin(async move { vendor.start(applicant, &*progress).await })
+                },
+                |progress| {
+                    let applicant = &applicant;
+                    Box::pin(async move { vendor.recover(applicant, &*progress).await })
+                },
+            )
+            .await
+    }
+
+    /// The current status of a live case: a read, no effect.
+    async fn status(&self, req: &KycStatusRequested) -> Result<KycOutcome, Failure> {
+        let vendor = self.partners.get(&req.partner)?;
+        self.partners
+            .call(&req.partner, "status", || vendor.status(&req.provider_reference))
+            .await
     }
 }
 
 impl Handler for KycAdapter {
-    async fn handle(&self, conn: &mut PgConnection, msg: &Incoming) -> Result<(), HandlerError> {
-        let Some(req) = msg.event.as_event::<KycVerificationRequested>() else {
-            return Err(HandlerError::Permanent(format!(
-                "{} is not a KYC request",
-                msg.event.record
-            )));
-        };
-        let req = req.map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        let key = idempotency_key(req.envelope.event_id);
-        let outcome = self.verify(&req, &key).await?;
-        let mut envelope = Envelope::caused_by(&req.envelope, KycVerificationResult::RECORD, SERVICE);
-        envelope.idempotency_key = Some(key.clone());
-        let (ok, failure) = match outcome {
+    type Prepared = Answer;
+
+    async fn prepare(&self, msg: &Incoming) -> Result<Answer, HandlerError> {
+        let perm = |e: switchyard_model::SchemaError| HandlerError::Permanent(e.to_string());
+        if let Some(req) = msg.event.as_event::<KycVerificationRequested>() {
+            let req = req.map_err(perm)?;
+            let key = idempotency_key(req.envelope.event_id);
+            let outcome = self.verify(&req, &key).await?;
+            return Ok(Answer {
+                subject_id: req.subject_id,
+                partner: req.partner,
+                shadow: req.shadow,
+                key: Some(key),
+                outcome,
+            });
+        }
+        if let Some(req) = msg.event.as_event::<KycStatusRequested>() {
+            let req = req.map_err(perm)?;
+            let outcome = self.status(&req).await;
+            return Ok(Answer {
+                subject_id: req.subject_id,
+                partner: req.partner,
+                shadow: false,
+                key: None,
+                outcome,
+            });
+        }
+        Err(HandlerError::Permanent(format!(
+            "{} is not a KYC request",
+            msg.event.record
+        )))
+    }
+
+    async fn handle(&self, conn: &mut PgConnection, msg: &Incoming, answer: Answer) -> Result<(), HandlerError> {
+        let mut envelope = Envelope::caused_by(&msg.event.envelope, KycVerificationResult::RECORD, SERVICE);
+        envelope.idempotency_key = answer.key;
+        let (ok, failure) = match answer.outcome {
             Ok(o) => (Some(o), None),
             Err(f) => (None, Some(f)),
         };
         let result = KycVerificationResult {
             envelope,
-            subject_id: req.subject_id.clone(),
-            partner: req.partner.clone(),
+            subject_id: answer.subject_id,
+            partner: answer.partner,
             provider_reference: ok.as_ref().map(|o| o.provider_reference.clone()),
             status: ok.as_ref().map(|o| o.status).unwrap_or(KycStatus::Pending),
             reasons: ok.map(|o| o.reasons).unwrap_or_default(),
             failure,
-            shadow: req.shadow,
+            shadow: answer.shadow,
         };
-        tracing::info!(partner = %req.partner, status = ?result.status, failed = result.failure.is_some(), shadow = req.shadow, "kyc verification");
+        tracing::info!(partner = %result.partner, status = ?result.status, failed = result.failure.is_some(), shadow = result.shadow, "kyc verification");
         let record = EventRecord::of(&result).map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        let reference = result.provider_reference.as_deref();
-        finish(
-            conn,
-            &self.outbox,
-            KycVerificationResult::TOPIC,
-            &record,
-            &key,
-            reference,
-            result.failure.as_ref(),
-        )
-        .await
+        emit(conn, &self.outbox, KycVerificationResult::TOPIC, &record).await
     }
 }
 
@@ -128,7 +166,7 @@ async fn run() -> anyhow::Result<()> {
     let handler = KycAdapter {
         partners,
         outbox: rt.outbox.clone(),
-        pool: rt.pool.clone(),
+        ledger: Ledger::new(rt.pool.clone()),
     };
     let consumer = rt.consumer(SERVICE, &[KycVerificationRequested::TOPIC], handler);
     let tasks = vec![rt.spawn_relay(), rt.spawn_consumer(consumer)];

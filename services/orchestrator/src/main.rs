@@ -3,7 +3,10 @@
 //! fires step timers.
 //!
 //! Configuration beyond the runtime's: `routing_file` (the partner catalog and routes, reloaded on
-//! change), `timeouts.kyc_seconds`, `timeouts.kyc_documents_seconds`, `timeouts.aml_seconds`.
+//! change), `timeouts.kyc_seconds` (how long the KYC partner may hold a case before it is asked for
+//! the case's status), `timeouts.kyc_documents_seconds` (the same while the applicant owes
+//! documents; a case still waiting for them when asked goes to manual review) and
+//! `timeouts.max_status_checks` (status answers "still open" before manual review).
 
 mod onboarding;
 mod routing;
@@ -29,10 +32,21 @@ use crate::{
 const SERVICE: &str = "orchestrator";
 
 #[derive(Deserialize)]
+#[serde(default)]
 struct TimeoutConfig {
     kyc_seconds: f64,
     kyc_documents_seconds: f64,
-    aml_seconds: f64,
+    max_status_checks: u32,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        TimeoutConfig {
+            kyc_seconds: 60.0,
+            kyc_documents_seconds: 600.0,
+            max_status_checks: 5,
+        }
+    }
 }
 
 #[tokio::main]
@@ -51,15 +65,7 @@ async fn run() -> anyhow::Result<()> {
         .ok_or_else(|| {
             anyhow::anyhow!("configuration field `routing_file`: is required (or SWITCHYARD_ROUTING_FILE)")
         })?;
-    let t: TimeoutConfig = ServiceConfig::section(
-        file,
-        "timeouts",
-        TimeoutConfig {
-            kyc_seconds: 60.0,
-            kyc_documents_seconds: 600.0,
-            aml_seconds: 60.0,
-        },
-    )?;
+    let t: TimeoutConfig = ServiceConfig::section(file, "timeouts", TimeoutConfig::default())?;
     // A relative routing file is found beside the config file.
     let routing_file = match (PathBuf::from(&routing_file), file.and_then(|f| f.parent())) {
         (p, Some(dir)) if p.is_relative() => dir.join(p),
@@ -77,20 +83,11 @@ async fn run() -> anyhow::Result<()> {
         timeouts: Timeouts {
             kyc: secs(t.kyc_seconds),
             kyc_documents: secs(t.kyc_documents_seconds),
-            aml: secs(t.aml_seconds),
+            max_status_checks: t.max_status_checks.max(1),
         },
         metrics: FlowMetrics::register(&rt.metrics),
     };
-    let timers = tokio::spawn(fire_timers(
-        rt.pool.clone(),
-        Onboarding {
-            routing: routing.clone(),
-            outbox: rt.outbox.clone(),
-            timeouts: onboarding.timeouts.clone(),
-            metrics: onboarding.metrics.clone(),
-        },
-        rt.shutdown.clone(),
-    ));
+    let timers = tokio::spawn(fire_timers(rt.pool.clone(), onboarding.clone(), rt.shutdown.clone()));
     let consumer = rt.consumer(
         SERVICE,
         &[
@@ -138,18 +135,10 @@ async fn fire_timers(pool: sqlx::PgPool, onboarding: Onboarding, shutdown: Shutd
 
 async fn fire_one(pool: &sqlx::PgPool, onboarding: &Onboarding) -> Result<bool, HandlerError> {
     let mut tx = pool.begin().await?;
-    let due: Option<(String, String)> = sqlx::query_as(
-        "SELECT flow_id, state FROM flow_timers WHERE due_at <= now() ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED",
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((flow_id, state)) = due else { return Ok(false) };
-    sqlx::query("DELETE FROM flow_timers WHERE flow_id = $1 AND state = $2")
-        .bind(&flow_id)
-        .bind(&state)
-        .execute(&mut *tx)
-        .await?;
-    onboarding.timed_out(&mut tx, &flow_id, &state).await?;
+    let Some(flow_id) = onboarding::store::take_due_timer(&mut tx).await? else {
+        return Ok(false);
+    };
+    onboarding.timed_out(&mut tx, &flow_id).await?;
     tx.commit().await?;
     Ok(true)
 }

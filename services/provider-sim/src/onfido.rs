@@ -75,7 +75,7 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
     };
     let api = Router::new()
         .route("/v3.6/applicants", post(create_applicant))
-        .route("/v3.6/checks", post(create_check))
+        .route("/v3.6/checks", post(create_check).get(list_checks))
         .route("/v3.6/checks/{id}", get(get_check))
         .route("/v3.6/reports", get(list_reports))
         .with_state(st);
@@ -263,6 +263,40 @@ async fn get_check(State(st): State<St>, h: HeaderMap, Path(id): Path<String>) -
         Some(c) => Json(check_json(&c)).into_response(),
         None => err(StatusCode::NOT_FOUND),
     }
+}
+
+#[derive(Deserialize)]
+struct ChecksQuery {
+    applicant_id: Option<String>,
+}
+
+/// `GET /checks?applicant_id=`: an applicant's checks (the API requires the applicant).
+async fn list_checks(State(st): State<St>, h: HeaderMap, Query(q): Query<ChecksQuery>) -> Response {
+    if !authorized(&st, &h) {
+        return err(StatusCode::UNAUTHORIZED);
+    }
+    let Some(applicant_id) = q.applicant_id else {
+        return err(StatusCode::UNPROCESSABLE_ENTITY);
+    };
+    if !st
+        .applicants
+        .lock()
+        .map(|m| m.contains_key(&applicant_id))
+        .unwrap_or(false)
+    {
+        return err(StatusCode::NOT_FOUND);
+    }
+    let checks: Vec<Value> = st
+        .checks
+        .lock()
+        .map(|m| {
+            m.values()
+                .filter(|c| c.applicant_id == applicant_id)
+                .map(check_json)
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(json!({"checks": checks})).into_response()
 }
 
 #[derive(Deserialize)]

@@ -40,6 +40,21 @@ event!(
     "kyc.requests.v1"
 );
 
+/// Asks for the current status of a live case (no effect at the vendor); answered with a
+/// [`KycVerificationResult`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KycStatusRequested {
+    pub envelope: Envelope,
+    pub subject_id: String,
+    pub partner: String,
+    pub provider_reference: String,
+}
+event!(
+    KycStatusRequested,
+    "com.switchyard.kyc.KycStatusRequested",
+    "kyc.requests.v1"
+);
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KycVerificationResult {
     pub envelope: Envelope,

@@ -9,7 +9,7 @@ use switchyard_model::events::{
     common::Person,
 };
 
-use crate::error::VendorError;
+use crate::{adapter::Recovery, error::VendorError};
 
 #[derive(Debug, Clone)]
 pub struct Subject {
@@ -18,7 +18,7 @@ pub struct Subject {
     pub person: Person,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AmlOutcome {
     pub provider_reference: Option<String>,
     pub status: ScreeningStatus,
@@ -29,4 +29,6 @@ pub trait AmlVendor: Send + Sync {
     fn partner(&self) -> &str;
     /// Screens the subject (screening has no money effect; vendors may still record a customer).
     fn screen<'a>(&'a self, subject: &'a Subject) -> BoxFuture<'a, Result<AmlOutcome, VendorError>>;
+    /// After a crash mid-call or an ambiguous answer: what became of the screening for this key.
+    fn recover<'a>(&'a self, subject: &'a Subject) -> BoxFuture<'a, Result<Recovery<AmlOutcome>, VendorError>>;
 }

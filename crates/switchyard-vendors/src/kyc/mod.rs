@@ -7,7 +7,10 @@ use futures::future::BoxFuture;
 use reqwest::header::HeaderMap;
 use switchyard_model::events::{common::Person, kyc::KycStatus};
 
-use crate::error::VendorError;
+use crate::{
+    adapter::{Progress, Recovery},
+    error::VendorError,
+};
 
 /// Canonical reason codes a KYC result carries. Vendors map their own labels and report names into
 /// these, so no vendor vocabulary reaches the orchestrator or a product team.
@@ -39,7 +42,7 @@ pub struct Applicant {
 }
 
 /// A vendor's answer in canonical terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KycOutcome {
     /// The vendor's id for the case (check, applicant...), used for status pulls and webhooks.
     pub provider_reference: String,
@@ -89,7 +92,19 @@ pub trait KycVendor: Send + Sync {
     /// The partner id from the partner catalog.
     fn partner(&self) -> &str;
     /// Starts a verification (idempotent per `applicant.idempotency_key` where the vendor allows).
-    fn start<'a>(&'a self, applicant: &'a Applicant) -> BoxFuture<'a, Result<KycOutcome, VendorError>>;
+    /// What it learns between calls it notes in `progress`, and resumes from there.
+    fn start<'a>(
+        &'a self,
+        applicant: &'a Applicant,
+        progress: &'a dyn Progress,
+    ) -> BoxFuture<'a, Result<KycOutcome, VendorError>>;
+    /// After a crash mid-call or an ambiguous answer: what became of the verification started for
+    /// this applicant and key (found by the vendor's own means: tag, external id...).
+    fn recover<'a>(
+        &'a self,
+        applicant: &'a Applicant,
+        progress: &'a dyn Progress,
+    ) -> BoxFuture<'a, Result<Recovery<KycOutcome>, VendorError>>;
     /// The current status of a case.
     fn status<'a>(&'a self, provider_reference: &'a str) -> BoxFuture<'a, Result<KycOutcome, VendorError>>;
     /// Verifies a webhook's signature and reads it.

@@ -13,6 +13,7 @@ use super::transformers::{
     WorkflowResponse, hit, screened, status,
 };
 use crate::{
+    adapter::Recovery,
     aml::{AmlOutcome, AmlVendor, Subject},
     error::{VendorError, json, send},
 };
@@ -145,5 +146,11 @@ impl AmlVendor for Mesh {
 
     fn screen<'a>(&'a self, subject: &'a Subject) -> BoxFuture<'a, Result<AmlOutcome, VendorError>> {
         Box::pin(self.run(subject))
+    }
+
+    /// Mesh documents its sync create-and-screen as idempotent for a byte-identical request (a
+    /// re-send returns the earlier workflow, no second screening): re-sending is the lookup.
+    fn recover<'a>(&'a self, _: &'a Subject) -> BoxFuture<'a, Result<Recovery<AmlOutcome>, VendorError>> {
+        Box::pin(async { Ok(Recovery::SendAgain) })
     }
 }

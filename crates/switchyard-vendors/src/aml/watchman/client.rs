@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 
 use super::transformers::{SearchResponse, outcome};
 use crate::{
+    adapter::Recovery,
     aml::{AmlOutcome, AmlVendor, Subject},
     error::{VendorError, json, send},
 };
@@ -68,5 +69,10 @@ impl AmlVendor for Watchman {
 
     fn screen<'a>(&'a self, subject: &'a Subject) -> BoxFuture<'a, Result<AmlOutcome, VendorError>> {
         Box::pin(self.search(subject))
+    }
+
+    /// A search is a read with no effect at the vendor: searching again is safe.
+    fn recover<'a>(&'a self, _: &'a Subject) -> BoxFuture<'a, Result<Recovery<AmlOutcome>, VendorError>> {
+        Box::pin(async { Ok(Recovery::SendAgain) })
     }
 }

@@ -6,9 +6,11 @@ use futures::future::BoxFuture;
 use reqwest::header::HeaderMap;
 
 use super::transformers::{
-    ApplicantRequest, ApplicantResponse, CheckRequest, CheckResponse, ReportsResponse, check_status,
+    ApplicantRequest, ApplicantResponse, CheckRequest, CheckResponse, ChecksResponse, ReportsResponse, check_status,
+    key_tag,
 };
 use crate::{
+    adapter::{Progress, Recovery},
     error::{VendorError, json, send},
     kyc::{Applicant, KycOutcome, KycVendor, WebhookNotice, WebhookRejection},
     signing::SecretPair,
@@ -70,25 +72,34 @@ impl Onfido {
         })
     }
 
-    async fn begin(&self, applicant: &Applicant) -> Result<KycOutcome, VendorError> {
+    /// Applicant, then check. Onfido takes no idempotency key: the applicant's id is committed to the
+    /// effect ledger (`progress`) before the check is asked for, and the check carries our key as a
+    /// tag, so an interrupted start resumes with the same applicant and [`Onfido::find`] can tell
+    /// whether the check exists.
+    async fn begin(&self, applicant: &Applicant, progress: &dyn Progress) -> Result<KycOutcome, VendorError> {
         let base = &self.cfg.base_url;
-        // Onfido takes no idempotency key: the adapter records each attempt before calling, and the
-        // check carries our key as a tag so a duplicate can be traced.
-        let created: ApplicantResponse = json(
-            send(
-                self.auth(self.http.post(format!("{base}/applicants")))
-                    .json(&ApplicantRequest::from(&applicant.person)),
-                true,
-            )
-            .await?,
-        )
-        .await?;
+        let applicant_id = match progress.get(APPLICANT) {
+            Some(id) => id,
+            None => {
+                let created: ApplicantResponse = json(
+                    send(
+                        self.auth(self.http.post(format!("{base}/applicants")))
+                            .json(&ApplicantRequest::from(&applicant.person)),
+                        true,
+                    )
+                    .await?,
+                )
+                .await?;
+                progress.note(APPLICANT, &created.id).await?;
+                created.id
+            }
+        };
         let check: CheckResponse = json(
             send(
                 self.auth(self.http.post(format!("{base}/checks"))).json(&CheckRequest {
-                    applicant_id: created.id,
+                    applicant_id,
                     report_names: vec!["document", "facial_similarity_photo"],
-                    tags: vec![format!("switchyard:{}", applicant.idempotency_key)],
+                    tags: vec![key_tag(&applicant.idempotency_key)],
                 }),
                 true,
             )
@@ -102,15 +113,57 @@ impl Onfido {
             reasons,
         })
     }
+
+    /// The check an earlier start created for this key, if any: listed by applicant, matched by tag.
+    /// Without a recorded applicant no check can exist (the applicant is recorded before the check
+    /// is asked for), so starting again is safe.
+    async fn find(&self, applicant: &Applicant, progress: &dyn Progress) -> Result<Recovery<KycOutcome>, VendorError> {
+        let Some(applicant_id) = progress.get(APPLICANT) else {
+            return Ok(Recovery::SendAgain);
+        };
+        let base = &self.cfg.base_url;
+        let list: ChecksResponse = json(
+            send(
+                self.auth(
+                    self.http
+                        .get(format!("{base}/checks"))
+                        .query(&[("applicant_id", &applicant_id)]),
+                ),
+                false,
+            )
+            .await?,
+        )
+        .await?;
+        let tag = key_tag(&applicant.idempotency_key);
+        match list.checks.into_iter().find(|c| c.tags.contains(&tag)) {
+            Some(c) => Ok(Recovery::Found(self.check(&c.id).await?)),
+            None => Ok(Recovery::SendAgain),
+        }
+    }
 }
+
+/// The checkpoint name of the applicant created for a verification.
+const APPLICANT: &str = "applicant_id";
 
 impl KycVendor for Onfido {
     fn partner(&self) -> &str {
         &self.cfg.partner
     }
 
-    fn start<'a>(&'a self, applicant: &'a Applicant) -> BoxFuture<'a, Result<KycOutcome, VendorError>> {
-        Box::pin(self.begin(applicant))
+    fn start<'a>(
+        &'a self,
+        applicant: &'a Applicant,
+        progress: &'a dyn Progress,
+    ) -> BoxFuture<'a, Result<KycOutcome, VendorError>> {
+        Box::pin(self.begin(applicant, progress))
+    }
+
+    fn recover<'a>(
+        &'a self,
+        applicant: &'a Applicant,
+        progress: &'a dyn Progress,
+    ) -> BoxFuture<'a, Result<Recovery<KycOutcome>, VendorError>> {
+        Box::pin(self.find(applicant, progress))
     }
 
     fn status<'a>(&'a self, provider_reference: &'a str) -> BoxFuture<'a, Result<KycOutcome, VendorError>> {

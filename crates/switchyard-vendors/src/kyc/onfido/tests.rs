@@ -3,7 +3,7 @@
 use reqwest::header::{HeaderMap, HeaderValue};
 use switchyard_model::events::kyc::KycStatus;
 
-use super::transformers::{CheckResponse, ReportsResponse, check_status};
+use super::transformers::{CheckResponse, ChecksResponse, ReportsResponse, check_status, key_tag};
 use super::webhooks;
 use crate::{kyc::WebhookRejection, signing::SecretPair};
 
@@ -19,6 +19,20 @@ fn check(text: &str) -> CheckResponse {
 
 fn reports(text: &str) -> ReportsResponse {
     serde_json::from_str(text).expect("reports fixture")
+}
+
+#[test]
+fn the_check_an_earlier_start_created_is_found_by_its_key_tag() {
+    let list: ChecksResponse =
+        serde_json::from_str(fixture!("checks_list_for_applicant.json")).expect("checks list fixture");
+    let found: Vec<&str> = list
+        .checks
+        .iter()
+        .filter(|c| c.tags.contains(&key_tag("sy-4f1c")))
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(found, vec!["b2a4c1d8-7e55-4d2b-9c6e-1f0a3b7d9e21"]);
+    assert!(!list.checks.iter().any(|c| c.tags.contains(&key_tag("sy-other"))));
 }
 
 #[test]

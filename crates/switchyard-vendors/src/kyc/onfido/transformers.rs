@@ -62,6 +62,19 @@ pub(super) struct CheckResponse {
     pub id: String,
     pub status: CheckStatus,
     pub result: Option<CheckResult>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// `GET /checks?applicant_id=`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ChecksResponse {
+    pub checks: Vec<CheckResponse>,
+}
+
+/// The tag our checks carry: how a check started for an idempotency key is found again.
+pub(super) fn key_tag(idempotency_key: &str) -> String {
+    format!("switchyard:{idempotency_key}")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

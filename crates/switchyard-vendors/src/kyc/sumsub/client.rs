@@ -8,6 +8,7 @@ use switchyard_model::events::kyc::KycStatus;
 
 use super::transformers::{ApplicantResponse, CreateApplicant, StatusResponse, status};
 use crate::{
+    adapter::{Progress, Recovery},
     error::{VendorError, json, send, send_accepting},
     kyc::{Applicant, KycOutcome, KycVendor, WebhookNotice, WebhookRejection},
     signing::{Alg, SecretPair, hex, hmac},
@@ -115,8 +116,23 @@ impl KycVendor for Sumsub {
         &self.cfg.partner
     }
 
-    fn start<'a>(&'a self, applicant: &'a Applicant) -> BoxFuture<'a, Result<KycOutcome, VendorError>> {
+    fn start<'a>(
+        &'a self,
+        applicant: &'a Applicant,
+        _: &'a dyn Progress,
+    ) -> BoxFuture<'a, Result<KycOutcome, VendorError>> {
         Box::pin(self.begin(applicant))
+    }
+
+    /// Sumsub de-duplicates by `externalUserId` (a second create answers 409 and we fetch the
+    /// existing applicant) and refuses a second review request while one is pending (409): starting
+    /// again finds what the earlier call did and adds no effect.
+    fn recover<'a>(
+        &'a self,
+        _: &'a Applicant,
+        _: &'a dyn Progress,
+    ) -> BoxFuture<'a, Result<Recovery<KycOutcome>, VendorError>> {
+        Box::pin(async { Ok(Recovery::SendAgain) })
     }
 
     fn status<'a>(&'a self, provider_reference: &'a str) -> BoxFuture<'a, Result<KycOutcome, VendorError>> {

@@ -1,0 +1,234 @@
+//! Turns a transition's effects into outbox rows, timers, references and history, inside the
+//! transaction of the message (or timer) that caused them.
+
+use sqlx::PgConnection;
+use switchyard_model::{
+    Envelope, EventRecord,
+    events::{
+        Event,
+        aml::AmlScreeningRequested,
+        kyc::{KycStatusRequested, KycVerificationRequested},
+        onboarding::{OnboardingCompleted, OnboardingStepChanged},
+    },
+};
+use switchyard_runtime::HandlerError;
+
+use super::{
+    Onboarding, SERVICE,
+    state::{Domain, Effect, State, Timer, decision_name},
+    store::{self, Flow},
+};
+
+type R<T> = Result<T, HandlerError>;
+
+fn perm(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Permanent(e.to_string())
+}
+
+/// The id partners know the applicant by: tenant-scoped, since two tenants may use the same
+/// applicant id and vendors key customers by it.
+fn subject_id(flow: &Flow) -> String {
+    format!("{}.{}", flow.tenant_id, flow.applicant_id)
+}
+
+fn envelope(flow: &Flow, record: &str, cause: &Envelope) -> Envelope {
+    let mut e = Envelope::new(record, flow.tenant_id.clone(), flow.flow_id.clone(), SERVICE);
+    e.correlation_id = flow.correlation_id.clone();
+    e.causation_id = Some(cause.event_id.to_string());
+    e
+}
+
+pub fn class_name(c: switchyard_model::events::common::FailureClass) -> &'static str {
+    use switchyard_model::events::common::FailureClass;
+    match c {
+        FailureClass::Transient => "transient",
+        FailureClass::Permanent => "permanent",
+        FailureClass::ManualRepair => "manual_repair",
+        FailureClass::ComplianceHold => "compliance_hold",
+        FailureClass::Ambiguous => "ambiguous",
+    }
+}
+
+impl Onboarding {
+    async fn emit<E: Event>(&self, conn: &mut PgConnection, event: &E) -> R<()> {
+        let record = EventRecord::of(event).map_err(perm)?;
+        self.outbox
+            .enqueue(conn, E::TOPIC, &record)
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Saves `state` and carries out `effects`, in order, in the caller's transaction.
+    pub(super) async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        flow: &mut Flow,
+        state: &State,
+        effects: Vec<Effect>,
+        cause: &Envelope,
+    ) -> R<()> {
+        for effect in effects {
+            match effect {
+                Effect::Request {
+                    domain,
+                    partner,
+                    shadow,
+                } => self.request(conn, flow, domain, partner, shadow, cause).await?,
+                Effect::QueryKyc { partner, reference } => {
+                    self.emit(
+                        conn,
+                        &KycStatusRequested {
+                            envelope: envelope(flow, KycStatusRequested::RECORD, cause),
+                            subject_id: subject_id(flow),
+                            partner,
+                            provider_reference: reference,
+                        },
+                    )
+                    .await?;
+                }
+                Effect::Step { step, partner } => {
+                    self.emit(
+                        conn,
+                        &OnboardingStepChanged {
+                            envelope: envelope(flow, OnboardingStepChanged::RECORD, cause),
+                            applicant_id: flow.applicant_id.clone(),
+                            step: step.to_string(),
+                            partner: partner.clone(),
+                        },
+                    )
+                    .await?;
+                    store::history(conn, &flow.flow_id, step, serde_json::json!({"partner": partner})).await?;
+                }
+                Effect::Timer(None) => store::clear_timer(conn, &flow.flow_id).await?,
+                Effect::Timer(Some(t)) => {
+                    let (name, after) = match t {
+                        Timer::Kyc => ("kyc", self.timeouts.kyc),
+                        Timer::Documents => ("kyc_documents", self.timeouts.kyc_documents),
+                    };
+                    store::set_timer(conn, &flow.flow_id, name, after).await?;
+                }
+                Effect::Reference { partner, reference } => {
+                    store::remember_reference(conn, &partner, &reference, &flow.flow_id).await?;
+                }
+                Effect::Failover {
+                    domain,
+                    from,
+                    to,
+                    cause: why,
+                } => {
+                    self.metrics
+                        .failovers
+                        .get_or_create(&super::FailoverLabels {
+                            domain: domain.name().to_string(),
+                            from: from.clone(),
+                            to: to.clone(),
+                        })
+                        .inc();
+                    flow.attempt += 1;
+                    store::count_failover(conn, &flow.flow_id).await?;
+                    store::history(
+                        conn,
+                        &flow.flow_id,
+                        "failover",
+                        serde_json::json!({"domain": domain.name(), "from": from, "to": to, "cause": why}),
+                    )
+                    .await?;
+                    tracing::warn!(flow_id = %flow.flow_id, domain = domain.name(), %from, %to, cause = %why, "failing over");
+                }
+                Effect::Complete {
+                    decision,
+                    reasons,
+                    failure,
+                } => {
+                    let (kyc, aml) = match state {
+                        State::Decided { kyc, aml, .. } => (kyc.clone(), aml.clone()),
+                        _ => (None, None),
+                    };
+                    store::decided(
+                        conn,
+                        &flow.flow_id,
+                        &reasons,
+                        failure.as_ref().map(|f| class_name(f.failure_class)),
+                    )
+                    .await?;
+                    self.emit(
+                        conn,
+                        &OnboardingCompleted {
+                            envelope: envelope(flow, OnboardingCompleted::RECORD, cause),
+                            applicant_id: flow.applicant_id.clone(),
+                            decision,
+                            kyc_partner: kyc.map(|c| c.partner),
+                            aml_partner: aml.map(|c| c.partner),
+                            reasons: reasons.clone(),
+                            failure: failure.clone(),
+                        },
+                    )
+                    .await?;
+                    let name = decision_name(decision);
+                    store::history(
+                        conn,
+                        &flow.flow_id,
+                        name,
+                        serde_json::json!({"reasons": reasons, "failure": failure.map(|f| f.code)}),
+                    )
+                    .await?;
+                    let took = (chrono::Utc::now() - flow.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+                    self.metrics
+                        .duration
+                        .get_or_create(&super::FlowLabels {
+                            flow: "onboarding".into(),
+                            outcome: name.into(),
+                        })
+                        .observe(took);
+                    tracing::info!(flow_id = %flow.flow_id, decision = name, "onboarding decided");
+                }
+                Effect::Note { event, detail } => {
+                    store::history(conn, &flow.flow_id, event, serde_json::json!({"detail": detail})).await?;
+                }
+            }
+        }
+        store::save(conn, &flow.flow_id, state, flow.attempt).await
+    }
+
+    async fn request(
+        &self,
+        conn: &mut PgConnection,
+        flow: &Flow,
+        domain: Domain,
+        partner: String,
+        shadow: bool,
+        cause: &Envelope,
+    ) -> R<()> {
+        match domain {
+            Domain::Kyc => {
+                self.emit(
+                    conn,
+                    &KycVerificationRequested {
+                        envelope: envelope(flow, KycVerificationRequested::RECORD, cause),
+                        subject_id: subject_id(flow),
+                        person: flow.person.clone(),
+                        partner,
+                        attempt: flow.attempt,
+                        shadow,
+                    },
+                )
+                .await
+            }
+            Domain::Aml => {
+                self.emit(
+                    conn,
+                    &AmlScreeningRequested {
+                        envelope: envelope(flow, AmlScreeningRequested::RECORD, cause),
+                        subject_id: subject_id(flow),
+                        person: flow.person.clone(),
+                        partner,
+                        attempt: flow.attempt,
+                        shadow,
+                    },
+                )
+                .await
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The onboarding flow (KYC → AML → decision) as a functional core in an imperative shell:
+//!
+//! * [`state`]: the states (each waiting state carries its live case), inputs and effects;
+//! * [`transition`]: the pure `step(state, input, routes) -> (state, effects)` (property-tested);
+//! * [`store`]: the flow row, history, timers and references (all SQL);
+//! * [`effects`]: effects turned into outbox rows, timers and history in the same transaction.
+//!
+//! This module reads messages and timers into inputs: every change happens in the inbox transaction
+//! of the message that caused it (or the timer's own), with the flow's row locked.
+
+pub mod effects;
+pub mod state;
+pub mod store;
+pub mod transition;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+};
+use sqlx::PgConnection;
+use switchyard_model::{
+    Envelope,
+    events::{
+        aml::{AmlScreeningResult, ScreeningStatus},
+        kyc::{KycProviderEvent, KycStatus, KycVerificationResult},
+        onboarding::{RiskTier, StartOnboarding},
+    },
+};
+use switchyard_runtime::{Handler, HandlerError, Incoming, Metrics, Outbox};
+
+use self::{
+    state::{AmlAnswer, Input, KycAnswer, Route, Routes},
+    store::Flow,
+    transition::Limits,
+};
+use crate::routing::{Routing, Subject};
+
+pub(crate) const SERVICE: &str = "orchestrator";
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// How long the KYC partner may hold a case before we ask it for the case's status.
+    pub kyc: Duration,
+    /// How long the applicant has to send documents before we ask (and then escalate).
+    pub kyc_documents: Duration,
+    /// Status queries after which a case the partner still holds goes to manual review.
+    pub max_status_checks: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowLabels {
+    pub flow: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailoverLabels {
+    pub domain: String,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Clone)]
+pub struct FlowMetrics {
+    pub duration: Family<FlowLabels, Histogram, fn() -> Histogram>,
+    pub failovers: Family<FailoverLabels, Counter>,
+}
+
+fn flow_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.05, 2.0, 14,
+    ))
+}
+
+impl FlowMetrics {
+    pub fn register(m: &Metrics) -> Self {
+        let f = FlowMetrics {
+            duration: Family::new_with_constructor(flow_histogram as fn() -> Histogram),
+            failovers: Family::default(),
+        };
+        m.register(
+            "flow_duration_seconds",
+            "Time from a flow's start to its decision, by flow type and outcome",
+            f.duration.clone(),
+        );
+        m.register(
+            "flow_failovers",
+            "Steps moved to another partner, by domain",
+            f.failovers.clone(),
+        );
+        f
+    }
+}
+
+#[derive(Clone)]
+pub struct Onboarding {
+    pub routing: Routing,
+    pub outbox: Outbox,
+    pub timeouts: Timeouts,
+    pub metrics: FlowMetrics,
+}
+
+type R<T> = Result<T, HandlerError>;
+
+fn perm(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Permanent(e.to_string())
+}
+
+fn tier(t: RiskTier) -> &'static str {
+    match t {
+        RiskTier::Low => "LOW",
+        RiskTier::Medium => "MEDIUM",
+        RiskTier::High => "HIGH",
+    }
+}
+
+impl Onboarding {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_checks: self.timeouts.max_status_checks,
+        }
+    }
+
+    /// The routes the policy in force gives this flow.
+    fn routes(&self, flow: &Flow) -> Routes {
+        let policy = self.routing.get();
+        let subject = Subject {
+            flow_id: &flow.flow_id,
+            tenant: &flow.tenant_id,
+            region: &flow.region,
+            risk_tier: &flow.risk_tier,
+            segment: flow.segment.as_deref(),
+        };
+        let route = |domain: &str| {
+            policy.decide(domain, &subject).map(|d| Route {
+                candidates: d.candidates,
+                shadow: d.shadow,
+            })
+        };
+        Routes {
+            kyc: route("kyc"),
+            aml: route("aml"),
+        }
+    }
+
+    async fn start(&self, conn: &mut PgConnection, cmd: StartOnboarding) -> R<()> {
+        let flow_id = cmd.envelope.flow_id.clone();
+        if store::exists(conn, &flow_id).await? {
+            tracing::info!(flow_id, "onboarding already started; command ignored");
+            return Ok(());
+        }
+        let mut flow = Flow {
+            flow_id,
+            tenant_id: cmd.envelope.tenant_id.clone(),
+            applicant_id: cmd.applicant_id.clone(),
+            correlation_id: cmd.envelope.correlation_id.clone(),
+            person: cmd.person.clone(),
+            region: cmd.region.clone(),
+            risk_tier: tier(cmd.risk_tier).to_string(),
+            segment: cmd.segment.clone(),
+            attempt: 1,
+            created_at: chrono::Utc::now(),
+        };
+        let (state, effects) = transition::start(&self.routes(&flow));
+        store::insert(conn, &flow, &state).await?;
+        store::history(
+            conn,
+            &flow.flow_id,
+            "started",
+            serde_json::json!({"command": cmd.envelope.event_id.to_string()}),
+        )
+        .await?;
+        self.apply(conn, &mut flow, &state, effects, &cmd.envelope).await
+    }
+
+    /// Applies one input to a flow (locked for the transaction).
+    async fn feed(&self, conn: &mut PgConnection, flow_id: &str, input: Input, cause: &Envelope) -> R<()> {
+        let Some((mut flow, state)) = store::load(conn, flow_id).await? else {
+            tracing::warn!(flow_id, "input for an unknown flow ignored");
+            return Ok(());
+        };
+        let (next, effects) = transition::step(&state, input, &self.routes(&flow), self.limits());
+        self.apply(conn, &mut flow, &next, effects, cause).await
+    }
+
+    async fn kyc_result(&self, conn: &mut PgConnection, r: KycVerificationResult) -> R<()> {
+        if r.shadow {
+            let detail = serde_json::json!({"reasons": r.reasons, "failure": r.failure.as_ref().map(|f| &f.code)});
+            return store::record_shadow(
+                conn,
+                &r.envelope.flow_id,
+                "kyc",
+                &r.partner,
+                format!("{:?}", r.status),
+                detail,
+            )
+            .await;
+        }
+        let answer = KycAnswer {
+            partner: r.partner.clone(),
+            reference: r.provider_reference.clone(),
+            status: r.status,
+            reasons: r.reasons,
+            failure: r.failure,
+        };
+        self.feed(conn, &r.envelope.flow_id, Input::Kyc(answer), &r.envelope)
+            .await?;
+        // Partner events that arrived before this result named their case.
+        if let Some(reference) = &r.provider_reference {
+            for (status, reasons) in store::unpark(conn, &r.partner, reference).await? {
+                let status: KycStatus = serde_json::from_value(serde_json::Value::String(status)).map_err(perm)?;
+                let answer = KycAnswer {
+                    partner: r.partner.clone(),
+                    reference: Some(reference.clone()),
+                    status,
+                    reasons,
+                    failure: None,
+                };
+                self.feed(conn, &r.envelope.flow_id, Input::Kyc(answer), &r.envelope)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn kyc_provider_event(&self, conn: &mut PgConnection, p: KycProviderEvent) -> R<()> {
+        let Some(flow_id) = store::flow_of_reference(conn, &p.partner, &p.provider_reference).await? else {
+            let status = serde_json::to_value(p.status).map_err(perm)?;
+            store::park(
+                conn,
+                p.envelope.event_id,
+                &p.partner,
+                &p.provider_reference,
+                status.as_str().unwrap_or("PENDING"),
+                &p.reasons,
+            )
+            .await?;
+            tracing::info!(partner = %p.partner, reference = %p.provider_reference, "provider event parked until its case is known");
+            return Ok(());
+        };
+        let answer = KycAnswer {
+            partner: p.partner.clone(),
+            reference: Some(p.provider_reference.clone()),
+            status: p.status,
+            reasons: p.reasons,
+            failure: None,
+        };
+        self.feed(conn, &flow_id, Input::Kyc(answer), &p.envelope).await
+    }
+
+    async fn aml_result(&self, conn: &mut PgConnection, r: AmlScreeningResult) -> R<()> {
+        if r.shadow {
+            let detail = serde_json::json!({"hits": r.hits.iter().map(|h| &h.matched_name).collect::<Vec<_>>(), "failure": r.failure.as_ref().map(|f| &f.code)});
+            return store::record_shadow(
+                conn,
+                &r.envelope.flow_id,
+                "aml",
+                &r.partner,
+                format!("{:?}", r.status),
+                detail,
+            )
+            .await;
+        }
+        let prefix = match r.status {
+            ScreeningStatus::ConfirmedMatch => "confirmed match",
+            ScreeningStatus::PossibleMatch | ScreeningStatus::Clear | ScreeningStatus::Pending => "possible match",
+        };
+        let reasons = r
+            .hits
+            .iter()
+            .map(|h| {
+                format!(
+                    "{prefix}: {} on {} ({:?}, score {})",
+                    h.matched_name, h.list_name, h.category, h.score
+                )
+            })
+            .collect();
+        let answer = AmlAnswer {
+            partner: r.partner.clone(),
+            reference: r.provider_reference.clone(),
+            status: r.status,
+            reasons,
+            failure: r.failure,
+        };
+        self.feed(conn, &r.envelope.flow_id, Input::Aml(answer), &r.envelope)
+            .await
+    }
+
+    /// A flow's timer fired.
+    pub async fn timed_out(&self, conn: &mut PgConnection, flow_id: &str) -> R<()> {
+        // Only the causation id of this envelope reaches emitted events (they carry the flow's tenant).
+        let cause = Envelope::new(
+            "com.switchyard.orchestrator.Timer",
+            SERVICE,
+            flow_id.to_string(),
+            SERVICE,
+        );
+        self.feed(conn, flow_id, Input::Timer, &cause).await
+    }
+}
+
+impl Handler for Onboarding {
+    type Prepared = ();
+
+    async fn prepare(&self, _: &Incoming) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    async fn handle(&self, conn: &mut PgConnection, msg: &Incoming, (): ()) -> Result<(), HandlerError> {
+        let e = &msg.event;
+        if let Some(cmd) = e.as_event::<StartOnboarding>() {
+            return self.start(conn, cmd.map_err(perm)?).await;
+        }
+        if let Some(r) = e.as_event::<KycVerificationResult>() {
+            return self.kyc_result(conn, r.map_err(perm)?).await;
+        }
+        if let Some(p) = e.as_event::<KycProviderEvent>() {
+            return self.kyc_provider_event(conn, p.map_err(perm)?).await;
+        }
+        if let Some(r) = e.as_event::<AmlScreeningResult>() {
+            return self.aml_result(conn, r.map_err(perm)?).await;
+        }
+        // Other records on these topics belong to other flows.
+        Ok(())
+    }
+}

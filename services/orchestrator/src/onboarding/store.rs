@@ -1,0 +1,282 @@
+//! The flow row, its history and timers: all SQL of the flow engine's shell.
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, Row};
+use switchyard_model::events::common::Person;
+use switchyard_runtime::HandlerError;
+
+use super::state::{AML_PENDING, Case, KYC_DOCUMENTS, KYC_PENDING, State, decision_of};
+
+type R<T> = Result<T, HandlerError>;
+
+fn perm(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Permanent(e.to_string())
+}
+
+/// What a flow is about: fixed at its start.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub flow_id: String,
+    pub tenant_id: String,
+    pub applicant_id: String,
+    pub correlation_id: String,
+    pub person: Person,
+    pub region: String,
+    pub risk_tier: String,
+    pub segment: Option<String>,
+    pub attempt: i32,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Locks and loads a flow (FOR UPDATE: one message of a flow at a time, whatever the instance).
+pub async fn load(conn: &mut PgConnection, flow_id: &str) -> R<Option<(Flow, State)>> {
+    let row = sqlx::query(
+        "SELECT flow_id, tenant_id, applicant_id, correlation_id, person, region, risk_tier, segment, state, \
+         kyc_partner, kyc_reference, kyc_tried, aml_partner, aml_reference, aml_tried, attempt, status_checks, \
+         overdue, created_at FROM onboarding_flows WHERE flow_id = $1 FOR UPDATE",
+    )
+    .bind(flow_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let flow = Flow {
+        flow_id: r.get("flow_id"),
+        tenant_id: r.get("tenant_id"),
+        applicant_id: r.get("applicant_id"),
+        correlation_id: r.get("correlation_id"),
+        person: serde_json::from_value(r.get("person")).map_err(perm)?,
+        region: r.get("region"),
+        risk_tier: r.get("risk_tier"),
+        segment: r.get("segment"),
+        attempt: r.get("attempt"),
+        created_at: r.get("created_at"),
+    };
+    let case = |partner: Option<String>, reference: Option<String>| partner.map(|partner| Case { partner, reference });
+    let kyc = case(r.get("kyc_partner"), r.get("kyc_reference"));
+    let aml = case(r.get("aml_partner"), r.get("aml_reference"));
+    let name: String = r.get("state");
+    let missing = |what: &str| perm(format!("flow {flow_id} in {name} has no {what}"));
+    let state = match name.as_str() {
+        KYC_PENDING | KYC_DOCUMENTS => State::Kyc {
+            case: kyc.ok_or_else(|| missing("KYC partner"))?,
+            tried: r.get("kyc_tried"),
+            documents: name == KYC_DOCUMENTS,
+            checks: u32::try_from(r.get::<i32, _>("status_checks")).unwrap_or(0),
+            overdue: r.get("overdue"),
+        },
+        AML_PENDING => State::Aml {
+            kyc: kyc.ok_or_else(|| missing("KYC partner"))?,
+            case: aml.ok_or_else(|| missing("AML partner"))?,
+            tried: r.get("aml_tried"),
+        },
+        other => State::Decided {
+            decision: decision_of(other).ok_or_else(|| perm(format!("flow {flow_id}: unknown state {other}")))?,
+            kyc,
+            aml,
+        },
+    };
+    Ok(Some((flow, state)))
+}
+
+/// Whether a flow with this id exists.
+pub async fn exists(conn: &mut PgConnection, flow_id: &str) -> R<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM onboarding_flows WHERE flow_id = $1)")
+            .bind(flow_id)
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
+/// Inserts a new flow in its first state.
+pub async fn insert(conn: &mut PgConnection, flow: &Flow, state: &State) -> R<()> {
+    sqlx::query(
+        "INSERT INTO onboarding_flows (flow_id, tenant_id, applicant_id, correlation_id, person, region, risk_tier, \
+         segment, state, attempt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'starting', 1)",
+    )
+    .bind(&flow.flow_id)
+    .bind(&flow.tenant_id)
+    .bind(&flow.applicant_id)
+    .bind(&flow.correlation_id)
+    .bind(serde_json::to_value(&flow.person).map_err(perm)?)
+    .bind(&flow.region)
+    .bind(&flow.risk_tier)
+    .bind(&flow.segment)
+    .execute(&mut *conn)
+    .await?;
+    save(conn, &flow.flow_id, state, flow.attempt).await
+}
+
+/// Writes a state (and the failover count when the step moved).
+pub async fn save(conn: &mut PgConnection, flow_id: &str, state: &State, attempt: i32) -> R<()> {
+    let empty = Vec::new();
+    let (kyc, kyc_tried, aml, aml_tried, checks, overdue) = match state {
+        State::Kyc {
+            case,
+            tried,
+            checks,
+            overdue,
+            ..
+        } => (Some(case), tried, None, &empty, *checks, *overdue),
+        State::Aml { kyc, case, tried } => (Some(kyc), &empty, Some(case), tried, 0, false),
+        State::Decided { kyc, aml, .. } => (kyc.as_ref(), &empty, aml.as_ref(), &empty, 0, false),
+    };
+    sqlx::query(
+        "UPDATE onboarding_flows SET state = $2, kyc_partner = $3, kyc_reference = $4, \
+         kyc_tried = CASE WHEN cardinality($5::text[]) > 0 THEN $5 ELSE kyc_tried END, \
+         aml_partner = $6, aml_reference = $7, \
+         aml_tried = CASE WHEN cardinality($8::text[]) > 0 THEN $8 ELSE aml_tried END, \
+         status_checks = $9, overdue = $10, attempt = $11, updated_at = now(), \
+         completed_at = CASE WHEN $12 THEN COALESCE(completed_at, now()) ELSE NULL END WHERE flow_id = $1",
+    )
+    .bind(flow_id)
+    .bind(state.name())
+    .bind(kyc.map(|c| c.partner.as_str()))
+    .bind(kyc.and_then(|c| c.reference.as_deref()))
+    .bind(kyc_tried)
+    .bind(aml.map(|c| c.partner.as_str()))
+    .bind(aml.and_then(|c| c.reference.as_deref()))
+    .bind(aml_tried)
+    .bind(i32::try_from(checks).unwrap_or(i32::MAX))
+    .bind(overdue)
+    .bind(attempt)
+    .bind(state.is_terminal())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn decided(conn: &mut PgConnection, flow_id: &str, reasons: &[String], failure_class: Option<&str>) -> R<()> {
+    sqlx::query("UPDATE onboarding_flows SET reasons = $2, failure_class = $3 WHERE flow_id = $1")
+        .bind(flow_id)
+        .bind(reasons)
+        .bind(failure_class)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn count_failover(conn: &mut PgConnection, flow_id: &str) -> R<()> {
+    sqlx::query("UPDATE onboarding_flows SET failovers = failovers + 1 WHERE flow_id = $1")
+        .bind(flow_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn history(conn: &mut PgConnection, flow_id: &str, event: &str, detail: serde_json::Value) -> R<()> {
+    sqlx::query("INSERT INTO flow_history (flow_id, event, detail) VALUES ($1, $2, $3)")
+        .bind(flow_id)
+        .bind(event)
+        .bind(detail)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Arms the flow's one timer (replacing any other).
+pub async fn set_timer(conn: &mut PgConnection, flow_id: &str, state: &str, after: Duration) -> R<()> {
+    clear_timer(conn, flow_id).await?;
+    sqlx::query("INSERT INTO flow_timers (flow_id, state, due_at) VALUES ($1, $2, now() + make_interval(secs => $3))")
+        .bind(flow_id)
+        .bind(state)
+        .bind(after.as_secs_f64())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn clear_timer(conn: &mut PgConnection, flow_id: &str) -> R<()> {
+    sqlx::query("DELETE FROM flow_timers WHERE flow_id = $1")
+        .bind(flow_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes one due timer (skipping those another instance holds), removing it.
+pub async fn take_due_timer(conn: &mut PgConnection) -> R<Option<String>> {
+    let due: Option<String> = sqlx::query_scalar(
+        "DELETE FROM flow_timers WHERE flow_id = (SELECT flow_id FROM flow_timers WHERE due_at <= now() \
+         ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING flow_id",
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(due)
+}
+
+/// Remembers which flow a partner's case belongs to.
+pub async fn remember_reference(conn: &mut PgConnection, partner: &str, reference: &str, flow_id: &str) -> R<()> {
+    sqlx::query(
+        "INSERT INTO provider_refs (partner, provider_reference, flow_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(partner)
+    .bind(reference)
+    .bind(flow_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn flow_of_reference(conn: &mut PgConnection, partner: &str, reference: &str) -> R<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT flow_id FROM provider_refs WHERE partner = $1 AND provider_reference = $2")
+            .bind(partner)
+            .bind(reference)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// A partner event that arrived before the result naming its case.
+pub async fn park(
+    conn: &mut PgConnection,
+    event_id: uuid::Uuid,
+    partner: &str,
+    reference: &str,
+    status: &str,
+    reasons: &[String],
+) -> R<()> {
+    sqlx::query(
+        "INSERT INTO parked_provider_events (event_id, partner, provider_reference, status, reasons) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(partner)
+    .bind(reference)
+    .bind(status)
+    .bind(reasons)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn unpark(conn: &mut PgConnection, partner: &str, reference: &str) -> R<Vec<(String, Vec<String>)>> {
+    Ok(sqlx::query_as(
+        "DELETE FROM parked_provider_events WHERE partner = $1 AND provider_reference = $2 RETURNING status, reasons",
+    )
+    .bind(partner)
+    .bind(reference)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub async fn record_shadow(
+    conn: &mut PgConnection,
+    flow_id: &str,
+    domain: &str,
+    partner: &str,
+    status: String,
+    detail: serde_json::Value,
+) -> R<()> {
+    sqlx::query("INSERT INTO shadow_results (flow_id, domain, partner, status, detail) VALUES ($1, $2, $3, $4, $5)")
+        .bind(flow_id)
+        .bind(domain)
+        .bind(partner)
+        .bind(status)
+        .bind(detail)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
