@@ -1,6 +1,9 @@
 # The commands people run are the commands CI runs.
 #   make demo   the main job: stack up, build, start every service, run the demo workload
-#   make test   stack up, build, schema compatibility check, every test against the real stack
+#   make test   stack up, build, schema compatibility check, every test against the real stack, and
+#               a short chaos run (60 flows, every service kind killed twice)
+#   make chaos  the long chaos run: 300 flows, 20 SIGKILLs of each service kind, a Kafka broker kill
+#               and a PostgreSQL kill; exit 1 on any lost flow, wrong decision or duplicate effect
 #   make up / make down / make clean   the local stack alone
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/switchyard/target
@@ -9,7 +12,7 @@ STACK := local-stack/stack.sh
 YARDCTL := $(CARGO_TARGET_DIR)/debug/yardctl
 ENV := set -a && . local-stack/endpoints.env && set +a
 
-.PHONY: up down clean build schemas services services-stop demo test unit lint fmt bench
+.PHONY: up down clean build schemas services services-stop demo test unit lint fmt bench chaos
 
 up:
 	@$(STACK) up
@@ -41,6 +44,11 @@ test: up build
 	@local-stack/services.sh start
 	@# Bounded: a hung test fails the run instead of holding CI until its own limit.
 	@$(ENV) && timeout 2400 cargo test --workspace --no-fail-fast
+	@# Crash safety, short: every service kind SIGKILLed twice, adapters dying mid-call, calls in doubt.
+	@$(ENV) && timeout 900 $(YARDCTL) chaos --flows 60 --kills 2 --window 30
+
+chaos: services
+	@$(ENV) && $(YARDCTL) chaos --flows 300 --kills 20 --window 120 --kill-broker --kill-postgres
 
 lint:
 	cargo fmt --all --check
@@ -52,3 +60,4 @@ fmt:
 bench: services
 	@$(ENV) && $(YARDCTL) bench relay
 	@$(ENV) && $(YARDCTL) bench onboarding
+	@$(ENV) && $(YARDCTL) bench stall

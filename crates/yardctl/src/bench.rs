@@ -30,6 +30,12 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         batch: i64,
     },
+    /// Partition stall after a SIGKILL of the orchestrator and an immediate restart, with dynamic
+    /// and with static group membership (`make services` first).
+    Stall {
+        #[arg(long, default_value_t = 3)]
+        trials: usize,
+    },
     /// Onboarding flows end to end through the running mesh (`make services` first).
     Onboarding {
         #[arg(long, default_value_t = 200)]

@@ -12,14 +12,14 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 /// The running mesh's endpoints and credentials (local-stack/endpoints.env and secrets.env).
-struct Env {
+pub(crate) struct Env {
     vars: BTreeMap<String, String>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     bin_dir: PathBuf,
 }
 
 impl Env {
-    fn load() -> anyhow::Result<Env> {
+    pub(crate) fn load() -> anyhow::Result<Env> {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../local-stack");
         let mut vars = BTreeMap::new();
         for f in ["endpoints.env", "data/secrets.env"] {
@@ -41,14 +41,14 @@ impl Env {
         })
     }
 
-    fn var(&self, k: &str) -> anyhow::Result<&str> {
+    pub(crate) fn var(&self, k: &str) -> anyhow::Result<&str> {
         self.vars
             .get(k)
             .map(String::as_str)
             .with_context(|| format!("{k} unknown"))
     }
 
-    fn api_key(&self, tenant: &str) -> anyhow::Result<String> {
+    pub(crate) fn api_key(&self, tenant: &str) -> anyhow::Result<String> {
         let out = Command::new(self.bin_dir.join("ingress"))
             .args(["create-api-key", "--tenant", tenant, "--label", "demo"])
             .env("SWITCHYARD_DATABASE__URL", self.var("INGRESS_DATABASE_URL")?)
@@ -156,7 +156,7 @@ fn mix(tenant: &'static str, region: &'static str, tag: &str, clean: usize) -> V
     v
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

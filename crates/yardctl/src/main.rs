@@ -4,10 +4,13 @@
 //!   yardctl schemas check [...]         BACKWARD-compatibility check of schema changes (CI runs it)
 //!   yardctl topics ensure               create the model's topics and their .dlq topics
 //!   yardctl bench relay [...]           outbox relay throughput and publish lag on this machine
+//!   yardctl chaos [...]                 flows through the mesh while services are killed; exit 1 on any
+//!                                       lost flow, wrong decision or duplicate vendor effect
 //!
 //! Endpoints come from flags or the environment (`local-stack/endpoints.env` names them).
 
 mod bench;
+mod chaos;
 mod demo;
 mod schemas;
 
@@ -58,6 +61,9 @@ enum Command {
     },
     /// The demo workload: onboardings for two tenants with a vendor outage in the middle.
     Demo,
+    /// Crash-safety referee: flows through the running mesh while services, the broker and the
+    /// database are killed; checks every decision and every vendor effect.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(Subcommand)]
@@ -85,10 +91,14 @@ async fn main() -> ExitCode {
         Command::Bench {
             command: bench::BenchCommand::Onboarding { flows, concurrency },
         } => demo::bench(flows, concurrency).await,
+        Command::Bench {
+            command: bench::BenchCommand::Stall { trials },
+        } => chaos::stall(trials).await,
         Command::Bench { command } => {
             bench::run(command, &cli.kafka, &cli.registry, cli.postgres_admin.as_deref()).await
         }
         Command::Demo => demo::demo().await,
+        Command::Chaos(args) => chaos::chaos(args).await,
     };
     match result {
         Ok(code) => code,
