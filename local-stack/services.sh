@@ -5,7 +5,8 @@
 #   local-stack/services.sh stop     SIGTERM every service (graceful drain), then wait
 #   local-stack/services.sh status   one line per service: pid, /readyz, URL
 #
-# Binaries come from CARGO_TARGET_DIR (default ~/.cache/switchyard/target)/debug; logs go to
+# Binaries come from CARGO_TARGET_DIR (default ~/.cache/switchyard/target)/debug, configuration from
+# SWITCHYARD_CONFIG_DIR (default local-stack/config); logs go to
 # local-stack/data/logs/<service>.log.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,7 +17,7 @@ BIN="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}/${SWITCHYARD_PROFILE:-d
 SERVICES=(ingress orchestrator kyc-adapter aml-adapter fraud-adapter cards-adapter payouts-adapter
   openbanking-adapter webhook-normalizer reconciliation)
 ROOT="$(cd "$HERE/.." && pwd)"
-CONFIG="$HERE/config"
+CONFIG="${SWITCHYARD_CONFIG_DIR:-$HERE/config}"
 # Vendor simulators: name, port, extra arguments.
 SIMS=(onfido sumsub mesh watchman)
 declare -A SIM_PORT=([onfido]=9301 [sumsub]=9302 [mesh]=9303 [watchman]=9304)

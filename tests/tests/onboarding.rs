@@ -721,6 +721,47 @@ async fn a_lost_webhook_is_settled_by_asking_the_vendor_never_by_a_second_vendor
 }
 
 #[tokio::test]
+async fn a_status_query_that_fails_is_no_news_and_never_fails_the_step_over() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let key = m.api_key("tenant-alpha", "onboarding:write,onboarding:read");
+    let n = id();
+    let name = format!("Qin{n}");
+    // The webhook never comes, and the first status query finds the vendor unreachable (503 on
+    // reading the check): the flow must keep waiting and ask again, not move to the second vendor.
+    m.sim_post(ONFIDO, "/_sim/webhooks", json!({"matcher": name, "delay_ms": 300_000}))
+        .await;
+    let flow = m
+        .start(&key, &applicant(&format!("q-{n}"), &name, "Waiting", "UK", "LOW"))
+        .await;
+    // Let the start's own reads pass, then fail the next reads of the check (the status query).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    m.sim_post(
+        ONFIDO,
+        "/_sim/faults",
+        json!({"matcher": "GET /v3.6/checks/", "fault": {"kind": "error", "status": 503}, "times": 3}),
+    )
+    .await;
+    let done = m.decided(&key, &flow, Duration::from_secs(120)).await;
+    m.sim_clear(ONFIDO).await;
+    assert_eq!(done["decision"], "approved", "{done}");
+    assert_eq!(done["kyc_partner"], "kyc-onfido", "{done}");
+    assert_eq!(
+        m.ledger(SUMSUB, &name).await.get("review_requested"),
+        None,
+        "no second vendor case"
+    );
+    let orch = m.orchestrator_db().await;
+    let timeouts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM flow_history WHERE flow_id = $1 AND event = 'timeout'")
+            .bind(&flow)
+            .fetch_one(&orch)
+            .await
+            .unwrap();
+    assert_eq!(timeouts, 2, "the failed query was followed by a second one");
+}
+
+#[tokio::test]
 async fn a_vendor_that_answers_too_late_is_asked_not_called_again() {
     let _g = SERIAL.lock().await;
     let m = Mesh::get();

@@ -50,6 +50,9 @@ pub struct ChaosArgs {
     /// Also SIGKILL PostgreSQL once mid-run (restarted with the stack script).
     #[arg(long)]
     pub kill_postgres: bool,
+    /// Service kinds to kill (comma-separated); default all five.
+    #[arg(long, value_delimiter = ',', default_values_t = KINDS.map(String::from))]
+    pub services: Vec<String>,
     /// Seconds to wait for every flow's decision after the last submission.
     #[arg(long, default_value_t = 300)]
     pub settle: u64,
@@ -227,7 +230,7 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         args.flows,
         args.window,
         args.kills,
-        KINDS.join(", "),
+        args.services.join(", "),
         args.crash_after_call,
         args.ambiguous,
         if args.kill_broker {
@@ -295,11 +298,16 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let window = Duration::from_secs(args.window.max(1));
     let mut plan: Vec<(Duration, &str)> = Vec::new();
-    for kind in KINDS {
+    for kind in KINDS.iter().filter(|k| args.services.iter().any(|s| s == *k)) {
         for _ in 0..args.kills {
-            plan.push((Duration::from_millis(rand_below(window.as_millis() as u64)), kind));
+            plan.push((Duration::from_millis(rand_below(window.as_millis() as u64)), *kind));
         }
     }
+    anyhow::ensure!(
+        args.services.iter().all(|s| KINDS.contains(&s.as_str())),
+        "--services: each must be one of {}",
+        KINDS.join(", ")
+    );
     plan.sort();
     let infra = {
         let kill_broker = args.kill_broker;

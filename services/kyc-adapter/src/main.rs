@@ -86,12 +86,27 @@ impl KycAdapter {
             .await
     }
 
-    /// The current status of a live case: a read, no effect.
+    /// The current status of a live case: a read, no effect. A query that fails (the vendor
+    /// unreachable, our credentials refused) is no news about the case, never "the case is gone":
+    /// it answers "still pending", so the flow asks again later and never fails over on it.
     async fn status(&self, req: &KycStatusRequested) -> Result<KycOutcome, Failure> {
         let vendor = self.partners.get(&req.partner)?;
-        self.partners
+        match self
+            .partners
             .call(&req.partner, "status", || vendor.status(&req.provider_reference))
             .await
+        {
+            Ok(o) => Ok(o),
+            Err(f) => {
+                tracing::warn!(partner = %req.partner, reference = %req.provider_reference, failure = %f.message,
+                    "status query failed; reporting the case as still pending");
+                Ok(KycOutcome {
+                    provider_reference: req.provider_reference.clone(),
+                    status: KycStatus::Pending,
+                    reasons: vec![],
+                })
+            }
+        }
     }
 }
 
