@@ -189,6 +189,7 @@ impl<V: ?Sized> Partners<V> {
         result
     }
 
+    /// [`Partners::effect`] with the key's lock held.
     async fn effect_locked<'a, T, S, R>(
         &self,
         ledger: &Ledger,

@@ -57,7 +57,6 @@ pub fn start(routes: &Routes) -> (State, Vec<Effect>) {
                 "no_route",
                 "no KYC route matches this applicant",
             )),
-            vec![],
         );
     };
     let partner = route.candidates[0].clone();
@@ -196,17 +195,7 @@ fn kyc_answer(
                 "provider_stalled",
                 format!("{} still has the case open after {checks} status checks", case.partner),
             );
-            with(
-                effects,
-                decide(
-                    kyc,
-                    None,
-                    OnboardingDecision::ManualReview,
-                    vec![f.message.clone()],
-                    Some(f),
-                    vec![],
-                ),
-            )
+            escalate(effects, kyc, f)
         }
         KycStatus::NeedsDocuments if *overdue && *documents => {
             let f = Failure::new(
@@ -214,17 +203,7 @@ fn kyc_answer(
                 "documents_timeout",
                 "the applicant did not provide documents in time",
             );
-            with(
-                effects,
-                decide(
-                    kyc,
-                    None,
-                    OnboardingDecision::ManualReview,
-                    vec![f.message.clone()],
-                    Some(f),
-                    vec![],
-                ),
-            )
+            escalate(effects, kyc, f)
         }
         KycStatus::Pending | KycStatus::NeedsDocuments => {
             let wants_documents = a.status == KycStatus::NeedsDocuments;
@@ -254,7 +233,7 @@ fn kyc_answer(
         KycStatus::Approved => with(effects, start_aml(case, routes)),
         KycStatus::Rejected => with(
             effects,
-            decide(kyc, None, OnboardingDecision::Rejected, a.reasons, None, vec![]),
+            decide(kyc, None, OnboardingDecision::Rejected, a.reasons, None),
         ),
         KycStatus::Review => {
             let f = Failure::new(
@@ -264,7 +243,7 @@ fn kyc_answer(
             );
             with(
                 effects,
-                decide(kyc, None, OnboardingDecision::ManualReview, a.reasons, Some(f), vec![]),
+                decide(kyc, None, OnboardingDecision::ManualReview, a.reasons, Some(f)),
             )
         }
     }
@@ -283,7 +262,6 @@ fn start_aml(kyc: Case, routes: &Routes) -> (State, Vec<Effect>) {
             OnboardingDecision::Failed,
             vec![f.message.clone()],
             Some(f),
-            vec![],
         );
     };
     let partner = route.candidates[0].clone();
@@ -338,10 +316,7 @@ fn aml_answer(state: &State, a: AmlAnswer, routes: &Routes) -> (State, Vec<Effec
     let (kyc, aml) = (Some(kyc.clone()), Some(case.clone()));
     match a.status {
         ScreeningStatus::Pending => (state.clone(), effects),
-        ScreeningStatus::Clear => with(
-            effects,
-            decide(kyc, aml, OnboardingDecision::Approved, vec![], None, vec![]),
-        ),
+        ScreeningStatus::Clear => with(effects, decide(kyc, aml, OnboardingDecision::Approved, vec![], None)),
         ScreeningStatus::PossibleMatch => with(
             effects,
             decide(
@@ -354,7 +329,6 @@ fn aml_answer(state: &State, a: AmlAnswer, routes: &Routes) -> (State, Vec<Effec
                     "screening_possible_match",
                     "possible sanctions/PEP match: compliance review",
                 )),
-                vec![],
             ),
         ),
         ScreeningStatus::ConfirmedMatch => with(
@@ -369,7 +343,6 @@ fn aml_answer(state: &State, a: AmlAnswer, routes: &Routes) -> (State, Vec<Effec
                     "screening_confirmed_match",
                     "confirmed sanctions match",
                 )),
-                vec![],
             ),
         ),
     }
@@ -415,7 +388,6 @@ fn failed(
                 decision,
                 vec![format!("{}: {}", domain.name(), f.code)],
                 Some(failure),
-                vec![],
             ),
         );
     };
@@ -485,15 +457,30 @@ fn decide(
     decision: OnboardingDecision,
     reasons: Vec<String>,
     failure: Option<Failure>,
-    mut effects: Vec<Effect>,
 ) -> (State, Vec<Effect>) {
-    effects.push(Effect::Timer(None));
-    effects.push(Effect::Complete {
-        decision,
-        reasons,
-        failure,
-    });
+    let effects = vec![
+        Effect::Timer(None),
+        Effect::Complete {
+            decision,
+            reasons,
+            failure,
+        },
+    ];
     (State::Decided { decision, kyc, aml }, effects)
+}
+
+/// Manual review because of `f`, after `effects`.
+fn escalate(effects: Vec<Effect>, kyc: Option<Case>, f: Failure) -> (State, Vec<Effect>) {
+    with(
+        effects,
+        decide(
+            kyc,
+            None,
+            OnboardingDecision::ManualReview,
+            vec![f.message.clone()],
+            Some(f),
+        ),
+    )
 }
 
 /// Effects already produced, followed by those of `next`.
