@@ -448,8 +448,8 @@ async fn a_tenant_never_sees_another_tenants_flow() {
     let (s, _) = m.fetch(&alpha, flow).await;
     assert_eq!(s, 200);
 
-    // Two tenants may use the same applicant id: partners see tenant-scoped ids, so neither flow
-    // collides with the other at a vendor that keys customers by external id.
+    // Two tenants may use the same applicant id (here at two different vendors; the test below puts
+    // two tenants on the same vendor).
     let shared = format!("shared-{}", id());
     let (_, _, a) = m
         .submit(&alpha, &applicant(&shared, "Alma", "Same", "UK", "LOW"), None)
@@ -464,6 +464,64 @@ async fn a_tenant_never_sees_another_tenants_flow() {
     assert_eq!(
         m.decided(&beta, b["id"].as_str().unwrap(), DECIDE).await["decision"],
         "approved"
+    );
+}
+
+#[tokio::test]
+async fn two_tenants_at_the_same_vendor_never_share_a_vendor_customer() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    let n = id();
+    // Tenant `t<n>.x` with applicant `y`, and tenant `t<n>` with applicant `x.y`: joined naively with
+    // a dot both are `t<n>.x.y` at the vendor, and the second would get the first's verdict.
+    let (first_tenant, second_tenant) = (format!("t{n}.x"), format!("t{n}"));
+    let file = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-stack/config/routing.toml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let _restore = RestoreFile(file.clone(), original.clone());
+    // Both tenants on the vendor that keys customers by external id.
+    let route = format!(
+        "[[routes]]\ndomain = \"kyc\"\nprimary = \"kyc-sumsub\"\nmatch = {{ tenants = [\"{first_tenant}\", \"{second_tenant}\"] }}\n\n"
+    );
+    let at = original.find("[[routes]]").unwrap();
+    std::fs::write(&file, format!("{}{route}{}", &original[..at], &original[at..])).unwrap();
+    let routing = format!("{}/routing", m.var("ORCHESTRATOR_URL"));
+    let reloaded = eventually(Duration::from_secs(15), || async {
+        m.http
+            .get(&routing)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains(&first_tenant)
+    })
+    .await;
+    assert!(reloaded, "the orchestrator did not pick up the test route");
+    let first = m.api_key(&first_tenant, "onboarding:write,onboarding:read");
+    let second = m.api_key(&second_tenant, "onboarding:write,onboarding:read");
+    let forger = format!("Fay{n}");
+    let clean = format!("Cal{n}");
+    let a = m.start(&first, &applicant("y", &forger, "Forger", "UK", "LOW")).await;
+    let a = m.decided(&first, &a, DECIDE).await;
+    assert_eq!(
+        (a["decision"].as_str(), a["kyc_partner"].as_str()),
+        (Some("rejected"), Some("kyc-sumsub")),
+        "{a}"
+    );
+    let b = m
+        .start(&second, &applicant("x.y", &clean, "Clearwater", "UK", "LOW"))
+        .await;
+    let b = m.decided(&second, &b, DECIDE).await;
+    assert_eq!(
+        (b["decision"].as_str(), b["kyc_partner"].as_str()),
+        (Some("approved"), Some("kyc-sumsub")),
+        "the second tenant got its own verdict: {b}"
+    );
+    assert_eq!(
+        m.ledger(SUMSUB, &clean).await.get("applicant_created"),
+        Some(&1),
+        "a customer of its own"
     );
 }
 

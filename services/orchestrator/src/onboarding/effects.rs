@@ -26,9 +26,18 @@ fn perm(e: impl std::fmt::Display) -> HandlerError {
 }
 
 /// The id partners know the applicant by: tenant-scoped, since two tenants may use the same
-/// applicant id and vendors key customers by it.
+/// applicant id and vendors key customers by it (Sumsub's `externalUserId`, Mesh's
+/// `external_identifier`).
 fn subject_id(flow: &Flow) -> String {
-    format!("{}.{}", flow.tenant_id, flow.applicant_id)
+    vendor_subject_id(&flow.tenant_id, &flow.applicant_id)
+}
+
+/// `<length of tenant>.<tenant>.<applicant>`: injective, since the length says exactly where the
+/// tenant ends, whatever either part contains (tenant `a.b` with applicant `c` and tenant `a` with
+/// applicant `b.c` become `3.a.b.c` and `1.a.b.c`). Readable at the vendor, in the ingress's
+/// applicant-id alphabet.
+pub fn vendor_subject_id(tenant: &str, applicant: &str) -> String {
+    format!("{}.{tenant}.{applicant}", tenant.len())
 }
 
 fn envelope(flow: &Flow, record: &str, cause: &Envelope) -> Envelope {

@@ -11,6 +11,7 @@ use switchyard_model::events::{
 };
 
 use super::{
+    effects::vendor_subject_id,
     state::{AmlAnswer, Case, Domain, Effect, Input, KycAnswer, Route, Routes, State, Timer},
     transition::{Limits, start, step},
 };
@@ -385,5 +386,20 @@ proptest! {
             prop_assert_eq!(next.is_terminal(), state.is_terminal());
             state = next;
         }
+    }
+}
+
+#[test]
+fn vendor_subject_ids_of_different_tenants_never_meet() {
+    assert_ne!(vendor_subject_id("a.b", "c"), vendor_subject_id("a", "b.c"));
+    assert_eq!(vendor_subject_id("tenant-alpha", "cust-1"), "12.tenant-alpha.cust-1");
+}
+
+proptest! {
+    /// Different (tenant, applicant) pairs always give different vendor ids.
+    #[test]
+    fn vendor_subject_ids_are_injective(a in "[a-z.]{0,6}", b in "[a-z.]{0,6}", c in "[a-z.]{0,6}", d in "[a-z.]{0,6}") {
+        prop_assume!((a.as_str(), b.as_str()) != (c.as_str(), d.as_str()));
+        prop_assert_ne!(vendor_subject_id(&a, &b), vendor_subject_id(&c, &d));
     }
 }
