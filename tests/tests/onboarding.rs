@@ -526,6 +526,45 @@ async fn two_tenants_at_the_same_vendor_never_share_a_vendor_customer() {
 }
 
 #[tokio::test]
+async fn a_second_onboarding_of_the_same_person_is_screened_afresh() {
+    let _g = SERIAL.lock().await;
+    let m = Mesh::get();
+    // tenant-beta's EU applicants go to the KYC vendor that keeps one applicant per person.
+    let key = m.api_key("tenant-beta", "onboarding:write,onboarding:read");
+    let n = id();
+    let name = format!("Rea{n}");
+    let person = applicant(&format!("again-{n}"), &name, "Clearwater", "EU", "LOW");
+    let first = m.start(&key, &person).await;
+    let first = m.decided(&key, &first, DECIDE).await;
+    let second = m.start(&key, &person).await;
+    let second = m.decided(&key, &second, DECIDE).await;
+    for done in [&first, &second] {
+        assert_eq!(
+            (
+                done["decision"].as_str(),
+                done["kyc_partner"].as_str(),
+                done["aml_partner"].as_str()
+            ),
+            (Some("approved"), Some("kyc-sumsub"), Some("aml-mesh")),
+            "{done}"
+        );
+    }
+    // Sanctions screening: never reused, one per flow.
+    assert_eq!(
+        m.ledger(MESH, &name).await.get("customer_screened"),
+        Some(&2),
+        "a fresh screening per flow"
+    );
+    // Identity verification: the vendor's final review of the same tenant's applicant is reused.
+    let sumsub = m.ledger(SUMSUB, &name).await;
+    assert_eq!(
+        (sumsub.get("applicant_created"), sumsub.get("review_requested")),
+        (Some(&1), Some(&1)),
+        "{sumsub:?}"
+    );
+}
+
+#[tokio::test]
 async fn bad_requests_get_clear_problem_documents() {
     let _g = SERIAL.lock().await;
     let m = Mesh::get();

@@ -206,10 +206,12 @@ pub async fn take_due_timer(conn: &mut PgConnection) -> R<Option<String>> {
     Ok(due)
 }
 
-/// Remembers which flow a partner's case belongs to.
+/// Remembers which flow a partner's case belongs to. A case a vendor reuses for a later flow (one
+/// applicant per person) belongs from then on to the latest flow: that is the one waiting for it.
 pub async fn remember_reference(conn: &mut PgConnection, partner: &str, reference: &str, flow_id: &str) -> R<()> {
     sqlx::query(
-        "INSERT INTO provider_refs (partner, provider_reference, flow_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        "INSERT INTO provider_refs (partner, provider_reference, flow_id) VALUES ($1, $2, $3) \
+         ON CONFLICT (partner, provider_reference) DO UPDATE SET flow_id = EXCLUDED.flow_id",
     )
     .bind(partner)
     .bind(reference)

@@ -95,7 +95,11 @@ impl Mesh {
     async fn run(&self, subject: &Subject) -> Result<AmlOutcome, VendorError> {
         let token = self.token().await?;
         // The sync workflow is idempotent for a byte-identical request: a retry re-sends exactly this.
-        let body = CreateAndScreen::new(&subject.subject_id, &subject.person, &self.cfg.screening_configuration);
+        let body = CreateAndScreen::new(
+            &screening_identifier(subject),
+            &subject.person,
+            &self.cfg.screening_configuration,
+        );
         let workflow: WorkflowResponse = json(
             send(
                 self.http
@@ -137,6 +141,14 @@ impl Mesh {
             hits,
         })
     }
+}
+
+/// The Mesh customer a screening runs on: one per screening request (`<subject>.<request key>`).
+/// Every flow's screening is fresh (Mesh would replay an earlier flow's screening for a byte-identical
+/// request, and refuse a changed one for an existing external id), while a re-send of the same
+/// request stays byte-identical and is de-duplicated by Mesh.
+pub fn screening_identifier(subject: &Subject) -> String {
+    format!("{}.{}", subject.subject_id, subject.idempotency_key)
 }
 
 impl AmlVendor for Mesh {
