@@ -195,18 +195,26 @@ async fn shadow_mode_records_the_second_vendor_without_acting_on_it() {
     let key = m.api_key("tenant-gamma", "onboarding:write,onboarding:read");
     let orch = m.orchestrator_db().await;
     let n = id();
-    // Applicant 1: the shadow vendor answers; applicant 2: the shadow vendor fails every call, a
-    // failure that on the primary path would fail the step over.
-    let (answers, fails) = (format!("Gus{n}"), format!("Gil{n}"));
+    // Applicant 1: the shadow vendor agrees; applicant 2: the shadow vendor fails every call, a
+    // failure that on the primary path would fail the step over; applicant 3: the shadow vendor
+    // finds a forged document where the primary approves.
+    let (agrees, fails, differs) = (format!("Gus{n}"), format!("Gil{n}"), format!("Gid{n}"));
     m.sim_post(
         SUMSUB,
         "/_sim/faults",
         json!({"matcher": fails, "fault": {"kind": "error", "status": 503}}),
     )
     .await;
-    for (given, shadow_status, shadow_failure) in [
-        (&answers, "Pending", json!(null)),
-        (&fails, "Pending", json!("provider_unavailable")),
+    m.sim_post(
+        SUMSUB,
+        "/_sim/personas",
+        json!({"matcher": differs, "persona": "forger"}),
+    )
+    .await;
+    for (given, verdict, agreement, failure) in [
+        (&agrees, json!("approved"), json!(true), json!(null)),
+        (&fails, json!(null), json!(null), json!("provider_unavailable")),
+        (&differs, json!("rejected"), json!(false), json!(null)),
     ] {
         let flow = m
             .start(&key, &applicant(&format!("app-{given}"), given, "Shadowy", "EU", "LOW"))
@@ -217,18 +225,24 @@ async fn shadow_mode_records_the_second_vendor_without_acting_on_it() {
             done["kyc_partner"], "kyc-onfido",
             "{given}: decided by the primary alone"
         );
-        let recorded = eventually(Duration::from_secs(20), || async {
-            let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
-                "SELECT status, detail FROM shadow_results WHERE flow_id = $1 AND partner = 'kyc-sumsub'",
+        // The shadow vendor's own final verdict (from its webhook), compared with the live one.
+        let row = || async {
+            sqlx::query_as::<_, (Option<String>, Option<bool>, serde_json::Value)>(
+                "SELECT verdict, agrees, detail FROM shadow_results WHERE flow_id = $1 AND partner = 'kyc-sumsub'",
             )
             .bind(&flow)
-            .fetch_all(&orch)
+            .fetch_optional(&orch)
             .await
-            .unwrap();
-            rows.len() == 1 && rows[0].0 == shadow_status && rows[0].1["failure"] == shadow_failure
+            .unwrap()
+        };
+        let recorded = eventually(Duration::from_secs(20), || async {
+            row()
+                .await
+                .is_some_and(|(v, a, d)| json!(v) == verdict && json!(a) == agreement && d["failure"] == failure)
         })
         .await;
-        assert!(recorded, "{given}: the shadow answer was not recorded as given");
+        let last = row().await;
+        assert!(recorded, "{given}: shadow verdict not recorded as expected: {last:?}");
         let history: Vec<String> = sqlx::query_scalar("SELECT event FROM flow_history WHERE flow_id = $1")
             .bind(&flow)
             .fetch_all(&orch)
@@ -240,11 +254,42 @@ async fn shadow_mode_records_the_second_vendor_without_acting_on_it() {
         );
     }
     m.sim_clear(SUMSUB).await;
+    m.http.delete(format!("{SUMSUB}/_sim/personas")).send().await.unwrap();
     assert_eq!(
-        m.ledger(SUMSUB, &answers).await.get("applicant_created"),
+        m.ledger(SUMSUB, &agrees).await.get("applicant_created"),
         Some(&1),
         "the shadow vendor was really called"
     );
+    let metrics = m.metrics("ORCHESTRATOR_URL").await;
+    for result in ["agree", "disagree"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("switchyard_shadow_comparisons_total{")
+                    && l.contains("partner=\"kyc-sumsub\"")
+                    && l.contains(&format!("result=\"{result}\""))),
+            "{result}: {metrics}"
+        );
+    }
+    let board: serde_json::Value = m
+        .http
+        .get(format!("{}/shadow", m.var("ORCHESTRATOR_URL")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sumsub = board["shadow"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["partner"] == "kyc-sumsub")
+        .cloned()
+        .unwrap_or_default();
+    assert!(sumsub["compared"].as_i64().unwrap_or(0) >= 2, "{board}");
+    let rate = sumsub["agreement_rate"].as_f64().unwrap_or(1.0);
+    assert!(rate > 0.0 && rate < 1.0, "agreement between the two: {board}");
 }
 
 #[tokio::test]

@@ -98,7 +98,14 @@ async fn run() -> anyhow::Result<()> {
         ],
         onboarding,
     );
-    let routes = Router::new().route("/routing", get(show_routing)).with_state(routing);
+    let routes = Router::new()
+        .route("/routing", get(show_routing))
+        .with_state(routing)
+        .merge(
+            Router::new()
+                .route("/shadow", get(show_shadow))
+                .with_state(rt.pool.clone()),
+        );
     let tasks = vec![rt.spawn_relay(), rt.spawn_consumer(consumer), timers];
     rt.serve_until_shutdown(routes, tasks).await
 }
@@ -115,6 +122,28 @@ async fn show_routing(State(routing): State<Routing>) -> Json<serde_json::Value>
             "match": {"tenants": r.matches.tenants, "regions": r.matches.regions, "risk_tiers": r.matches.risk_tiers,
             "segments": r.matches.segments}})).collect::<Vec<_>>(),
     }))
+}
+
+/// Shadow mode's scorecard: per domain and shadow partner, how many calls were made, how many
+/// reached a final verdict, how many were compared with the live verdict, and how many agreed.
+async fn show_shadow(State(pool): State<sqlx::PgPool>) -> Result<Json<serde_json::Value>, axum::http::StatusCode> {
+    let rows: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT domain, partner, count(*), count(verdict), count(agrees), count(*) FILTER (WHERE agrees) \
+         FROM shadow_results GROUP BY domain, partner ORDER BY domain, partner",
+    )
+    .fetch_all(&pool)
+    .await
+    .map_err(|e| {
+        tracing::warn!(error = %e, "shadow scorecard unavailable");
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    })?;
+    Ok(Json(
+        serde_json::json!({"shadow": rows.iter().map(|(domain, partner, calls, verdicts, compared, agreed)| {
+        serde_json::json!({"domain": domain, "partner": partner, "calls": calls, "verdicts": verdicts,
+            "compared": compared, "agreed": agreed,
+            "agreement_rate": (*compared > 0).then(|| *agreed as f64 / *compared as f64)})
+    }).collect::<Vec<_>>()}),
+    ))
 }
 
 /// Fires due step timers, each in its own transaction (several orchestrators share the work).

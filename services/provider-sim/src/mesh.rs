@@ -19,7 +19,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::sim::{Persona, Sim, parse_json, persona, with_faults};
+use crate::sim::{Persona, Sim, parse_json, with_faults};
 
 #[derive(Clone)]
 pub struct Config {
@@ -163,7 +163,7 @@ async fn create_and_screen(State(st): State<St>, h: HeaderMap, body: Bytes) -> R
         s.customer.person.last_name
     );
     let customer_id = format!("cust-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let (result, level, risks) = match persona(&s.customer.person.last_name) {
+    let (result, level, risks) = match st.sim.persona_of(&name, &s.customer.person.last_name) {
         Persona::Sanctioned => (
             "HAS_PROFILES",
             "PROHIBITED",

@@ -19,7 +19,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::sim::{Persona, Sim, parse_json, persona, with_faults};
+use crate::sim::{Persona, Sim, parse_json, with_faults};
 
 #[derive(Clone)]
 pub struct Config {
@@ -166,7 +166,7 @@ async fn create_check(State(st): State<St>, h: HeaderMap, body: Bytes) -> Respon
     };
     let name = format!("{first} {last}");
     let id = uuid::Uuid::new_v4().to_string();
-    let p = persona(&last);
+    let p = st.sim.persona_of(&name, &last);
     let check = Check {
         id: id.clone(),
         applicant_id,

@@ -69,8 +69,17 @@ pub struct Effect {
     pub at: String,
 }
 
+/// Makes the simulator treat people whose name contains `matcher` as `persona` (e.g. so one vendor
+/// disagrees with another about the same person).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PersonaRule {
+    pub matcher: String,
+    pub persona: String,
+}
+
 #[derive(Default)]
 struct Inner {
+    personas: Vec<PersonaRule>,
     faults: Vec<FaultRule>,
     webhook_rules: Vec<WebhookRule>,
     ledger: Vec<Effect>,
@@ -114,6 +123,19 @@ impl Sim {
             at: chrono::Utc::now().to_rfc3339(),
         };
         self.with(|i| i.ledger.push(e));
+    }
+
+    /// The persona of a person: an override whose matcher is in `full_name`, else the markers in
+    /// the family name.
+    pub fn persona_of(&self, full_name: &str, family_name: &str) -> Persona {
+        self.with(|i| {
+            i.personas
+                .iter()
+                .find(|r| full_name.contains(&r.matcher))
+                .map(|r| persona(&r.persona))
+        })
+        .flatten()
+        .unwrap_or_else(|| persona(family_name))
     }
 
     fn take_fault(&self, probe: &str) -> Option<Fault> {
@@ -210,11 +232,22 @@ struct LedgerQuery {
 pub fn control_routes(sim: Sim) -> Router {
     Router::new()
         .route("/_sim/faults", post(add_fault).delete(clear_faults))
+        .route("/_sim/personas", post(add_persona).delete(clear_personas))
         .route("/_sim/webhooks", post(add_webhook_rule).delete(clear_webhook_rules))
         .route("/_sim/ledger", get(ledger))
         .route("/_sim/deliveries", get(deliveries))
         .route("/_sim/health", get(|| async { "ok" }))
         .with_state(sim)
+}
+
+async fn add_persona(State(sim): State<Sim>, Json(rule): Json<PersonaRule>) -> StatusCode {
+    sim.with(|i| i.personas.push(rule));
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_personas(State(sim): State<Sim>) -> StatusCode {
+    sim.with(|i| i.personas.clear());
+    StatusCode::NO_CONTENT
 }
 
 async fn add_fault(State(sim): State<Sim>, Json(rule): Json<FaultRule>) -> StatusCode {

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_vendors::kyc::sumsub::{request_signature, webhooks::sign};
 
-use crate::sim::{Persona, Sim, parse_json, persona, with_faults};
+use crate::sim::{Persona, Sim, parse_json, with_faults};
 
 #[derive(Clone)]
 pub struct Config {
@@ -254,7 +254,7 @@ async fn review_later(st: St, a: Applicant) {
         a.name.clone(),
         None,
     );
-    let p = persona(&a.last_name);
+    let p = st.sim.persona_of(&a.name, &a.last_name);
     let mut reviews = match p {
         Persona::StepUp => vec![
             json!({"reviewAnswer": "RED", "rejectLabels": ["BAD_PHOTO"], "reviewRejectType": "RETRY",

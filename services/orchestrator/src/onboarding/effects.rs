@@ -118,7 +118,16 @@ impl Onboarding {
                     store::set_timer(conn, &flow.flow_id, name, after).await?;
                 }
                 Effect::Reference { partner, reference } => {
-                    store::remember_reference(conn, &partner, &reference, &flow.flow_id).await?;
+                    store::remember_reference(conn, &partner, &reference, &flow.flow_id, false).await?;
+                }
+                Effect::Verdict {
+                    domain,
+                    partner: _,
+                    verdict,
+                } => {
+                    for (shadow, agrees) in store::live_verdict(conn, &flow.flow_id, domain.name(), verdict).await? {
+                        self.metrics.compared(domain.name(), &shadow, agrees);
+                    }
                 }
                 Effect::Failover {
                     domain,

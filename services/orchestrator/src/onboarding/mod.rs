@@ -34,7 +34,7 @@ use switchyard_model::{
 use switchyard_runtime::{Handler, HandlerError, Incoming, Metrics, Outbox};
 
 use self::{
-    state::{AmlAnswer, Input, KycAnswer, Route, Routes},
+    state::{AmlAnswer, Domain, Input, KycAnswer, Route, Routes, aml_verdict, kyc_verdict},
     store::Flow,
     transition::Limits,
 };
@@ -65,10 +65,19 @@ pub struct FailoverLabels {
     pub to: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    pub domain: String,
+    pub partner: String,
+    /// `agree` or `disagree`.
+    pub result: String,
+}
+
 #[derive(Clone)]
 pub struct FlowMetrics {
     pub duration: Family<FlowLabels, Histogram, fn() -> Histogram>,
     pub failovers: Family<FailoverLabels, Counter>,
+    pub shadow: Family<ShadowLabels, Counter>,
 }
 
 fn flow_histogram() -> Histogram {
@@ -82,6 +91,7 @@ impl FlowMetrics {
         let f = FlowMetrics {
             duration: Family::new_with_constructor(flow_histogram as fn() -> Histogram),
             failovers: Family::default(),
+            shadow: Family::default(),
         };
         m.register(
             "flow_duration_seconds",
@@ -93,7 +103,23 @@ impl FlowMetrics {
             "Steps moved to another partner, by domain",
             f.failovers.clone(),
         );
+        m.register(
+            "shadow_comparisons",
+            "Shadow partners' final verdicts compared with the live partner's, by result",
+            f.shadow.clone(),
+        );
         f
+    }
+
+    /// Counts one comparison of a shadow partner's verdict with the live one.
+    pub fn compared(&self, domain: &str, partner: &str, agrees: bool) {
+        self.shadow
+            .get_or_create(&ShadowLabels {
+                domain: domain.to_string(),
+                partner: partner.to_string(),
+                result: if agrees { "agree" } else { "disagree" }.to_string(),
+            })
+            .inc();
     }
 }
 
@@ -190,16 +216,34 @@ impl Onboarding {
 
     async fn kyc_result(&self, conn: &mut PgConnection, r: KycVerificationResult) -> R<()> {
         if r.shadow {
+            let flow_id = &r.envelope.flow_id;
+            if !store::lock_flow(conn, flow_id).await? {
+                return Ok(());
+            }
             let detail = serde_json::json!({"reasons": r.reasons, "failure": r.failure.as_ref().map(|f| &f.code)});
-            return store::record_shadow(
+            let reference = r.provider_reference.as_deref();
+            store::record_shadow(
                 conn,
-                &r.envelope.flow_id,
+                flow_id,
                 "kyc",
                 &r.partner,
                 format!("{:?}", r.status),
+                reference,
                 detail,
             )
-            .await;
+            .await?;
+            let Some(reference) = reference else { return Ok(()) };
+            // The shadow case's webhooks reach it from now on; those that came first are applied.
+            store::remember_reference(conn, &r.partner, reference, flow_id, true).await?;
+            let mut statuses = vec![r.status];
+            for (status, _) in store::unpark(conn, &r.partner, reference).await? {
+                statuses.push(serde_json::from_value(serde_json::Value::String(status)).map_err(perm)?);
+            }
+            for status in statuses {
+                self.shadow_answer(conn, flow_id, Domain::Kyc, &r.partner, kyc_verdict(status))
+                    .await?;
+            }
+            return Ok(());
         }
         let answer = KycAnswer {
             partner: r.partner.clone(),
@@ -228,8 +272,24 @@ impl Onboarding {
         Ok(())
     }
 
+    /// A shadow partner's answer: its verdict is recorded and compared, the flow is not touched.
+    async fn shadow_answer(
+        &self,
+        conn: &mut PgConnection,
+        flow_id: &str,
+        domain: Domain,
+        partner: &str,
+        verdict: Option<&str>,
+    ) -> R<()> {
+        let Some(verdict) = verdict else { return Ok(()) };
+        if let Some(agrees) = store::shadow_verdict(conn, flow_id, domain.name(), partner, verdict).await? {
+            self.metrics.compared(domain.name(), partner, agrees);
+        }
+        Ok(())
+    }
+
     async fn kyc_provider_event(&self, conn: &mut PgConnection, p: KycProviderEvent) -> R<()> {
-        let Some(flow_id) = store::flow_of_reference(conn, &p.partner, &p.provider_reference).await? else {
+        let Some((flow_id, shadow)) = store::flow_of_reference(conn, &p.partner, &p.provider_reference).await? else {
             let status = serde_json::to_value(p.status).map_err(perm)?;
             store::park(
                 conn,
@@ -243,6 +303,13 @@ impl Onboarding {
             tracing::info!(partner = %p.partner, reference = %p.provider_reference, "provider event parked until its case is known");
             return Ok(());
         };
+        if shadow {
+            if store::lock_flow(conn, &flow_id).await? {
+                self.shadow_answer(conn, &flow_id, Domain::Kyc, &p.partner, kyc_verdict(p.status))
+                    .await?;
+            }
+            return Ok(());
+        }
         let answer = KycAnswer {
             partner: p.partner.clone(),
             reference: Some(p.provider_reference.clone()),
@@ -255,16 +322,26 @@ impl Onboarding {
 
     async fn aml_result(&self, conn: &mut PgConnection, r: AmlScreeningResult) -> R<()> {
         if r.shadow {
+            let flow_id = &r.envelope.flow_id;
+            if !store::lock_flow(conn, flow_id).await? {
+                return Ok(());
+            }
             let detail = serde_json::json!({"hits": r.hits.iter().map(|h| &h.matched_name).collect::<Vec<_>>(), "failure": r.failure.as_ref().map(|f| &f.code)});
-            return store::record_shadow(
+            let reference = r.provider_reference.as_deref();
+            store::record_shadow(
                 conn,
-                &r.envelope.flow_id,
+                flow_id,
                 "aml",
                 &r.partner,
                 format!("{:?}", r.status),
+                reference,
                 detail,
             )
-            .await;
+            .await?;
+            let verdict = r.failure.is_none().then(|| aml_verdict(r.status)).flatten();
+            return self
+                .shadow_answer(conn, flow_id, Domain::Aml, &r.partner, verdict)
+                .await;
         }
         let prefix = match r.status {
             ScreeningStatus::ConfirmedMatch => "confirmed match",

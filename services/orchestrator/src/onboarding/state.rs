@@ -186,6 +186,32 @@ pub enum Effect {
         reasons: Vec<String>,
         failure: Option<Failure>,
     },
+    /// The live partner's final verdict of a step (kept to compare shadow partners with).
+    Verdict {
+        domain: Domain,
+        partner: String,
+        verdict: &'static str,
+    },
     /// A line in the flow's history (what happened and why, for operators and auditors).
     Note { event: &'static str, detail: String },
+}
+
+/// A KYC answer's verdict, when it is one (what shadow mode compares).
+pub fn kyc_verdict(s: KycStatus) -> Option<&'static str> {
+    match s {
+        KycStatus::Approved => Some("approved"),
+        KycStatus::Rejected => Some("rejected"),
+        KycStatus::Review => Some("review"),
+        KycStatus::NeedsDocuments | KycStatus::Pending => None,
+    }
+}
+
+/// A screening's verdict, when it is one.
+pub fn aml_verdict(s: ScreeningStatus) -> Option<&'static str> {
+    match s {
+        ScreeningStatus::Clear => Some("clear"),
+        ScreeningStatus::PossibleMatch => Some("possible_match"),
+        ScreeningStatus::ConfirmedMatch => Some("confirmed_match"),
+        ScreeningStatus::Pending => None,
+    }
 }

@@ -206,29 +206,102 @@ pub async fn take_due_timer(conn: &mut PgConnection) -> R<Option<String>> {
     Ok(due)
 }
 
-/// Remembers which flow a partner's case belongs to. A case a vendor reuses for a later flow (one
-/// applicant per person) belongs from then on to the latest flow: that is the one waiting for it.
-pub async fn remember_reference(conn: &mut PgConnection, partner: &str, reference: &str, flow_id: &str) -> R<()> {
+/// Remembers which flow a partner's case belongs to (`shadow`: a shadow partner's case, whose events
+/// are recorded and compared, never acted on). A case a vendor reuses for a later flow (one applicant
+/// per person) belongs from then on to the latest flow: that is the one waiting for it.
+pub async fn remember_reference(
+    conn: &mut PgConnection,
+    partner: &str,
+    reference: &str,
+    flow_id: &str,
+    shadow: bool,
+) -> R<()> {
     sqlx::query(
-        "INSERT INTO provider_refs (partner, provider_reference, flow_id) VALUES ($1, $2, $3) \
-         ON CONFLICT (partner, provider_reference) DO UPDATE SET flow_id = EXCLUDED.flow_id",
+        "INSERT INTO provider_refs (partner, provider_reference, flow_id, shadow) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (partner, provider_reference) DO UPDATE SET flow_id = EXCLUDED.flow_id, shadow = EXCLUDED.shadow",
     )
     .bind(partner)
     .bind(reference)
     .bind(flow_id)
+    .bind(shadow)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-pub async fn flow_of_reference(conn: &mut PgConnection, partner: &str, reference: &str) -> R<Option<String>> {
+/// The flow a partner's case belongs to, and whether it is a shadow case.
+pub async fn flow_of_reference(conn: &mut PgConnection, partner: &str, reference: &str) -> R<Option<(String, bool)>> {
     Ok(
-        sqlx::query_scalar("SELECT flow_id FROM provider_refs WHERE partner = $1 AND provider_reference = $2")
+        sqlx::query_as("SELECT flow_id, shadow FROM provider_refs WHERE partner = $1 AND provider_reference = $2")
             .bind(partner)
             .bind(reference)
             .fetch_optional(conn)
             .await?,
     )
+}
+
+/// Takes the flow's row lock (shadow answers change no state, but are compared under the same lock
+/// as the live verdict they are compared with).
+pub async fn lock_flow(conn: &mut PgConnection, flow_id: &str) -> R<bool> {
+    Ok(
+        sqlx::query_scalar::<_, i32>("SELECT 1 FROM onboarding_flows WHERE flow_id = $1 FOR UPDATE")
+            .bind(flow_id)
+            .fetch_optional(conn)
+            .await?
+            .is_some(),
+    )
+}
+
+/// The live partner's verdict of a step; compares the shadow verdicts already in. Returns
+/// `(shadow partner, agrees)` for each comparison made.
+pub async fn live_verdict(
+    conn: &mut PgConnection,
+    flow_id: &str,
+    domain: &str,
+    verdict: &str,
+) -> R<Vec<(String, bool)>> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE onboarding_flows SET {}_verdict = $2 WHERE flow_id = $1",
+        if domain == "kyc" { "kyc" } else { "aml" }
+    )))
+    .bind(flow_id)
+    .bind(verdict)
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query_as(
+        "UPDATE shadow_results SET live_verdict = $3, agrees = (verdict = $3) \
+         WHERE flow_id = $1 AND domain = $2 AND verdict IS NOT NULL AND agrees IS NULL RETURNING partner, agrees",
+    )
+    .bind(flow_id)
+    .bind(domain)
+    .bind(verdict)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// A shadow partner's final verdict; compared at once when the live verdict is in. Returns whether
+/// it agrees, when that is known.
+pub async fn shadow_verdict(
+    conn: &mut PgConnection,
+    flow_id: &str,
+    domain: &str,
+    partner: &str,
+    verdict: &str,
+) -> R<Option<bool>> {
+    let agrees: Option<Option<bool>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "UPDATE shadow_results s SET verdict = $4, verdict_at = now(), live_verdict = f.{d}_verdict, \
+         agrees = (f.{d}_verdict = $4) FROM onboarding_flows f \
+         WHERE s.flow_id = $1 AND s.domain = $2 AND s.partner = $3 AND s.verdict IS NULL AND f.flow_id = s.flow_id \
+         RETURNING s.agrees",
+        d = if domain == "kyc" { "kyc" } else { "aml" }
+    )))
+    .bind(flow_id)
+    .bind(domain)
+    .bind(partner)
+    .bind(verdict)
+    .fetch_optional(conn)
+    .await?;
+    Ok(agrees.flatten())
 }
 
 /// A partner event that arrived before the result naming its case.
@@ -270,15 +343,20 @@ pub async fn record_shadow(
     domain: &str,
     partner: &str,
     status: String,
+    reference: Option<&str>,
     detail: serde_json::Value,
 ) -> R<()> {
-    sqlx::query("INSERT INTO shadow_results (flow_id, domain, partner, status, detail) VALUES ($1, $2, $3, $4, $5)")
-        .bind(flow_id)
-        .bind(domain)
-        .bind(partner)
-        .bind(status)
-        .bind(detail)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO shadow_results (flow_id, domain, partner, status, provider_reference, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(flow_id)
+    .bind(domain)
+    .bind(partner)
+    .bind(status)
+    .bind(reference)
+    .bind(detail)
+    .execute(conn)
+    .await?;
     Ok(())
 }

@@ -34,7 +34,7 @@ use switchyard_model::events::{
 
 use super::state::{
     AML_PENDING, AmlAnswer, Case, Domain, Effect, Input, KYC_DOCUMENTS, KYC_PENDING, KycAnswer, Route, Routes, State,
-    Timer,
+    Timer, aml_verdict, kyc_verdict,
 };
 
 /// Limits the transitions apply.
@@ -187,6 +187,13 @@ fn kyc_answer(
     if let Some(f) = a.failure {
         return failed(Domain::Kyc, state, case, tried, f, routes, effects);
     }
+    if let Some(verdict) = kyc_verdict(a.status) {
+        effects.push(Effect::Verdict {
+            domain: Domain::Kyc,
+            partner: case.partner.clone(),
+            verdict,
+        });
+    }
     let kyc = Some(case.clone());
     match a.status {
         KycStatus::Pending if *overdue && *checks >= limits.max_checks => {
@@ -300,6 +307,13 @@ fn aml_answer(state: &State, a: AmlAnswer, routes: &Routes) -> (State, Vec<Effec
     }
     if let Some(f) = a.failure {
         return failed(Domain::Aml, state, case, tried, f, routes, effects);
+    }
+    if let Some(verdict) = aml_verdict(a.status) {
+        effects.push(Effect::Verdict {
+            domain: Domain::Aml,
+            partner: case.partner.clone(),
+            verdict,
+        });
     }
     if a.status == ScreeningStatus::Pending {
         effects.push(Effect::Note {
