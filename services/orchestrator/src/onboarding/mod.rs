@@ -14,6 +14,8 @@ pub mod store;
 pub mod transition;
 
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
 
 use std::time::Duration;
@@ -215,6 +217,9 @@ impl Onboarding {
     }
 
     async fn kyc_result(&self, conn: &mut PgConnection, r: KycVerificationResult) -> R<()> {
+        if let Some(reference) = &r.provider_reference {
+            store::lock_case(conn, &r.partner, reference).await?;
+        }
         if r.shadow {
             let flow_id = &r.envelope.flow_id;
             if !store::lock_flow(conn, flow_id).await? {
@@ -289,6 +294,7 @@ impl Onboarding {
     }
 
     async fn kyc_provider_event(&self, conn: &mut PgConnection, p: KycProviderEvent) -> R<()> {
+        store::lock_case(conn, &p.partner, &p.provider_reference).await?;
         let Some((flow_id, shadow)) = store::flow_of_reference(conn, &p.partner, &p.provider_reference).await? else {
             let status = serde_json::to_value(p.status).map_err(perm)?;
             store::park(

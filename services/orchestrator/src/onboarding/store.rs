@@ -195,15 +195,48 @@ pub async fn clear_timer(conn: &mut PgConnection, flow_id: &str) -> R<()> {
     Ok(())
 }
 
-/// Takes one due timer (skipping those another instance holds), removing it.
+/// Takes one due timer, removing it, with the flow's row locked first (the one lock order of the
+/// flow engine: case reference, then flow row, then timer row; a handler locks the flow and then
+/// re-arms its timer, so the timer job must never hold a timer row while waiting for a flow). Flows a
+/// handler holds right now are skipped; their timer is taken on a later round if still due.
 pub async fn take_due_timer(conn: &mut PgConnection) -> R<Option<String>> {
-    let due: Option<String> = sqlx::query_scalar(
-        "DELETE FROM flow_timers WHERE flow_id = (SELECT flow_id FROM flow_timers WHERE due_at <= now() \
-         ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING flow_id",
-    )
-    .fetch_optional(conn)
-    .await?;
-    Ok(due)
+    let due: Vec<String> =
+        sqlx::query_scalar("SELECT flow_id FROM flow_timers WHERE due_at <= now() ORDER BY due_at LIMIT 16")
+            .fetch_all(&mut *conn)
+            .await?;
+    for flow_id in due {
+        let locked: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM onboarding_flows WHERE flow_id = $1 FOR UPDATE SKIP LOCKED")
+                .bind(&flow_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if locked.is_none() {
+            continue;
+        }
+        // Still due now that the flow is ours (a handler may have re-armed or cleared it meanwhile).
+        let taken = sqlx::query("DELETE FROM flow_timers WHERE flow_id = $1 AND due_at <= now()")
+            .bind(&flow_id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if taken > 0 {
+            return Ok(Some(flow_id));
+        }
+    }
+    Ok(None)
+}
+
+/// Serialises everything about one partner case in this transaction: parking an event for a case not
+/// known yet, and making the case known then draining what was parked. Without it (READ COMMITTED),
+/// an event could be parked just after the drain of a transaction that had not seen it, and stay
+/// parked forever. Taken before the flow row (the lock order above).
+pub async fn lock_case(conn: &mut PgConnection, partner: &str, reference: &str) -> R<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 8117))")
+        .bind(partner)
+        .bind(reference)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Remembers which flow a partner's case belongs to (`shadow`: a shadow partner's case, whose events
