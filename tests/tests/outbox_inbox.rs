@@ -325,6 +325,65 @@ async fn poison_messages_go_to_the_dlq_and_the_partition_moves_on() {
     db.drop_db().await;
 }
 
+#[tokio::test]
+async fn a_change_the_database_refuses_is_dead_lettered_not_retried_for_ever() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("refused").await;
+    let topic = stack.fresh_topic("refused", 1).await;
+    let codec = stack.codec_for(&topic).await;
+    create_effects_table(&db.pool).await;
+    // The handler's write for seq 2 breaks a constraint (SQLSTATE 23514): it will every time.
+    sqlx::query("ALTER TABLE effects ADD CONSTRAINT no_second CHECK (seq <> 2)")
+        .execute(&db.pool)
+        .await
+        .expect("constraint");
+    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "refused-test").expect("producer");
+    for seq in 1..=3 {
+        let payload = codec
+            .encode(&topic, &sample_event("t", "flow-r", seq))
+            .await
+            .expect("encode");
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&topic)
+                    .key("flow-r")
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+    let metrics = Metrics::new("refused");
+    let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec.clone(), metrics.clone());
+    let applied = eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 2 }).await;
+    let dlq = read_topic(
+        &stack,
+        &format!("{topic}.dlq"),
+        1,
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+    )
+    .await;
+    stop.trigger();
+    handle.await.expect("join").expect("consumer");
+    assert!(applied, "the message behind the refused one was not processed");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(
+        dlq[0].headers.get("dlq_reason").map(String::as_str),
+        Some("handler_rejected")
+    );
+    assert!(
+        dlq[0]
+            .headers
+            .get("dlq_detail")
+            .is_some_and(|d| d.contains("SQLSTATE 23514")),
+        "{:?}",
+        dlq[0].headers
+    );
+    db.drop_db().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_message_is_applied_once() {
     let stack = Stack::get();

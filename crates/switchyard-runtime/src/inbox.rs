@@ -55,9 +55,17 @@ pub enum HandlerError {
     Permanent(String),
 }
 
+/// Database errors classified where they arise: a connection, serialization or deadlock error is
+/// retried in place; a constraint or data error would fail the same way every time, so the message
+/// is dead-lettered with the SQLSTATE instead of stalling its partition.
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
-        HandlerError::Transient(e.to_string())
+        if crate::db::is_transient(&e) {
+            HandlerError::Transient(e.to_string())
+        } else {
+            let state = crate::db::sqlstate(&e).unwrap_or_else(|| "-".into());
+            HandlerError::Permanent(format!("the database refuses this change (SQLSTATE {state}): {e}"))
+        }
     }
 }
 

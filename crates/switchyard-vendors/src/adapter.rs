@@ -204,7 +204,7 @@ impl<V: ?Sized> Partners<V> {
         R: Fn(Arc<dyn Progress>) -> BoxFuture<'a, Result<Recovery<T>, VendorError>>,
     {
         let (key, partner) = (intent.key, intent.partner);
-        let transient = |e: sqlx::Error| HandlerError::Transient(e.to_string());
+        let transient = HandlerError::from;
         let prior = ledger.take(intent).await.map_err(transient)?;
         let checkpoint = match &prior {
             Prior::Unresolved { checkpoint } => checkpoint.clone(),
@@ -312,7 +312,7 @@ impl<V: ?Sized> Partners<V> {
         ledger
             .answered(key, reference(v).as_deref(), &outcome)
             .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))
+            .map_err(HandlerError::from)
     }
 
     async fn resolve<'a, T, R>(
@@ -357,7 +357,7 @@ impl<V: ?Sized> Partners<V> {
                 ledger
                     .manual_repair(key, &f.message)
                     .await
-                    .map_err(|e| HandlerError::Transient(e.to_string()))?;
+                    .map_err(HandlerError::from)?;
                 Ok(Resolved::Done(Err(f)))
             }
             // Nothing is sent while we cannot tell: the request waits (redelivered in place).
