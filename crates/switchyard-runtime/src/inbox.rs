@@ -131,7 +131,12 @@ impl<H: Handler> Consumer<H> {
                 }
             };
             if self.process(&msg, &shutdown).await {
-                consumer.store_offset_from_message(&msg)?;
+                // Fails when a rebalance took the partition while the message was applied: the new
+                // owner gets it again and its inbox skips it. Nothing to stop for.
+                if let Err(e) = consumer.store_offset_from_message(&msg) {
+                    tracing::warn!(error = %e, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
+                        "offset not stored (partition reassigned?); the message will be redelivered and skipped");
+                }
             } else {
                 // Shutdown interrupted a retry: leave the offset for redelivery.
                 break;

@@ -151,7 +151,7 @@ impl Runtime {
         tokio::spawn(async move {
             if let Err(e) = consumer.run(shutdown.clone()).await {
                 tracing::error!(error = %e, "consumer failed; shutting down");
-                shutdown.trigger();
+                shutdown.fail(format!("consumer failed: {e:#}"));
             }
         })
     }
@@ -197,6 +197,10 @@ impl Runtime {
             tracing::warn!(?deadline, "shutdown deadline passed; exiting with work in flight");
         }
         self.pool.close().await;
+        if let Some(failure) = self.shutdown.failure() {
+            tracing::error!(%failure, "stopped after a fatal failure");
+            anyhow::bail!("stopped after a fatal failure: {failure}");
+        }
         tracing::info!("stopped");
         Ok(())
     }

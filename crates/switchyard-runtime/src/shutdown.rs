@@ -1,13 +1,18 @@
 //! Shutdown as an input: one token, cancelled on SIGTERM/SIGINT, handed to every loop.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio_util::sync::CancellationToken;
 
-/// A cloneable shutdown signal.
+/// A cloneable shutdown signal; it also remembers a fatal failure that caused it, so the process
+/// can exit non-zero and its supervisor restarts it.
 #[derive(Clone, Default)]
 pub struct Shutdown {
     token: CancellationToken,
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Shutdown {
@@ -28,6 +33,19 @@ impl Shutdown {
 
     pub fn trigger(&self) {
         self.token.cancel();
+    }
+
+    /// Shuts down because of a fatal failure (the first one is kept).
+    pub fn fail(&self, reason: impl Into<String>) {
+        if let Ok(mut f) = self.failure.lock() {
+            f.get_or_insert_with(|| reason.into());
+        }
+        self.token.cancel();
+    }
+
+    /// The fatal failure that caused the shutdown, if one did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
     }
 
     pub fn is_triggered(&self) -> bool {
@@ -68,5 +86,24 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_triggers_shutdown_and_the_first_reason_is_kept() {
+        let s = Shutdown::new();
+        let other = s.clone();
+        assert!(s.failure().is_none());
+        other.fail("consumer died");
+        s.fail("second");
+        assert!(s.is_triggered());
+        assert_eq!(s.failure().as_deref(), Some("consumer died"));
+        let plain = Shutdown::new();
+        plain.trigger();
+        assert!(plain.failure().is_none(), "a signal is not a failure");
     }
 }
