@@ -123,6 +123,7 @@ impl Stack {
                 batch_size: 200,
                 retention: Duration::from_secs(3600),
                 pause_after_publish: Duration::ZERO,
+                max_attempts: 5,
             },
         );
         tokio::spawn(relay.run(shutdown.clone()));

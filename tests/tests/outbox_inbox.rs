@@ -326,6 +326,106 @@ async fn poison_messages_go_to_the_dlq_and_the_partition_moves_on() {
 }
 
 #[tokio::test]
+async fn a_row_kafka_refuses_is_set_aside_and_the_rows_behind_it_flow() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("set_aside").await;
+    let topic = stack.fresh_topic("set_aside", 1).await;
+    let codec = stack.codec_for(&topic).await;
+    // good, too large for Kafka (2 MB of incompressible bytes), good.
+    let mut big = vec![0u8; 2 * 1024 * 1024];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in big.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let mut ids = Vec::new();
+    {
+        let mut conn = db.pool.acquire().await.expect("conn");
+        for (seq, payload) in [
+            (
+                1,
+                codec
+                    .encode(&topic, &sample_event("t", "flow-s", 1))
+                    .await
+                    .expect("encode"),
+            ),
+            (2, big),
+            (
+                3,
+                codec
+                    .encode(&topic, &sample_event("t", "flow-s", 3))
+                    .await
+                    .expect("encode"),
+            ),
+        ] {
+            let id = switchyard_runtime::outbox::insert(
+                &mut conn,
+                &topic,
+                "flow-s",
+                &payload,
+                &std::collections::BTreeMap::new(),
+                uuid::Uuid::new_v4(),
+            )
+            .await
+            .expect("insert");
+            ids.push((seq, id));
+        }
+    }
+    let metrics = Metrics::new("set_aside");
+    let stop = stack.spawn_relay(&db, "set-aside", metrics.clone());
+    let got = read_topic(&stack, &topic, 2, Duration::from_secs(30), Duration::from_millis(300)).await;
+    let settled = eventually(Duration::from_secs(30), || async {
+        let aside: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE set_aside_at IS NOT NULL")
+            .fetch_one(&db.pool)
+            .await
+            .expect("q");
+        aside == 1
+    })
+    .await;
+    // A row written after the refused one still flows.
+    {
+        let mut conn = db.pool.acquire().await.expect("conn");
+        let payload = codec
+            .encode(&topic, &sample_event("t", "flow-s", 4))
+            .await
+            .expect("encode");
+        switchyard_runtime::outbox::insert(
+            &mut conn,
+            &topic,
+            "flow-s",
+            &payload,
+            &std::collections::BTreeMap::new(),
+            uuid::Uuid::new_v4(),
+        )
+        .await
+        .expect("insert");
+    }
+    let after = read_topic(&stack, &topic, 3, Duration::from_secs(30), Duration::from_millis(300)).await;
+    stop.trigger();
+    assert_eq!(got.len(), 2, "the good rows around the refused one were published");
+    assert!(settled, "the refused row was set aside");
+    assert_eq!(after.len(), 3, "and rows behind it keep flowing");
+    let (attempts, error): (i32, Option<String>) =
+        sqlx::query_as("SELECT attempts, last_error FROM outbox WHERE id = $1")
+            .bind(ids[1].1)
+            .fetch_one(&db.pool)
+            .await
+            .expect("row");
+    assert_eq!(attempts, 5, "set aside after outbox.max_attempts rounds");
+    assert!(error.is_some_and(|e| e.to_lowercase().contains("too large")));
+    assert!(
+        metrics.render().contains(&format!(
+            "switchyard_outbox_set_aside_total{{service=\"set_aside\",topic=\"{topic}\"}} 1"
+        )),
+        "{}",
+        metrics.render()
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
 async fn a_change_the_database_refuses_is_dead_lettered_not_retried_for_ever() {
     let stack = Stack::get();
     let db = stack.fresh_db("refused").await;

@@ -81,6 +81,8 @@ pub struct OutboxConfig {
     pub batch_size: i64,
     /// Published rows older than this are pruned.
     pub retention_hours: u64,
+    /// Failed delivery rounds (while other rows got through) before a row is set aside.
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +135,7 @@ impl ServiceConfig {
             .and_then(|b| b.set_default("outbox.poll_interval_ms", 500))
             .and_then(|b| b.set_default("outbox.batch_size", 500))
             .and_then(|b| b.set_default("outbox.retention_hours", 24))
+            .and_then(|b| b.set_default("outbox.max_attempts", 5))
             .and_then(|b| b.set_default("inbox.retention_hours", 24 * 7))
             .and_then(|b| b.set_default("shutdown.deadline_ms", 10_000))
             .and_then(|b| b.set_default("telemetry.otlp_endpoint", ""))
@@ -210,6 +213,9 @@ impl ServiceConfig {
         }
         if !(1..=10_000).contains(&self.outbox.batch_size) {
             return Err(invalid("outbox.batch_size", "must be between 1 and 10000"));
+        }
+        if self.outbox.max_attempts < 1 {
+            return Err(invalid("outbox.max_attempts", "must be at least 1"));
         }
         if self.shutdown.deadline_ms == 0 {
             return Err(invalid("shutdown.deadline_ms", "must be positive"));

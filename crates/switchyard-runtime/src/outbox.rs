@@ -7,9 +7,17 @@
 //! rows in id order, so a transaction that took a low id but committed late is simply picked up in a
 //! later round: nothing is skipped. Rows become visible in commit order, and services take a flow's
 //! row lock before writing its events, so per-key id order is commit order. Only one relay per service
-//! publishes at a time (a Postgres advisory lock), with an idempotent producer and `acks=all`; a batch
-//! is marked only up to its first failed delivery, so a later row is never published ahead of an
-//! earlier one that failed.
+//! publishes at a time (a Postgres advisory lock), with an idempotent producer and `acks=all`, which
+//! keeps per-partition order across its own retries.
+//!
+//! A round enqueues its whole batch; every row Kafka acknowledges is marked, and a row that failed is
+//! tried again next round. When no row of a round was delivered (Kafka unreachable), the relay steps
+//! down and retries, counting nothing against any row. A row that fails in rounds where others were
+//! delivered (too large, an unknown topic: Kafka refuses it every time) has its failures counted, and
+//! after `max_attempts` it is **set aside** (`set_aside_at`, `last_error`; metric
+//! `outbox_set_aside_total{topic}`), so one bad row never holds back the rows behind it. Per-key order
+//! holds except around a row that failed while later rows of its key were delivered (logged and
+//! counted). A set-aside row is re-queued by an operator (`set_aside_at = NULL`) once fixed.
 //!
 //! A crash between publishing and marking publishes those rows again: consumers de-duplicate on
 //! `event_id` through their inbox. At-least-once delivery, exactly-once effect.
@@ -101,6 +109,8 @@ pub struct RelayConfig {
     pub retention: Duration,
     /// Failure-test knob: pause between publishing and marking (0 in production).
     pub pause_after_publish: Duration,
+    /// Failed rounds (in which other rows were delivered) before a row is set aside.
+    pub max_attempts: u32,
 }
 
 /// Publishes committed outbox rows to Kafka.
@@ -118,6 +128,25 @@ struct Row_ {
     payload: Vec<u8>,
     headers: HeaderMap,
     age: f64,
+}
+
+/// Whether Kafka refused this message itself (it would refuse it every time), as opposed to being
+/// unreachable or unavailable.
+fn refused_row(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::InvalidRecord
+                | C::UnknownTopicOrPartition
+                | C::UnknownTopic
+                | C::InvalidTopic
+                | C::TopicAuthorizationFailed
+        )
+    )
 }
 
 /// A stable 64-bit key for the service's relay lock (FNV-1a).
@@ -223,7 +252,7 @@ impl Relay {
         let rows = sqlx::query(
             "SELECT id, topic, msg_key, payload, headers, \
                     EXTRACT(EPOCH FROM (clock_timestamp() - created_at))::float8 AS age \
-             FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+             FROM outbox WHERE published_at IS NULL AND set_aside_at IS NULL ORDER BY id LIMIT $1",
         )
         .bind(self.cfg.batch_size)
         .fetch_all(&self.pool)
@@ -245,6 +274,7 @@ impl Relay {
         // Enqueue the whole batch without waiting (librdkafka keeps per-partition order and the
         // idempotent producer keeps it across retries), then collect the acknowledgements in order.
         let mut deliveries = Vec::with_capacity(rows.len());
+        let mut failed: Vec<(&Row_, KafkaError)> = Vec::new();
         for row in &rows {
             let mut record = FutureRecord::to(&row.topic)
                 .key(&row.key)
@@ -253,27 +283,25 @@ impl Relay {
             loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => {
-                        deliveries.push(delivery);
+                        deliveries.push((row, delivery));
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         record = back;
                         self.producer.poll(Duration::from_millis(10));
                     }
-                    Err((e, _)) => anyhow::bail!("cannot enqueue outbox row {} for {}: {e}", row.id, row.topic),
+                    // Refused before sending (too large, invalid): this row's failure only.
+                    Err((e, _)) => {
+                        failed.push((row, e));
+                        break;
+                    }
                 }
             }
         }
         let mut ok_ids = Vec::with_capacity(rows.len());
-        let mut failure = None;
-        for (row, delivery) in rows.iter().zip(deliveries) {
-            let result = match delivery.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(e.to_string()),
-                Err(_) => Err("producer dropped the delivery report".to_string()),
-            };
-            match result {
-                Ok(()) if failure.is_none() => {
+        for (row, delivery) in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {
                     ok_ids.push(row.id);
                     self.metrics
                         .messages_produced
@@ -282,15 +310,8 @@ impl Relay {
                         })
                         .inc();
                 }
-                Ok(()) => {}
-                Err(e) => {
-                    if failure.is_none() {
-                        failure = Some(format!(
-                            "delivery of outbox row {} to {} failed: {e}",
-                            row.id, row.topic
-                        ));
-                    }
-                }
+                Ok(Err((e, _))) => failed.push((row, e)),
+                Err(_) => failed.push((row, KafkaError::Canceled)),
             }
         }
         if !self.cfg.pause_after_publish.is_zero() {
@@ -301,12 +322,48 @@ impl Relay {
                 .bind(&ok_ids)
                 .execute(&self.pool)
                 .await?;
-            for row in rows.iter().take(ok_ids.len()) {
+            for row in rows.iter().filter(|r| ok_ids.contains(&r.id)) {
                 self.metrics.outbox_publish_lag.observe(row.age);
             }
         }
-        if let Some(f) = failure {
-            anyhow::bail!(f);
+        if failed.is_empty() {
+            return Ok(ok_ids.len());
+        }
+        // A failure counts against its row when Kafka refused that row itself, or took other rows of
+        // the same round; when nothing got through for reasons not about the rows, Kafka itself is
+        // the problem: step down and retry without counting.
+        let delivered = !ok_ids.is_empty();
+        let (counted, not_counted): (Vec<_>, Vec<_>) =
+            failed.into_iter().partition(|(_, e)| delivered || refused_row(e));
+        if counted.is_empty()
+            && let Some((row, e)) = not_counted.first()
+        {
+            anyhow::bail!("delivery of outbox row {} to {} failed: {e}", row.id, row.topic);
+        }
+        for (row, e) in counted {
+            let e = e.to_string();
+            let set_aside: bool = sqlx::query_scalar(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
+                 set_aside_at = CASE WHEN attempts + 1 >= $3 THEN clock_timestamp() END \
+                 WHERE id = $1 RETURNING set_aside_at IS NOT NULL",
+            )
+            .bind(row.id)
+            .bind(&e)
+            .bind(i32::try_from(self.cfg.max_attempts).unwrap_or(i32::MAX))
+            .fetch_one(&self.pool)
+            .await?;
+            if set_aside {
+                self.metrics
+                    .outbox_set_aside
+                    .get_or_create(&TopicLabels {
+                        topic: row.topic.clone(),
+                    })
+                    .inc();
+                tracing::error!(id = row.id, topic = %row.topic, error = %e,
+                    "outbox row set aside after repeated delivery failures; the relay goes on without it");
+            } else {
+                tracing::warn!(id = row.id, topic = %row.topic, error = %e, "outbox row not delivered; retrying next round");
+            }
         }
         Ok(ok_ids.len())
     }
@@ -314,7 +371,7 @@ impl Relay {
     async fn update_gauges(&self) -> anyhow::Result<()> {
         let row = sqlx::query(
             "SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM (clock_timestamp() - min(created_at))), 0)::float8 AS age \
-             FROM outbox WHERE published_at IS NULL",
+             FROM outbox WHERE published_at IS NULL AND set_aside_at IS NULL",
         )
         .fetch_one(&self.pool)
         .await?;

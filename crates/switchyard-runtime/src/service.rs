@@ -119,6 +119,7 @@ impl Runtime {
             batch_size: self.cfg.outbox.batch_size,
             retention: Duration::from_secs(self.cfg.outbox.retention_hours * 3600),
             pause_after_publish: Duration::ZERO,
+            max_attempts: self.cfg.outbox.max_attempts,
         }
     }
 

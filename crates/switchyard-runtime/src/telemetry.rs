@@ -59,6 +59,7 @@ pub struct Metrics {
     pub outbox_pending: Gauge,
     pub outbox_oldest_pending_age: Gauge,
     pub outbox_relay_active: Gauge,
+    pub outbox_set_aside: Family<TopicLabels, Counter>,
     pub inbox_duplicates: Counter,
 }
 
@@ -82,6 +83,7 @@ impl Metrics {
             outbox_pending: Gauge::default(),
             outbox_oldest_pending_age: Gauge::default(),
             outbox_relay_active: Gauge::default(),
+            outbox_set_aside: Family::default(),
             inbox_duplicates: Counter::default(),
         };
         root.register(
@@ -123,6 +125,11 @@ impl Metrics {
             "outbox_relay_active",
             "1 while this instance holds the relay lock",
             m.outbox_relay_active.clone(),
+        );
+        root.register(
+            "outbox_set_aside",
+            "Outbox rows set aside after repeated delivery failures (see the outbox table's last_error)",
+            m.outbox_set_aside.clone(),
         );
         root.register(
             "inbox_duplicates",

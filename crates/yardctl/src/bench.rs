@@ -99,6 +99,7 @@ pub async fn run(
             batch_size: batch,
             retention: Duration::from_secs(3600),
             pause_after_publish: Duration::ZERO,
+            max_attempts: 5,
         },
     );
     let started = Instant::now();

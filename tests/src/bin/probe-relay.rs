@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
             batch_size: args.batch,
             retention: Duration::from_secs(3600),
             pause_after_publish: Duration::from_millis(args.pause_ms),
+            max_attempts: 5,
         },
     );
     relay.run(shutdown).await;
