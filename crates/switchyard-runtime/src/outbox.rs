@@ -149,14 +149,20 @@ fn refused_row(e: &KafkaError) -> bool {
     )
 }
 
-/// A stable 64-bit key for the service's relay lock (FNV-1a).
+/// A stable 64-bit key for the service's relay lock.
 pub fn lock_key(service: &str) -> i64 {
+    i64::from_ne_bytes(fnv1a(&["switchyard.outbox-relay:", service]).to_ne_bytes())
+}
+
+/// FNV-1a (64-bit) over the concatenated parts: a stable hash for lock keys and rollout buckets,
+/// the same in every process and release.
+pub fn fnv1a(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in "switchyard.outbox-relay:".bytes().chain(service.bytes()) {
+    for b in parts.iter().flat_map(|p| p.bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    i64::from_ne_bytes(h.to_ne_bytes())
+    h
 }
 
 impl Relay {

@@ -2,19 +2,10 @@
 //! flow is never moved back by a late step event.
 
 use sqlx::PgConnection;
-use switchyard_model::events::onboarding::{OnboardingCompleted, OnboardingDecision, OnboardingStepChanged};
+use switchyard_model::events::onboarding::{OnboardingCompleted, OnboardingStepChanged};
 use switchyard_runtime::{Handler, HandlerError, Incoming};
 
 pub struct ReadModel;
-
-fn decision(d: OnboardingDecision) -> &'static str {
-    match d {
-        OnboardingDecision::Approved => "approved",
-        OnboardingDecision::Rejected => "rejected",
-        OnboardingDecision::ManualReview => "manual_review",
-        OnboardingDecision::Failed => "failed",
-    }
-}
 
 impl Handler for ReadModel {
     type Prepared = ();
@@ -62,7 +53,7 @@ impl Handler for ReadModel {
             .bind(&c.envelope.flow_id)
             .bind(&c.envelope.tenant_id)
             .bind(&c.applicant_id)
-            .bind(decision(c.decision))
+            .bind(c.decision.as_str())
             .bind(&c.kyc_partner)
             .bind(&c.aml_partner)
             .bind(&c.reasons)

@@ -109,12 +109,7 @@ fn listed(list: &[String], value: &str) -> bool {
 
 /// A stable 0..100 bucket of a flow id (FNV-1a), so a flow always takes the same rollout branch.
 pub fn bucket(flow_id: &str) -> u8 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in flow_id.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    (h % 100) as u8
+    (switchyard_runtime::outbox::fnv1a(&[flow_id]) % 100) as u8
 }
 
 impl Policy {

@@ -53,6 +53,30 @@ pub enum OnboardingDecision {
     Failed,
 }
 
+impl OnboardingDecision {
+    /// The decision's name in the API, the database and metrics (`approved`, `manual_review`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnboardingDecision::Approved => "approved",
+            OnboardingDecision::Rejected => "rejected",
+            OnboardingDecision::ManualReview => "manual_review",
+            OnboardingDecision::Failed => "failed",
+        }
+    }
+
+    /// The decision named `name` ([`OnboardingDecision::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            OnboardingDecision::Approved,
+            OnboardingDecision::Rejected,
+            OnboardingDecision::ManualReview,
+            OnboardingDecision::Failed,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == name)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OnboardingCompleted {
     pub envelope: Envelope,
@@ -68,3 +92,17 @@ event!(
     "com.switchyard.onboarding.OnboardingCompleted",
     "onboarding.outcomes.v1"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::OnboardingDecision as D;
+
+    #[test]
+    fn decision_names_go_both_ways() {
+        for d in [D::Approved, D::Rejected, D::ManualReview, D::Failed] {
+            assert_eq!(D::parse(d.as_str()), Some(d));
+        }
+        assert_eq!(D::ManualReview.as_str(), "manual_review");
+        assert_eq!(D::parse("pending"), None);
+    }
+}

@@ -15,7 +15,7 @@ use switchyard_runtime::HandlerError;
 
 use super::{
     Onboarding, SERVICE,
-    state::{Domain, Effect, State, Timer, decision_name},
+    state::{Domain, Effect, State, Timer},
     store::{self, Flow},
 };
 
@@ -183,7 +183,7 @@ impl Onboarding {
                         },
                     )
                     .await?;
-                    let name = decision_name(decision);
+                    let name = decision.as_str();
                     store::history(
                         conn,
                         &flow.flow_id,

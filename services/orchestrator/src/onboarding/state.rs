@@ -52,7 +52,7 @@ impl State {
             State::Kyc { documents: false, .. } => KYC_PENDING,
             State::Kyc { documents: true, .. } => KYC_DOCUMENTS,
             State::Aml { .. } => AML_PENDING,
-            State::Decided { decision, .. } => decision_name(*decision),
+            State::Decided { decision, .. } => decision.as_str(),
         }
     }
 
@@ -64,25 +64,6 @@ impl State {
 pub const KYC_PENDING: &str = "kyc_pending";
 pub const KYC_DOCUMENTS: &str = "kyc_awaiting_documents";
 pub const AML_PENDING: &str = "aml_pending";
-
-pub fn decision_name(d: OnboardingDecision) -> &'static str {
-    match d {
-        OnboardingDecision::Approved => "approved",
-        OnboardingDecision::Rejected => "rejected",
-        OnboardingDecision::ManualReview => "manual_review",
-        OnboardingDecision::Failed => "failed",
-    }
-}
-
-pub fn decision_of(name: &str) -> Option<OnboardingDecision> {
-    match name {
-        "approved" => Some(OnboardingDecision::Approved),
-        "rejected" => Some(OnboardingDecision::Rejected),
-        "manual_review" => Some(OnboardingDecision::ManualReview),
-        "failed" => Some(OnboardingDecision::Failed),
-        _ => None,
-    }
-}
 
 /// A partner's answer about a KYC case: the adapter's result (of a start or of a status query) or a
 /// verified webhook.

@@ -6,7 +6,9 @@ use sqlx::{PgConnection, Row};
 use switchyard_model::events::common::Person;
 use switchyard_runtime::HandlerError;
 
-use super::state::{AML_PENDING, Case, KYC_DOCUMENTS, KYC_PENDING, State, decision_of};
+use switchyard_model::events::onboarding::OnboardingDecision;
+
+use super::state::{AML_PENDING, Case, KYC_DOCUMENTS, KYC_PENDING, State};
 
 type R<T> = Result<T, HandlerError>;
 
@@ -71,7 +73,8 @@ pub async fn load(conn: &mut PgConnection, flow_id: &str) -> R<Option<(Flow, Sta
             tried: r.get("aml_tried"),
         },
         other => State::Decided {
-            decision: decision_of(other).ok_or_else(|| perm(format!("flow {flow_id}: unknown state {other}")))?,
+            decision: OnboardingDecision::parse(other)
+                .ok_or_else(|| perm(format!("flow {flow_id}: unknown state {other}")))?,
             kyc,
             aml,
         },
