@@ -24,6 +24,11 @@ pub trait Retryable {
     }
     /// Short outcome label for metrics: `transient`, `rate_limited`, `ambiguous`, `rejected`, `auth`.
     fn outcome(&self) -> &'static str;
+    /// Whether the failure is the partner's (down, slow, throttling, no answer): it counts toward
+    /// opening the circuit. Our own bad request or credentials neither count nor close it.
+    fn partner_fault(&self) -> bool {
+        self.retryable()
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,10 +113,21 @@ pub enum Circuit {
     Open,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Breaker {
     failures: u32,
     opened_at: Option<Instant>,
+    /// Half-open: the one trial call is out.
+    trial: bool,
+}
+
+/// How a call ended, for the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Success,
+    PartnerFault,
+    /// Our own fault (a refused request): says nothing about the partner's health.
+    Neutral,
 }
 
 #[derive(Debug, Clone)]
@@ -256,20 +272,39 @@ impl Caller {
             .set(v);
     }
 
-    fn record(&self, partner: &str, ok: bool) {
+    /// Whether a call may go out now: always while closed, never while open, and exactly one trial
+    /// at a time while half-open.
+    fn admit(&self, partner: &str) -> bool {
+        let state = self.circuit(partner);
+        let Ok(mut b) = self.breakers.lock() else {
+            return true;
+        };
+        match state {
+            Circuit::Closed => true,
+            Circuit::Open => false,
+            Circuit::HalfOpen => {
+                let e = b.entry(partner.to_string()).or_default();
+                !std::mem::replace(&mut e.trial, true)
+            }
+        }
+    }
+
+    fn record(&self, partner: &str, verdict: Verdict) {
         if let Ok(mut b) = self.breakers.lock() {
-            let e = b.entry(partner.to_string()).or_insert(Breaker {
-                failures: 0,
-                opened_at: None,
-            });
-            if ok {
-                e.failures = 0;
-                e.opened_at = None;
-            } else {
-                e.failures += 1;
-                if e.failures >= self.policy.failure_threshold || e.opened_at.is_some() {
-                    e.opened_at = Some(Instant::now());
+            let e = b.entry(partner.to_string()).or_default();
+            e.trial = false;
+            match verdict {
+                Verdict::Success => {
+                    e.failures = 0;
+                    e.opened_at = None;
                 }
+                Verdict::PartnerFault => {
+                    e.failures += 1;
+                    if e.failures >= self.policy.failure_threshold || e.opened_at.is_some() {
+                        e.opened_at = Some(Instant::now());
+                    }
+                }
+                Verdict::Neutral => {}
             }
         }
         self.gauge(partner);
@@ -308,7 +343,7 @@ impl Caller {
         let mut backoff = self.policy.base_backoff;
         let mut attempt = 0;
         loop {
-            if self.circuit(partner) == Circuit::Open {
+            if !self.admit(partner) {
                 count("circuit_open");
                 return Err(CallError::CircuitOpen);
             }
@@ -326,13 +361,20 @@ impl Caller {
             match result {
                 Ok(v) => {
                     count("ok");
-                    self.record(partner, true);
+                    self.record(partner, Verdict::Success);
                     return Ok(v);
                 }
                 Err(e) => {
                     count(e.outcome());
                     // Only failures of the partner count against its circuit, not our bad requests.
-                    self.record(partner, !e.retryable());
+                    self.record(
+                        partner,
+                        if e.partner_fault() {
+                            Verdict::PartnerFault
+                        } else {
+                            Verdict::Neutral
+                        },
+                    );
                     if !e.retryable() || attempt >= self.policy.attempts {
                         return Err(CallError::Failed(e));
                     }
@@ -405,6 +447,57 @@ mod tests {
             .await;
         assert!(matches!(r, Err(CallError::Failed(E(false)))));
         assert_eq!(calls, 1, "a permanent error is not retried");
+    }
+
+    #[tokio::test]
+    async fn our_own_bad_requests_neither_open_nor_close_the_circuit() {
+        let c = caller(3);
+        // Two partner failures (3 attempts each would open it: use one attempt's worth by hand).
+        c.record("p", Verdict::PartnerFault);
+        c.record("p", Verdict::PartnerFault);
+        // A refused request of ours in between: says nothing about the partner.
+        let _ = c.call("p", "op", || async { Err::<(), _>(E(false)) }).await;
+        c.record("p", Verdict::PartnerFault);
+        assert_eq!(c.circuit("p"), Circuit::Open, "the 4xx must not have reset the count");
+    }
+
+    #[tokio::test]
+    async fn half_open_lets_exactly_one_trial_call_through() {
+        let c = caller(1);
+        c.record("p", Verdict::PartnerFault);
+        assert_eq!(c.circuit("p"), Circuit::Open);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let started = Arc::new(tokio::sync::Notify::new());
+        let trial = {
+            let c = c.clone();
+            let started = started.clone();
+            tokio::spawn(async move {
+                c.call("p", "op", || {
+                    started.notify_one();
+                    async {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Ok::<_, E>(())
+                    }
+                })
+                .await
+            })
+        };
+        started.notified().await;
+        let mut second_called = false;
+        let second = c
+            .call("p", "op", || {
+                second_called = true;
+                async { Ok::<_, E>(()) }
+            })
+            .await;
+        assert!(
+            matches!(second, Err(CallError::CircuitOpen)),
+            "a second call while the trial is out"
+        );
+        assert!(!second_called);
+        assert!(trial.await.expect("join").is_ok());
+        assert_eq!(c.circuit("p"), Circuit::Closed, "the trial succeeded");
+        assert!(c.call("p", "op", || async { Ok::<_, E>(()) }).await.is_ok());
     }
 
     #[tokio::test]

@@ -133,6 +133,15 @@ impl switchyard_runtime::provider::Retryable for VendorError {
         }
     }
 
+    /// The partner failed us (down, throttling, no clear answer); a refused request or refused
+    /// credentials are ours to fix and say nothing about its health.
+    fn partner_fault(&self) -> bool {
+        match self {
+            VendorError::Transient(_) | VendorError::RateLimited { .. } | VendorError::Ambiguous(_) => true,
+            VendorError::Permanent(_) | VendorError::Auth(_) => false,
+        }
+    }
+
     fn outcome(&self) -> &'static str {
         match self {
             VendorError::Transient(_) => "transient",
