@@ -520,29 +520,11 @@ async fn two_tenants_at_the_same_vendor_never_share_a_vendor_customer() {
     // Tenant `t<n>.x` with applicant `y`, and tenant `t<n>` with applicant `x.y`: joined naively with
     // a dot both are `t<n>.x.y` at the vendor, and the second would get the first's verdict.
     let (first_tenant, second_tenant) = (format!("t{n}.x"), format!("t{n}"));
-    let file = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-stack/config/routing.toml");
-    let original = std::fs::read_to_string(&file).unwrap();
-    let _restore = RestoreFile(file.clone(), original.clone());
     // Both tenants on the vendor that keys customers by external id.
     let route = format!(
         "[[routes]]\ndomain = \"kyc\"\nprimary = \"kyc-sumsub\"\nmatch = {{ tenants = [\"{first_tenant}\", \"{second_tenant}\"] }}\n\n"
     );
-    let at = original.find("[[routes]]").unwrap();
-    std::fs::write(&file, format!("{}{route}{}", &original[..at], &original[at..])).unwrap();
-    let routing = format!("{}/routing", m.var("ORCHESTRATOR_URL"));
-    let reloaded = eventually(Duration::from_secs(15), || async {
-        m.http
-            .get(&routing)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            .contains(&first_tenant)
-    })
-    .await;
-    assert!(reloaded, "the orchestrator did not pick up the test route");
+    let _restore = with_route(&m, &route, &first_tenant).await;
     let first = m.api_key(&first_tenant, "onboarding:write,onboarding:read");
     let second = m.api_key(&second_tenant, "onboarding:write,onboarding:read");
     let forger = format!("Fay{n}");
@@ -954,13 +936,35 @@ impl Drop for RestoreFile {
     }
 }
 
+/// Puts `route` (TOML) ahead of the local routing policy's routes and waits until the orchestrator
+/// shows a policy containing `marker`; the original file comes back when the guard is dropped.
+async fn with_route(m: &Mesh, route: &str, marker: &str) -> RestoreFile {
+    let file = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-stack/config/routing.toml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let restore = RestoreFile(file.clone(), original.clone());
+    let at = original.find("[[routes]]").unwrap();
+    std::fs::write(&file, format!("{}{route}{}", &original[..at], &original[at..])).unwrap();
+    let routing = format!("{}/routing", m.var("ORCHESTRATOR_URL"));
+    let reloaded = eventually(Duration::from_secs(15), || async {
+        m.http
+            .get(&routing)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains(marker)
+    })
+    .await;
+    assert!(reloaded, "the orchestrator did not pick up the route for {marker}");
+    restore
+}
+
 #[tokio::test]
 async fn a_routing_change_takes_effect_without_a_restart() {
     let _g = SERIAL.lock().await;
     let m = Mesh::get();
-    let file = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-stack/config/routing.toml");
-    let original = std::fs::read_to_string(&file).unwrap();
-    let _restore = RestoreFile(file.clone(), original.clone());
     let tenant = format!("tenant-delta-{}", id());
     let key = m.api_key(&tenant, "onboarding:write,onboarding:read");
     let (_, _, body) = m
@@ -977,22 +981,8 @@ async fn a_routing_change_takes_effect_without_a_restart() {
     // Put the new tenant on the second vendor: a route ahead of the others.
     let route =
         format!("[[routes]]\ndomain = \"kyc\"\nprimary = \"kyc-sumsub\"\nmatch = {{ tenants = [\"{tenant}\"] }}\n\n");
-    let at = original.find("[[routes]]").unwrap();
-    std::fs::write(&file, format!("{}{route}{}", &original[..at], &original[at..])).unwrap();
-    let routing = format!("{}/routing", m.var("ORCHESTRATOR_URL"));
-    let reloaded = eventually(Duration::from_secs(15), || async {
-        m.http
-            .get(&routing)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            .contains(&tenant)
-    })
-    .await;
-    assert!(reloaded, "the orchestrator did not pick up the new policy");
+    let restore = with_route(&m, &route, &tenant).await;
+    let (file, routing) = (restore.0.clone(), format!("{}/routing", m.var("ORCHESTRATOR_URL")));
     let (_, _, body) = m
         .submit(
             &key,
