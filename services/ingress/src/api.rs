@@ -102,16 +102,23 @@ fn fingerprint(body: &Value) -> String {
 /// A stored key: request hash, state, response status and body, expired, abandoned in flight.
 type Stored = (String, String, Option<i32>, Option<Value>, bool, bool);
 
-/// Claims `key` for this request; returns a stored response to replay if it is done.
-async fn claim(pool: &PgPool, tenant: &str, key: &str, hash: &str) -> Result<Option<(u16, Value)>, ApiError> {
+/// Claims `key` for this request (`owner`); returns a stored response to replay if it is done.
+async fn claim(
+    pool: &PgPool,
+    tenant: &str,
+    key: &str,
+    hash: &str,
+    owner: uuid::Uuid,
+) -> Result<Option<(u16, Value)>, ApiError> {
     let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, state, expires_at) \
-         VALUES ($1, $2, $3, 'in_flight', now() + make_interval(hours => $4)) ON CONFLICT DO NOTHING",
+        "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, state, owner, expires_at) \
+         VALUES ($1, $2, $3, 'in_flight', $5, now() + make_interval(hours => $4)) ON CONFLICT DO NOTHING",
     )
     .bind(tenant)
     .bind(key)
     .bind(hash)
     .bind(IDEMPOTENCY_RETENTION_HOURS as i32)
+    .bind(owner)
     .execute(pool)
     .await?
     .rows_affected();
@@ -128,13 +135,15 @@ async fn claim(pool: &PgPool, tenant: &str, key: &str, hash: &str) -> Result<Opt
     .fetch_optional(pool)
     .await?;
     let Some((stored_hash, state, status, body, expired, abandoned)) = row else {
-        // Deleted between the two statements (expired and pruned): try once more.
-        return Box::pin(claim(pool, tenant, key, hash)).await;
+        // Deleted between the two statements (released or pruned): try once more.
+        return Box::pin(claim(pool, tenant, key, hash, owner)).await;
     };
     if expired || (state == "in_flight" && abandoned) {
+        // Taken over with a new owner: the earlier owner, if it is only slow, can no longer
+        // complete it (see `complete`).
         let taken = sqlx::query(
-            "UPDATE idempotency_keys SET request_hash = $3, state = 'in_flight', response_status = NULL, response_body = NULL, \
-             created_at = now(), expires_at = now() + make_interval(hours => $4) \
+            "UPDATE idempotency_keys SET request_hash = $3, state = 'in_flight', owner = $6, response_status = NULL, \
+             response_body = NULL, created_at = now(), expires_at = now() + make_interval(hours => $4) \
              WHERE tenant_id = $1 AND idem_key = $2 AND (expires_at < now() OR (state = 'in_flight' AND created_at < now() - make_interval(secs => $5)))",
         )
         .bind(tenant)
@@ -142,6 +151,7 @@ async fn claim(pool: &PgPool, tenant: &str, key: &str, hash: &str) -> Result<Opt
         .bind(hash)
         .bind(IDEMPOTENCY_RETENTION_HOURS as i32)
         .bind(IN_FLIGHT_ABANDONED_SECONDS as f64)
+        .bind(owner)
         .execute(pool)
         .await?
         .rows_affected();
@@ -157,6 +167,47 @@ async fn claim(pool: &PgPool, tenant: &str, key: &str, hash: &str) -> Result<Opt
     match (state.as_str(), status, body) {
         ("done", Some(s), Some(b)) => Ok(Some((u16::try_from(s).unwrap_or(200), b))),
         _ => Err(ApiError::IdempotencyInFlight),
+    }
+}
+
+/// Stores the response under the key, in the transaction that creates the flow, if this request
+/// still owns the key. False: another request took it over; the caller must roll back.
+async fn complete(
+    conn: &mut sqlx::PgConnection,
+    tenant: &str,
+    key: &str,
+    owner: uuid::Uuid,
+    status: u16,
+    response: &Value,
+) -> Result<bool, ApiError> {
+    let done = sqlx::query(
+        "UPDATE idempotency_keys SET state = 'done', response_status = $4, response_body = $5 \
+         WHERE tenant_id = $1 AND idem_key = $2 AND owner = $3 AND state = 'in_flight'",
+    )
+    .bind(tenant)
+    .bind(key)
+    .bind(owner)
+    .bind(i32::from(status))
+    .bind(response)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
+/// Gives a claimed key back when the request failed before creating anything, so a retry is served
+/// at once instead of being refused as in flight until the claim counts as abandoned.
+async fn release(pool: &PgPool, tenant: &str, key: &str, owner: uuid::Uuid) {
+    let released = sqlx::query(
+        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2 AND owner = $3 AND state = 'in_flight'",
+    )
+    .bind(tenant)
+    .bind(key)
+    .bind(owner)
+    .execute(pool)
+    .await;
+    if let Err(e) = released {
+        tracing::warn!(error = %e, "could not release an idempotency key; it frees itself when abandoned");
     }
 }
 
@@ -186,26 +237,41 @@ async fn create(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Resu
         }
     };
     let request = validate::onboarding(&value).map_err(ApiError::Validation)?;
+    let owner = uuid::Uuid::new_v4();
     if let Some(k) = &key
-        && let Some((status, stored)) = claim(&api.pool, &caller.tenant_id, k, &fingerprint(&value)).await?
+        && let Some((status, stored)) = claim(&api.pool, &caller.tenant_id, k, &fingerprint(&value), owner).await?
     {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
         return Ok((status, [("idempotent-replayed", "true")], Json(stored)).into_response());
     }
+    let created = accept(&api, &caller.tenant_id, &headers, key.as_deref(), owner, request).await;
+    if created.is_err()
+        && let Some(k) = &key
+    {
+        release(&api.pool, &caller.tenant_id, k, owner).await;
+    }
+    created
+}
+
+/// Creates the flow: its read-model row, its command in the outbox and the key's stored response,
+/// in one transaction.
+async fn accept(
+    api: &Api,
+    tenant: &str,
+    headers: &HeaderMap,
+    key: Option<&str>,
+    owner: uuid::Uuid,
+    request: validate::NewOnboarding,
+) -> Result<Response, ApiError> {
     let flow_id = uuid::Uuid::now_v7().to_string();
-    let mut envelope = Envelope::new(
-        StartOnboarding::RECORD,
-        caller.tenant_id.clone(),
-        flow_id.clone(),
-        SERVICE,
-    );
+    let mut envelope = Envelope::new(StartOnboarding::RECORD, tenant.to_string(), flow_id.clone(), SERVICE);
     envelope.correlation_id = headers
         .get("x-correlation-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string)
         .unwrap_or_else(|| flow_id.clone());
-    envelope.idempotency_key = key.clone();
+    envelope.idempotency_key = key.map(str::to_string);
     let command = StartOnboarding {
         envelope,
         applicant_id: request.applicant_id.clone(),
@@ -220,7 +286,7 @@ async fn create(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Resu
     let mut tx = api.pool.begin().await?;
     sqlx::query("INSERT INTO onboardings (flow_id, tenant_id, applicant_id, status) VALUES ($1, $2, $3, 'accepted')")
         .bind(&flow_id)
-        .bind(&caller.tenant_id)
+        .bind(tenant)
         .bind(&request.applicant_id)
         .execute(&mut *tx)
         .await?;
@@ -228,16 +294,14 @@ async fn create(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Resu
         .enqueue(&mut tx, StartOnboarding::TOPIC, &record)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    if let Some(k) = &key {
-        sqlx::query("UPDATE idempotency_keys SET state = 'done', response_status = 202, response_body = $3 WHERE tenant_id = $1 AND idem_key = $2")
-            .bind(&caller.tenant_id)
-            .bind(k)
-            .bind(&response)
-            .execute(&mut *tx)
-            .await?;
+    if let Some(k) = key
+        && !complete(&mut tx, tenant, k, owner, 202, &response).await?
+    {
+        // Taken over by a retry while this request was slow: that retry creates the flow.
+        return Err(ApiError::IdempotencyInFlight);
     }
     tx.commit().await?;
-    tracing::info!(flow_id, tenant = %caller.tenant_id, "onboarding accepted");
+    tracing::info!(flow_id, tenant, "onboarding accepted");
     Ok((
         StatusCode::ACCEPTED,
         [("location", format!("/v1/onboardings/{flow_id}"))],
@@ -312,5 +376,76 @@ mod tests {
             Err(crate::problem::ApiError::RateLimited { retry_after_s: 1 })
         ));
         assert!(l.take("b").is_ok(), "another tenant has its own bucket");
+    }
+}
+
+/// The idempotency-key protocol against the stack's PostgreSQL (a fresh database per test).
+#[cfg(test)]
+mod idempotency_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::{claim, complete, release};
+    use crate::problem::ApiError;
+
+    async fn db(label: &str) -> switchyard_tests::TestDb {
+        let db = switchyard_tests::Stack::get().fresh_db(label).await;
+        sqlx::migrate!("./migrations").run(&db.pool).await.unwrap();
+        db
+    }
+
+    #[tokio::test]
+    async fn a_key_whose_request_failed_is_free_for_the_retry_at_once() {
+        let db = db("idem_release").await;
+        let (first, retry) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        assert!(claim(&db.pool, "t", "k1", "h", first).await.unwrap().is_none());
+        // While the first request is in flight, a retry is refused...
+        assert!(matches!(
+            claim(&db.pool, "t", "k1", "h", retry).await,
+            Err(ApiError::IdempotencyInFlight)
+        ));
+        // ...and once it failed and gave the key back, the retry is served.
+        release(&db.pool, "t", "k1", first).await;
+        assert!(claim(&db.pool, "t", "k1", "h", retry).await.unwrap().is_none());
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn a_slow_original_cannot_complete_a_key_a_retry_took_over() {
+        let db = db("idem_owner").await;
+        let (slow, retry) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        assert!(claim(&db.pool, "t", "k2", "h", slow).await.unwrap().is_none());
+        // The original looks abandoned (older than the in-flight limit): the retry takes the key.
+        sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '1 hour' WHERE idem_key = 'k2'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert!(claim(&db.pool, "t", "k2", "h", retry).await.unwrap().is_none());
+        let response = serde_json::json!({"id": "flow-from-retry"});
+        // The slow original finishes: it may not store (and so must not create) anything.
+        let mut tx = db.pool.begin().await.unwrap();
+        assert!(
+            !complete(
+                &mut tx,
+                "t",
+                "k2",
+                slow,
+                202,
+                &serde_json::json!({"id": "flow-from-slow"})
+            )
+            .await
+            .unwrap()
+        );
+        tx.rollback().await.unwrap();
+        // A failed original does not release the retry's claim either.
+        release(&db.pool, "t", "k2", slow).await;
+        let mut tx = db.pool.begin().await.unwrap();
+        assert!(complete(&mut tx, "t", "k2", retry, 202, &response).await.unwrap());
+        tx.commit().await.unwrap();
+        assert_eq!(
+            claim(&db.pool, "t", "k2", "h", uuid::Uuid::new_v4()).await.unwrap(),
+            Some((202, response)),
+            "later requests replay the retry's response"
+        );
+        db.drop_db().await;
     }
 }

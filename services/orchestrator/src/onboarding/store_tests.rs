@@ -1,11 +1,11 @@
-//! The flow engine's shell against the real PostgreSQL of the stack (`POSTGRES_ADMIN_URL`, set by
-//! `make test`): the interleavings that lost parked events and deadlocked, forced in a fixed order.
+//! The flow engine's shell against the real PostgreSQL of the stack (a fresh database per test): the
+//! interleavings that lost parked events and deadlocked, forced in a fixed order.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use switchyard_model::events::common::Person;
 
 use super::{
@@ -15,35 +15,21 @@ use super::{
 
 struct Db {
     pool: PgPool,
-    name: String,
-    admin: String,
+    inner: switchyard_tests::TestDb,
 }
 
 impl Db {
     async fn fresh() -> Db {
-        let admin = std::env::var("POSTGRES_ADMIN_URL")
-            .expect("POSTGRES_ADMIN_URL (from local-stack/endpoints.env; run through make test)");
-        let name = format!("orch_test_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let mut conn = PgConnection::connect(&admin).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-        let pool = PgPoolOptions::new().max_connections(4).connect(&url).await.unwrap();
-        sqlx::migrate!("./migrations").run(&pool).await.unwrap();
-        Db { pool, name, admin }
+        let inner = switchyard_tests::Stack::get().fresh_db("orch_store").await;
+        sqlx::migrate!("./migrations").run(&inner.pool).await.unwrap();
+        Db {
+            pool: inner.pool.clone(),
+            inner,
+        }
     }
 
     async fn drop(self) {
-        self.pool.close().await;
-        let mut conn = PgConnection::connect(&self.admin).await.unwrap();
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut conn)
-        .await;
+        self.inner.drop_db().await;
     }
 }
 
