@@ -132,3 +132,21 @@ async fn the_registry_itself_refuses_an_incompatible_registration() {
     );
     registry.delete_subject(&subject).await.expect("cleanup");
 }
+
+#[tokio::test]
+async fn only_the_registrys_own_not_found_makes_a_schema_id_unknown() {
+    use switchyard_runtime::registry::{RegistryClient, RegistryError};
+    let stack = Stack::get();
+    // The right registry: an id it never issued is unknown (messages with it are dead-lettered).
+    let right = stack.registry();
+    assert!(matches!(
+        right.schema_by_id(987_654_321).await,
+        Err(RegistryError::UnknownId(987_654_321))
+    ));
+    // A wrong base URL also answers 404, but not the registry's code: unavailable (retried), never
+    // "unknown", which would dead-letter every message.
+    let base = stack.registry.replace("/apis/ccompat/v7", "/apis/wrong/v7");
+    let wrong = RegistryClient::new(&base, std::time::Duration::from_secs(5)).expect("client");
+    let e = wrong.schema_by_id(1).await.expect_err("no schema through a wrong URL");
+    assert!(matches!(e, RegistryError::Unavailable(_)), "{e:?}");
+}

@@ -49,7 +49,15 @@ struct CompatResponse {
 struct ErrorBody {
     #[serde(default)]
     message: String,
+    /// The Confluent API's own code, e.g. 40403 "schema not found".
+    #[serde(default)]
+    error_code: i64,
 }
+
+/// The Confluent API's code for "schema not found". Only this 404 means the id is unknown: any other
+/// 404 (a wrong base URL, a proxy) is the registry being unreachable as configured, and must not
+/// dead-letter every message.
+const SCHEMA_NOT_FOUND: i64 = 40403;
 
 #[derive(Clone)]
 pub struct RegistryClient {
@@ -165,7 +173,13 @@ impl RegistryClient {
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
         let status = resp.status();
         if status.as_u16() == 404 {
-            return Err(RegistryError::UnknownId(id));
+            let body: ErrorBody = resp.json().await.unwrap_or_default();
+            if body.error_code == SCHEMA_NOT_FOUND {
+                return Err(RegistryError::UnknownId(id));
+            }
+            return Err(RegistryError::Unavailable(format!(
+                "GET schema {id}: 404 without the registry's schema-not-found code (is the registry URL right?)"
+            )));
         }
         if !status.is_success() {
             return Err(RegistryError::Unavailable(format!("GET schema {id}: {status}")));
