@@ -124,6 +124,10 @@ pub fn kyc(p: &PartnerConnection) -> Result<Arc<dyn KycVendor>, String> {
                 app_token: p.secret("app_token")?,
                 secret_key: p.secret("secret_key")?,
                 webhook_secret: p.webhook_secret()?,
+                webhook_digest_alg: crate::kyc::sumsub::webhooks::digest_alg(
+                    &p.setting("webhook_digest_alg", "HMAC_SHA256_HEX"),
+                )
+                .map_err(|e| format!("partners.{}.settings.webhook_digest_alg: {e}", p.id))?,
                 timeout: p.timeout(),
             })
             .map_err(err)?,

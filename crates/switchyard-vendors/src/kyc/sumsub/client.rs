@@ -25,6 +25,8 @@ pub struct SumsubConfig {
     pub app_token: String,
     pub secret_key: String,
     pub webhook_secret: SecretPair,
+    /// The webhook digest algorithm configured at the vendor (`settings.webhook_digest_alg`).
+    pub webhook_digest_alg: Alg,
     pub timeout: Duration,
 }
 
@@ -140,6 +142,12 @@ impl KycVendor for Sumsub {
     }
 
     fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<WebhookNotice, WebhookRejection> {
-        super::webhooks::verify(&self.cfg.webhook_secret, headers, body, now_ms)
+        super::webhooks::verify(
+            &self.cfg.webhook_secret,
+            self.cfg.webhook_digest_alg,
+            headers,
+            body,
+            now_ms,
+        )
     }
 }

@@ -6,7 +6,10 @@ use switchyard_model::events::kyc::KycStatus;
 use super::client::request_signature;
 use super::transformers::{StatusResponse, status};
 use super::webhooks;
-use crate::{kyc::WebhookRejection, signing::SecretPair};
+use crate::{
+    kyc::WebhookRejection,
+    signing::{Alg, SecretPair, hex, hmac},
+};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -116,6 +119,7 @@ fn a_reviewed_webhook_carries_the_answer() {
     let secret = SecretPair::new("sumsub-fixture-secret", None).expect("secret");
     let n = webhooks::verify(
         &secret,
+        Alg::Sha256,
         &headers(fixture!("webhook_reviewed_retry.sha256"), "HMAC_SHA256_HEX"),
         body,
         SOON_AFTER,
@@ -131,8 +135,10 @@ fn a_reviewed_webhook_carries_the_answer() {
 fn a_progress_webhook_signed_with_sha512_is_a_notice_without_outcome() {
     let body = fixture!("webhook_pending.json").as_bytes();
     let secret = SecretPair::new("sumsub-fixture-secret", None).expect("secret");
+    // A partner configured (as at the vendor) for SHA-512 digests.
     let n = webhooks::verify(
         &secret,
+        Alg::Sha512,
         &headers(fixture!("webhook_pending.sha512"), "HMAC_SHA512_HEX"),
         body,
         SOON_AFTER,
@@ -148,25 +154,53 @@ fn forged_stale_and_malformed_webhooks_are_refused() {
     let secret = SecretPair::new("sumsub-fixture-secret", None).expect("secret");
     let other = SecretPair::new("not-the-secret", None).expect("secret");
     assert_eq!(
-        webhooks::verify(&other, &headers(sig, "HMAC_SHA256_HEX"), body, SOON_AFTER),
+        webhooks::verify(&other, Alg::Sha256, &headers(sig, "HMAC_SHA256_HEX"), body, SOON_AFTER),
         Err(WebhookRejection::BadSignature)
     );
     // The right digest under the wrong algorithm does not verify.
     assert_eq!(
-        webhooks::verify(&secret, &headers(sig, "HMAC_SHA1_HEX"), body, SOON_AFTER),
+        webhooks::verify(&secret, Alg::Sha256, &headers(sig, "HMAC_SHA1_HEX"), body, SOON_AFTER),
         Err(WebhookRejection::BadSignature)
     );
     assert!(matches!(
-        webhooks::verify(&secret, &headers(sig, "ROT13"), body, SOON_AFTER),
+        webhooks::verify(&secret, Alg::Sha256, &headers(sig, "ROT13"), body, SOON_AFTER),
         Err(WebhookRejection::Malformed(_))
     ));
     let four_days_later = SOON_AFTER + 4 * 24 * 3600 * 1000;
     assert_eq!(
-        webhooks::verify(&secret, &headers(sig, "HMAC_SHA256_HEX"), body, four_days_later),
+        webhooks::verify(
+            &secret,
+            Alg::Sha256,
+            &headers(sig, "HMAC_SHA256_HEX"),
+            body,
+            four_days_later
+        ),
         Err(WebhookRejection::Stale)
     );
     assert_eq!(
-        webhooks::verify(&secret, &HeaderMap::new(), body, SOON_AFTER),
+        webhooks::verify(&secret, Alg::Sha256, &HeaderMap::new(), body, SOON_AFTER),
         Err(WebhookRejection::MissingSignature)
     );
+}
+
+#[test]
+fn the_sender_cannot_choose_a_weaker_digest_than_the_one_configured() {
+    let body = fixture!("webhook_reviewed_retry.json").as_bytes();
+    let secret = SecretPair::new("sumsub-fixture-secret", None).expect("secret");
+    // A correct SHA-1 digest, announced as SHA-1: refused by a partner configured for SHA-256.
+    let sha1 = hex(&hmac(Alg::Sha1, b"sumsub-fixture-secret", body));
+    assert_eq!(
+        webhooks::verify(&secret, Alg::Sha256, &headers(&sha1, "HMAC_SHA1_HEX"), body, SOON_AFTER),
+        Err(WebhookRejection::BadSignature)
+    );
+    // Accepted only where SHA-1 is what was configured.
+    assert!(webhooks::verify(&secret, Alg::Sha1, &headers(&sha1, "HMAC_SHA1_HEX"), body, SOON_AFTER).is_ok());
+    // Without the header, the configured algorithm applies.
+    let mut bare = HeaderMap::new();
+    bare.insert(
+        webhooks::DIGEST_HEADER,
+        HeaderValue::from_str(fixture!("webhook_reviewed_retry.sha256")).expect("h"),
+    );
+    assert!(webhooks::verify(&secret, Alg::Sha256, &bare, body, SOON_AFTER).is_ok());
+    assert!(webhooks::digest_alg("HMAC_MD5_HEX").is_err());
 }

@@ -1,5 +1,7 @@
 //! Sumsub webhooks: `x-payload-digest` = hex HMAC of the raw body with the webhook secret, the
-//! algorithm in `x-payload-digest-alg`. No timestamp in the scheme: `createdAtMs` bounds the replay
+//! algorithm in `x-payload-digest-alg`. The algorithm is the one configured for the partner (as in
+//! the vendor's dashboard), never the sender's choice: a delivery naming another one (a downgrade to
+//! SHA-1, say) is refused as badly signed. No timestamp in the scheme: `createdAtMs` bounds the replay
 //! window, and de-duplication by event id absorbs Sumsub's retries (5 min, 1 h, 5 h, 18 h).
 
 use reqwest::header::HeaderMap;
@@ -13,19 +15,33 @@ use crate::{
 pub const DIGEST_HEADER: &str = "x-payload-digest";
 pub const ALG_HEADER: &str = "x-payload-digest-alg";
 
+/// The digest algorithm named `name` (`HMAC_SHA1_HEX`, `HMAC_SHA256_HEX`, `HMAC_SHA512_HEX`).
+pub fn digest_alg(name: &str) -> Result<Alg, String> {
+    match name {
+        "HMAC_SHA1_HEX" => Ok(Alg::Sha1),
+        "HMAC_SHA256_HEX" => Ok(Alg::Sha256),
+        "HMAC_SHA512_HEX" => Ok(Alg::Sha512),
+        other => Err(format!(
+            "unknown digest algorithm {other} (HMAC_SHA1_HEX, HMAC_SHA256_HEX, HMAC_SHA512_HEX)"
+        )),
+    }
+}
+
 pub(super) fn verify(
     secret: &SecretPair,
+    expected: Alg,
     headers: &HeaderMap,
     body: &[u8],
     now_ms: i64,
 ) -> Result<WebhookNotice, WebhookRejection> {
     let digest = header(headers, DIGEST_HEADER).ok_or(WebhookRejection::MissingSignature)?;
-    let alg = match header(headers, ALG_HEADER).unwrap_or("HMAC_SHA256_HEX") {
-        "HMAC_SHA1_HEX" => Alg::Sha1,
-        "HMAC_SHA256_HEX" => Alg::Sha256,
-        "HMAC_SHA512_HEX" => Alg::Sha512,
-        other => return Err(WebhookRejection::Malformed(format!("unknown digest algorithm {other}"))),
-    };
+    if let Some(named) = header(headers, ALG_HEADER) {
+        let named = digest_alg(named).map_err(WebhookRejection::Malformed)?;
+        if named != expected {
+            return Err(WebhookRejection::BadSignature);
+        }
+    }
+    let alg = expected;
     let digest = unhex(digest.trim()).ok_or(WebhookRejection::BadSignature)?;
     if !secret.any(|key| equal(&hmac(alg, key, body), &digest)) {
         return Err(WebhookRejection::BadSignature);
