@@ -592,6 +592,32 @@ async fn a_second_onboarding_of_the_same_person_is_screened_afresh() {
 }
 
 #[tokio::test]
+async fn a_revoked_api_key_is_refused_at_once() {
+    let m = Mesh::get();
+    let key = m.api_key("tenant-alpha", "onboarding:read");
+    // Authenticated: a flow that does not exist is 404 (an unauthenticated call would be 401).
+    assert_eq!(m.fetch(&key, "no-such-flow").await.0, 404);
+    let revoke = |k: &str| {
+        std::process::Command::new(workspace_bin("ingress"))
+            .args(["revoke-api-key", "--key", k])
+            .env("SWITCHYARD_DATABASE__URL", m.var("INGRESS_DATABASE_URL"))
+            .env_remove("SWITCHYARD_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = revoke(&key);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, body) = m.fetch(&key, "no-such-flow").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("revoked")), "{body}");
+    // Revoking again (by id) says there is nothing to revoke, with a non-zero exit.
+    let id = key.split('_').nth(1).unwrap();
+    let again = revoke(id);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no active API key"));
+}
+
+#[tokio::test]
 async fn bad_requests_get_clear_problem_documents() {
     let _g = SERIAL.lock().await;
     let m = Mesh::get();

@@ -79,3 +79,24 @@ pub async fn create_key(pool: &PgPool, tenant: &str, scopes: &[String], label: &
         .await?;
     Ok(format!("sy_{key_id}_{secret}"))
 }
+
+/// The id of a key given whole (`sy_<id>_<secret>`), or the id itself.
+pub fn key_id(key: &str) -> &str {
+    let mut parts = key.splitn(3, '_');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("sy"), Some(id), Some(_)) => id,
+        _ => key,
+    }
+}
+
+/// Revokes a key at once; false when no active key has this id.
+pub async fn revoke_key(pool: &PgPool, key_id: &str) -> Result<bool, sqlx::Error> {
+    Ok(
+        sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL")
+            .bind(key_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}

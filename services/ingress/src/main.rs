@@ -5,6 +5,7 @@
 //!
 //!   ingress                                   serve (configuration as every service)
 //!   ingress create-api-key --tenant T --scopes onboarding:write,onboarding:read [--label L]
+//!   ingress revoke-api-key --key K       (the key, or its id: the part between `sy_` and the next `_`)
 //!
 //! Own configuration: `[ingress] rate_limit_per_second` (default 50), `rate_limit_burst` (100).
 
@@ -40,6 +41,11 @@ enum Command {
         #[arg(long, default_value = "")]
         label: String,
     },
+    /// Revoke an API key at once (every later request with it is 401); give the key or its id.
+    RevokeApiKey {
+        #[arg(long)]
+        key: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -53,6 +59,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     service::exit_code(match cli.command {
         Some(Command::CreateApiKey { tenant, scopes, label }) => create_key(&tenant, &scopes, &label).await,
+        Some(Command::RevokeApiKey { key }) => revoke_key(&key).await,
         None => run().await,
     })
 }
@@ -67,13 +74,30 @@ async fn create_key(tenant: &str, scopes: &[String], label: &str) -> anyhow::Res
             anyhow::bail!("unknown scope {s:?} (known: {}, {})", auth::WRITE, auth::READ);
         }
     }
+    let pool = cli_pool(&cfg).await?;
+    println!("{}", auth::create_key(&pool, tenant, scopes, label).await?);
+    Ok(())
+}
+
+async fn revoke_key(key: &str) -> anyhow::Result<()> {
+    let cfg = ServiceConfig::load(api::SERVICE, service::config_path().as_deref())?;
+    let key_id = auth::key_id(key);
+    let pool = cli_pool(&cfg).await?;
+    if !auth::revoke_key(&pool, key_id).await? {
+        anyhow::bail!("no active API key with id {key_id:?} (unknown, or already revoked)");
+    }
+    println!("revoked API key {key_id}");
+    Ok(())
+}
+
+/// The database of a command-line call (migrated, so a first call on a new database works).
+async fn cli_pool(cfg: &ServiceConfig) -> anyhow::Result<sqlx::PgPool> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(cfg.database.url.expose())
         .await?;
     sqlx::migrate!("./migrations").run(&pool).await?;
-    println!("{}", auth::create_key(&pool, tenant, scopes, label).await?);
-    Ok(())
+    Ok(pool)
 }
 
 async fn run() -> anyhow::Result<()> {
