@@ -442,16 +442,42 @@ async fn idempotency_keys_replay_refuse_and_serialise() {
     });
     let results = futures::future::join_all(calls).await;
     let mut ids = HashSet::new();
-    for (status, _, body) in &results {
+    let (mut originals, mut replays, mut in_flight) = (0, 0, 0);
+    for (status, headers, body) in &results {
         match status {
             202 => {
                 ids.insert(body["id"].as_str().unwrap().to_string());
+                if headers
+                    .get("idempotent-replayed")
+                    .is_some_and(|v| v.as_bytes() == b"true")
+                {
+                    replays += 1;
+                } else {
+                    originals += 1;
+                }
             }
-            409 => assert_eq!(body["title"], "Request in progress"),
+            409 => {
+                assert_eq!(body["title"], "Request in progress");
+                in_flight += 1;
+            }
             other => panic!("unexpected {other}: {body}"),
         }
     }
     assert_eq!(ids.len(), 1, "one flow for one key: {ids:?}");
+    assert_eq!(originals, 1, "exactly one request created it");
+    assert_eq!(
+        originals + replays + in_flight,
+        100,
+        "every other one replayed it or was told it is in flight"
+    );
+    // Once done, the key replays for everyone.
+    let (status, headers, again) = m.submit(&key, &concurrent, Some(&idem)).await;
+    assert_eq!(status, 202);
+    assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(
+        Some(again["id"].as_str().unwrap()),
+        ids.iter().next().map(String::as_str)
+    );
     let ingress = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(&m.var("INGRESS_DATABASE_URL"))
