@@ -332,6 +332,7 @@ pub fn spawn_consumer(
         producer: kafka::producer(&stack.kafka, "test-dlq").expect("producer"),
         handler: RecordEffects,
         instance_id: None,
+        retention: None,
     };
     let handle = tokio::spawn(consumer.run(shutdown.clone()));
     (shutdown, handle)

@@ -638,3 +638,35 @@ async fn the_effect_key_lock_keeps_a_second_caller_out_until_released() {
     again.release().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn the_inbox_forgets_processed_ids_after_its_retention_and_only_those() {
+    use switchyard_runtime::inbox::prune;
+    let stack = Stack::get();
+    let db = stack.fresh_db("inbox_prune").await;
+    // 2,500 old rows of this consumer (more than one pruning batch), 3 recent ones, and old rows of
+    // another consumer sharing the database.
+    for (consumer, age_hours, n) in [("c1", 200, 2500), ("c1", 1, 3), ("c2", 200, 5)] {
+        sqlx::query(
+            "INSERT INTO inbox (consumer, event_id, topic, kafka_partition, kafka_offset, processed_at) \
+             SELECT $1, gen_random_uuid(), 't', 0, g, now() - make_interval(hours => $2) FROM generate_series(1, $3) g",
+        )
+        .bind(consumer)
+        .bind(age_hours)
+        .bind(n)
+        .execute(&db.pool)
+        .await
+        .expect("rows");
+    }
+    let removed = prune(&db.pool, "c1", Duration::from_secs(168 * 3600))
+        .await
+        .expect("prune");
+    assert_eq!(removed, 2500);
+    let left: Vec<(String, i64)> =
+        sqlx::query_as("SELECT consumer, count(*) FROM inbox GROUP BY consumer ORDER BY consumer")
+            .fetch_all(&db.pool)
+            .await
+            .expect("q");
+    assert_eq!(left, vec![("c1".to_string(), 3), ("c2".to_string(), 5)]);
+    db.drop_db().await;
+}

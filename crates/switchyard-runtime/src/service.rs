@@ -140,6 +140,7 @@ impl Runtime {
             producer: self.producer.clone(),
             handler,
             instance_id: Some(self.cfg.kafka.group_instance_id.clone()).filter(|i| !i.is_empty()),
+            retention: Some(Duration::from_secs(self.cfg.inbox.retention_hours * 3600)),
         }
     }
 
