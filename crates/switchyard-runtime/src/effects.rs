@@ -55,16 +55,20 @@ pub struct Ledger {
 /// process dies).
 pub struct KeyLock {
     conn: Option<PoolConnection<Postgres>>,
-    id: i64,
+    key: String,
 }
+
+/// The advisory lock id of an effect key, computed by Postgres in the locking statement itself.
+const LOCK_ID: &str = "hashtextextended($1, 7431)";
 
 impl KeyLock {
     pub async fn release(mut self) {
         if let Some(mut conn) = self.conn.take() {
-            let unlocked: Result<bool, _> = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
-                .bind(self.id)
-                .fetch_one(&mut *conn)
-                .await;
+            let unlocked: Result<bool, _> =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT pg_advisory_unlock({LOCK_ID})")))
+                    .bind(&self.key)
+                    .fetch_one(&mut *conn)
+                    .await;
             if !matches!(unlocked, Ok(true)) {
                 // Never hand a connection that may still hold the lock back to the pool.
                 drop(conn.detach());
@@ -91,15 +95,14 @@ impl Ledger {
     /// Takes the key's lock, waiting while another instance works on the same key.
     pub async fn lock(&self, key: &str) -> Result<KeyLock, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        let id: i64 = sqlx::query_scalar("SELECT hashtextextended($1, 7431)")
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT pg_advisory_lock({LOCK_ID})")))
             .bind(key)
-            .fetch_one(&mut *conn)
-            .await?;
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(id)
             .execute(&mut *conn)
             .await?;
-        Ok(KeyLock { conn: Some(conn), id })
+        Ok(KeyLock {
+            conn: Some(conn),
+            key: key.to_string(),
+        })
     }
 
     /// Commits the intent (or takes up the earlier one) and reports what an earlier attempt left.

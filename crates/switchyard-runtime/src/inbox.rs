@@ -8,8 +8,9 @@
 //!
 //! A handler that calls the outside world (a partner's API) does so in [`Handler::prepare`], which
 //! runs before and outside the transaction: no partner call ever holds a transaction open, and what
-//! the call must leave durable it commits itself (the effect ledger, [`crate::effects`]). A message
-//! already in the inbox is skipped before `prepare`, so a redelivered duplicate calls nobody.
+//! the call must leave durable it commits itself (the effect ledger, [`crate::effects`]). For such
+//! handlers (`Handler::CALLS_OUT`) a message already in the inbox is skipped before `prepare`, so a
+//! redelivered duplicate calls nobody.
 
 use std::{
     future::Future,
@@ -75,6 +76,11 @@ impl From<sqlx::Error> for HandlerError {
 pub trait Handler: Send + Sync + 'static {
     /// What `prepare` hands to `handle` (`()` for handlers that call nobody).
     type Prepared: Send + 'static;
+
+    /// Whether `prepare` calls the outside world. Only then is a message first looked up in the
+    /// inbox before `prepare` (a duplicate must call nobody); for the others the inbox insert in the
+    /// transaction is the one check, saving a round trip per message.
+    const CALLS_OUT: bool = false;
 
     fn prepare<'a>(
         &'a self,
@@ -274,14 +280,16 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn apply(&self, msg: &Incoming) -> Result<Applied, HandlerError> {
-        let seen: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)")
-                .bind(&self.name)
-                .bind(msg.event.envelope.event_id)
-                .fetch_one(&self.pool)
-                .await?;
-        if seen {
-            return Ok(Applied::Duplicate);
+        if H::CALLS_OUT {
+            let seen: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)")
+                    .bind(&self.name)
+                    .bind(msg.event.envelope.event_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+            if seen {
+                return Ok(Applied::Duplicate);
+            }
         }
         let prepared = self.handler.prepare(msg).await?;
         let mut tx = self.pool.begin().await?;

@@ -52,22 +52,6 @@ pub trait Progress: Send + Sync {
     fn note<'a>(&'a self, name: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), VendorError>>;
 }
 
-/// Progress kept in memory only (contract tests, reads).
-#[derive(Default)]
-pub struct NoProgress(std::sync::Mutex<HashMap<String, String>>);
-
-impl Progress for NoProgress {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0.lock().ok().and_then(|m| m.get(name).cloned())
-    }
-    fn note<'a>(&'a self, name: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), VendorError>> {
-        if let Ok(mut m) = self.0.lock() {
-            m.insert(name.to_string(), value.to_string());
-        }
-        Box::pin(async { Ok(()) })
-    }
-}
-
 /// Progress recorded in the effect ledger's checkpoint, committed before the next call.
 struct LedgerProgress {
     ledger: Ledger,
@@ -224,13 +208,7 @@ impl<V: ?Sized> Partners<V> {
                     .unwrap_or_default(),
             ),
         });
-        let unknown = |why: &str| {
-            Failure::new(
-                FailureClass::ManualRepair,
-                "provider_outcome_unknown",
-                format!("{partner}: {why}; whether the call took effect is unknown"),
-            )
-        };
+        let unknown = |why: &str| outcome_unknown(partner, why);
         match prior {
             Prior::Answered(v) => {
                 tracing::info!(partner, key, "replaying the partner's recorded answer");
@@ -349,11 +327,7 @@ impl<V: ?Sized> Partners<V> {
             }
             Ok(Recovery::SendAgain) => Ok(Resolved::SendAgain),
             Ok(Recovery::Unknowable) => {
-                let f = Failure::new(
-                    FailureClass::ManualRepair,
-                    "provider_outcome_unknown",
-                    format!("{partner}: a call may have taken effect and the partner offers no way to know"),
-                );
+                let f = outcome_unknown(partner, "the partner offers no way to know");
                 ledger
                     .manual_repair(key, &f.message)
                     .await
@@ -392,6 +366,15 @@ impl<V: ?Sized> Partners<V> {
 /// Sends (each after asking the partner about the one before) before an ambiguous effect goes to
 /// manual repair: with pauses of 0.5, 1, 2 and 4 s, about 8 s of a partner answering only in doubt.
 const AMBIGUOUS_ROUNDS: u32 = 4;
+
+/// The failure of an effect whose outcome is unknown: an operator must find out (never a failover).
+fn outcome_unknown(partner: &str, why: &str) -> Failure {
+    Failure::new(
+        FailureClass::ManualRepair,
+        "provider_outcome_unknown",
+        format!("{partner}: {why}; whether the call took effect is unknown"),
+    )
+}
 
 enum Resolved<T> {
     Done(Result<T, Failure>),

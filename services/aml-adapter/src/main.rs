@@ -70,6 +70,7 @@ impl AmlAdapter {
 
 impl Handler for AmlAdapter {
     type Prepared = (AmlScreeningRequested, String, Result<AmlOutcome, Failure>);
+    const CALLS_OUT: bool = true;
 
     async fn prepare(&self, msg: &Incoming) -> Result<Self::Prepared, HandlerError> {
         let Some(req) = msg.event.as_event::<AmlScreeningRequested>() else {

@@ -112,6 +112,7 @@ impl KycAdapter {
 
 impl Handler for KycAdapter {
     type Prepared = Answer;
+    const CALLS_OUT: bool = true;
 
     async fn prepare(&self, msg: &Incoming) -> Result<Answer, HandlerError> {
         let perm = |e: switchyard_model::SchemaError| HandlerError::Permanent(e.to_string());

@@ -120,11 +120,7 @@ impl Onboarding {
                 Effect::Reference { partner, reference } => {
                     store::remember_reference(conn, &partner, &reference, &flow.flow_id, false).await?;
                 }
-                Effect::Verdict {
-                    domain,
-                    partner: _,
-                    verdict,
-                } => {
+                Effect::Verdict { domain, verdict } => {
                     for (shadow, agrees) in store::live_verdict(conn, &flow.flow_id, domain.name(), verdict).await? {
                         self.metrics.compared(domain.name(), &shadow, agrees);
                     }

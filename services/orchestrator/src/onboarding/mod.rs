@@ -29,7 +29,7 @@ use switchyard_model::{
     Envelope,
     events::{
         aml::{AmlScreeningResult, ScreeningStatus},
-        kyc::{KycProviderEvent, KycStatus, KycVerificationResult},
+        kyc::{KycProviderEvent, KycVerificationResult},
         onboarding::{RiskTier, StartOnboarding},
     },
 };
@@ -241,9 +241,12 @@ impl Onboarding {
             // The shadow case's webhooks reach it from now on; those that came first are applied.
             store::remember_reference(conn, &r.partner, reference, flow_id, true).await?;
             let mut statuses = vec![r.status];
-            for (status, _) in store::unpark(conn, &r.partner, reference).await? {
-                statuses.push(serde_json::from_value(serde_json::Value::String(status)).map_err(perm)?);
-            }
+            statuses.extend(
+                store::unpark(conn, &r.partner, reference)
+                    .await?
+                    .into_iter()
+                    .map(|(s, _)| s),
+            );
             for status in statuses {
                 self.shadow_answer(conn, flow_id, Domain::Kyc, &r.partner, kyc_verdict(status))
                     .await?;
@@ -262,7 +265,6 @@ impl Onboarding {
         // Partner events that arrived before this result named their case.
         if let Some(reference) = &r.provider_reference {
             for (status, reasons) in store::unpark(conn, &r.partner, reference).await? {
-                let status: KycStatus = serde_json::from_value(serde_json::Value::String(status)).map_err(perm)?;
                 let answer = KycAnswer {
                     partner: r.partner.clone(),
                     reference: Some(reference.clone()),

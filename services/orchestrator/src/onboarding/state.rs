@@ -168,11 +168,7 @@ pub enum Effect {
         failure: Option<Failure>,
     },
     /// The live partner's final verdict of a step (kept to compare shadow partners with).
-    Verdict {
-        domain: Domain,
-        partner: String,
-        verdict: &'static str,
-    },
+    Verdict { domain: Domain, verdict: &'static str },
     /// A line in the flow's history (what happened and why, for operators and auditors).
     Note { event: &'static str, detail: String },
 }

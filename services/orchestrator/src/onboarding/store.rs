@@ -6,7 +6,7 @@ use sqlx::{PgConnection, Row};
 use switchyard_model::events::common::Person;
 use switchyard_runtime::HandlerError;
 
-use switchyard_model::events::onboarding::OnboardingDecision;
+use switchyard_model::events::{kyc::KycStatus, onboarding::OnboardingDecision};
 
 use super::state::{AML_PENDING, Case, KYC_DOCUMENTS, KYC_PENDING, State};
 
@@ -363,14 +363,22 @@ pub async fn park(
     Ok(())
 }
 
-pub async fn unpark(conn: &mut PgConnection, partner: &str, reference: &str) -> R<Vec<(String, Vec<String>)>> {
-    Ok(sqlx::query_as(
+pub async fn unpark(conn: &mut PgConnection, partner: &str, reference: &str) -> R<Vec<(KycStatus, Vec<String>)>> {
+    let rows: Vec<(String, Vec<String>)> = sqlx::query_as(
         "DELETE FROM parked_provider_events WHERE partner = $1 AND provider_reference = $2 RETURNING status, reasons",
     )
     .bind(partner)
     .bind(reference)
     .fetch_all(conn)
-    .await?)
+    .await?;
+    rows.into_iter()
+        .map(|(status, reasons)| {
+            Ok((
+                serde_json::from_value(serde_json::Value::String(status)).map_err(perm)?,
+                reasons,
+            ))
+        })
+        .collect()
 }
 
 pub async fn record_shadow(

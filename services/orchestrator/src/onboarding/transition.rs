@@ -83,10 +83,8 @@ pub fn step(state: &State, input: Input, routes: &Routes, limits: Limits) -> (St
         (State::Decided { .. }, input) => (state.clone(), vec![note("late_answer", &input)]),
         (State::Kyc { case, tried, .. }, Input::Kyc(a)) if a.partner != case.partner => {
             if tried.contains(&a.partner) && a.failure.is_none() && a.status.is_final() {
-                let mut moved = a.clone();
-                let (next, mut effects) = kyc_answer(state, moved.clone(), routes, limits, true);
-                moved.reasons.clear();
-                effects.insert(0, note("answer_from_earlier_partner", &Input::Kyc(moved)));
+                let (next, mut effects) = kyc_answer(state, a.clone(), routes, limits, true);
+                effects.insert(0, note("answer_from_earlier_partner", &Input::Kyc(a)));
                 (next, effects)
             } else {
                 (state.clone(), vec![note("ignored_answer", &Input::Kyc(a))])
@@ -190,7 +188,6 @@ fn kyc_answer(
     if let Some(verdict) = kyc_verdict(a.status) {
         effects.push(Effect::Verdict {
             domain: Domain::Kyc,
-            partner: case.partner.clone(),
             verdict,
         });
     }
@@ -311,7 +308,6 @@ fn aml_answer(state: &State, a: AmlAnswer, routes: &Routes) -> (State, Vec<Effec
     if let Some(verdict) = aml_verdict(a.status) {
         effects.push(Effect::Verdict {
             domain: Domain::Aml,
-            partner: case.partner.clone(),
             verdict,
         });
     }
