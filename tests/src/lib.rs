@@ -507,11 +507,16 @@ impl Mesh {
     }
 
     pub async fn orchestrator_db(&self) -> PgPool {
+        self.service_db("ORCHESTRATOR_DATABASE_URL").await
+    }
+
+    /// A small pool on a service's own database (`url_var` names its URL in the endpoints file).
+    pub async fn service_db(&self, url_var: &str) -> PgPool {
         PgPoolOptions::new()
             .max_connections(2)
-            .connect(&self.var("ORCHESTRATOR_DATABASE_URL"))
+            .connect(&self.var(url_var))
             .await
-            .expect("orchestrator db")
+            .unwrap_or_else(|e| panic!("{url_var}: {e}"))
     }
 
     pub async fn metrics(&self, url_var: &str) -> String {

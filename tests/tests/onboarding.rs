@@ -372,10 +372,10 @@ async fn forged_stale_and_replayed_webhooks_are_refused() {
     };
     let now = chrono::Utc::now().timestamp_millis();
     // Forged: signed with the wrong secret.
-    let body = sumsub_webhook("forged-1", now);
+    let forged = sumsub_webhook(&format!("forged-{}", id()), now);
     let (s, text) = post(
-        body.clone(),
-        switchyard_vendors::kyc::sumsub::webhooks::sign(b"not-the-secret", body.as_bytes()),
+        forged.clone(),
+        switchyard_vendors::kyc::sumsub::webhooks::sign(b"not-the-secret", forged.as_bytes()),
     )
     .await;
     assert_eq!(s, 401, "{text}");
@@ -394,8 +394,34 @@ async fn forged_stale_and_replayed_webhooks_are_refused() {
     assert_eq!(post(body.clone(), sig.clone()).await, (200, "accepted".to_string()));
     assert_eq!(post(body.clone(), sig.clone()).await, (200, "duplicate".to_string()));
     // Unsigned.
-    let r = m.http.post(&url).body(body).send().await.unwrap();
+    let r = m.http.post(&url).body(body.clone()).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    // Receipts: a refused (unauthenticated) body is kept only as its digest and length, a verified one
+    // whole.
+    let db = m.service_db("WEBHOOK_NORMALIZER_DATABASE_URL").await;
+    let receipts = |body: String| {
+        let db = db.clone();
+        async move {
+            let rows: Vec<(String, i32, i32)> = sqlx::query_as(
+                "SELECT verdict, length(body), body_len FROM webhook_receipts WHERE body_sha256 = $1 ORDER BY id",
+            )
+            .bind(switchyard_vendors::signing::sha256_hex(body.as_bytes()))
+            .fetch_all(&db)
+            .await
+            .unwrap();
+            rows
+        }
+    };
+    let (forged_len, body_len) = (forged.len() as i32, body.len() as i32);
+    assert_eq!(receipts(forged).await, vec![("rejected".into(), 0, forged_len)]);
+    assert_eq!(
+        receipts(body).await,
+        vec![
+            ("accepted".into(), body_len, body_len),
+            ("duplicate".into(), body_len, body_len),
+            ("rejected".into(), 0, body_len),
+        ]
+    );
     let metrics = m.metrics("WEBHOOK_NORMALIZER_URL").await;
     for reason in ["bad_signature", "stale", "missing_signature"] {
         assert!(

@@ -36,6 +36,10 @@ pub struct ServiceConfig {
     pub inbox: InboxConfig,
     pub shutdown: ShutdownConfig,
     pub telemetry: TelemetryConfig,
+    /// Per-table retention overrides, `<rule>_hours = N` (see each service's documented rules);
+    /// an unknown rule is refused at start-up.
+    #[serde(default)]
+    pub retention: std::collections::HashMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -9,6 +9,7 @@
 //! * [`inbox`]: a consumer that applies each message in one transaction keyed by `(consumer,
 //!   event_id)`, stores offsets only after commit, and dead-letters poison messages.
 //! * [`effects`]: the write-ahead effect ledger adapters use so no partner effect runs twice.
+//! * [`retention`]: tables that grow with traffic lose expired rows in small batches.
 //! * [`http`], [`shutdown`], [`service`]: health/readiness/metrics endpoints, graceful shutdown, and the
 //!   boot sequence a service binary calls.
 //!
@@ -27,6 +28,7 @@ pub mod kafka;
 pub mod outbox;
 pub mod provider;
 pub mod registry;
+pub mod retention;
 pub mod secret;
 pub mod service;
 pub mod shutdown;

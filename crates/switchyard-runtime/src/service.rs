@@ -158,6 +158,24 @@ impl Runtime {
         })
     }
 
+    /// Starts retention for `rules` (the service's own) plus the runtime's effect ledger rule, with
+    /// the configured overrides; an unknown override or an unsafe period is an error.
+    pub fn spawn_retention(
+        &self,
+        mut rules: Vec<crate::retention::Rule>,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        rules.push(crate::retention::effect_ledger_rule());
+        let inbox_keep = Duration::from_secs(self.cfg.inbox.retention_hours * 3600);
+        let rules = crate::retention::configure(rules, &self.cfg.retention, inbox_keep)?;
+        Ok(crate::retention::spawn(
+            self.pool.clone(),
+            rules,
+            &self.metrics,
+            Duration::from_secs(60),
+            self.shutdown.clone(),
+        ))
+    }
+
     /// Starts this service's outbox relay.
     pub fn spawn_relay(&self) -> tokio::task::JoinHandle<()> {
         let relay = Relay::new(
@@ -213,8 +231,8 @@ pub async fn run_skeleton(service: &str) -> ExitCode {
     exit_code(
         async {
             let rt = boot(service).await?;
-            let relay = rt.spawn_relay();
-            rt.serve_until_shutdown(Router::new(), vec![relay]).await
+            let tasks = vec![rt.spawn_relay(), rt.spawn_retention(Vec::new())?];
+            rt.serve_until_shutdown(Router::new(), tasks).await
         }
         .await,
     )

@@ -24,6 +24,11 @@ pub fn hmac(alg: Alg, key: &[u8], msg: &[u8]) -> Vec<u8> {
     hmac::sign(&hmac::Key::new(alg.of(), key), msg).as_ref().to_vec()
 }
 
+/// The SHA-256 digest of `bytes`, in lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -89,6 +94,14 @@ impl SecretPair {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_matches_a_known_vector() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     #[test]
     fn hmac_sha256_matches_a_known_vector() {

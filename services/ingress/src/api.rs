@@ -3,7 +3,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use axum::{
@@ -349,16 +349,26 @@ async fn fetch(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String
     .into_response())
 }
 
-/// Forgets expired idempotency keys.
-pub async fn prune(pool: PgPool, shutdown: switchyard_runtime::Shutdown) {
-    while shutdown.sleep(Duration::from_secs(60)).await {
-        if let Err(e) = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < now()")
-            .execute(&pool)
-            .await
-        {
-            tracing::warn!(error = %e, "idempotency key pruning failed");
-        }
-    }
+/// What the ingress forgets, and when (`retention.<name>_hours`):
+/// * `idempotency_keys` (default 0): a key is forgotten this long after it expires (24 h after its
+///   request, see `IDEMPOTENCY_RETENTION_HOURS`);
+/// * `completed_onboardings` (default 400 days): the read model of flows decided that long ago.
+pub fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
+    use switchyard_runtime::retention::Rule;
+    vec![
+        Rule::hours(
+            "idempotency_keys",
+            "idempotency_keys",
+            "expires_at < now() - make_interval(secs => $1)",
+            0,
+        ),
+        Rule::hours(
+            "completed_onboardings",
+            "onboardings",
+            "completed_at < now() - make_interval(secs => $1)",
+            400 * 24,
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -391,6 +401,46 @@ mod idempotency_tests {
         let db = switchyard_tests::Stack::get().fresh_db(label).await;
         sqlx::migrate!("./migrations").run(&db.pool).await.unwrap();
         db
+    }
+
+    /// Expired keys go at once, decided onboardings after their period; nothing else.
+    #[tokio::test]
+    async fn retention_forgets_expired_keys_and_old_decided_onboardings() {
+        let db = db("ingress_retention").await;
+        for (key, expired) in [("gone", true), ("kept", false)] {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, state, expires_at) \
+                 VALUES ('t', $1, 'h', 'done', now() + CASE WHEN $2 THEN interval '-1 second' ELSE interval '1 hour' END)",
+            )
+            .bind(key)
+            .bind(expired)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+        for (flow, done_days_ago) in [("old-done", Some(401)), ("new-done", Some(399)), ("running", None)] {
+            sqlx::query(
+                "INSERT INTO onboardings (flow_id, tenant_id, applicant_id, status, created_at, completed_at) \
+                 VALUES ($1, 't', 'a', 'in_progress', now() - interval '500 days', now() - make_interval(days => $2))",
+            )
+            .bind(flow)
+            .bind(done_days_ago)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+        switchyard_runtime::retention::run_once(&db.pool, &super::retention_rules()).await;
+        let keys: Vec<String> = sqlx::query_scalar("SELECT idem_key FROM idempotency_keys")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(keys, ["kept"]);
+        let flows: Vec<String> = sqlx::query_scalar("SELECT flow_id FROM onboardings ORDER BY flow_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(flows, ["new-done", "running"]);
+        db.drop_db().await;
     }
 
     #[tokio::test]

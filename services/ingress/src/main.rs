@@ -123,7 +123,7 @@ async fn run() -> anyhow::Result<()> {
     let tasks = vec![
         rt.spawn_relay(),
         rt.spawn_consumer(consumer),
-        tokio::spawn(api::prune(rt.pool.clone(), rt.shutdown.clone())),
+        rt.spawn_retention(api::retention_rules())?,
     ];
     rt.serve_until_shutdown(api::routes(api), tasks).await
 }

@@ -185,6 +185,10 @@ async fn run() -> anyhow::Result<()> {
         ledger: Ledger::new(rt.pool.clone()),
     };
     let consumer = rt.consumer(SERVICE, &[KycVerificationRequested::TOPIC], handler);
-    let tasks = vec![rt.spawn_relay(), rt.spawn_consumer(consumer)];
+    let tasks = vec![
+        rt.spawn_relay(),
+        rt.spawn_consumer(consumer),
+        rt.spawn_retention(vec![])?,
+    ];
     rt.serve_until_shutdown(Router::new(), tasks).await
 }

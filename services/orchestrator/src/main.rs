@@ -106,7 +106,8 @@ async fn run() -> anyhow::Result<()> {
                 .route("/shadow", get(show_shadow))
                 .with_state(rt.pool.clone()),
         );
-    let tasks = vec![rt.spawn_relay(), rt.spawn_consumer(consumer), timers];
+    let retention = rt.spawn_retention(onboarding::store::retention_rules())?;
+    let tasks = vec![rt.spawn_relay(), rt.spawn_consumer(consumer), timers, retention];
     rt.serve_until_shutdown(routes, tasks).await
 }
 

@@ -133,7 +133,9 @@ enum Refused {
     Later(String),
 }
 
-/// Keeps a receipt (in the accepting transaction, or on its own for refusals and duplicates).
+/// Keeps a receipt (in the accepting transaction, or on its own for refusals and duplicates), with
+/// the body's SHA-256 and length. The body itself is kept only when its signature was verified: an
+/// unauthenticated sender must not be able to fill the database or plant data in it.
 async fn store<'e>(
     exec: impl sqlx::PgExecutor<'e>,
     partner: &str,
@@ -143,15 +145,21 @@ async fn store<'e>(
     reason: Option<&str>,
     event_id: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO webhook_receipts (partner, headers, body, verdict, reason, event_id) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(partner)
-        .bind(kept(headers))
-        .bind(body)
-        .bind(verdict)
-        .bind(reason)
-        .bind(event_id)
-        .execute(exec)
-        .await?;
+    let kept_body: &[u8] = if verdict == "rejected" { &[] } else { body };
+    sqlx::query(
+        "INSERT INTO webhook_receipts (partner, headers, body, body_sha256, body_len, verdict, reason, event_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(partner)
+    .bind(kept(headers))
+    .bind(kept_body)
+    .bind(switchyard_vendors::signing::sha256_hex(body))
+    .bind(body.len() as i32)
+    .bind(verdict)
+    .bind(reason)
+    .bind(event_id)
+    .execute(exec)
+    .await?;
     Ok(())
 }
 
@@ -229,6 +237,36 @@ async fn handle(
     Ok("accepted")
 }
 
+/// What the normalizer forgets, and when (`retention.<name>_hours`):
+/// * `webhook_receipts` (default 90 days): verified receipts (accepted and duplicates);
+/// * `rejected_webhooks` (default 7 days): receipts of refused webhooks (digest and headers only);
+/// * `webhook_dedup` (default 30 days): accepted event ids; a partner redelivery later than this
+///   would be taken as new (partners retry for hours to a few days), and the flow's inbox and state
+///   machine still ignore an event for a decided case.
+fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
+    use switchyard_runtime::retention::Rule;
+    vec![
+        Rule::hours(
+            "webhook_receipts",
+            "webhook_receipts",
+            "verdict <> 'rejected' AND received_at < now() - make_interval(secs => $1)",
+            90 * 24,
+        ),
+        Rule::hours(
+            "rejected_webhooks",
+            "webhook_receipts",
+            "verdict = 'rejected' AND received_at < now() - make_interval(secs => $1)",
+            7 * 24,
+        ),
+        Rule::hours(
+            "webhook_dedup",
+            "webhook_dedup",
+            "first_seen < now() - make_interval(secs => $1)",
+            30 * 24,
+        ),
+    ]
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     service::exit_code(run().await)
@@ -254,6 +292,57 @@ async fn run() -> anyhow::Result<()> {
         .route("/webhooks/{partner}", post(receive))
         .layer(DefaultBodyLimit::max(256 * 1024))
         .with_state(app);
-    let tasks = vec![rt.spawn_relay()];
+    let tasks = vec![rt.spawn_relay(), rt.spawn_retention(retention_rules())?];
     rt.serve_until_shutdown(routes, tasks).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    /// Each kind of receipt and every dedup entry goes after its own period, no sooner.
+    #[tokio::test]
+    async fn retention_keeps_each_kind_of_receipt_for_its_own_period() {
+        let db = switchyard_tests::Stack::get().fresh_db("webhook_retention").await;
+        sqlx::migrate!("./migrations").run(&db.pool).await.unwrap();
+        for (verdict, days) in [
+            ("accepted", 91),
+            ("accepted", 89),
+            ("duplicate", 91),
+            ("rejected", 8),
+            ("rejected", 6),
+        ] {
+            sqlx::query(
+                "INSERT INTO webhook_receipts (partner, headers, body, verdict, received_at) \
+                 VALUES ('p', '{}', '', $1, now() - make_interval(days => $2))",
+            )
+            .bind(verdict)
+            .bind(days)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+        for (event, days) in [("e-old", 31), ("e-new", 29)] {
+            sqlx::query("INSERT INTO webhook_dedup (partner, event_id, first_seen) VALUES ('p', $1, now() - make_interval(days => $2))")
+                .bind(event)
+                .bind(days)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
+        switchyard_runtime::retention::run_once(&db.pool, &super::retention_rules()).await;
+        let receipts: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT verdict, extract(day FROM now() - received_at)::int FROM webhook_receipts ORDER BY verdict",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(receipts, vec![("accepted".into(), 89), ("rejected".into(), 6)]);
+        let dedup: Vec<String> = sqlx::query_scalar("SELECT event_id FROM webhook_dedup")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(dedup, ["e-new"]);
+        db.drop_db().await;
+    }
 }

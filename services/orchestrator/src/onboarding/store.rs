@@ -404,3 +404,31 @@ pub async fn record_shadow(
     .await?;
     Ok(())
 }
+
+/// What the orchestrator forgets, and when (`retention.<name>_hours`):
+/// * `completed_flows` (default 400 days): a flow decided that long ago, with its history, shadow
+///   results, partner references and any timer left, children first;
+/// * `parked_provider_events` (default 30 days): partner events no flow ever claimed.
+pub fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
+    use switchyard_runtime::retention::Rule;
+    const COMPLETED: u64 = 400 * 24;
+    const OF_COMPLETED_FLOW: &str =
+        "flow_id IN (SELECT flow_id FROM onboarding_flows WHERE completed_at < now() - make_interval(secs => $1))";
+    let mut rules: Vec<Rule> = ["flow_history", "shadow_results", "provider_refs", "flow_timers"]
+        .into_iter()
+        .map(|child| Rule::hours("completed_flows", child, OF_COMPLETED_FLOW, COMPLETED))
+        .collect();
+    rules.push(Rule::hours(
+        "completed_flows",
+        "onboarding_flows",
+        "completed_at < now() - make_interval(secs => $1)",
+        COMPLETED,
+    ));
+    rules.push(Rule::hours(
+        "parked_provider_events",
+        "parked_provider_events",
+        "parked_at < now() - make_interval(secs => $1)",
+        30 * 24,
+    ));
+    rules
+}

@@ -166,3 +166,90 @@ async fn the_timer_job_and_a_handler_never_deadlock() {
     assert_eq!(timers, 1);
     db.drop().await;
 }
+
+/// Retention takes a flow decided long ago with everything that belongs to it, and nothing of a flow
+/// still running (however old) or decided recently; unclaimed parked events go after their period.
+#[tokio::test]
+async fn retention_forgets_old_decided_flows_whole_and_nothing_else() {
+    let db = Db::fresh().await;
+    for flow in ["old-done", "old-running", "new-done"] {
+        a_flow(&db.pool, flow).await;
+        let mut conn = db.pool.acquire().await.unwrap();
+        store::remember_reference(&mut conn, "kyc-a", &format!("case-{flow}"), flow, false)
+            .await
+            .unwrap();
+        store::set_timer(&mut conn, flow, "kyc", Duration::from_secs(60))
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO flow_history (flow_id, event, detail) VALUES ($1, 'started', '{}')")
+            .bind(flow)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO shadow_results (flow_id, domain, partner, status, detail) VALUES ($1, 'kyc', 'kyc-b', 'APPROVED', '{}')",
+        )
+        .bind(flow)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "UPDATE onboarding_flows SET created_at = now() - interval '500 days', \
+         completed_at = CASE WHEN flow_id = 'old-done' THEN now() - interval '401 days' END \
+         WHERE flow_id LIKE 'old-%'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE onboarding_flows SET completed_at = now() - interval '399 days' WHERE flow_id = 'new-done'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for (id, days) in [(uuid::Uuid::new_v4(), 31), (uuid::Uuid::new_v4(), 29)] {
+        let mut conn = db.pool.acquire().await.unwrap();
+        store::park(&mut conn, id, "kyc-a", "stray", "APPROVED", &[])
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE parked_provider_events SET parked_at = now() - make_interval(days => $2) WHERE event_id = $1",
+        )
+        .bind(id)
+        .bind(days)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+
+    let removed = switchyard_runtime::retention::run_once(&db.pool, &store::retention_rules()).await;
+
+    let count = |table: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let flows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT flow_id FROM {table} ORDER BY flow_id"
+            )))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            flows
+        }
+    };
+    let kept = vec!["new-done".to_string(), "old-running".to_string()];
+    for table in [
+        "onboarding_flows",
+        "flow_history",
+        "shadow_results",
+        "provider_refs",
+        "flow_timers",
+    ] {
+        assert_eq!(count(table).await, kept, "{table}: only the old decided flow's rows go");
+    }
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_provider_events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(parked, 1, "the 31-day-old stray event went, the 29-day-old one stays");
+    assert!(removed.contains(&("onboarding_flows", 1)), "{removed:?}");
+    db.drop().await;
+}
