@@ -7,6 +7,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use serde::Deserialize;
+use switchyard_runtime::Secret;
 
 use crate::{
     aml::{
@@ -60,7 +61,7 @@ pub fn resolve_secret(reference: &str) -> Result<String, String> {
 }
 
 impl PartnerConnection {
-    fn secret(&self, name: &str) -> Result<String, String> {
+    fn secret(&self, name: &str) -> Result<Secret, String> {
         let reference = self
             .secrets
             .get(name)
@@ -69,7 +70,7 @@ impl PartnerConnection {
         if value.is_empty() {
             return Err(format!("partners.{}.secrets.{name} is empty", self.id));
         }
-        Ok(value)
+        Ok(Secret::new(value))
     }
 
     /// A secret that may be absent: no reference, or an `env:` reference to an unset variable
@@ -91,7 +92,7 @@ impl PartnerConnection {
     fn webhook_secret(&self) -> Result<SecretPair, String> {
         let current = self.secret("webhook_secret")?;
         let previous = self.optional_secret("webhook_secret_previous")?;
-        SecretPair::new(&current, previous.as_deref()).map_err(|e| format!("partners.{}: {e}", self.id))
+        SecretPair::new(current.expose(), previous.as_deref()).map_err(|e| format!("partners.{}: {e}", self.id))
     }
 
     fn timeout(&self) -> Duration {
@@ -167,5 +168,46 @@ pub fn aml(p: &PartnerConnection) -> Result<Arc<dyn AmlVendor>, String> {
             "partners.{}.vendor: no AML vendor named {other:?} (mesh, watchman)",
             p.id
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Partner credentials read from their references never show in a connection's or a vendor
+    /// configuration's debug output (which start-up errors and traces may print).
+    #[test]
+    fn resolved_credentials_never_show_in_debug_output() {
+        let file = std::env::temp_dir().join(format!("switchyard-secret-{}", std::process::id()));
+        std::fs::write(&file, "s3cr3t-value-77\n").unwrap();
+        let p = PartnerConnection {
+            id: "aml-mesh".into(),
+            vendor: "mesh".into(),
+            base_url: "http://127.0.0.1:1".into(),
+            timeout_ms: 1000,
+            rate_limit_per_second: 0.0,
+            secrets: ["username", "password"]
+                .into_iter()
+                .map(|k| (k.to_string(), format!("file:{}", file.display())))
+                .collect(),
+            settings: BTreeMap::new(),
+        };
+        let cfg = MeshConfig {
+            partner: p.id.clone(),
+            base_url: p.base_url.clone(),
+            realm: "r".into(),
+            username: p.secret("username").unwrap(),
+            password: p.secret("password").unwrap(),
+            screening_configuration: "c".into(),
+            timeout: p.timeout(),
+        };
+        assert_eq!(cfg.password.expose(), "s3cr3t-value-77");
+        let shown = format!("{p:?} {cfg:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(aml(&p).is_ok());
+        let _ = std::fs::remove_file(file);
     }
 }

@@ -7,6 +7,7 @@ use std::{
 
 use futures::future::BoxFuture;
 use switchyard_model::events::aml::ScreeningStatus;
+use switchyard_runtime::Secret;
 
 use super::transformers::{
     AlertsResponse, CasesResponse, CreateAndScreen, RisksResponse, ScreeningResult, TokenRequest, TokenResponse,
@@ -23,8 +24,8 @@ pub struct MeshConfig {
     pub partner: String,
     pub base_url: String,
     pub realm: String,
-    pub username: String,
-    pub password: String,
+    pub username: Secret,
+    pub password: Secret,
     pub screening_configuration: String,
     pub timeout: Duration,
 }
@@ -61,8 +62,8 @@ impl Mesh {
                     .post(format!("{}/v2/token", self.cfg.base_url))
                     .json(&TokenRequest {
                         realm: &self.cfg.realm,
-                        username: &self.cfg.username,
-                        password: &self.cfg.password,
+                        username: self.cfg.username.expose(),
+                        password: self.cfg.password.expose(),
                     }),
                 false,
             )

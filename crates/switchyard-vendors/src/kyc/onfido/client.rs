@@ -15,13 +15,14 @@ use crate::{
     kyc::{Applicant, KycOutcome, KycVendor, WebhookNotice, WebhookRejection},
     signing::SecretPair,
 };
+use switchyard_runtime::Secret;
 
 #[derive(Debug, Clone)]
 pub struct OnfidoConfig {
     pub partner: String,
     /// e.g. `https://api.eu.onfido.com/v3.6`
     pub base_url: String,
-    pub api_token: String,
+    pub api_token: Secret,
     pub webhook_secret: SecretPair,
     pub timeout: Duration,
 }
@@ -41,7 +42,7 @@ impl Onfido {
     }
 
     fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        req.header("Authorization", format!("Token token={}", self.cfg.api_token))
+        req.header("Authorization", format!("Token token={}", self.cfg.api_token.expose()))
     }
 
     async fn check(&self, check_id: &str) -> Result<KycOutcome, VendorError> {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use reqwest::{Method, header::HeaderMap};
 use switchyard_model::events::kyc::KycStatus;
+use switchyard_runtime::Secret;
 
 use super::transformers::{ApplicantResponse, CreateApplicant, StatusResponse, status};
 use crate::{
@@ -22,8 +23,8 @@ pub struct SumsubConfig {
     pub partner: String,
     /// e.g. `https://api.sumsub.com`
     pub base_url: String,
-    pub app_token: String,
-    pub secret_key: String,
+    pub app_token: Secret,
+    pub secret_key: Secret,
     pub webhook_secret: SecretPair,
     /// The webhook digest algorithm configured at the vendor (`settings.webhook_digest_alg`).
     pub webhook_digest_alg: Alg,
@@ -54,11 +55,17 @@ impl Sumsub {
     fn signed(&self, method: Method, path_and_query: &str, body: Option<Vec<u8>>) -> reqwest::RequestBuilder {
         let ts = chrono::Utc::now().timestamp();
         let bytes = body.unwrap_or_default();
-        let sig = request_signature(&self.cfg.secret_key, ts, method.as_str(), path_and_query, &bytes);
+        let sig = request_signature(
+            self.cfg.secret_key.expose(),
+            ts,
+            method.as_str(),
+            path_and_query,
+            &bytes,
+        );
         let mut req = self
             .http
             .request(method, format!("{}{path_and_query}", self.cfg.base_url))
-            .header("X-App-Token", &self.cfg.app_token)
+            .header("X-App-Token", self.cfg.app_token.expose())
             .header("X-App-Access-Ts", ts.to_string())
             .header("X-App-Access-Sig", sig);
         if !bytes.is_empty() {
