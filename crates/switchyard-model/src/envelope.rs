@@ -78,7 +78,7 @@ impl EventRecord {
     pub fn from_typed<T: Serialize>(record: &str, event: &T) -> Result<Self, SchemaError> {
         let value = apache_avro::to_value(event).map_err(|e| SchemaError::Encode {
             record: record.to_string(),
-            reason: e.to_string(),
+            reason: crate::redact::redact_values(&e.to_string()),
         })?;
         Self::from_value(record, value)
     }
@@ -108,7 +108,11 @@ impl EventRecord {
     /// The record as a typed event.
     pub fn to_typed<T: DeserializeOwned>(&self) -> Result<T, SchemaError> {
         apache_avro::from_value(&self.value).map_err(|e| SchemaError::Decode {
-            reason: format!("{} does not fit the requested type: {e}", self.record),
+            reason: format!(
+                "{} does not fit the requested type: {}",
+                self.record,
+                crate::redact::redact_values(&e.to_string())
+            ),
         })
     }
 }
@@ -122,7 +126,8 @@ pub(crate) fn envelope_of(value: &Value) -> Result<Envelope, String> {
         .iter()
         .find_map(|(name, v)| (name == "envelope").then_some(v))
         .ok_or_else(|| "event record has no envelope field".to_string())?;
-    apache_avro::from_value::<Envelope>(env).map_err(|e| format!("invalid envelope: {e}"))
+    apache_avro::from_value::<Envelope>(env)
+        .map_err(|e| format!("invalid envelope: {}", crate::redact::redact_values(&e.to_string())))
 }
 
 /// Avro's `uuid` logical type annotates a string; serde's compact form of `Uuid` would be bytes.

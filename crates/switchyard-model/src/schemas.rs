@@ -14,7 +14,10 @@ use apache_avro::{
 use serde_json::{Map, Value as Json};
 use thiserror::Error;
 
-use crate::envelope::{EventRecord, envelope_of};
+use crate::{
+    envelope::{EventRecord, envelope_of},
+    redact::redact_values,
+};
 
 include!(concat!(env!("OUT_DIR"), "/embedded_schemas.rs"));
 
@@ -164,17 +167,17 @@ impl TopicSchema {
             return Err(err("topic schema is not a union".to_string()));
         };
         let variant = &union.variants()[index];
-        let resolved = ResolvedSchema::try_from(&self.schema).map_err(|e| err(e.to_string()))?;
+        let resolved = ResolvedSchema::try_from(&self.schema).map_err(|e| err(redact_values(&e.to_string())))?;
         let record = event
             .value
             .clone()
             .resolve_with_names(variant, resolved.get_names())
-            .map_err(|e| err(e.to_string()))?;
-        let index = u32::try_from(index).map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(redact_values(&e.to_string())))?;
+        let index = u32::try_from(index).map_err(|e| err(redact_values(&e.to_string())))?;
         GenericDatumWriter::builder(&self.schema)
             .build()
             .and_then(|w| w.write_value_to_vec(Value::Union(index, Box::new(record))))
-            .map_err(|e| err(e.to_string()))
+            .map_err(|e| err(redact_values(&e.to_string())))
     }
 
     /// Decodes a datum written with `writer` (the schema the registry holds for its id) into this
@@ -185,7 +188,7 @@ impl TopicSchema {
             .reader_schema(&self.schema)
             .build()
             .and_then(|r| r.read_value(&mut datum))
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(redact_values(&e.to_string())))?;
         if !datum.is_empty() {
             return Err(err(format!("{} trailing bytes after the datum", datum.len())));
         }
@@ -371,6 +374,36 @@ mod tests {
         let back = topic.decode(&topic.schema, &datum).expect("decode");
         assert_eq!(back.record, event.record);
         assert_eq!(back.envelope, event.envelope);
+    }
+
+    /// An event that does not fit (here: a value of the wrong type for `subject_id`) is refused with
+    /// an error that names the problem but not the person's data in it.
+    #[test]
+    fn encode_and_decode_errors_never_quote_personal_data() {
+        let catalog = SchemaCatalog::embedded().expect("catalog");
+        let topic = catalog.get("kyc.commands.v1").expect("topic");
+        let mut event = sample("com.switchyard.kyc.VerifyIdentity");
+        if let Value::Record(fields) = &mut event.value {
+            fields[1].1 = Value::Int(19151210);
+        }
+        let e = topic.encode(&event).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.starts_with("cannot encode com.switchyard.kyc.VerifyIdentity"), "{e}");
+        assert!(
+            !e.contains("Ada") && !e.contains("Lovelace") && !e.contains("19151210"),
+            "{e}"
+        );
+        // A datum written with one record's schema, read as another topic's: the values are not echoed.
+        let datum = topic
+            .encode(&sample("com.switchyard.kyc.VerifyIdentity"))
+            .expect("encode");
+        let other = catalog.get("onboarding.outcomes.v1").expect("topic");
+        let e = other
+            .decode(&topic.schema, &datum)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("cannot decode"), "{e}");
+        assert!(!e.contains("Ada") && !e.contains("Lovelace"), "{e}");
     }
 
     #[test]

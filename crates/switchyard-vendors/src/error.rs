@@ -36,8 +36,11 @@ impl VendorError {
     /// Classifies a transport error. For calls with effects (`mutating`), anything after the
     /// connection was made (a timeout, a reset, a truncated answer) leaves the outcome unknown; only a
     /// failure to connect proves nothing was sent. Reads are plain transient.
-    pub fn from_transport(e: &reqwest::Error, mutating: bool) -> Self {
-        if mutating && !e.is_connect() && !e.is_builder() {
+    /// The request's URL is left out of the text: a query string can carry personal data.
+    pub fn from_transport(e: reqwest::Error, mutating: bool) -> Self {
+        let ambiguous = mutating && !e.is_connect() && !e.is_builder();
+        let e = e.without_url();
+        if ambiguous {
             VendorError::Ambiguous(format!("no answer after sending: {e}"))
         } else {
             VendorError::Transient(e.to_string())
@@ -85,10 +88,7 @@ pub(crate) async fn send_accepting(
     mutating: bool,
     statuses: &[u16],
 ) -> Result<reqwest::Response, VendorError> {
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| VendorError::from_transport(&e, mutating))?;
+    let resp = req.send().await.map_err(|e| VendorError::from_transport(e, mutating))?;
     let status = resp.status();
     if status.is_success() || statuses.contains(&status.as_u16()) {
         return Ok(resp);
@@ -96,8 +96,7 @@ pub(crate) async fn send_accepting(
     // A 500, 502 or 504 to a call with effects may come after the effect happened (a gateway timing
     // out, a crash after the write): unknown, not "failed". 503 and 429 are refusals before any work.
     if mutating && matches!(status.as_u16(), 500 | 502 | 504) {
-        let body = resp.text().await.unwrap_or_default();
-        let detail: String = body.chars().take(200).collect();
+        let detail = redact_body(&resp.text().await.unwrap_or_default());
         return Err(VendorError::Ambiguous(format!("{status}: {detail}")));
     }
     let retry_after = resp
@@ -106,16 +105,49 @@ pub(crate) async fn send_accepting(
         .or_else(|| resp.headers().get("ratelimit-reset"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = resp.text().await.unwrap_or_default();
-    // Keep only a short prefix of vendor error text: enough to explain, no room for PII dumps.
-    let detail: String = body.chars().take(200).collect();
+    let detail = redact_body(&resp.text().await.unwrap_or_default());
     Err(VendorError::from_status(status, retry_after.as_deref(), detail))
+}
+
+/// A vendor's error body, fit for logs and events: vendors echo the fields they refused, so a JSON
+/// body keeps its keys, numbers and the strings under code-like keys (`code`, `type`, `status`,
+/// e.g. `errorCode`, `error.type`) and loses every other string; any other body (an HTML error
+/// page, plain text) is reported by its length only. At most 200 characters either way.
+pub fn redact_body(body: &str) -> String {
+    fn scrub(v: &mut serde_json::Value, key: &str) {
+        match v {
+            serde_json::Value::String(s) => {
+                let k = key.to_ascii_lowercase();
+                let code_like = ["code", "type", "status"].iter().any(|c| k.contains(c));
+                if !code_like || s.len() > 64 || s.contains(char::is_whitespace) {
+                    *s = "…".to_string();
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| scrub(i, key)),
+            serde_json::Value::Object(m) => m.iter_mut().for_each(|(k, v)| scrub(v, k)),
+            _ => {}
+        }
+    }
+    let text = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(mut v) => {
+            scrub(&mut v, "");
+            v.to_string()
+        }
+        Err(_) if body.is_empty() => String::new(),
+        Err(_) => format!("({} bytes, not JSON)", body.len()),
+    };
+    text.chars().take(200).collect()
 }
 
 /// Reads a JSON body, classifying an unreadable one.
 pub(crate) async fn json<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, VendorError> {
     let bytes = resp.bytes().await.map_err(|e| VendorError::Transient(e.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|e| VendorError::Permanent(format!("unexpected response shape: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        VendorError::Permanent(format!(
+            "unexpected response shape: {}",
+            switchyard_model::redact::redact_values(&e.to_string())
+        ))
+    })
 }
 
 impl switchyard_runtime::provider::Retryable for VendorError {
@@ -150,5 +182,26 @@ impl switchyard_runtime::provider::Retryable for VendorError {
             VendorError::Permanent(_) => "rejected",
             VendorError::Auth(_) => "auth",
         }
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redact_body;
+
+    #[test]
+    fn a_vendor_error_body_keeps_its_codes_and_loses_what_it_echoed() {
+        let body = r#"{"error":{"type":"validation_error","message":"first_name Ada Lovelace is invalid",
+            "fields":{"dob":["1815-12-10 is in the future"]}},"errorCode":1003,"status":"rejected"}"#;
+        let r = redact_body(body);
+        assert!(!r.contains("Ada") && !r.contains("1815"), "{r}");
+        assert!(r.contains(r#""type":"validation_error""#), "{r}");
+        assert!(
+            r.contains(r#""errorCode":1003"#) && r.contains(r#""status":"rejected""#),
+            "{r}"
+        );
+        let html = redact_body("<html>Bad request for Ada Lovelace born 18151210</html>");
+        assert_eq!(html, "(55 bytes, not JSON)");
+        assert!(redact_body(&"x".repeat(500)).chars().count() <= 200);
     }
 }

@@ -334,7 +334,7 @@ impl Onboarding {
             if !store::lock_flow(conn, flow_id).await? {
                 return Ok(());
             }
-            let detail = serde_json::json!({"hits": r.hits.iter().map(|h| &h.matched_name).collect::<Vec<_>>(), "failure": r.failure.as_ref().map(|f| &f.code)});
+            let detail = serde_json::json!({"hits": hit_reasons(ScreeningStatus::PossibleMatch, &r.hits), "failure": r.failure.as_ref().map(|f| &f.code)});
             let reference = r.provider_reference.as_deref();
             store::record_shadow(
                 conn,
@@ -351,25 +351,11 @@ impl Onboarding {
                 .shadow_answer(conn, flow_id, Domain::Aml, &r.partner, verdict)
                 .await;
         }
-        let prefix = match r.status {
-            ScreeningStatus::ConfirmedMatch => "confirmed match",
-            ScreeningStatus::PossibleMatch | ScreeningStatus::Clear | ScreeningStatus::Pending => "possible match",
-        };
-        let reasons = r
-            .hits
-            .iter()
-            .map(|h| {
-                format!(
-                    "{prefix}: {} on {} ({:?}, score {})",
-                    h.matched_name, h.list_name, h.category, h.score
-                )
-            })
-            .collect();
         let answer = AmlAnswer {
             partner: r.partner.clone(),
             reference: r.provider_reference.clone(),
             status: r.status,
-            reasons,
+            reasons: hit_reasons(r.status, &r.hits),
             failure: r.failure,
         };
         self.feed(conn, &r.envelope.flow_id, Input::Aml(answer), &r.envelope)
@@ -413,4 +399,17 @@ impl Handler for Onboarding {
         // Other records on these topics belong to other flows.
         Ok(())
     }
+}
+
+/// What a screening found, in words fit for an outcome, the API and the audit trail: the list, the
+/// category and the score of each hit, never the matched name (personal data of the applicant, or of
+/// someone else). A reviewer reads the names at the partner, by the case reference the flow keeps.
+fn hit_reasons(status: ScreeningStatus, hits: &[switchyard_model::events::aml::ScreeningHit]) -> Vec<String> {
+    let prefix = match status {
+        ScreeningStatus::ConfirmedMatch => "confirmed match",
+        ScreeningStatus::PossibleMatch | ScreeningStatus::Clear | ScreeningStatus::Pending => "possible match",
+    };
+    hits.iter()
+        .map(|h| format!("{prefix} on {} ({:?}, score {})", h.list_name, h.category, h.score))
+        .collect()
 }

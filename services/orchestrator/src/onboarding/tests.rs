@@ -403,3 +403,19 @@ proptest! {
         prop_assert_ne!(vendor_subject_id(&a, &b), vendor_subject_id(&c, &d));
     }
 }
+
+/// Screening hits reach the outcome as list, category and score: the matched name never does.
+#[test]
+fn screening_reasons_never_carry_the_matched_name() {
+    use switchyard_model::events::aml::{HitCategory, ScreeningHit};
+    let hits = [ScreeningHit {
+        list_name: "OFAC SDN".into(),
+        matched_name: "Ada Lovelace".into(),
+        category: HitCategory::Sanction,
+        score: 97,
+    }];
+    assert_eq!(
+        super::hit_reasons(ScreeningStatus::ConfirmedMatch, &hits),
+        ["confirmed match on OFAC SDN (Sanction, score 97)"]
+    );
+}
