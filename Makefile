@@ -1,7 +1,8 @@
 # The commands people run are the commands CI runs.
 #   make demo   the main job: stack up, build, start every service, run the demo workload
 #   make test   stack up, build, schema compatibility check, every test against the real stack, and
-#               a short chaos run (60 flows, every service kind killed twice)
+#               a short chaos run (60 flows, every service kind killed twice) and the personal
+#               data scan (yardctl privacy)
 #   make chaos  the long chaos run: 300 flows, 20 SIGKILLs of each service kind, a Kafka broker kill
 #               and a PostgreSQL kill; exit 1 on any lost flow, wrong decision or duplicate effect
 #   make up / make down / make clean   the local stack alone
@@ -46,6 +47,8 @@ test: up build
 	@$(ENV) && timeout 2400 cargo test --workspace --no-fail-fast
 	@# Crash safety, short: every service kind SIGKILLed twice, adapters dying mid-call, calls in doubt.
 	@$(ENV) && timeout 900 $(YARDCTL) chaos --flows 60 --kills 2 --window 30
+	@# Personal data: flows with marker values at debug log level; logs, dead letters, topics, API scanned.
+	@$(ENV) && timeout 600 $(YARDCTL) privacy
 
 chaos: services
 	@$(ENV) && $(YARDCTL) chaos --flows 300 --kills 20 --window 120 --kill-broker --kill-postgres

@@ -46,6 +46,9 @@ pub struct TopicSchema {
     pub records: Vec<String>,
 }
 
+/// Records that hold personal data: a person's identity, and what a screening matched against it.
+pub const PERSONAL_RECORDS: [&str; 2] = ["com.switchyard.common.Person", "com.switchyard.aml.ScreeningHit"];
+
 /// All topic schemas of the model.
 #[derive(Debug, Clone)]
 pub struct SchemaCatalog {
@@ -138,6 +141,26 @@ impl SchemaCatalog {
         self.topics
             .get(topic)
             .ok_or_else(|| SchemaError::UnknownTopic(topic.to_string()))
+    }
+
+    /// Whether `topic`'s events can carry personal data: its schema holds one of
+    /// [`PERSONAL_RECORDS`] at any depth. Such a topic is read only by the services that need the
+    /// data; every other topic, every log line and every dead-letter header must be free of it.
+    pub fn carries_personal_data(&self, topic: &str) -> Result<bool, SchemaError> {
+        fn holds(schema: &Schema) -> bool {
+            match schema {
+                Schema::Record(r) => {
+                    PERSONAL_RECORDS.contains(&r.name.fullname(None).as_str())
+                        || r.fields.iter().any(|f| holds(&f.schema))
+                }
+                Schema::Ref { name } => PERSONAL_RECORDS.contains(&name.fullname(None).as_str()),
+                Schema::Union(u) => u.variants().iter().any(holds),
+                Schema::Array(a) => holds(&a.items),
+                Schema::Map(m) => holds(&m.types),
+                _ => false,
+            }
+        }
+        Ok(holds(&self.get(topic)?.schema))
     }
 
     /// Topic names, sorted.
@@ -404,6 +427,29 @@ mod tests {
             .unwrap_or_default();
         assert!(e.starts_with("cannot decode"), "{e}");
         assert!(!e.contains("Ada") && !e.contains("Lovelace"), "{e}");
+    }
+
+    #[test]
+    fn topics_with_a_person_or_a_screening_hit_carry_personal_data() {
+        let catalog = SchemaCatalog::embedded().expect("catalog");
+        let personal: Vec<&str> = catalog
+            .topics()
+            .into_iter()
+            .filter(|t| catalog.carries_personal_data(t).expect("topic"))
+            .collect();
+        assert_eq!(
+            personal,
+            [
+                "aml.commands.v1",
+                "aml.requests.v1",
+                "aml.results.v1",
+                "cards.commands.v1",
+                "cards.requests.v1",
+                "kyc.commands.v1",
+                "kyc.requests.v1",
+                "onboarding.commands.v1"
+            ]
+        );
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl Env {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    async fn submit(&self, key: &str, body: &Value) -> anyhow::Result<String> {
+    pub(crate) async fn submit(&self, key: &str, body: &Value) -> anyhow::Result<String> {
         let resp = self
             .http
             .post(format!("{}/v1/onboardings", self.var("INGRESS_URL")?))
@@ -78,7 +78,7 @@ impl Env {
         v["id"].as_str().map(str::to_string).context("no id")
     }
 
-    async fn get(&self, key: &str, id: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, key: &str, id: &str) -> anyhow::Result<Value> {
         Ok(self
             .http
             .get(format!("{}/v1/onboardings/{id}", self.var("INGRESS_URL")?))

@@ -6,12 +6,14 @@
 //!   yardctl bench relay [...]           outbox relay throughput and publish lag on this machine
 //!   yardctl chaos [...]                 flows through the mesh while services are killed; exit 1 on any
 //!                                       lost flow, wrong decision or duplicate vendor effect
+//!   yardctl privacy                     personal data scan of logs, dead letters, topics and the API
 //!
 //! Endpoints come from flags or the environment (`local-stack/endpoints.env` names them).
 
 mod bench;
 mod chaos;
 mod demo;
+mod privacy;
 mod schemas;
 
 use std::process::ExitCode;
@@ -64,6 +66,9 @@ enum Command {
     /// Crash-safety referee: flows through the running mesh while services, the broker and the
     /// database are killed; checks every decision and every vendor effect.
     Chaos(chaos::ChaosArgs),
+    /// Personal data stays where it belongs: flows with marker values at debug log level, then every
+    /// log line, dead-letter header, non-personal topic and API answer scanned for them.
+    Privacy,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +104,7 @@ async fn main() -> ExitCode {
         }
         Command::Demo => demo::demo().await,
         Command::Chaos(args) => chaos::chaos(args).await,
+        Command::Privacy => privacy::privacy().await,
     };
     match result {
         Ok(code) => code,
