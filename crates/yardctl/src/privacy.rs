@@ -157,13 +157,16 @@ fn ends(kafka: &str, names: &[String]) -> anyhow::Result<BTreeMap<(String, i32),
     Ok(out)
 }
 
+/// A message read back: its payload and its headers.
+type Read = (Vec<u8>, Vec<(String, Vec<u8>)>);
+
 /// The messages produced to `topic` between `from` and `to` (end offsets per partition).
 fn read_range(
     kafka: &str,
     from: &BTreeMap<(String, i32), i64>,
     to: &BTreeMap<(String, i32), i64>,
     topic: &str,
-) -> anyhow::Result<Vec<(Vec<u8>, Vec<(String, Vec<u8>)>)>> {
+) -> anyhow::Result<Vec<Read>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka)
         .set("group.id", format!("privacy-scan-{}", uuid::Uuid::new_v4().simple()))
