@@ -111,14 +111,17 @@ pub(crate) async fn send_accepting(
 
 /// A vendor's error body, fit for logs and events: vendors echo the fields they refused, so a JSON
 /// body keeps its keys, numbers and the strings under code-like keys (`code`, `type`, `status`,
-/// e.g. `errorCode`, `error.type`) and loses every other string; any other body (an HTML error
+/// e.g. `errorCode`, `error.type`, and request ids for the vendor's support) and loses every other
+/// string; any other body (an HTML error
 /// page, plain text) is reported by its length only. At most 200 characters either way.
 pub fn redact_body(body: &str) -> String {
     fn scrub(v: &mut serde_json::Value, key: &str) {
         match v {
             serde_json::Value::String(s) => {
                 let k = key.to_ascii_lowercase();
-                let code_like = ["code", "type", "status"].iter().any(|c| k.contains(c));
+                let code_like = ["code", "type", "status", "correlationid", "requestid"]
+                    .iter()
+                    .any(|c| k.contains(c));
                 if !code_like || s.len() > 64 || s.contains(char::is_whitespace) {
                     *s = "…".to_string();
                 }

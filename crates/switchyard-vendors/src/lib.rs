@@ -13,5 +13,7 @@ pub mod error;
 pub mod kyc;
 pub mod registry;
 pub mod signing;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use error::VendorError;

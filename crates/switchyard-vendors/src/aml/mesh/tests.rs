@@ -59,12 +59,24 @@ fn an_unknown_risk_level_or_type_is_an_error() {
     assert!(serde_json::from_str::<RisksResponse>(r#"{"risks":[{"type":"ASTROLOGY"}]}"#).is_err());
 }
 
-#[test]
-fn rate_limits_carry_the_reset_delay() {
-    let e = crate::VendorError::from_status(
-        reqwest::StatusCode::TOO_MANY_REQUESTS,
-        Some("7"),
-        fixture!("error_rate_limited.json").into(),
-    );
+/// A rate limit, as recorded with its reset header: retried after the delay the vendor names; a
+/// gateway error to a screening (which may have run) is in doubt, not failed.
+#[tokio::test]
+async fn rate_limits_carry_the_reset_delay_and_gateway_errors_leave_doubt() {
+    let e = crate::testing::answer(
+        429,
+        &[("ratelimit-reset", "7")],
+        fixture!("error_rate_limited.json"),
+        true,
+    )
+    .await;
     assert!(matches!(e, crate::VendorError::RateLimited { retry_after: Some(d) } if d.as_secs() == 7));
+    assert!(e.is_retryable());
+    let e = crate::testing::answer(504, &[], fixture!("error_rate_limited.json"), true).await;
+    assert!(matches!(e, crate::VendorError::Ambiguous(_)), "{e:?}");
+    let e = crate::testing::answer(504, &[], fixture!("error_rate_limited.json"), false).await;
+    assert!(
+        matches!(e, crate::VendorError::Transient(_)),
+        "a read is simply retried: {e:?}"
+    );
 }

@@ -66,15 +66,18 @@ fn an_unknown_check_status_is_an_error_not_a_guess() {
     assert!(serde_json::from_str::<CheckResponse>(fixture!("check_unknown_status.json")).is_err());
 }
 
-#[test]
-fn error_bodies_are_classified_by_status() {
-    let e = crate::VendorError::from_status(
-        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
-        None,
-        fixture!("error_validation.json").into(),
-    );
-    assert!(matches!(e, crate::VendorError::Permanent(_)));
+/// A validation error, as recorded, through the client's own response path: permanent, with the
+/// vendor's error type and the refused field's name kept and its free text dropped.
+#[tokio::test]
+async fn a_validation_error_is_permanent_and_keeps_the_vendors_error_type() {
+    let e = crate::testing::answer(422, &[], fixture!("error_validation.json"), true).await;
     assert!(!e.is_retryable());
+    let f = e.to_failure();
+    assert_eq!(f.code, "provider_rejected");
+    assert!(f.message.starts_with("422"), "{}", f.message);
+    assert!(f.message.contains(r#""type":"validation_error""#), "{}", f.message);
+    assert!(f.message.contains("last_name"), "{}", f.message);
+    assert!(!f.message.contains("can't be blank"), "{}", f.message);
 }
 
 fn headers(sig: &str) -> HeaderMap {
@@ -135,5 +138,23 @@ fn forged_tampered_stale_and_unsigned_webhooks_are_refused() {
     assert_eq!(
         webhooks::verify(&secret, &headers(sig), body, NOW_MS),
         Err(WebhookRejection::Stale)
+    );
+}
+
+/// The replay window where the scheme has none: a webhook whose object carries no completion time
+/// (a check started, awaiting the applicant) cannot be dated, so it is accepted however late, but it
+/// can only ever make the receiver ask Onfido for the check's current status: it carries no outcome
+/// of its own, so a replay cannot move a case back to an old state.
+#[test]
+fn an_undated_webhook_can_only_trigger_a_status_pull() {
+    let body = br#"{"payload":{"resource_type":"check","action":"check.started","object":{"id":"c-undated","status":"in_progress","href":"https://api.eu.onfido.com/v3.6/checks/c-undated"}}}"#;
+    let secret = SecretPair::new("onfido-fixture-secret", None).expect("secret");
+    let sig = webhooks::sign(b"onfido-fixture-secret", body);
+    let notice = webhooks::verify(&secret, &headers(&sig), body, NOW_MS).expect("accepted");
+    assert_eq!(notice.outcome, None);
+    assert_eq!(notice.provider_reference, "c-undated");
+    assert_eq!(
+        notice.event_id, "check:c-undated:check.started:",
+        "a replay is a duplicate"
     );
 }

@@ -90,16 +90,22 @@ fn request_signature_covers_timestamp_method_path_and_body() {
     );
 }
 
-#[test]
-fn auth_errors_are_manual_repair() {
-    let e = crate::VendorError::from_status(
-        reqwest::StatusCode::UNAUTHORIZED,
-        None,
-        fixture!("error_unauthorized.json").into(),
-    );
+/// A refused signature, as recorded: an operator must act (manual repair), and the vendor's code and
+/// correlation id (what its support asks for) survive.
+#[tokio::test]
+async fn auth_errors_are_manual_repair_with_the_vendors_correlation_id() {
+    let e = crate::testing::answer(401, &[], fixture!("error_unauthorized.json"), false).await;
+    let f = e.to_failure();
     assert_eq!(
-        e.to_failure().failure_class,
+        f.failure_class,
         switchyard_model::events::common::FailureClass::ManualRepair
+    );
+    assert_eq!(f.code, "provider_auth");
+    assert!(f.message.contains(r#""code":401"#), "{}", f.message);
+    assert!(
+        f.message.contains("req-6d1f0e2c-1b8a-4c55-9e7a-0d3f2c1b0a99"),
+        "{}",
+        f.message
     );
 }
 
