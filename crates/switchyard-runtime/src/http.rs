@@ -82,7 +82,9 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let handle = tokio::spawn(async move {
-        let result = axum::serve(listener, router)
+        // Handlers may ask for the peer's address (`ConnectInfo<SocketAddr>`), e.g. to limit failed
+        // authentications per client.
+        let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await;
         if let Err(e) = result {

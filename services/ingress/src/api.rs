@@ -2,6 +2,7 @@
 
 use std::{
     collections::HashMap,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -9,7 +10,7 @@ use std::{
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Path, State},
+    extract::{ConnectInfo, DefaultBodyLimit, Path, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -39,38 +40,79 @@ const IN_FLIGHT_ABANDONED_SECONDS: i64 = 60;
 pub struct Api {
     pub pool: PgPool,
     pub outbox: Outbox,
-    pub limiter: Limiter,
+    pub gate: Gate,
 }
 
-/// A token bucket per tenant.
+/// What a request passes before its work: the rate limits, and the authentication between them.
+#[derive(Clone)]
+pub struct Gate {
+    /// Per tenant, and per presented key id before the key is looked up.
+    pub limiter: Limiter,
+    /// Failed authentications per peer address: once spent, that peer is refused before any look-up
+    /// (a client spraying bad keys costs one query per token, not one per request).
+    pub failures: Limiter,
+}
+
+impl Gate {
+    /// Failed authentications allowed per peer: a burst of 20, then one every 2 s.
+    pub fn new(limiter: Limiter) -> Gate {
+        Gate {
+            limiter,
+            failures: Limiter::new("too many failed authentications from this address", 0.5, 20.0),
+        }
+    }
+}
+
+/// A token bucket per key (a tenant, a key id, a peer address).
 #[derive(Clone)]
 pub struct Limiter {
+    /// Said in the 429's detail.
+    what: &'static str,
     per_second: f64,
     burst: f64,
     buckets: Arc<Mutex<HashMap<String, (f64, Instant)>>>,
 }
 
 impl Limiter {
-    pub fn new(per_second: f64, burst: f64) -> Self {
+    pub fn new(what: &'static str, per_second: f64, burst: f64) -> Self {
         Limiter {
+            what,
             per_second,
             burst,
             buckets: Arc::default(),
         }
     }
 
-    fn take(&self, tenant: &str) -> Result<(), ApiError> {
+    fn take(&self, key: &str) -> Result<(), ApiError> {
+        self.spend(key, 1.0)
+    }
+
+    /// Refused when `key` has no token left; takes none.
+    fn check(&self, key: &str) -> Result<(), ApiError> {
+        self.spend(key, 0.0)
+    }
+
+    fn spend(&self, key: &str, cost: f64) -> Result<(), ApiError> {
         let Ok(mut b) = self.buckets.lock() else { return Ok(()) };
         let now = Instant::now();
-        let (tokens, at) = b.entry(tenant.to_string()).or_insert((self.burst, now));
+        // Full buckets carry no information: drop them when many keys were seen (bad key ids and
+        // peer addresses are unbounded).
+        if b.len() > 10_000 {
+            let (rate, burst) = (self.per_second, self.burst);
+            b.retain(|_, (t, at)| *t + now.duration_since(*at).as_secs_f64() * rate < burst);
+        }
+        let (tokens, at) = b.entry(key.to_string()).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
-            *tokens -= 1.0;
+            *tokens -= cost;
             Ok(())
         } else {
             let wait = ((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64;
-            Err(ApiError::RateLimited { retry_after_s: wait })
+            Err(ApiError::RateLimited {
+                retry_after_s: wait,
+                what: self.what,
+            })
         }
     }
 }
@@ -88,10 +130,29 @@ async fn openapi() -> impl IntoResponse {
     ([("content-type", "application/json")], include_str!("../openapi.json"))
 }
 
-async fn caller(api: &Api, headers: &HeaderMap, scope: &str) -> Result<Caller, ApiError> {
-    let c = auth::authenticate(&api.pool, headers).await?;
+/// Rate limits around authentication, cheapest first: a peer that keeps failing is refused before
+/// any look-up, a key id over its rate before its look-up, a tenant over its rate after it.
+async fn caller(
+    pool: &PgPool,
+    gate: &Gate,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    scope: &str,
+) -> Result<Caller, ApiError> {
+    let peer = peer.to_string();
+    gate.failures.check(&peer)?;
+    if let Some(id) = auth::presented_key_id(headers) {
+        gate.limiter.take(&format!("key:{id}"))?;
+    }
+    let c = match auth::authenticate(pool, headers).await {
+        Err(e @ ApiError::Unauthorized(_)) => {
+            let _ = gate.failures.take(&peer);
+            return Err(e);
+        }
+        other => other?,
+    };
     c.require(scope)?;
-    api.limiter.take(&c.tenant_id)?;
+    gate.limiter.take(&format!("tenant:{}", c.tenant_id))?;
     Ok(c)
 }
 
@@ -211,8 +272,13 @@ async fn release(pool: &PgPool, tenant: &str, key: &str, owner: uuid::Uuid) {
     }
 }
 
-async fn create(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let caller = caller(&api, &headers, auth::WRITE).await?;
+async fn create(
+    State(api): State<Api>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = caller(&api.pool, &api.gate, peer.ip(), &headers, auth::WRITE).await?;
     let is_json = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -325,8 +391,13 @@ type Row = (
     Option<chrono::DateTime<chrono::Utc>>,
 );
 
-async fn fetch(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let caller = caller(&api, &headers, auth::READ).await?;
+async fn fetch(
+    State(api): State<Api>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = caller(&api.pool, &api.gate, peer.ip(), &headers, auth::READ).await?;
     // Another tenant's flow is "not found": existence is not disclosed.
     let row: Option<Row> = sqlx::query_as(
         "SELECT flow_id, applicant_id, status, step, decision, kyc_partner, aml_partner, reasons, failure_code, \
@@ -377,15 +448,98 @@ mod tests {
 
     #[test]
     fn the_rate_limit_is_per_tenant_with_a_burst() {
-        let l = Limiter::new(1.0, 3.0);
+        let l = Limiter::new("tenant limit", 1.0, 3.0);
+        assert!(l.check("a").is_ok(), "a check takes no token");
         for _ in 0..3 {
             assert!(l.take("a").is_ok());
         }
         assert!(matches!(
             l.take("a"),
-            Err(crate::problem::ApiError::RateLimited { retry_after_s: 1 })
+            Err(crate::problem::ApiError::RateLimited {
+                retry_after_s: 1,
+                what: "tenant limit"
+            })
         ));
+        assert!(l.check("a").is_err());
         assert!(l.take("b").is_ok(), "another tenant has its own bucket");
+    }
+}
+
+/// The gate against the stack's PostgreSQL.
+#[cfg(test)]
+mod gate_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::{Gate, Limiter, caller};
+    use crate::{auth, problem::ApiError};
+
+    fn bearer(key: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+        );
+        h
+    }
+
+    /// A peer spraying bad keys gets its 20 answers of 401, then 429s that cost no database look-up
+    /// (proved by closing the pool: a look-up would fail as unavailable); other peers and good keys
+    /// are unaffected.
+    #[tokio::test]
+    async fn a_peer_spraying_bad_keys_is_refused_before_any_look_up() {
+        let db = switchyard_tests::Stack::get().fresh_db("ingress_gate").await;
+        sqlx::migrate!("./migrations").run(&db.pool).await.unwrap();
+        let good = auth::create_key(&db.pool, "t1", &[auth::READ.to_string()], "test")
+            .await
+            .unwrap();
+        let gate = Gate::new(Limiter::new("tenant", 1000.0, 1000.0));
+        let (sprayer, other) = (
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        );
+        for i in 0..20 {
+            let r = caller(&db.pool, &gate, sprayer, &bearer(&format!("sy_bad{i}_x")), auth::READ).await;
+            assert!(matches!(r, Err(ApiError::Unauthorized(_))), "{i}: {r:?}");
+        }
+        assert!(caller(&db.pool, &gate, other, &bearer(&good), auth::READ).await.is_ok());
+        db.pool.close().await;
+        for i in 20..40 {
+            let r = caller(&db.pool, &gate, sprayer, &bearer(&format!("sy_bad{i}_x")), auth::READ).await;
+            assert!(matches!(r, Err(ApiError::RateLimited { .. })), "{i}: {r:?}");
+        }
+        let r = caller(&db.pool, &gate, sprayer, &bearer(&good), auth::READ).await;
+        assert!(
+            matches!(r, Err(ApiError::RateLimited { .. })),
+            "even a good key waits: {r:?}"
+        );
+        db.drop_db().await;
+    }
+
+    /// One key over its rate is refused before its look-up.
+    #[tokio::test]
+    async fn a_key_over_its_rate_is_refused_before_its_look_up() {
+        let db = switchyard_tests::Stack::get().fresh_db("ingress_gate_key").await;
+        sqlx::migrate!("./migrations").run(&db.pool).await.unwrap();
+        let good = auth::create_key(&db.pool, "t1", &[auth::READ.to_string()], "test")
+            .await
+            .unwrap();
+        let gate = Gate::new(Limiter::new("tenant", 0.001, 3.0));
+        let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert!(caller(&db.pool, &gate, peer, &bearer(&good), auth::READ).await.is_ok());
+        db.pool.close().await;
+        // The key's own bucket still has tokens (the tenant's is separate): the look-up is tried…
+        let r = caller(&db.pool, &gate, peer, &bearer(&good), auth::READ).await;
+        assert!(matches!(r, Err(ApiError::Unavailable(_))), "{r:?}");
+        let r = caller(&db.pool, &gate, peer, &bearer(&good), auth::READ).await;
+        assert!(matches!(r, Err(ApiError::Unavailable(_))), "{r:?}");
+        // …until it is spent: refused with no look-up.
+        let r = caller(&db.pool, &gate, peer, &bearer(&good), auth::READ).await;
+        assert!(matches!(r, Err(ApiError::RateLimited { .. })), "{r:?}");
+        db.drop_db().await;
     }
 }
 

@@ -34,6 +34,16 @@ pub fn hash(secret: &str) -> String {
         .collect()
 }
 
+/// The key id of a well-formed presented key (known before any look-up).
+pub fn presented_key_id(headers: &HeaderMap) -> Option<&str> {
+    let key = headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")?;
+    let mut parts = key.splitn(3, '_');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("sy"), Some(id), Some(_)) => Some(id),
+        _ => None,
+    }
+}
+
 pub async fn authenticate(pool: &PgPool, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let value = headers
         .get("authorization")

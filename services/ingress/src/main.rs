@@ -117,7 +117,11 @@ async fn run() -> anyhow::Result<()> {
     let api = api::Api {
         pool: rt.pool.clone(),
         outbox: rt.outbox.clone(),
-        limiter: api::Limiter::new(limits.rate_limit_per_second, limits.rate_limit_burst),
+        gate: api::Gate::new(api::Limiter::new(
+            "rate limit of this tenant or API key exceeded",
+            limits.rate_limit_per_second,
+            limits.rate_limit_burst,
+        )),
     };
     let consumer = rt.consumer(api::SERVICE, &[OnboardingCompleted::TOPIC], readmodel::ReadModel);
     let tasks = vec![

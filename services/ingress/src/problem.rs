@@ -16,7 +16,11 @@ pub enum ApiError {
     UnsupportedMediaType,
     IdempotencyMismatch,
     IdempotencyInFlight,
-    RateLimited { retry_after_s: u64 },
+    /// `what`: which limit (the tenant's, the key's, failed authentications from the address).
+    RateLimited {
+        retry_after_s: u64,
+        what: &'static str,
+    },
     Unavailable(String),
 }
 
@@ -55,10 +59,10 @@ impl ApiError {
                 "Request in progress",
                 "a request with this Idempotency-Key is still being processed; retry shortly".to_string(),
             ),
-            ApiError::RateLimited { .. } => (
+            ApiError::RateLimited { what, .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too Many Requests",
-                "tenant rate limit exceeded".to_string(),
+                format!("{what}; retry after the Retry-After delay"),
             ),
             ApiError::Unavailable(why) => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", why.clone()),
         }
@@ -80,7 +84,7 @@ impl IntoResponse for ApiError {
             body["errors"] = errors.iter().map(|(f, m)| json!({"field": f, "message": m})).collect();
         }
         let mut resp = (status, [("content-type", "application/problem+json")], body.to_string()).into_response();
-        if let ApiError::RateLimited { retry_after_s } = self
+        if let ApiError::RateLimited { retry_after_s, .. } = self
             && let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string())
         {
             resp.headers_mut().insert("retry-after", v);
