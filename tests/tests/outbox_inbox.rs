@@ -670,3 +670,108 @@ async fn the_inbox_forgets_processed_ids_after_its_retention_and_only_those() {
     assert_eq!(left, vec![("c1".to_string(), 3), ("c2".to_string(), 5)]);
     db.drop_db().await;
 }
+
+/// Applies like [`RecordEffects`], slowly, and says when it has a message in hand.
+struct SlowEffects {
+    in_hand: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl switchyard_runtime::Handler for SlowEffects {
+    type Prepared = ();
+
+    async fn prepare(&self, _: &switchyard_runtime::Incoming) -> Result<(), switchyard_runtime::HandlerError> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        msg: &switchyard_runtime::Incoming,
+        (): (),
+    ) -> Result<(), switchyard_runtime::HandlerError> {
+        self.in_hand.notify_one();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        RecordEffects.handle(conn, msg, ()).await
+    }
+}
+
+/// SIGTERM's drain (the shutdown signal) while a message is in hand: that message is finished and
+/// committed, its offset is committed on the way out, and the next instance of the group starts
+/// after it: nothing redelivered, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_message_in_hand_and_commits_its_offset() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("drain").await;
+    let topic = stack.fresh_topic("drain", 1).await;
+    let codec = stack.codec_for(&topic).await;
+    create_effects_table(&db.pool).await;
+    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "drain-test").expect("producer");
+    for seq in 1..=3 {
+        let frame = codec
+            .encode(&topic, &sample_event("t", "flow-drain", seq))
+            .await
+            .expect("encode");
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&topic)
+                    .key("flow-drain")
+                    .payload(&frame),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+    let in_hand = std::sync::Arc::new(tokio::sync::Notify::new());
+    let shutdown = switchyard_runtime::Shutdown::new();
+    let slow = switchyard_runtime::Consumer {
+        name: format!("consumer-{topic}"),
+        topics: vec![topic.clone()],
+        bootstrap: stack.kafka.clone(),
+        codec: codec.clone(),
+        pool: db.pool.clone(),
+        metrics: Metrics::new("drain-1"),
+        producer: producer.clone(),
+        handler: SlowEffects {
+            in_hand: in_hand.clone(),
+        },
+        instance_id: None,
+        retention: None,
+    };
+    let run = tokio::spawn(slow.run(shutdown.clone()));
+    tokio::time::timeout(Duration::from_secs(30), in_hand.notified())
+        .await
+        .expect("the first message reached the handler");
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(15), run)
+        .await
+        .expect("drained within the deadline")
+        .expect("join")
+        .expect("a clean stop");
+    let seqs: Vec<i32> = sqlx::query_scalar("SELECT seq FROM effects ORDER BY seq")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(seqs, [1], "the message in hand was finished, no other was started");
+
+    // The next instance of the group: the two others, and not the first again.
+    let metrics = Metrics::new("drain-2");
+    let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec, metrics.clone());
+    let all = eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 3 }).await;
+    stop.trigger();
+    handle.await.expect("join").expect("consumer");
+    assert!(all, "the two messages not yet applied were delivered");
+    assert!(
+        metrics
+            .render()
+            .contains("switchyard_inbox_duplicates_total{service=\"drain-2\"} 0"),
+        "the finished message was not redelivered: {}",
+        metrics.render()
+    );
+    let times: Vec<i32> = sqlx::query_scalar("SELECT applied_times FROM effects")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(times, [1, 1, 1]);
+    db.drop_db().await;
+}

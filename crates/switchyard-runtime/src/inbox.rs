@@ -165,7 +165,10 @@ impl<H: Handler> Consumer<H> {
         }
         tracing::info!(consumer = %self.name, topics = ?self.topics, "consuming");
         loop {
+            // Shutdown first: once it is triggered no new message is started, even one already
+            // waiting (the one in hand, if any, was finished before we got here).
             let msg = tokio::select! {
+                biased;
                 _ = shutdown.wait() => break,
                 m = consumer.recv() => m,
             };

@@ -597,6 +597,37 @@ mod idempotency_tests {
         db.drop_db().await;
     }
 
+    /// Within its 24 hours a completed key replays its response and refuses another body; once
+    /// expired it is a new key: a different body is served afresh, not refused.
+    #[tokio::test]
+    async fn an_expired_key_is_a_new_key() {
+        let db = db("idem_expiry").await;
+        let first = uuid::Uuid::new_v4();
+        assert!(claim(&db.pool, "t", "k3", "h1", first).await.unwrap().is_none());
+        let mut tx = db.pool.begin().await.unwrap();
+        let response = serde_json::json!({"id": "flow-1"});
+        assert!(complete(&mut tx, "t", "k3", first, 202, &response).await.unwrap());
+        tx.commit().await.unwrap();
+        let replay = claim(&db.pool, "t", "k3", "h1", uuid::Uuid::new_v4()).await.unwrap();
+        assert_eq!(replay, Some((202, response)));
+        assert!(matches!(
+            claim(&db.pool, "t", "k3", "h2", uuid::Uuid::new_v4()).await,
+            Err(ApiError::IdempotencyMismatch)
+        ));
+        sqlx::query("UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE idem_key = 'k3'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let later = uuid::Uuid::new_v4();
+        assert!(claim(&db.pool, "t", "k3", "h2", later).await.unwrap().is_none());
+        let owner: Option<uuid::Uuid> = sqlx::query_scalar("SELECT owner FROM idempotency_keys WHERE idem_key = 'k3'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(owner, Some(later), "the new request owns the key");
+        db.drop_db().await;
+    }
+
     #[tokio::test]
     async fn a_key_whose_request_failed_is_free_for_the_retry_at_once() {
         let db = db("idem_release").await;
