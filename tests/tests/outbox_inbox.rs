@@ -775,3 +775,89 @@ async fn shutdown_finishes_the_message_in_hand_and_commits_its_offset() {
     assert_eq!(times, [1, 1, 1]);
     db.drop_db().await;
 }
+
+/// Drops the field `field` from every record named `record` in a schema's JSON.
+fn without_field(schema: &mut serde_json::Value, record: &str, field: &str) {
+    match schema {
+        serde_json::Value::Object(m) => {
+            if m.get("type").and_then(|t| t.as_str()) == Some("record")
+                && m.get("name").and_then(|n| n.as_str()) == Some(record)
+                && let Some(serde_json::Value::Array(fields)) = m.get_mut("fields")
+            {
+                fields.retain(|f| f["name"] != field);
+            }
+            m.values_mut().for_each(|v| without_field(v, record, field));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| without_field(v, record, field)),
+        _ => {}
+    }
+}
+
+/// A producer still on an older version of a topic's schema (before the person's `phone` was
+/// added, with its default): today's consumer reads its messages, applies them, and sees the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_written_with_an_older_schema_version_is_read_by_new_code() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("older").await;
+    let topic = stack.fresh_topic("older", 1).await;
+    let codec = stack.codec_for(&topic).await;
+    create_effects_table(&db.pool).await;
+    let current = &codec.catalog().get(MODEL_TOPIC).expect("model").text;
+    let mut older: serde_json::Value = serde_json::from_str(current).expect("schema json");
+    without_field(&mut older, "Person", "phone");
+    let older_text = older.to_string();
+    assert_ne!(&older_text, current, "the older version really lacks the field");
+    let writer = Schema::parse_str(&older_text).expect("older schema");
+    let id = stack
+        .registry()
+        .register(&format!("{topic}-older-producer-value"), &older_text)
+        .await
+        .expect("register the older version");
+
+    // The older producer's event: no phone at all.
+    let event = sample_event("t", "flow-older", 1);
+    let mut value = event.value.clone();
+    if let Value::Record(fields) = &mut value
+        && let Some((_, Value::Record(person))) = fields.iter_mut().find(|(n, _)| n == "person")
+    {
+        person.retain(|(n, _)| n != "phone");
+    }
+    let value = Value::Union(0, Box::new(value))
+        .resolve(&writer)
+        .expect("an older event");
+    let datum = apache_avro::to_avro_datum(&writer, value).expect("older datum");
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.extend_from_slice(&datum);
+
+    let (_, decoded) = codec
+        .decode(&topic, Some(&frame))
+        .await
+        .expect("new code reads the older message");
+    assert_eq!(decoded.envelope, event.envelope);
+    let person = field(&decoded.value, "person");
+    assert_eq!(
+        field(person, "phone"),
+        &Value::Union(0, Box::new(Value::Null)),
+        "the default"
+    );
+    assert_eq!(field(person, "given_name"), &Value::String("Ada".into()));
+
+    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "older-test").expect("producer");
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&topic)
+                .key("flow-older")
+                .payload(&frame),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+    let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec, Metrics::new("older"));
+    let applied = eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 1 }).await;
+    stop.trigger();
+    handle.await.expect("join").expect("consumer");
+    assert!(applied, "the consumer applied it (not dead-lettered)");
+    db.drop_db().await;
+}
