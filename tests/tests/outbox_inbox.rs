@@ -825,7 +825,10 @@ async fn a_message_written_with_an_older_schema_version_is_read_by_new_code() {
     let value = Value::Union(0, Box::new(value))
         .resolve(&writer)
         .expect("an older event");
-    let datum = apache_avro::to_avro_datum(&writer, value).expect("older datum");
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&writer)
+        .build()
+        .and_then(|w| w.write_value_to_vec(value))
+        .expect("older datum");
     let mut frame = vec![0u8];
     frame.extend_from_slice(&id.to_be_bytes());
     frame.extend_from_slice(&datum);

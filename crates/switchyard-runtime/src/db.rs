@@ -8,7 +8,7 @@ use crate::shutdown::Shutdown;
 
 /// Connects, retrying until Postgres answers or shutdown is triggered.
 pub async fn connect(url: &str, max_connections: u32, shutdown: &Shutdown) -> anyhow::Result<PgPool> {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match PgPoolOptions::new()
             .max_connections(max_connections)
@@ -19,10 +19,9 @@ pub async fn connect(url: &str, max_connections: u32, shutdown: &Shutdown) -> an
             Ok(pool) => return Ok(pool),
             Err(e) => {
                 tracing::warn!(error = %e, "database not reachable yet");
-                if !shutdown.sleep(delay).await {
+                if !shutdown.sleep(backoff.next_wait()).await {
                     anyhow::bail!("shutdown while connecting to the database: {e}");
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

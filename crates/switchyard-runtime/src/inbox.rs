@@ -28,6 +28,7 @@ use switchyard_model::{EventRecord, topics::dlq};
 use tracing::Instrument;
 
 use crate::{
+    backoff::Backoff,
     codec::{Codec, DecodeError},
     headers::{self, HeaderMap},
     shutdown::Shutdown,
@@ -217,7 +218,7 @@ impl<H: Handler> Consumer<H> {
         headers::set_parent_from(&span, &headers);
         let started = Instant::now();
         let done = async {
-            let mut backoff = Backoff::new();
+            let mut backoff = message_backoff();
             let (schema_id, event) = loop {
                 match self.codec.decode(&topic, msg.payload()).await {
                     Ok(ok) => break ok,
@@ -226,7 +227,7 @@ impl<H: Handler> Consumer<H> {
                     }
                     Err(DecodeError::Unavailable(e)) => {
                         tracing::warn!(error = %e, "cannot decode yet; retrying");
-                        if !shutdown.sleep(backoff.next()).await {
+                        if !shutdown.sleep(backoff.next_wait()).await {
                             return false;
                         }
                     }
@@ -246,7 +247,7 @@ impl<H: Handler> Consumer<H> {
                 headers: headers.clone(),
                 event,
             };
-            let mut backoff = Backoff::new();
+            let mut backoff = message_backoff();
             loop {
                 match self.apply(&incoming).await {
                     Ok(Applied::Processed) => {
@@ -266,7 +267,7 @@ impl<H: Handler> Consumer<H> {
                     }
                     Err(HandlerError::Transient(e)) => {
                         tracing::warn!(error = %e, "handler failed transiently; retrying");
-                        if !shutdown.sleep(backoff.next()).await {
+                        if !shutdown.sleep(backoff.next_wait()).await {
                             return false;
                         }
                     }
@@ -348,7 +349,7 @@ impl<H: Handler> Consumer<H> {
         h.insert("dlq_source_offset".into(), msg.offset().to_string());
         h.insert("dlq_consumer".into(), self.name.clone());
         h.insert("dlq_at".into(), chrono::Utc::now().to_rfc3339());
-        let mut backoff = Backoff::new();
+        let mut backoff = message_backoff();
         loop {
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&target).headers(headers::to_kafka(&h));
             if let Some(k) = msg.key() {
@@ -371,7 +372,7 @@ impl<H: Handler> Consumer<H> {
                 }
                 Err((e, _)) => {
                     tracing::error!(error = %e, dlq = %target, "cannot write to dead-letter topic; retrying");
-                    if !shutdown.sleep(backoff.next()).await {
+                    if !shutdown.sleep(backoff.next_wait()).await {
                         return false;
                     }
                 }
@@ -380,22 +381,7 @@ impl<H: Handler> Consumer<H> {
     }
 }
 
-/// Exponential backoff with jitter, 100 ms up to 5 s.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff {
-            next: Duration::from_millis(100),
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(5));
-        let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u16) % (base.as_millis() as u64 / 2 + 1);
-        base + Duration::from_millis(jitter)
-    }
+/// Retrying a message: 100 ms doubling to 5 s.
+fn message_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
 }

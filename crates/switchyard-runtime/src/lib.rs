@@ -16,6 +16,7 @@
 //! Exactly-once in effect comes from the combination: the outbox never loses a committed event (it
 //! may publish one twice after a crash), and the inbox never applies one twice.
 
+pub mod backoff;
 pub mod codec;
 pub mod compat;
 pub mod config;

@@ -340,7 +340,7 @@ impl Caller {
                 })
                 .inc();
         };
-        let mut backoff = self.policy.base_backoff;
+        let mut backoff = crate::backoff::Backoff::new(self.policy.base_backoff, self.policy.max_backoff);
         let mut attempt = 0;
         loop {
             if !self.admit(partner) {
@@ -378,15 +378,9 @@ impl Caller {
                     if !e.retryable() || attempt >= self.policy.attempts {
                         return Err(CallError::Failed(e));
                     }
-                    let jitter = Duration::from_millis(
-                        u64::from(uuid::Uuid::new_v4().as_u128() as u16) % (backoff.as_millis() as u64 + 1),
-                    );
-                    let wait = e
-                        .retry_after()
-                        .unwrap_or(backoff + jitter)
-                        .min(self.policy.max_backoff * 4);
+                    let ours = backoff.next_wait();
+                    let wait = e.retry_after().unwrap_or(ours).min(self.policy.max_backoff * 4);
                     tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(self.policy.max_backoff);
                 }
             }
         }

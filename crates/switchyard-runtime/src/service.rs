@@ -67,16 +67,15 @@ pub async fn boot(service: &str) -> anyhow::Result<Runtime> {
     let registry = RegistryClient::new(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms))?;
     let codec = Codec::new(SchemaCatalog::embedded()?, registry);
     if cfg.registry.register_schemas {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             match codec.register_all().await {
                 Ok(()) => break,
                 Err(EncodeError::Registry(RegistryError::Unavailable(e))) => {
                     tracing::warn!(error = %e, "schema registry not reachable yet");
-                    if !shutdown.sleep(delay).await {
+                    if !shutdown.sleep(backoff.next_wait()).await {
                         anyhow::bail!("shutdown during start-up");
                     }
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => anyhow::bail!("cannot register the model's schemas: {e}"),
             }
