@@ -332,10 +332,21 @@ pub fn spawn_consumer(
         producer: kafka::producer(&stack.kafka, "test-dlq").expect("producer"),
         handler: RecordEffects,
         instance_id: None,
-        retention: None,
     };
     let handle = tokio::spawn(consumer.run(shutdown.clone()));
     (shutdown, handle)
+}
+
+/// Produces one message (key and raw bytes) to `topic`, waiting for the broker's acknowledgement.
+pub async fn produce(producer: &rdkafka::producer::FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
 }
 
 /// Count of rows in the effects table.
@@ -517,6 +528,18 @@ impl Mesh {
             .connect(&self.var(url_var))
             .await
             .unwrap_or_else(|e| panic!("{url_var}: {e}"))
+    }
+
+    /// GET `url` and its JSON answer.
+    pub async fn get_json(&self, url: &str) -> serde_json::Value {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
 
     pub async fn metrics(&self, url_var: &str) -> String {

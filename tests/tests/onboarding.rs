@@ -271,15 +271,7 @@ async fn shadow_mode_records_the_second_vendor_without_acting_on_it() {
             "{result}: {metrics}"
         );
     }
-    let board: serde_json::Value = m
-        .http
-        .get(format!("{}/shadow", m.var("ORCHESTRATOR_URL")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let board = m.get_json(&format!("{}/shadow", m.var("ORCHESTRATOR_URL"))).await;
     let sumsub = board["shadow"]
         .as_array()
         .unwrap()
@@ -318,15 +310,12 @@ async fn duplicate_and_out_of_order_webhooks_change_nothing_twice() {
     let mut last = (0, 0);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let deliveries = loop {
-        let d: Vec<serde_json::Value> = m
-            .http
-            .get(format!("{SUMSUB}/_sim/deliveries?key={family}"))
-            .send()
+        let d = m
+            .get_json(&format!("{SUMSUB}/_sim/deliveries?key={family}"))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         last = if d.len() == last.0 {
             (d.len(), last.1 + 1)
         } else {

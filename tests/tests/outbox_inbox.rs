@@ -256,16 +256,7 @@ async fn poison_messages_go_to_the_dlq_and_the_partition_moves_on() {
         let producer = producer.clone();
         let topic = topic.clone();
         async move {
-            producer
-                .send(
-                    rdkafka::producer::FutureRecord::to(&topic)
-                        .key("flow-p")
-                        .payload(&payload),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .expect("produce");
+            produce(&producer, &topic, "flow-p", &payload).await;
         }
     };
     let good1 = sample_event("t", "flow-p", 1);
@@ -443,16 +434,7 @@ async fn a_change_the_database_refuses_is_dead_lettered_not_retried_for_ever() {
             .encode(&topic, &sample_event("t", "flow-r", seq))
             .await
             .expect("encode");
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::to(&topic)
-                    .key("flow-r")
-                    .payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produce");
+        produce(&producer, &topic, "flow-r", &payload).await;
     }
     let metrics = Metrics::new("refused");
     let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec.clone(), metrics.clone());
@@ -495,31 +477,13 @@ async fn a_redelivered_message_is_applied_once() {
     let event = sample_event("t", "flow-d", 1);
     let frame = codec.encode(&topic, &event).await.expect("encode");
     for _ in 0..3 {
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::to(&topic)
-                    .key("flow-d")
-                    .payload(&frame),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produce");
+        produce(&producer, &topic, "flow-d", &frame).await;
     }
     let other = codec
         .encode(&topic, &sample_event("t", "flow-d", 2))
         .await
         .expect("encode");
-    producer
-        .send(
-            rdkafka::producer::FutureRecord::to(&topic)
-                .key("flow-d")
-                .payload(&other),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produce");
+    produce(&producer, &topic, "flow-d", &other).await;
     let metrics = Metrics::new("dup");
     let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec, metrics.clone());
     let done = eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 2 }).await;
@@ -641,11 +605,11 @@ async fn the_effect_key_lock_keeps_a_second_caller_out_until_released() {
 
 #[tokio::test]
 async fn the_inbox_forgets_processed_ids_after_its_retention_and_only_those() {
-    use switchyard_runtime::inbox::prune;
+    use switchyard_runtime::retention::{inbox_rule, prune};
     let stack = Stack::get();
     let db = stack.fresh_db("inbox_prune").await;
-    // 2,500 old rows of this consumer (more than one pruning batch), 3 recent ones, and old rows of
-    // another consumer sharing the database.
+    // 2,500 old rows of one consumer (more than one pruning batch), 3 recent ones, and old rows of
+    // another consumer of the same service.
     for (consumer, age_hours, n) in [("c1", 200, 2500), ("c1", 1, 3), ("c2", 200, 5)] {
         sqlx::query(
             "INSERT INTO inbox (consumer, event_id, topic, kafka_partition, kafka_offset, processed_at) \
@@ -658,16 +622,16 @@ async fn the_inbox_forgets_processed_ids_after_its_retention_and_only_those() {
         .await
         .expect("rows");
     }
-    let removed = prune(&db.pool, "c1", Duration::from_secs(168 * 3600))
+    let removed = prune(&db.pool, &inbox_rule(Duration::from_secs(168 * 3600)))
         .await
         .expect("prune");
-    assert_eq!(removed, 2500);
+    assert_eq!(removed, 2505);
     let left: Vec<(String, i64)> =
         sqlx::query_as("SELECT consumer, count(*) FROM inbox GROUP BY consumer ORDER BY consumer")
             .fetch_all(&db.pool)
             .await
             .expect("q");
-    assert_eq!(left, vec![("c1".to_string(), 3), ("c2".to_string(), 5)]);
+    assert_eq!(left, vec![("c1".to_string(), 3)]);
     db.drop_db().await;
 }
 
@@ -711,16 +675,7 @@ async fn shutdown_finishes_the_message_in_hand_and_commits_its_offset() {
             .encode(&topic, &sample_event("t", "flow-drain", seq))
             .await
             .expect("encode");
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::to(&topic)
-                    .key("flow-drain")
-                    .payload(&frame),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produce");
+        produce(&producer, &topic, "flow-drain", &frame).await;
     }
     let in_hand = std::sync::Arc::new(tokio::sync::Notify::new());
     let shutdown = switchyard_runtime::Shutdown::new();
@@ -736,7 +691,6 @@ async fn shutdown_finishes_the_message_in_hand_and_commits_its_offset() {
             in_hand: in_hand.clone(),
         },
         instance_id: None,
-        retention: None,
     };
     let run = tokio::spawn(slow.run(shutdown.clone()));
     tokio::time::timeout(Duration::from_secs(30), in_hand.notified())
@@ -847,16 +801,7 @@ async fn a_message_written_with_an_older_schema_version_is_read_by_new_code() {
     assert_eq!(field(person, "given_name"), &Value::String("Ada".into()));
 
     let producer = switchyard_runtime::kafka::producer(&stack.kafka, "older-test").expect("producer");
-    producer
-        .send(
-            rdkafka::producer::FutureRecord::to(&topic)
-                .key("flow-older")
-                .payload(&frame),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produce");
+    produce(&producer, &topic, "flow-older", &frame).await;
     let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec, Metrics::new("older"));
     let applied = eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 1 }).await;
     stop.trigger();

@@ -115,35 +115,6 @@ pub struct Consumer<H> {
     pub handler: H,
     /// Static membership name of this instance (`kafka.group_instance_id`); None: dynamic.
     pub instance_id: Option<String>,
-    /// How long processed event ids are kept (`inbox.retention_hours`); None: kept for ever.
-    pub retention: Option<Duration>,
-}
-
-/// Rows removed per statement when pruning, so pruning never holds long locks or big transactions.
-const PRUNE_BATCH: i64 = 1000;
-
-/// Deletes `consumer`'s inbox rows processed more than `retention` ago, in small batches; returns
-/// how many went. A message redelivered after its row is gone would be applied again, so the
-/// retention must stay well beyond any redelivery (offsets are committed within seconds; the
-/// default keeps a week).
-pub async fn prune(pool: &PgPool, consumer: &str, retention: Duration) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
-    loop {
-        let n = sqlx::query(
-            "DELETE FROM inbox WHERE (consumer, event_id) IN (SELECT consumer, event_id FROM inbox \
-             WHERE consumer = $1 AND processed_at < now() - make_interval(secs => $2) LIMIT $3)",
-        )
-        .bind(consumer)
-        .bind(retention.as_secs_f64())
-        .bind(PRUNE_BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        total += n;
-        if n < PRUNE_BATCH as u64 {
-            return Ok(total);
-        }
-    }
 }
 
 impl<H: Handler> Consumer<H> {
@@ -152,18 +123,6 @@ impl<H: Handler> Consumer<H> {
         let consumer = crate::kafka::consumer(&self.bootstrap, &self.name, self.instance_id.as_deref())?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        if let Some(retention) = self.retention {
-            let (pool, name, shutdown) = (self.pool.clone(), self.name.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                while shutdown.sleep(Duration::from_secs(60)).await {
-                    match prune(&pool, &name, retention).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(consumer = %name, rows = n, "inbox pruned"),
-                        Err(e) => tracing::warn!(consumer = %name, error = %e, "inbox pruning failed; will retry"),
-                    }
-                }
-            });
-        }
         tracing::info!(consumer = %self.name, topics = ?self.topics, "consuming");
         loop {
             // Shutdown first: once it is triggered no new message is started, even one already

@@ -5,9 +5,10 @@
 //! batches of [`BATCH`] rows, one short statement each, so pruning never holds long locks or builds a
 //! big transaction, and rules run in the order given (children before the rows they belong to).
 //!
-//! The runtime adds one rule of its own to every service: [`effect_ledger_rule`], settled calls to
-//! partners. It may never be shorter than the inbox's retention: a request redelivered after its
-//! ledger row is gone, but still known to the inbox, is skipped; one unknown to both is called again.
+//! The runtime adds two rules of its own to every service: [`inbox_rule`], processed event ids (kept
+//! `inbox.retention_hours`), and [`effect_ledger_rule`], settled calls to partners. The ledger may
+//! never be kept shorter than the inbox: a request redelivered after its ledger row is gone, but
+//! still known to the inbox, is skipped; one unknown to both is called again.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -44,6 +45,17 @@ impl Rule {
     }
 }
 
+/// Processed event ids: a message redelivered after its id is gone would be applied again, so `keep`
+/// must stay well beyond any redelivery (offsets are committed within seconds; the default is a week).
+pub fn inbox_rule(keep: Duration) -> Rule {
+    Rule {
+        name: "inbox",
+        table: "inbox",
+        expired: "processed_at < now() - make_interval(secs => $1)",
+        keep,
+    }
+}
+
 /// Settled effect ledger rows (answered or never executed) are kept 90 days by default; rows still
 /// in doubt or waiting for repair are never pruned.
 pub fn effect_ledger_rule() -> Rule {
@@ -57,12 +69,8 @@ pub fn effect_ledger_rule() -> Rule {
 
 /// Applies `configured` (`<rule>_hours` → hours) to `rules`. An unknown key is an error naming the
 /// known ones (a typo must not silently keep data for ever), and the effect ledger may not be kept
-/// shorter than the inbox (`inbox_keep`).
-pub fn configure(
-    mut rules: Vec<Rule>,
-    configured: &HashMap<String, u64>,
-    inbox_keep: Duration,
-) -> Result<Vec<Rule>, ConfigError> {
+/// shorter than the inbox.
+pub fn configure(mut rules: Vec<Rule>, configured: &HashMap<String, u64>) -> Result<Vec<Rule>, ConfigError> {
     for (key, hours) in configured {
         let name = key.strip_suffix("_hours").unwrap_or(key);
         let mut found = false;
@@ -79,15 +87,16 @@ pub fn configure(
             });
         }
     }
-    if let Some(ledger) = rules.iter().find(|r| r.table == "effect_ledger")
-        && ledger.keep < inbox_keep
+    let keep = |table: &str| rules.iter().find(|r| r.table == table).map(|r| r.keep);
+    if let (Some(ledger), Some(inbox_keep)) = (keep("effect_ledger"), keep("inbox"))
+        && ledger < inbox_keep
     {
         return Err(ConfigError::Invalid {
             field: "retention",
             reason: format!(
                 "effect_ledger_hours ({}) is shorter than inbox.retention_hours ({}): a redelivered request \
                  could reach a partner twice",
-                ledger.keep.as_secs() / 3600,
+                ledger.as_secs() / 3600,
                 inbox_keep.as_secs() / 3600
             ),
         });
@@ -177,6 +186,7 @@ mod tests {
         vec![
             Rule::hours("flows", "history", "true", 10),
             Rule::hours("flows", "flows", "true", 10),
+            inbox_rule(Duration::from_secs(7 * 24 * 3600)),
             effect_ledger_rule(),
         ]
     }
@@ -184,32 +194,31 @@ mod tests {
     #[test]
     fn a_setting_governs_every_rule_of_its_name() {
         let set = HashMap::from([("flows_hours".to_string(), 2)]);
-        let r = configure(rules(), &set, Duration::from_secs(3600)).unwrap_or_default();
-        assert_eq!(r.len(), 3);
+        let r = configure(rules(), &set).unwrap_or_default();
+        assert_eq!(r.len(), 4);
         assert!(r[..2].iter().all(|r| r.keep == Duration::from_secs(7200)));
-        assert_eq!(r[2].keep, Duration::from_secs(90 * 24 * 3600));
+        assert_eq!(r[3].keep, Duration::from_secs(90 * 24 * 3600));
     }
 
     #[test]
     fn an_unknown_key_is_refused_with_the_known_ones() {
         let set = HashMap::from([("flow_hours".to_string(), 2)]);
-        let e = configure(rules(), &set, Duration::from_secs(3600))
+        let e = configure(rules(), &set)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("unknown key `flow_hours`"), "{e}");
-        assert!(e.contains("flows_hours, effect_ledger_hours"), "{e}");
+        assert!(e.contains("flows_hours, inbox_hours, effect_ledger_hours"), "{e}");
     }
 
     #[test]
     fn the_effect_ledger_may_not_be_kept_shorter_than_the_inbox() {
         let set = HashMap::from([("effect_ledger_hours".to_string(), 24)]);
-        let week = Duration::from_secs(7 * 24 * 3600);
-        let e = configure(rules(), &set, week)
+        let e = configure(rules(), &set)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("shorter than inbox.retention_hours"), "{e}");
-        assert!(configure(rules(), &HashMap::new(), week).is_ok());
+        assert!(configure(rules(), &HashMap::new()).is_ok());
     }
 }

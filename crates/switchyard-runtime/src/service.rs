@@ -139,7 +139,6 @@ impl Runtime {
             producer: self.producer.clone(),
             handler,
             instance_id: Some(self.cfg.kafka.group_instance_id.clone()).filter(|i| !i.is_empty()),
-            retention: Some(Duration::from_secs(self.cfg.inbox.retention_hours * 3600)),
         }
     }
 
@@ -157,15 +156,17 @@ impl Runtime {
         })
     }
 
-    /// Starts retention for `rules` (the service's own) plus the runtime's effect ledger rule, with
-    /// the configured overrides; an unknown override or an unsafe period is an error.
+    /// Starts retention for `rules` (the service's own) plus the runtime's (inbox, effect ledger),
+    /// with the configured overrides; an unknown override or an unsafe period is an error.
     pub fn spawn_retention(
         &self,
         mut rules: Vec<crate::retention::Rule>,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        rules.push(crate::retention::inbox_rule(Duration::from_secs(
+            self.cfg.inbox.retention_hours * 3600,
+        )));
         rules.push(crate::retention::effect_ledger_rule());
-        let inbox_keep = Duration::from_secs(self.cfg.inbox.retention_hours * 3600);
-        let rules = crate::retention::configure(rules, &self.cfg.retention, inbox_keep)?;
+        let rules = crate::retention::configure(rules, &self.cfg.retention)?;
         Ok(crate::retention::spawn(
             self.pool.clone(),
             rules,
