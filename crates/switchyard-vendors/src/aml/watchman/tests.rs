@@ -42,3 +42,18 @@ fn a_close_but_not_exact_match_needs_review() {
 fn an_unknown_source_list_is_an_error() {
     assert!(serde_json::from_str::<SearchResponse>(fixture!("search_unknown_list.json")).is_err());
 }
+
+/// A refused search, as recorded: permanent, and the name it echoed stays out of the failure; a
+/// server error to a search (a read) is simply retried.
+#[tokio::test]
+async fn a_refused_search_is_permanent_without_the_name_it_echoed() {
+    let e = crate::testing::answer(400, &[], fixture!("error_bad_request.json"), false).await;
+    assert!(!e.is_retryable());
+    let f = e.to_failure();
+    assert_eq!(f.code, "provider_rejected");
+    assert!(f.message.starts_with("400"), "{}", f.message);
+    assert!(f.message.contains(r#""error":"…""#), "{}", f.message);
+    assert!(!f.message.contains("Lovelace"), "{}", f.message);
+    let e = crate::testing::answer(500, &[], fixture!("error_bad_request.json"), false).await;
+    assert!(e.is_retryable(), "{e:?}");
+}
