@@ -147,6 +147,10 @@ async fn caller(
     let c = match auth::authenticate(pool, headers).await {
         Err(e @ ApiError::Unauthorized(_)) => {
             let _ = gate.failures.take(&peer);
+            if gate.failures.check(&peer).is_err() {
+                tracing::warn!(%peer, key_id = auth::presented_key_id(headers).unwrap_or("-"),
+                    "address refused after repeated failed authentications");
+            }
             return Err(e);
         }
         other => other?,
