@@ -332,6 +332,10 @@ pub fn spawn_consumer(
         producer: kafka::producer(&stack.kafka, "test-dlq").expect("producer"),
         handler: RecordEffects,
         instance_id: None,
+        concurrency: switchyard_runtime::inbox::Concurrency {
+            max_in_flight: 32,
+            per_partition: 16,
+        },
     };
     let handle = tokio::spawn(consumer.run(shutdown.clone()));
     (shutdown, handle)

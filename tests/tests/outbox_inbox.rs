@@ -691,6 +691,10 @@ async fn shutdown_finishes_the_message_in_hand_and_commits_its_offset() {
             in_hand: in_hand.clone(),
         },
         instance_id: None,
+        concurrency: switchyard_runtime::inbox::Concurrency {
+            max_in_flight: 32,
+            per_partition: 16,
+        },
     };
     let run = tokio::spawn(slow.run(shutdown.clone()));
     tokio::time::timeout(Duration::from_secs(30), in_hand.notified())
@@ -807,5 +811,122 @@ async fn a_message_written_with_an_older_schema_version_is_read_by_new_code() {
     stop.trigger();
     handle.await.expect("join").expect("consumer");
     assert!(applied, "the consumer applied it (not dead-lettered)");
+    db.drop_db().await;
+}
+
+/// Applies like [`RecordEffects`], except the message with sequence number `hold`, which never
+/// finishes (it hangs before its transaction, like a call to a partner that never answers, so the
+/// crashed instance's task holds no lock).
+struct HoldOne {
+    hold: u32,
+}
+
+impl switchyard_runtime::Handler for HoldOne {
+    type Prepared = ();
+
+    async fn prepare(&self, msg: &switchyard_runtime::Incoming) -> Result<(), switchyard_runtime::HandlerError> {
+        if seq_of(&msg.event) == self.hold {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        msg: &switchyard_runtime::Incoming,
+        (): (),
+    ) -> Result<(), switchyard_runtime::HandlerError> {
+        RecordEffects.handle(conn, msg, ()).await
+    }
+}
+
+/// The committed offset of `group` on partition 0 of `topic` (None: nothing committed).
+fn committed(stack: &Stack, group: &str, topic: &str) -> Option<i64> {
+    use rdkafka::consumer::Consumer as _;
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &stack.kafka)
+        .set("group.id", group)
+        .create()
+        .expect("offset reader");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    match got.find_partition(topic, 0).map(|p| p.offset()) {
+        Some(rdkafka::Offset::Offset(o)) => Some(o),
+        _ => None,
+    }
+}
+
+/// Concurrency inside a partition never moves its offset past a message not yet applied: the first
+/// message (key A) hangs while the two behind it (keys B and C) are applied; the committed offset stays
+/// at A through auto-commits and the crash of the consumer, and the next instance applies A, skipping
+/// B and C as duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_with_a_slow_message_behind_faster_ones_loses_nothing() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("lowmark").await;
+    let topic = stack.fresh_topic("lowmark", 1).await;
+    let codec = stack.codec_for(&topic).await;
+    create_effects_table(&db.pool).await;
+    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "lowmark-test").expect("producer");
+    for (seq, key) in [(1, "flow-a"), (2, "flow-b"), (3, "flow-c")] {
+        let frame = codec
+            .encode(&topic, &sample_event("t", key, seq))
+            .await
+            .expect("encode");
+        produce(&producer, &topic, key, &frame).await;
+    }
+    let group = format!("consumer-{topic}");
+    let held = switchyard_runtime::Consumer {
+        name: group.clone(),
+        topics: vec![topic.clone()],
+        bootstrap: stack.kafka.clone(),
+        codec: codec.clone(),
+        pool: db.pool.clone(),
+        metrics: Metrics::new("lowmark-1"),
+        producer: producer.clone(),
+        handler: HoldOne { hold: 1 },
+        instance_id: None,
+        concurrency: switchyard_runtime::inbox::Concurrency {
+            max_in_flight: 32,
+            per_partition: 16,
+        },
+    };
+    let run = tokio::spawn(held.run(switchyard_runtime::Shutdown::new()));
+    assert!(
+        eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 2 }).await,
+        "B and C are applied while A hangs"
+    );
+    // Through two auto-commit intervals, the committed offset never passes A.
+    for _ in 0..8 {
+        let c = committed(&stack, &group, &topic);
+        assert!(c.is_none_or(|o| o <= 0), "committed past the unfinished message: {c:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    run.abort(); // the crash
+    let _ = run.await;
+    assert!(committed(&stack, &group, &topic).is_none_or(|o| o <= 0));
+
+    let metrics = Metrics::new("lowmark-2");
+    let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec, metrics.clone());
+    let all = eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 3 }).await;
+    let skipped = eventually(Duration::from_secs(10), || async {
+        metrics
+            .render()
+            .contains("switchyard_inbox_duplicates_total{service=\"lowmark-2\"} 2")
+    })
+    .await;
+    stop.trigger();
+    handle.await.expect("join").expect("consumer");
+    assert!(all, "A was redelivered and applied");
+    assert!(skipped, "B and C redelivered and skipped: {}", metrics.render());
+    let times: Vec<i32> = sqlx::query_scalar("SELECT applied_times FROM effects")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(times, [1, 1, 1]);
     db.drop_db().await;
 }

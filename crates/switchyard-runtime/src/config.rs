@@ -61,6 +61,10 @@ pub struct KafkaConfig {
     /// Empty: dynamic membership. Two live instances must never share one name.
     #[serde(default)]
     pub group_instance_id: String,
+    /// Messages a consumer works on at once (different keys in parallel, one key in order).
+    pub max_in_flight: usize,
+    /// The same per partition; the partition is paused at the bound.
+    pub max_in_flight_per_partition: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,11 +135,13 @@ impl ServiceConfig {
             .and_then(|b| b.set_default("kafka.topic_partitions", 3))
             .and_then(|b| b.set_default("kafka.topic_replication", 1))
             .and_then(|b| b.set_default("kafka.ensure_topics", true))
+            .and_then(|b| b.set_default("kafka.max_in_flight", 32))
+            .and_then(|b| b.set_default("kafka.max_in_flight_per_partition", 16))
             .and_then(|b| b.set_default("registry.url", "http://127.0.0.1:8081/apis/ccompat/v7"))
             .and_then(|b| b.set_default("registry.timeout_ms", 5000))
             .and_then(|b| b.set_default("registry.register_schemas", true))
             .and_then(|b| b.set_default("database.url", ""))
-            .and_then(|b| b.set_default("database.max_connections", 10))
+            .and_then(|b| b.set_default("database.max_connections", 20))
             .and_then(|b| b.set_default("outbox.poll_interval_ms", 500))
             .and_then(|b| b.set_default("outbox.batch_size", 500))
             .and_then(|b| b.set_default("outbox.retention_hours", 24))
@@ -184,6 +190,12 @@ impl ServiceConfig {
         }
         if self.kafka.topic_partitions < 1 {
             return Err(invalid("kafka.topic_partitions", "must be at least 1"));
+        }
+        if self.kafka.max_in_flight < 1 || self.kafka.max_in_flight_per_partition < 1 {
+            return Err(invalid(
+                "kafka.max_in_flight",
+                "it and kafka.max_in_flight_per_partition must be at least 1",
+            ));
         }
         if self.kafka.topic_replication < 1 {
             return Err(invalid("kafka.topic_replication", "must be at least 1"));

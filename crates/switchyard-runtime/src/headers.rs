@@ -77,8 +77,7 @@ pub fn set_parent_from(span: &tracing::Span, h: &HeaderMap) {
 }
 
 /// Reads the headers of a Kafka message (values that are not UTF-8 are skipped).
-pub fn from_kafka(headers: Option<&rdkafka::message::BorrowedHeaders>) -> HeaderMap {
-    use rdkafka::message::Headers;
+pub fn from_kafka<H: rdkafka::message::Headers>(headers: Option<&H>) -> HeaderMap {
     let mut out = HeaderMap::new();
     if let Some(hs) = headers {
         for h in hs.iter() {

@@ -13,14 +13,16 @@
 //! redelivered duplicate calls nobody.
 
 use std::{
+    collections::{HashMap, VecDeque},
     future::Future,
     time::{Duration, Instant},
 };
 
+use futures::FutureExt;
 use rdkafka::{
-    Message,
+    Message, TopicPartitionList,
     consumer::{CommitMode, Consumer as _},
-    message::BorrowedMessage,
+    message::OwnedMessage,
     producer::{FutureProducer, FutureRecord},
 };
 use sqlx::{PgConnection, PgPool};
@@ -101,7 +103,29 @@ enum Applied {
     Duplicate,
 }
 
-/// Consumes topics and applies each message once.
+/// How many messages a consumer works on at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Concurrency {
+    /// Messages received and not yet done, in all partitions (`kafka.max_in_flight`); at the bound
+    /// the consumer stops taking messages.
+    pub max_in_flight: usize,
+    /// The same per partition (`kafka.max_in_flight_per_partition`); at the bound the partition is
+    /// paused until one of its messages is done.
+    pub per_partition: usize,
+}
+
+impl Concurrency {
+    /// One message at a time, in offset order.
+    pub const SERIAL: Concurrency = Concurrency {
+        max_in_flight: 1,
+        per_partition: 1,
+    };
+}
+
+/// Consumes topics and applies each message once. Messages with the same key are applied one after
+/// another in offset order; messages with different keys run side by side, up to [`Concurrency`].
+/// A partition's offset is stored only up to its lowest message not yet done, so a crash
+/// redelivers everything that might not be applied, and never skips anything.
 pub struct Consumer<H> {
     /// Consumer group id and inbox consumer name.
     pub name: String,
@@ -115,52 +139,212 @@ pub struct Consumer<H> {
     pub handler: H,
     /// Static membership name of this instance (`kafka.group_instance_id`); None: dynamic.
     pub instance_id: Option<String>,
+    pub concurrency: Concurrency,
+}
+
+/// What applies messages: shared by the consumer's concurrent tasks.
+struct Worker<H> {
+    name: String,
+    codec: Codec,
+    pool: PgPool,
+    metrics: Metrics,
+    producer: FutureProducer,
+    handler: H,
+}
+
+/// A message finished (`applied`: applied, skipped or dead-lettered; false: shutdown interrupted a
+/// retry, so it stays pending).
+struct Done {
+    lane: String,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    applied: bool,
+}
+
+/// A partition's messages received and not yet done, and the offset stored for it.
+#[derive(Default)]
+struct PartitionState {
+    pending: std::collections::BTreeSet<i64>,
+    /// The offset of the message received last (after a rebalance it may go down).
+    last: i64,
+    stored: Option<i64>,
+    paused: bool,
+}
+
+impl PartitionState {
+    /// The next offset to consume after a restart: the lowest message not done, or the one after
+    /// the last received when all are done.
+    fn safe_offset(&self) -> i64 {
+        self.pending.first().copied().unwrap_or(self.last + 1)
+    }
+}
+
+/// Messages with the same key share a lane (one at a time, in order); messages without a key are
+/// ordered by partition.
+fn lane_of(msg: &OwnedMessage) -> String {
+    match msg.key().and_then(|k| std::str::from_utf8(k).ok()) {
+        Some(k) => format!("k:{k}"),
+        None => format!("p:{}:{}", msg.topic(), msg.partition()),
+    }
 }
 
 impl<H: Handler> Consumer<H> {
-    /// Runs until shutdown; then commits the stored offsets and returns.
+    /// Runs until shutdown; then lets the messages in hand finish, commits the stored offsets and
+    /// returns. Messages received but not started are left for redelivery.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let consumer = crate::kafka::consumer(&self.bootstrap, &self.name, self.instance_id.as_deref())?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        tracing::info!(consumer = %self.name, topics = ?self.topics, "consuming");
+        let Concurrency {
+            max_in_flight,
+            per_partition,
+        } = self.concurrency;
+        let (max_in_flight, per_partition) = (max_in_flight.max(1), per_partition.max(1));
+        tracing::info!(consumer = %self.name, topics = ?self.topics, max_in_flight, per_partition, "consuming");
+        let worker = std::sync::Arc::new(Worker {
+            name: self.name.clone(),
+            codec: self.codec,
+            pool: self.pool,
+            metrics: self.metrics.clone(),
+            producer: self.producer,
+            handler: self.handler,
+        });
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+        let spawn = |msg: OwnedMessage, lane: String| {
+            let (worker, done_tx, shutdown) = (worker.clone(), done_tx.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
+                let applied = std::panic::AssertUnwindSafe(worker.process(&msg, &shutdown))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        shutdown.fail(format!("a handler panicked on {topic}[{partition}]@{offset}"));
+                        false
+                    });
+                let _ = done_tx.send(Done {
+                    lane,
+                    topic,
+                    partition,
+                    offset,
+                    applied,
+                });
+            });
+        };
+        // Lanes with a message running, and the messages queued behind it.
+        let mut lanes: HashMap<String, VecDeque<OwnedMessage>> = HashMap::new();
+        let mut partitions: HashMap<(String, i32), PartitionState> = HashMap::new();
+        let (mut in_flight, mut running, mut stopping) = (0usize, 0usize, false);
+        let in_flight_gauge = self.metrics.consumer_in_flight.clone();
         loop {
-            // Shutdown first: once it is triggered no new message is started, even one already
-            // waiting (the one in hand, if any, was finished before we got here).
-            let msg = tokio::select! {
+            in_flight_gauge.set(in_flight as i64);
+            tokio::select! {
                 biased;
-                _ = shutdown.wait() => break,
-                m = consumer.recv() => m,
-            };
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "kafka receive error");
-                    shutdown.sleep(Duration::from_millis(200)).await;
-                    continue;
+                _ = shutdown.wait(), if !stopping => {
+                    // Start nothing more; what is queued stays pending (its offset is never stored).
+                    stopping = true;
+                    for q in lanes.values_mut() {
+                        in_flight -= q.len();
+                        q.clear();
+                    }
                 }
-            };
-            if self.process(&msg, &shutdown).await {
-                // Fails when a rebalance took the partition while the message was applied: the new
-                // owner gets it again and its inbox skips it. Nothing to stop for.
-                if let Err(e) = consumer.store_offset_from_message(&msg) {
-                    tracing::warn!(error = %e, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
-                        "offset not stored (partition reassigned?); the message will be redelivered and skipped");
+                Some(done) = done_rx.recv() => {
+                    running -= 1;
+                    in_flight -= 1;
+                    let key = (done.topic.clone(), done.partition);
+                    let state = partitions.entry(key).or_default();
+                    if done.applied {
+                        state.pending.remove(&done.offset);
+                        let safe = state.safe_offset();
+                        if state.stored != Some(safe) {
+                            // `store_offsets` takes the next offset to consume as it is (unlike
+                            // `store_offset`, which takes the last one done and adds one).
+                            let mut tpl = TopicPartitionList::new();
+                            let stored = tpl
+                                .add_partition_offset(&done.topic, done.partition, rdkafka::Offset::Offset(safe))
+                                .and_then(|()| consumer.store_offsets(&tpl));
+                            match stored {
+                                Ok(()) => state.stored = Some(safe),
+                                // The partition was reassigned: the new owner redelivers what is not
+                                // committed, and its inbox skips what was applied.
+                                Err(e) => tracing::debug!(error = %e, topic = %done.topic, partition = done.partition,
+                                    "offset not stored (partition reassigned?)"),
+                            }
+                        }
+                    }
+                    let queued = state.pending.len();
+                    if state.paused && queued < per_partition {
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(&done.topic, done.partition);
+                        if consumer.resume(&tpl).is_ok() {
+                            state.paused = false;
+                        }
+                    }
+                    match lanes.get_mut(&done.lane).and_then(VecDeque::pop_front) {
+                        Some(next) if !stopping => {
+                            running += 1;
+                            spawn(next, done.lane);
+                        }
+                        _ => {
+                            lanes.remove(&done.lane);
+                        }
+                    }
+                    if stopping && running == 0 {
+                        break;
+                    }
                 }
-            } else {
-                // Shutdown interrupted a retry: leave the offset for redelivery.
+                m = consumer.recv(), if !stopping && in_flight < max_in_flight => {
+                    let msg = match m {
+                        Ok(m) => m.detach(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "kafka receive error");
+                            shutdown.sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    };
+                    in_flight += 1;
+                    let state = partitions.entry((msg.topic().to_string(), msg.partition())).or_default();
+                    state.pending.insert(msg.offset());
+                    state.last = msg.offset();
+                    if !state.paused && state.pending.len() >= per_partition {
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(msg.topic(), msg.partition());
+                        if consumer.pause(&tpl).is_ok() {
+                            state.paused = true;
+                        }
+                    }
+                    let lane = lane_of(&msg);
+                    match lanes.get_mut(&lane) {
+                        Some(queue) => queue.push_back(msg),
+                        None => {
+                            lanes.insert(lane.clone(), VecDeque::new());
+                            running += 1;
+                            spawn(msg, lane);
+                        }
+                    }
+                }
+                else => {
+                    if stopping && running == 0 {
+                        break;
+                    }
+                }
+            }
+            if stopping && running == 0 {
                 break;
             }
         }
+        in_flight_gauge.set(0);
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final offset commit (nothing stored yet?)");
         }
         tracing::info!(consumer = %self.name, "consumer stopped");
         Ok(())
     }
+}
 
+impl<H: Handler> Worker<H> {
     /// Returns true when the message is done with (applied, skipped or dead-lettered).
-    async fn process(&self, msg: &BorrowedMessage<'_>, shutdown: &Shutdown) -> bool {
+    async fn process(&self, msg: &OwnedMessage, shutdown: &Shutdown) -> bool {
         let topic = msg.topic().to_string();
         let headers = headers::from_kafka(msg.headers());
         let span = tracing::info_span!(
@@ -291,7 +475,7 @@ impl<H: Handler> Consumer<H> {
     /// takes it (or shutdown, returning false so the offset is not stored).
     async fn dead_letter(
         &self,
-        msg: &BorrowedMessage<'_>,
+        msg: &OwnedMessage,
         original: &HeaderMap,
         reason: &'static str,
         detail: &str,

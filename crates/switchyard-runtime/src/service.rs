@@ -139,6 +139,10 @@ impl Runtime {
             producer: self.producer.clone(),
             handler,
             instance_id: Some(self.cfg.kafka.group_instance_id.clone()).filter(|i| !i.is_empty()),
+            concurrency: crate::inbox::Concurrency {
+                max_in_flight: self.cfg.kafka.max_in_flight,
+                per_partition: self.cfg.kafka.max_in_flight_per_partition,
+            },
         }
     }
 

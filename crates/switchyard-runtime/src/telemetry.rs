@@ -61,6 +61,7 @@ pub struct Metrics {
     pub outbox_relay_active: Gauge,
     pub outbox_set_aside: Family<TopicLabels, Counter>,
     pub inbox_duplicates: Counter,
+    pub consumer_in_flight: Gauge,
 }
 
 impl Metrics {
@@ -85,6 +86,7 @@ impl Metrics {
             outbox_relay_active: Gauge::default(),
             outbox_set_aside: Family::default(),
             inbox_duplicates: Counter::default(),
+            consumer_in_flight: Gauge::default(),
         };
         root.register(
             "messages_consumed",
@@ -135,6 +137,11 @@ impl Metrics {
             "inbox_duplicates",
             "Consumed messages skipped because their event id was already applied",
             m.inbox_duplicates.clone(),
+        );
+        root.register(
+            "consumer_in_flight",
+            "Messages received and not yet done (running, or queued behind their key)",
+            m.consumer_in_flight.clone(),
         );
         if let Ok(mut guard) = m.registry.lock() {
             *guard = root;
