@@ -5,8 +5,9 @@
 #   local-stack/services.sh stop     SIGTERM every service (graceful drain), then wait
 #   local-stack/services.sh status   one line per service: pid, /readyz, URL
 #
-# Binaries come from CARGO_TARGET_DIR (default ~/.cache/switchyard/target)/debug, configuration from
-# SWITCHYARD_CONFIG_DIR (default local-stack/config); logs go to
+# Binaries come from CARGO_TARGET_DIR (default ~/.cache/switchyard/target)/SWITCHYARD_PROFILE (default
+# debug), configuration from SWITCHYARD_CONFIG_DIR (default local-stack/config); the simulators complete
+# checks after SWITCHYARD_SIM_COMPLETE_AFTER_MS (default 400); logs go to
 # local-stack/data/logs/<service>.log.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -72,6 +73,7 @@ start_sims() {
     alive "sim-$v" && continue
     # shellcheck disable=SC2086
     setsid nohup "$BIN/provider-sim" "$v" --listen "127.0.0.1:${SIM_PORT[$v]}" ${SIM_ARGS[$v]} \
+      --complete-after-ms "${SWITCHYARD_SIM_COMPLETE_AFTER_MS:-400}" \
       >>"$LOGS/sim-$v.log" 2>&1 </dev/null &
     echo $! >"$RUN/svc-sim-$v.pid"
   done

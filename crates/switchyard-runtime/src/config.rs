@@ -79,6 +79,9 @@ pub struct RegistryConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseConfig {
     pub url: Secret,
+    /// Pool size; 0 (the default) sizes it from the consumer's concurrency: two connections per
+    /// message in flight (a transaction, and an adapter's effect lock held across a partner call)
+    /// plus four (the relay, retention, the HTTP API).
     pub max_connections: u32,
 }
 
@@ -135,13 +138,13 @@ impl ServiceConfig {
             .and_then(|b| b.set_default("kafka.topic_partitions", 3))
             .and_then(|b| b.set_default("kafka.topic_replication", 1))
             .and_then(|b| b.set_default("kafka.ensure_topics", true))
-            .and_then(|b| b.set_default("kafka.max_in_flight", 32))
-            .and_then(|b| b.set_default("kafka.max_in_flight_per_partition", 16))
+            .and_then(|b| b.set_default("kafka.max_in_flight", 16))
+            .and_then(|b| b.set_default("kafka.max_in_flight_per_partition", 8))
             .and_then(|b| b.set_default("registry.url", "http://127.0.0.1:8081/apis/ccompat/v7"))
             .and_then(|b| b.set_default("registry.timeout_ms", 5000))
             .and_then(|b| b.set_default("registry.register_schemas", true))
             .and_then(|b| b.set_default("database.url", ""))
-            .and_then(|b| b.set_default("database.max_connections", 20))
+            .and_then(|b| b.set_default("database.max_connections", 0))
             .and_then(|b| b.set_default("outbox.poll_interval_ms", 500))
             .and_then(|b| b.set_default("outbox.batch_size", 500))
             .and_then(|b| b.set_default("outbox.retention_hours", 24))
@@ -218,7 +221,7 @@ impl ServiceConfig {
         if !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
             return Err(invalid("database.url", "must be a postgres:// URL"));
         }
-        if self.database.max_connections < 2 {
+        if self.database.max_connections == 1 {
             return Err(invalid(
                 "database.max_connections",
                 "must be at least 2 (the relay holds one)",
@@ -261,6 +264,14 @@ impl ServiceConfig {
             Ok(v) => Ok(v),
             Err(config::ConfigError::NotFound(_)) => Ok(default),
             Err(e) => Err(ConfigError::Load(format!("{}: {e}", file.display()))),
+        }
+    }
+
+    /// The database pool size in force (see [`DatabaseConfig::max_connections`]).
+    pub fn pool_size(&self) -> u32 {
+        match self.database.max_connections {
+            0 => u32::try_from(self.kafka.max_in_flight * 2 + 4).unwrap_or(u32::MAX),
+            n => n,
         }
     }
 

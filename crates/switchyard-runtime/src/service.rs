@@ -61,7 +61,7 @@ pub async fn boot(service: &str) -> anyhow::Result<Runtime> {
     let metrics = Metrics::new(service);
     tracing::info!(service, "starting");
 
-    let pool = db::connect(cfg.database.url.expose(), cfg.database.max_connections, &shutdown).await?;
+    let pool = db::connect(cfg.database.url.expose(), cfg.pool_size(), &shutdown).await?;
     db::migrate(&pool).await?;
 
     let registry = RegistryClient::new(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms))?;

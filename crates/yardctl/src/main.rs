@@ -13,6 +13,7 @@
 mod bench;
 mod chaos;
 mod demo;
+mod flowbench;
 mod privacy;
 mod schemas;
 
@@ -95,7 +96,7 @@ async fn main() -> ExitCode {
         } => ensure_topics(&cli.kafka, partitions, replication).await,
         Command::Bench {
             command: bench::BenchCommand::Onboarding { flows, concurrency },
-        } => demo::bench(flows, concurrency).await,
+        } => flowbench::onboarding(flows, concurrency).await,
         Command::Bench {
             command: bench::BenchCommand::Stall { trials },
         } => chaos::stall(trials).await,

@@ -296,18 +296,13 @@ pub async fn live_verdict(
     domain: &str,
     verdict: &str,
 ) -> R<Vec<(String, bool)>> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE onboarding_flows SET {}_verdict = $2 WHERE flow_id = $1",
+    // One round trip: the flow's verdict, and the comparisons it completes.
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH flow AS (UPDATE onboarding_flows SET {}_verdict = $3 WHERE flow_id = $1) \
+         UPDATE shadow_results SET live_verdict = $3, agrees = (verdict = $3) \
+         WHERE flow_id = $1 AND domain = $2 AND verdict IS NOT NULL AND agrees IS NULL RETURNING partner, agrees",
         if domain == "kyc" { "kyc" } else { "aml" }
     )))
-    .bind(flow_id)
-    .bind(verdict)
-    .execute(&mut *conn)
-    .await?;
-    Ok(sqlx::query_as(
-        "UPDATE shadow_results SET live_verdict = $3, agrees = (verdict = $3) \
-         WHERE flow_id = $1 AND domain = $2 AND verdict IS NOT NULL AND agrees IS NULL RETURNING partner, agrees",
-    )
     .bind(flow_id)
     .bind(domain)
     .bind(verdict)
