@@ -68,8 +68,23 @@ alive() {
 }
 ready() { curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; }
 
+# A running process ($1: pid-file name) whose binary ($2) was rebuilt after it started is stopped, so
+# `start` runs what was just built (a test run must never talk to yesterday's code).
+stop_if_stale() {
+  alive "$1" || return 0
+  local pid
+  pid="$(cat "$RUN/svc-$1.pid")"
+  [ "$2" -nt "/proc/$pid" ] || return 0
+  echo "$1: binary rebuilt since it started; restarting"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$RUN/svc-$1.pid"
+}
+
 start_sims() {
   for v in "${SIMS[@]}"; do
+    stop_if_stale "sim-$v" "$BIN/provider-sim"
     alive "sim-$v" && continue
     # shellcheck disable=SC2086
     setsid nohup "$BIN/provider-sim" "$v" --listen "127.0.0.1:${SIM_PORT[$v]}" ${SIM_ARGS[$v]} \
@@ -91,6 +106,7 @@ start() {
   cd "$ROOT"
   start_sims
   for s in "${SERVICES[@]}"; do
+    stop_if_stale "$s" "$BIN/$s"
     alive "$s" && continue
     [ -x "$BIN/$s" ] || { echo "missing binary $BIN/$s (run: cargo build --workspace --bins)" >&2; exit 1; }
     local v port db

@@ -267,8 +267,8 @@ impl<H: Handler> Consumer<H> {
                                 Ok(()) => state.stored = Some(safe),
                                 // The partition was reassigned: the new owner redelivers what is not
                                 // committed, and its inbox skips what was applied.
-                                Err(e) => tracing::debug!(error = %e, topic = %done.topic, partition = done.partition,
-                                    "offset not stored (partition reassigned?)"),
+                                Err(e) => tracing::warn!(error = %e, topic = %done.topic, partition = done.partition,
+                                    offset = safe, "offset not stored (partition reassigned?)"),
                             }
                         }
                     }
