@@ -4,7 +4,8 @@
 #               a short chaos run (60 flows, every service kind killed twice) and the personal
 #               data scan (yardctl privacy)
 #   make chaos  the long chaos run: 300 flows, 20 SIGKILLs of each service kind, a Kafka broker kill
-#               and a PostgreSQL kill; exit 1 on any lost flow, wrong decision or duplicate effect
+#               and a PostgreSQL kill; then again with two instances of the orchestrator and of each
+#               adapter; exit 1 on any lost flow, wrong decision or duplicate effect
 #   make up / make down / make clean   the local stack alone
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/switchyard/target
@@ -53,6 +54,11 @@ test: up build
 
 chaos: services
 	@$(ENV) && $(YARDCTL) chaos --flows 300 --kills 20 --window 120 --kill-broker --kill-postgres
+	@# Two instances of the orchestrator and of each adapter in one consumer group, either one killed.
+	@$(ENV) && export SWITCHYARD_SECOND_INSTANCES=orchestrator,kyc-adapter,aml-adapter && \
+		local-stack/services.sh start >/dev/null && \
+		$(YARDCTL) chaos --flows 300 --kills 20 --window 120; rc=$$?; \
+		local-stack/services.sh stop >/dev/null; local-stack/services.sh start >/dev/null; exit $$rc
 
 lint:
 	cargo fmt --all --check

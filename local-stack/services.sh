@@ -5,6 +5,10 @@
 #   local-stack/services.sh stop     SIGTERM every service (graceful drain), then wait
 #   local-stack/services.sh status   one line per service: pid, /readyz, URL
 #
+# SWITCHYARD_SECOND_INSTANCES (e.g. "orchestrator,kyc-adapter,aml-adapter") runs a second instance of
+# each service named, in the same consumer group (static member `local-1`), on its port + 1000;
+# its pid file and log are `<service>-b`.
+#
 # Binaries come from CARGO_TARGET_DIR (default ~/.cache/switchyard/target)/SWITCHYARD_PROFILE (default
 # debug), configuration from SWITCHYARD_CONFIG_DIR (default local-stack/config); the simulators complete
 # checks after SWITCHYARD_SIM_COMPLETE_AFTER_MS (default 400); logs go to
@@ -101,17 +105,26 @@ start_sims() {
   done
 }
 
+# Instances to run: "<service> <name> <port offset> <static member>", one per line.
+instances() {
+  local s
+  for s in "${SERVICES[@]}"; do echo "$s $s 0 ${SWITCHYARD_KAFKA__GROUP_INSTANCE_ID-local-0}"; done
+  local second="${SWITCHYARD_SECOND_INSTANCES:-}"
+  for s in ${second//,/ }; do echo "$s $s-b 1000 local-1"; done
+}
+
 start() {
   secrets
   cd "$ROOT"
   start_sims
-  for s in "${SERVICES[@]}"; do
-    stop_if_stale "$s" "$BIN/$s"
-    alive "$s" && continue
+  local s name offset member
+  while read -r s name offset member; do
+    stop_if_stale "$name" "$BIN/$s"
+    alive "$name" && continue
     [ -x "$BIN/$s" ] || { echo "missing binary $BIN/$s (run: cargo build --workspace --bins)" >&2; exit 1; }
     local v port db
     v="$(var_of "$s")"
-    port="$(eval echo "\${${v}_HTTP_PORT}")"
+    port="$(($(eval echo "\${${v}_HTTP_PORT}") + offset))"
     db="$(eval echo "\${${v}_DATABASE_URL}")"
     local cfg=""
     [ -f "$CONFIG/$s.toml" ] && cfg="$CONFIG/$s.toml"
@@ -120,28 +133,31 @@ start() {
       SWITCHYARD_KAFKA__BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" \
       SWITCHYARD_REGISTRY__URL="$SCHEMA_REGISTRY_URL" \
       SWITCHYARD_TELEMETRY__LOG_FORMAT=json \
-      SWITCHYARD_KAFKA__GROUP_INSTANCE_ID="${SWITCHYARD_KAFKA__GROUP_INSTANCE_ID-local-0}" \
-      setsid nohup "$BIN/$s" >>"$LOGS/$s.log" 2>&1 </dev/null &
-    echo $! >"$RUN/svc-$s.pid"
-  done
+      SWITCHYARD_KAFKA__GROUP_INSTANCE_ID="$member" \
+      setsid nohup "$BIN/$s" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    echo $! >"$RUN/svc-$name.pid"
+  done < <(instances)
   local deadline=$((SECONDS + 120))
-  for s in "${SERVICES[@]}"; do
+  while read -r s name offset member; do
     local v port
     v="$(var_of "$s")"
-    port="$(eval echo "\${${v}_HTTP_PORT}")"
+    port="$(($(eval echo "\${${v}_HTTP_PORT}") + offset))"
     until ready "$port"; do
-      alive "$s" || { echo "$s exited during start-up; last log lines:" >&2; tail -n 20 "$LOGS/$s.log" >&2; exit 1; }
-      ((SECONDS < deadline)) || { echo "$s not ready after 120 s (log: $LOGS/$s.log)" >&2; exit 1; }
+      alive "$name" || { echo "$name exited during start-up; last log lines:" >&2; tail -n 20 "$LOGS/$name.log" >&2; exit 1; }
+      ((SECONDS < deadline)) || { echo "$name not ready after 120 s (log: $LOGS/$name.log)" >&2; exit 1; }
       sleep 0.3
     done
-  done
+  done < <(instances)
 }
 
 stop() {
-  for s in "${SERVICES[@]}" "${SIMS[@]/#/sim-}"; do
+  local all=("${SERVICES[@]}" "${SIMS[@]/#/sim-}")
+  local f
+  for f in "$RUN"/svc-*-b.pid; do [ -e "$f" ] && all+=("$(basename "$f" .pid | sed 's/^svc-//')"); done
+  for s in "${all[@]}"; do
     alive "$s" && kill -TERM "$(cat "$RUN/svc-$s.pid")" 2>/dev/null || true
   done
-  for s in "${SERVICES[@]}" "${SIMS[@]/#/sim-}"; do
+  for s in "${all[@]}"; do
     for _ in $(seq 1 60); do alive "$s" || break; sleep 0.25; done
     alive "$s" && kill -KILL "$(cat "$RUN/svc-$s.pid")" 2>/dev/null || true
     rm -f "$RUN/svc-$s.pid"
@@ -150,14 +166,15 @@ stop() {
 
 status() {
   printf '%-22s %-8s %-10s %s\n' SERVICE PID READYZ URL
-  for s in "${SERVICES[@]}"; do
+  local s name offset member
+  while read -r s name offset member; do
     local v port pid="-" r="down"
     v="$(var_of "$s")"
-    port="$(eval echo "\${${v}_HTTP_PORT}")"
-    alive "$s" && pid="$(cat "$RUN/svc-$s.pid")"
+    port="$(($(eval echo "\${${v}_HTTP_PORT}") + offset))"
+    alive "$name" && pid="$(cat "$RUN/svc-$name.pid")"
     ready "$port" && r="ready"
-    printf '%-22s %-8s %-10s %s\n' "$s" "$pid" "$r" "http://127.0.0.1:$port"
-  done
+    printf '%-22s %-8s %-10s %s\n' "$name" "$pid" "$r" "http://127.0.0.1:$port"
+  done < <(instances)
   for v in "${SIMS[@]}"; do
     local pid="-" r="down"
     alive "sim-$v" && pid="$(cat "$RUN/svc-sim-$v.pid")"

@@ -109,6 +109,17 @@ fn pid_of(run: &Path, name: &str) -> Option<i32> {
         .ok()
 }
 
+/// The pid-file names of a service kind's instances: the first, and a second one when
+/// `SWITCHYARD_SECOND_INSTANCES` runs it (`<kind>-b`).
+fn instances_of(run: &Path, kind: &str) -> Vec<String> {
+    let mut names = vec![format!("svc-{kind}")];
+    let second = format!("svc-{kind}-b");
+    if run.join(format!("{second}.pid")).exists() {
+        names.push(second);
+    }
+    names
+}
+
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.split_whitespace().nth(2) != Some("Z"))
@@ -146,9 +157,11 @@ async fn supervise(
     let dir = stack_dir();
     let run = dir.join("data/run");
     while !stop.load(Ordering::SeqCst) {
-        let down = KINDS
-            .iter()
-            .any(|k| !pid_of(&run, &format!("svc-{k}")).is_some_and(alive));
+        let down = KINDS.iter().any(|k| {
+            instances_of(&run, k)
+                .iter()
+                .any(|name| !pid_of(&run, name).is_some_and(alive))
+        });
         if down {
             let script = dir.join("services.sh");
             match sh(&script.to_string_lossy(), &["start"], &hook).await {
@@ -356,8 +369,12 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
                 // Kill a live process: wait for the supervisor to have restarted this kind.
                 let deadline = Instant::now() + Duration::from_secs(60);
                 let pid = loop {
-                    if let Some(pid) = pid_of(&run_dir, &format!("svc-{kind}")).filter(|p| alive(*p)) {
-                        break Some(pid);
+                    let live: Vec<i32> = instances_of(&run_dir, kind)
+                        .iter()
+                        .filter_map(|name| pid_of(&run_dir, name).filter(|p| alive(*p)))
+                        .collect();
+                    if !live.is_empty() {
+                        break Some(live[rand_below(live.len() as u64) as usize]);
                     }
                     if Instant::now() > deadline {
                         break None;

@@ -3,7 +3,8 @@
 //!
 //! 1. The PostgreSQL commit ceiling on the same instance: single-row commits/s from as many
 //!    connections as a service's pool.
-//! 2. Maximum rate: `flows` onboardings from `concurrency` submitters; flows/s from the first
+//! 2. After 40 warm-up onboardings (connections, schema ids, partition assignments after a
+//!    restart), the maximum rate: `flows` onboardings from `concurrency` submitters; flows/s from the first
 //!    acceptance to the last decision (the services' own timestamps), transactions per flow (the
 //!    service databases' commit counters) and their share of the ceiling; CPU seconds per 1,000 flows
 //!    and peak RSS per service.
@@ -179,6 +180,10 @@ pub async fn onboarding(flows: usize, concurrency: usize) -> anyhow::Result<Exit
     println!("bench onboarding: {flows} flows, {concurrency} submitters; the mesh as running now");
     let ceiling = commit_ceiling(&admin, pool_size, 3).await.context("commit ceiling")?;
     println!("PostgreSQL commit ceiling: {ceiling:.0} single-row commits/s ({pool_size} connections)");
+
+    // Warm-up: connections, schema ids, partition assignments after a restart.
+    let warm = submit(&env, &key, &format!("{run}w"), 40, concurrency, None).await?;
+    decided(&env, &key, &warm).await?;
 
     // Maximum rate.
     let before: BTreeMap<&str, (f64, f64)> = SERVICES.iter().filter_map(|s| Some((*s, usage(s)?))).collect();
