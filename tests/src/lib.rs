@@ -353,6 +353,31 @@ pub async fn produce(producer: &rdkafka::producer::FutureProducer, topic: &str, 
         .expect("produce");
 }
 
+/// Runs a [`RecordEffects`] consumer of `topic` (metrics labelled `service`) until the effects table
+/// holds `effects` rows and the consumer has skipped exactly `duplicates` redelivered messages, then
+/// stops it. Returns whether each count was reached, and the metrics text.
+pub async fn consume_until(
+    stack: &Stack,
+    db: &TestDb,
+    topic: &str,
+    codec: Codec,
+    service: &str,
+    effects: i64,
+    duplicates: u64,
+) -> (bool, bool, String) {
+    let metrics = Metrics::new(service);
+    let (stop, handle) = spawn_consumer(stack, db, topic, codec, metrics.clone());
+    let applied = eventually(Duration::from_secs(30), || async {
+        effects_count(&db.pool).await == effects
+    })
+    .await;
+    let wanted = format!("switchyard_inbox_duplicates_total{{service=\"{service}\"}} {duplicates}\n");
+    let skipped = eventually(Duration::from_secs(10), || async { metrics.render().contains(&wanted) }).await;
+    stop.trigger();
+    handle.await.expect("join").expect("consumer");
+    (applied, skipped, metrics.render())
+}
+
 /// Count of rows in the effects table.
 pub async fn effects_count(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM effects")

@@ -484,20 +484,9 @@ async fn a_redelivered_message_is_applied_once() {
         .await
         .expect("encode");
     produce(&producer, &topic, "flow-d", &other).await;
-    let metrics = Metrics::new("dup");
-    let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec, metrics.clone());
-    let done = eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 2 }).await;
-    // Give the duplicates time to be consumed too.
-    let dups_seen = eventually(Duration::from_secs(10), || async {
-        metrics
-            .render()
-            .contains("switchyard_inbox_duplicates_total{service=\"dup\"} 2")
-    })
-    .await;
-    stop.trigger();
-    handle.await.expect("join").expect("consumer");
+    let (done, dups_seen, metrics) = consume_until(&stack, &db, &topic, codec, "dup", 2, 2).await;
     assert!(done);
-    assert!(dups_seen, "{}", metrics.render());
+    assert!(dups_seen, "{metrics}");
     let times: Vec<i32> = sqlx::query_scalar("SELECT applied_times FROM effects")
         .fetch_all(&db.pool)
         .await
@@ -713,19 +702,9 @@ async fn shutdown_finishes_the_message_in_hand_and_commits_its_offset() {
     assert_eq!(seqs, [1], "the message in hand was finished, no other was started");
 
     // The next instance of the group: the two others, and not the first again.
-    let metrics = Metrics::new("drain-2");
-    let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec, metrics.clone());
-    let all = eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 3 }).await;
-    stop.trigger();
-    handle.await.expect("join").expect("consumer");
+    let (all, none_again, metrics) = consume_until(&stack, &db, &topic, codec, "drain-2", 3, 0).await;
     assert!(all, "the two messages not yet applied were delivered");
-    assert!(
-        metrics
-            .render()
-            .contains("switchyard_inbox_duplicates_total{service=\"drain-2\"} 0"),
-        "the finished message was not redelivered: {}",
-        metrics.render()
-    );
+    assert!(none_again, "the finished message was not redelivered: {metrics}");
     let times: Vec<i32> = sqlx::query_scalar("SELECT applied_times FROM effects")
         .fetch_all(&db.pool)
         .await
@@ -910,19 +889,9 @@ async fn a_crash_with_a_slow_message_behind_faster_ones_loses_nothing() {
     let _ = run.await;
     assert!(committed(&stack, &group, &topic).is_none_or(|o| o <= 0));
 
-    let metrics = Metrics::new("lowmark-2");
-    let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec, metrics.clone());
-    let all = eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 3 }).await;
-    let skipped = eventually(Duration::from_secs(10), || async {
-        metrics
-            .render()
-            .contains("switchyard_inbox_duplicates_total{service=\"lowmark-2\"} 2")
-    })
-    .await;
-    stop.trigger();
-    handle.await.expect("join").expect("consumer");
+    let (all, skipped, metrics) = consume_until(&stack, &db, &topic, codec, "lowmark-2", 3, 2).await;
     assert!(all, "A was redelivered and applied");
-    assert!(skipped, "B and C redelivered and skipped: {}", metrics.render());
+    assert!(skipped, "B and C redelivered and skipped: {metrics}");
     let times: Vec<i32> = sqlx::query_scalar("SELECT applied_times FROM effects")
         .fetch_all(&db.pool)
         .await
