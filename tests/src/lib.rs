@@ -378,6 +378,14 @@ pub async fn consume_until(
     (applied, skipped, metrics.render())
 }
 
+/// How often each effect was applied, in the order applied (exactly once each: all 1).
+pub async fn applied_times(pool: &PgPool) -> Vec<i32> {
+    sqlx::query_scalar("SELECT applied_times FROM effects ORDER BY applied_order")
+        .fetch_all(pool)
+        .await
+        .expect("effects")
+}
+
 /// Count of rows in the effects table.
 pub async fn effects_count(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM effects")

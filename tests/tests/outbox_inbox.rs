@@ -487,11 +487,7 @@ async fn a_redelivered_message_is_applied_once() {
     let (done, dups_seen, metrics) = consume_until(&stack, &db, &topic, codec, "dup", 2, 2).await;
     assert!(done);
     assert!(dups_seen, "{metrics}");
-    let times: Vec<i32> = sqlx::query_scalar("SELECT applied_times FROM effects")
-        .fetch_all(&db.pool)
-        .await
-        .expect("q");
-    assert_eq!(times, vec![1, 1]);
+    assert_eq!(applied_times(&db.pool).await, vec![1, 1]);
     db.drop_db().await;
 }
 
@@ -624,15 +620,40 @@ async fn the_inbox_forgets_processed_ids_after_its_retention_and_only_those() {
     db.drop_db().await;
 }
 
-/// Applies like [`RecordEffects`], slowly, and says when it has a message in hand.
-struct SlowEffects {
+/// Applies like [`RecordEffects`], as scripted: the message with sequence number `hold` never finishes
+/// (it hangs before its transaction, like a partner that never answers, so a crashed instance's task
+/// holds no lock); every other one takes `slow` after saying it is in hand.
+struct Scripted {
+    hold: Option<u32>,
+    slow: Duration,
     in_hand: std::sync::Arc<tokio::sync::Notify>,
 }
 
-impl switchyard_runtime::Handler for SlowEffects {
+impl Scripted {
+    fn slow(slow: Duration, in_hand: std::sync::Arc<tokio::sync::Notify>) -> Self {
+        Scripted {
+            hold: None,
+            slow,
+            in_hand,
+        }
+    }
+
+    fn holding(seq: u32) -> Self {
+        Scripted {
+            hold: Some(seq),
+            slow: Duration::ZERO,
+            in_hand: std::sync::Arc::default(),
+        }
+    }
+}
+
+impl switchyard_runtime::Handler for Scripted {
     type Prepared = ();
 
-    async fn prepare(&self, _: &switchyard_runtime::Incoming) -> Result<(), switchyard_runtime::HandlerError> {
+    async fn prepare(&self, msg: &switchyard_runtime::Incoming) -> Result<(), switchyard_runtime::HandlerError> {
+        if Some(seq_of(&msg.event)) == self.hold {
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
 
@@ -643,7 +664,7 @@ impl switchyard_runtime::Handler for SlowEffects {
         (): (),
     ) -> Result<(), switchyard_runtime::HandlerError> {
         self.in_hand.notify_one();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(self.slow).await;
         RecordEffects.handle(conn, msg, ()).await
     }
 }
@@ -676,9 +697,7 @@ async fn shutdown_finishes_the_message_in_hand_and_commits_its_offset() {
         pool: db.pool.clone(),
         metrics: Metrics::new("drain-1"),
         producer: producer.clone(),
-        handler: SlowEffects {
-            in_hand: in_hand.clone(),
-        },
+        handler: Scripted::slow(Duration::from_millis(1500), in_hand.clone()),
         instance_id: None,
         concurrency: switchyard_runtime::inbox::Concurrency {
             max_in_flight: 32,
@@ -705,11 +724,7 @@ async fn shutdown_finishes_the_message_in_hand_and_commits_its_offset() {
     let (all, none_again, metrics) = consume_until(&stack, &db, &topic, codec, "drain-2", 3, 0).await;
     assert!(all, "the two messages not yet applied were delivered");
     assert!(none_again, "the finished message was not redelivered: {metrics}");
-    let times: Vec<i32> = sqlx::query_scalar("SELECT applied_times FROM effects")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(times, [1, 1, 1]);
+    assert_eq!(applied_times(&db.pool).await, [1, 1, 1]);
     db.drop_db().await;
 }
 
@@ -793,33 +808,6 @@ async fn a_message_written_with_an_older_schema_version_is_read_by_new_code() {
     db.drop_db().await;
 }
 
-/// Applies like [`RecordEffects`], except the message with sequence number `hold`, which never
-/// finishes (it hangs before its transaction, like a call to a partner that never answers, so the
-/// crashed instance's task holds no lock).
-struct HoldOne {
-    hold: u32,
-}
-
-impl switchyard_runtime::Handler for HoldOne {
-    type Prepared = ();
-
-    async fn prepare(&self, msg: &switchyard_runtime::Incoming) -> Result<(), switchyard_runtime::HandlerError> {
-        if seq_of(&msg.event) == self.hold {
-            std::future::pending::<()>().await;
-        }
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        msg: &switchyard_runtime::Incoming,
-        (): (),
-    ) -> Result<(), switchyard_runtime::HandlerError> {
-        RecordEffects.handle(conn, msg, ()).await
-    }
-}
-
 /// The committed offset of `group` on partition 0 of `topic` (None: nothing committed).
 fn committed(stack: &Stack, group: &str, topic: &str) -> Option<i64> {
     use rdkafka::consumer::Consumer as _;
@@ -867,7 +855,7 @@ async fn a_crash_with_a_slow_message_behind_faster_ones_loses_nothing() {
         pool: db.pool.clone(),
         metrics: Metrics::new("lowmark-1"),
         producer: producer.clone(),
-        handler: HoldOne { hold: 1 },
+        handler: Scripted::holding(1),
         instance_id: None,
         concurrency: switchyard_runtime::inbox::Concurrency {
             max_in_flight: 32,
@@ -892,10 +880,6 @@ async fn a_crash_with_a_slow_message_behind_faster_ones_loses_nothing() {
     let (all, skipped, metrics) = consume_until(&stack, &db, &topic, codec, "lowmark-2", 3, 2).await;
     assert!(all, "A was redelivered and applied");
     assert!(skipped, "B and C redelivered and skipped: {metrics}");
-    let times: Vec<i32> = sqlx::query_scalar("SELECT applied_times FROM effects")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(times, [1, 1, 1]);
+    assert_eq!(applied_times(&db.pool).await, [1, 1, 1]);
     db.drop_db().await;
 }
