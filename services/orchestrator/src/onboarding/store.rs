@@ -178,15 +178,18 @@ pub async fn history(conn: &mut PgConnection, flow_id: &str, event: &str, detail
     Ok(())
 }
 
-/// Arms the flow's one timer (replacing any other).
+/// Arms the flow's one timer (replacing any other), in one statement.
 pub async fn set_timer(conn: &mut PgConnection, flow_id: &str, state: &str, after: Duration) -> R<()> {
-    clear_timer(conn, flow_id).await?;
-    sqlx::query("INSERT INTO flow_timers (flow_id, state, due_at) VALUES ($1, $2, now() + make_interval(secs => $3))")
-        .bind(flow_id)
-        .bind(state)
-        .bind(after.as_secs_f64())
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "WITH other AS (DELETE FROM flow_timers WHERE flow_id = $1 AND state <> $2) \
+         INSERT INTO flow_timers (flow_id, state, due_at) VALUES ($1, $2, now() + make_interval(secs => $3)) \
+         ON CONFLICT (flow_id, state) DO UPDATE SET due_at = EXCLUDED.due_at",
+    )
+    .bind(flow_id)
+    .bind(state)
+    .bind(after.as_secs_f64())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -253,3 +253,31 @@ async fn retention_forgets_old_decided_flows_whole_and_nothing_else() {
     assert!(removed.contains(&("onboarding_flows", 1)), "{removed:?}");
     db.drop().await;
 }
+
+/// A flow has one timer: arming another replaces it, arming the same one moves its due time.
+#[tokio::test]
+async fn arming_a_timer_replaces_the_flows_other_timer() {
+    let db = Db::fresh().await;
+    a_flow(&db.pool, "flow-t").await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    store::set_timer(&mut conn, "flow-t", "kyc", Duration::from_secs(60))
+        .await
+        .unwrap();
+    store::set_timer(&mut conn, "flow-t", "kyc_documents", Duration::from_secs(600))
+        .await
+        .unwrap();
+    store::set_timer(&mut conn, "flow-t", "kyc_documents", Duration::from_secs(900))
+        .await
+        .unwrap();
+    let timers: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT state, extract(epoch FROM due_at - now())::float8 FROM flow_timers WHERE flow_id = 'flow-t'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(timers.len(), 1, "{timers:?}");
+    assert_eq!(timers[0].0, "kyc_documents");
+    assert!(timers[0].1 > 600.0, "the later arming wins: {timers:?}");
+    drop(conn);
+    db.drop().await;
+}
