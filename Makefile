@@ -58,7 +58,8 @@ chaos: services
 	@$(ENV) && export SWITCHYARD_SECOND_INSTANCES=orchestrator,kyc-adapter,aml-adapter && \
 		local-stack/services.sh start >/dev/null && \
 		$(YARDCTL) chaos --flows 300 --kills 20 --window 120; rc=$$?; \
-		local-stack/services.sh stop >/dev/null; local-stack/services.sh start >/dev/null; exit $$rc
+		local-stack/services.sh stop >/dev/null; \
+		env -u SWITCHYARD_SECOND_INSTANCES local-stack/services.sh start >/dev/null; exit $$rc
 
 lint:
 	cargo fmt --all --check
