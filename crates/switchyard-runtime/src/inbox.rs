@@ -427,6 +427,9 @@ impl<H: Handler> Worker<H> {
     }
 
     async fn apply(&self, msg: &Incoming) -> Result<Applied, HandlerError> {
+        // Not redundant with the effect ledger's replay: a request the partner refused is recorded
+        // `not_executed`, and taking it up again would send it again, possibly after the flow moved
+        // on to another partner. An applied message must call nobody.
         if H::CALLS_OUT {
             let seen: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)")
