@@ -69,12 +69,17 @@ fmt:
 	cargo fmt --all
 
 # Release build; the mesh restarted with partner and tenant limits above the target (local-stack/bench.sh),
-# first with the simulators' realistic completion delay, then with none; then the relay and the
+# first with the simulators' realistic completion delay (one instance, then two of the orchestrator and
+# each adapter), then with none; then the relay and the
 # partition stall after a restart; the mesh is left as `make services` runs it.
 bench: services
 	cargo build --release --workspace --bins
 	@local-stack/bench.sh start
 	@$(ENV) && $(RELEASE_YARDCTL) bench onboarding --flows 600 --concurrency 20
+	@# The same with a second instance of the orchestrator and of each adapter (one consumer group each).
+	@SWITCHYARD_SECOND_INSTANCES=orchestrator,kyc-adapter,aml-adapter local-stack/bench.sh start
+	@$(ENV) && $(RELEASE_YARDCTL) bench onboarding --flows 600 --concurrency 20
+	@SWITCHYARD_SECOND_INSTANCES=orchestrator,kyc-adapter,aml-adapter local-stack/services.sh stop >/dev/null
 	@SWITCHYARD_SIM_COMPLETE_AFTER_MS=0 local-stack/bench.sh start
 	@$(ENV) && $(RELEASE_YARDCTL) bench onboarding --flows 1200 --concurrency 40
 	@$(ENV) && $(RELEASE_YARDCTL) bench relay

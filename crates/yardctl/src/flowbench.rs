@@ -185,8 +185,13 @@ pub async fn onboarding(flows: usize, concurrency: usize) -> anyhow::Result<Exit
     let warm = submit(&env, &key, &format!("{run}w"), 40, concurrency, None).await?;
     decided(&env, &key, &warm).await?;
 
-    // Maximum rate.
-    let before: BTreeMap<&str, (f64, f64)> = SERVICES.iter().filter_map(|s| Some((*s, usage(s)?))).collect();
+    // Maximum rate. Second instances (`<service>-b`) are measured too when they run.
+    let names: Vec<String> = SERVICES
+        .iter()
+        .flat_map(|s| [s.to_string(), format!("{s}-b")])
+        .filter(|n| run_dir().join(format!("svc-{n}.pid")).exists())
+        .collect();
+    let before: BTreeMap<&str, (f64, f64)> = names.iter().filter_map(|s| Some((s.as_str(), usage(s)?))).collect();
     let commits_before = commits(&admin).await?;
     let ids = submit(&env, &key, &run, flows, concurrency, None).await?;
     let (times, reads) = decided(&env, &key, &ids).await?;
@@ -209,10 +214,10 @@ pub async fn onboarding(flows: usize, concurrency: usize) -> anyhow::Result<Exit
         percentile(&lat, 50.0),
         percentile(&lat, 99.0)
     );
-    for s in SERVICES {
+    for s in names.iter().map(String::as_str) {
         if let (Some((cpu0, _)), Some((cpu1, rss))) = (before.get(s), usage(s)) {
             println!(
-                "  {s:<13} {:.2} CPU s per 1,000 flows, peak RSS {rss:.0} MiB",
+                "  {s:<15} {:.2} CPU s per 1,000 flows, peak RSS {rss:.0} MiB",
                 (cpu1 - cpu0) * 1000.0 / flows as f64
             );
         }
