@@ -156,11 +156,13 @@ struct Worker<H> {
 /// retry, so it stays pending).
 struct Done {
     lane: String,
-    topic: String,
-    partition: i32,
+    partition: Partition,
     offset: i64,
     applied: bool,
 }
+
+/// A partition, by its topic's index in `Consumer::topics` (no allocation per message).
+type Partition = (usize, i32);
 
 /// A partition's messages received and not yet done, and the offset stored for it.
 #[derive(Default)]
@@ -211,29 +213,36 @@ impl<H: Handler> Consumer<H> {
             handler: self.handler,
         });
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
-        let spawn = |msg: OwnedMessage, lane: String| {
+        let spawn = |msg: OwnedMessage, lane: String, partition: Partition| {
             let (worker, done_tx, shutdown) = (worker.clone(), done_tx.clone(), shutdown.clone());
             tokio::spawn(async move {
-                let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
+                let offset = msg.offset();
                 let applied = std::panic::AssertUnwindSafe(worker.process(&msg, &shutdown))
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|_| {
-                        shutdown.fail(format!("a handler panicked on {topic}[{partition}]@{offset}"));
+                        shutdown.fail(format!(
+                            "a handler panicked on {}[{}]@{offset}",
+                            msg.topic(),
+                            msg.partition()
+                        ));
                         false
                     });
                 let _ = done_tx.send(Done {
                     lane,
-                    topic,
                     partition,
                     offset,
                     applied,
                 });
             });
         };
+        let partition_of = |msg: &OwnedMessage| -> Partition {
+            let topic = self.topics.iter().position(|t| t == msg.topic()).unwrap_or(usize::MAX);
+            (topic, msg.partition())
+        };
         // Lanes with a message running, and the messages queued behind it.
         let mut lanes: HashMap<String, VecDeque<OwnedMessage>> = HashMap::new();
-        let mut partitions: HashMap<(String, i32), PartitionState> = HashMap::new();
+        let mut partitions: HashMap<Partition, PartitionState> = HashMap::new();
         let (mut in_flight, mut running, mut stopping) = (0usize, 0usize, false);
         let in_flight_gauge = self.metrics.consumer_in_flight.clone();
         loop {
@@ -251,8 +260,11 @@ impl<H: Handler> Consumer<H> {
                 Some(done) = done_rx.recv() => {
                     running -= 1;
                     in_flight -= 1;
-                    let key = (done.topic.clone(), done.partition);
-                    let state = partitions.entry(key).or_default();
+                    let state = partitions.entry(done.partition).or_default();
+                    let (topic, partition) = (
+                        self.topics.get(done.partition.0).map(String::as_str).unwrap_or_default(),
+                        done.partition.1,
+                    );
                     if done.applied {
                         state.pending.remove(&done.offset);
                         let safe = state.safe_offset();
@@ -261,21 +273,20 @@ impl<H: Handler> Consumer<H> {
                             // `store_offset`, which takes the last one done and adds one).
                             let mut tpl = TopicPartitionList::new();
                             let stored = tpl
-                                .add_partition_offset(&done.topic, done.partition, rdkafka::Offset::Offset(safe))
+                                .add_partition_offset(topic, partition, rdkafka::Offset::Offset(safe))
                                 .and_then(|()| consumer.store_offsets(&tpl));
                             match stored {
                                 Ok(()) => state.stored = Some(safe),
                                 // The partition was reassigned: the new owner redelivers what is not
                                 // committed, and its inbox skips what was applied.
-                                Err(e) => tracing::warn!(error = %e, topic = %done.topic, partition = done.partition,
-                                    offset = safe, "offset not stored (partition reassigned?)"),
+                                Err(e) => tracing::warn!(error = %e, topic, partition, offset = safe,
+                                    "offset not stored (partition reassigned?)"),
                             }
                         }
                     }
-                    let queued = state.pending.len();
-                    if state.paused && queued < per_partition {
+                    if state.paused && state.pending.len() < per_partition {
                         let mut tpl = TopicPartitionList::new();
-                        tpl.add_partition(&done.topic, done.partition);
+                        tpl.add_partition(topic, partition);
                         if consumer.resume(&tpl).is_ok() {
                             state.paused = false;
                         }
@@ -283,14 +294,12 @@ impl<H: Handler> Consumer<H> {
                     match lanes.get_mut(&done.lane).and_then(VecDeque::pop_front) {
                         Some(next) if !stopping => {
                             running += 1;
-                            spawn(next, done.lane);
+                            let partition = partition_of(&next);
+                            spawn(next, done.lane, partition);
                         }
                         _ => {
                             lanes.remove(&done.lane);
                         }
-                    }
-                    if stopping && running == 0 {
-                        break;
                     }
                 }
                 m = consumer.recv(), if !stopping && in_flight < max_in_flight => {
@@ -303,7 +312,8 @@ impl<H: Handler> Consumer<H> {
                         }
                     };
                     in_flight += 1;
-                    let state = partitions.entry((msg.topic().to_string(), msg.partition())).or_default();
+                    let partition = partition_of(&msg);
+                    let state = partitions.entry(partition).or_default();
                     state.pending.insert(msg.offset());
                     state.last = msg.offset();
                     if !state.paused && state.pending.len() >= per_partition {
@@ -319,13 +329,8 @@ impl<H: Handler> Consumer<H> {
                         None => {
                             lanes.insert(lane.clone(), VecDeque::new());
                             running += 1;
-                            spawn(msg, lane);
+                            spawn(msg, lane, partition);
                         }
-                    }
-                }
-                else => {
-                    if stopping && running == 0 {
-                        break;
                     }
                 }
             }
