@@ -378,6 +378,37 @@ pub async fn consume_until(
     (applied, skipped, metrics.render())
 }
 
+/// Runs a [`RecordEffects`] consumer of `topic` until the effects table holds `effects` rows, reading
+/// what reached `<topic>.dlq` meanwhile (at least `dead`), then stops it. Returns whether the effects
+/// were all applied, the dead letters and the metrics text.
+pub async fn consume_with_dlq(
+    stack: &Stack,
+    db: &TestDb,
+    topic: &str,
+    codec: Codec,
+    service: &str,
+    effects: i64,
+    dead: usize,
+) -> (bool, Vec<Raw>, String) {
+    let metrics = Metrics::new(service);
+    let (stop, handle) = spawn_consumer(stack, db, topic, codec, metrics.clone());
+    let applied = eventually(Duration::from_secs(30), || async {
+        effects_count(&db.pool).await == effects
+    })
+    .await;
+    let dlq = read_topic(
+        stack,
+        &format!("{topic}.dlq"),
+        dead,
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+    )
+    .await;
+    stop.trigger();
+    handle.await.expect("join").expect("consumer");
+    (applied, dlq, metrics.render())
+}
+
 /// How often each effect was applied, in the order applied (exactly once each: all 1).
 pub async fn applied_times(pool: &PgPool) -> Vec<i32> {
     sqlx::query_scalar("SELECT applied_times FROM effects ORDER BY applied_order")

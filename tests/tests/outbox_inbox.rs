@@ -268,19 +268,7 @@ async fn poison_messages_go_to_the_dlq_and_the_partition_moves_on() {
     send(valid_frame[..valid_frame.len() / 2].to_vec()).await; // truncated datum
     send(codec.encode(&topic, &good2).await.expect("encode")).await;
 
-    let metrics = Metrics::new("poison");
-    let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec.clone(), metrics.clone());
-    let applied = eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 2 }).await;
-    let dlq = read_topic(
-        &stack,
-        &format!("{topic}.dlq"),
-        3,
-        Duration::from_secs(20),
-        Duration::from_millis(300),
-    )
-    .await;
-    stop.trigger();
-    handle.await.expect("join").expect("consumer");
+    let (applied, dlq, text) = consume_with_dlq(&stack, &db, &topic, codec.clone(), "poison", 2, 3).await;
     assert!(applied, "the messages behind the poison ones were not processed");
 
     let reasons: Vec<&str> = dlq
@@ -300,7 +288,6 @@ async fn poison_messages_go_to_the_dlq_and_the_partition_moves_on() {
             .is_some_and(|d| d.contains("987654321"))
     );
     assert!(dlq.iter().all(|m| m.headers.get("dlq_source_topic") == Some(&topic)));
-    let text = metrics.render();
     assert!(
         text.contains(&format!(
             "switchyard_dlq_messages_total{{service=\"poison\",topic=\"{topic}\",reason=\"undecodable\"}} 2"
@@ -436,19 +423,7 @@ async fn a_change_the_database_refuses_is_dead_lettered_not_retried_for_ever() {
             .expect("encode");
         produce(&producer, &topic, "flow-r", &payload).await;
     }
-    let metrics = Metrics::new("refused");
-    let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec.clone(), metrics.clone());
-    let applied = eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 2 }).await;
-    let dlq = read_topic(
-        &stack,
-        &format!("{topic}.dlq"),
-        1,
-        Duration::from_secs(20),
-        Duration::from_millis(300),
-    )
-    .await;
-    stop.trigger();
-    handle.await.expect("join").expect("consumer");
+    let (applied, dlq, _) = consume_with_dlq(&stack, &db, &topic, codec.clone(), "refused", 2, 1).await;
     assert!(applied, "the message behind the refused one was not processed");
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     assert_eq!(
