@@ -335,6 +335,7 @@ pub fn spawn_consumer(
         concurrency: switchyard_runtime::inbox::Concurrency {
             max_in_flight: 32,
             per_partition: 16,
+            max_batch: 16,
         },
     };
     let handle = tokio::spawn(consumer.run(shutdown.clone()));

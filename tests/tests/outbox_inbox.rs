@@ -466,6 +466,82 @@ async fn a_redelivered_message_is_applied_once() {
     db.drop_db().await;
 }
 
+/// A metric's value in Prometheus text (0 when absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Messages of different flows that are ready together share a transaction (one inbox insert for
+/// all). A batch holding a message the database refuses, or one applied already, is applied again
+/// message by message: the refused one alone is dead-lettered, the duplicate alone skipped, and every
+/// other message applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_ready_together_share_a_transaction_and_a_bad_one_fails_alone() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("batch").await;
+    let topic = stack.fresh_topic("batch", 1).await;
+    let codec = stack.codec_for(&topic).await;
+    create_effects_table(&db.pool).await;
+    sqlx::query("ALTER TABLE effects ADD CONSTRAINT no_77 CHECK (seq <> 77)")
+        .execute(&db.pool)
+        .await
+        .expect("constraint");
+    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "batch-test").expect("producer");
+    let mut frames = Vec::new();
+    for seq in 1..=300 {
+        let flow = format!("flow-b{seq}");
+        let frame = codec
+            .encode(&topic, &sample_event("t", &flow, seq))
+            .await
+            .expect("encode");
+        produce(&producer, &topic, &flow, &frame).await;
+        frames.push((flow, frame));
+    }
+    // Redelivered copies, behind the originals: they reach batches of other flows' messages.
+    for i in [9, 99, 199] {
+        let (flow, frame) = &frames[i];
+        produce(&producer, &topic, flow, frame).await;
+    }
+    let metrics = Metrics::new("batch");
+    let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec, metrics.clone());
+    let done = eventually(Duration::from_secs(60), || async {
+        let text = metrics.render();
+        effects_count(&db.pool).await == 299 && metric(&text, "switchyard_inbox_duplicates_total") == 3.0
+    })
+    .await;
+    let dlq = read_topic(
+        &stack,
+        &format!("{topic}.dlq"),
+        1,
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+    )
+    .await;
+    stop.trigger();
+    handle.await.expect("join").expect("consumer");
+    let text = metrics.render();
+    assert!(done, "299 applied and 3 duplicates skipped:\n{text}");
+    assert!(
+        applied_times(&db.pool).await.iter().all(|n| *n == 1),
+        "applied once each"
+    );
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0].key.as_deref(), Some("flow-b77"));
+    let (batches, messages) = (
+        metric(&text, "switchyard_consumer_batch_size_count"),
+        metric(&text, "switchyard_consumer_batch_size_sum"),
+    );
+    assert!(
+        messages > batches,
+        "no two messages ever shared a transaction ({messages} messages in {batches} transactions)"
+    );
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn the_effect_ledger_reports_what_an_earlier_attempt_left() {
     use switchyard_runtime::{
@@ -677,6 +753,7 @@ async fn shutdown_finishes_the_message_in_hand_and_commits_its_offset() {
         concurrency: switchyard_runtime::inbox::Concurrency {
             max_in_flight: 32,
             per_partition: 16,
+            max_batch: 16,
         },
     };
     let run = tokio::spawn(slow.run(shutdown.clone()));
@@ -835,6 +912,7 @@ async fn a_crash_with_a_slow_message_behind_faster_ones_loses_nothing() {
         concurrency: switchyard_runtime::inbox::Concurrency {
             max_in_flight: 32,
             per_partition: 16,
+            max_batch: 16,
         },
     };
     let run = tokio::spawn(held.run(switchyard_runtime::Shutdown::new()));

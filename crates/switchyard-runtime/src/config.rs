@@ -65,6 +65,9 @@ pub struct KafkaConfig {
     pub max_in_flight: usize,
     /// The same per partition; the partition is paused at the bound.
     pub max_in_flight_per_partition: usize,
+    /// Messages (of different keys) applied together in one transaction when they are ready at
+    /// the same time, for handlers that call nobody (1: one transaction per message).
+    pub max_batch: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +143,7 @@ impl ServiceConfig {
             .and_then(|b| b.set_default("kafka.ensure_topics", true))
             .and_then(|b| b.set_default("kafka.max_in_flight", 16))
             .and_then(|b| b.set_default("kafka.max_in_flight_per_partition", 8))
+            .and_then(|b| b.set_default("kafka.max_batch", 16))
             .and_then(|b| b.set_default("registry.url", "http://127.0.0.1:8081/apis/ccompat/v7"))
             .and_then(|b| b.set_default("registry.timeout_ms", 5000))
             .and_then(|b| b.set_default("registry.register_schemas", true))
@@ -199,6 +203,9 @@ impl ServiceConfig {
                 "kafka.max_in_flight",
                 "it and kafka.max_in_flight_per_partition must be at least 1",
             ));
+        }
+        if !(1..=1000).contains(&self.kafka.max_batch) {
+            return Err(invalid("kafka.max_batch", "must be between 1 and 1000"));
         }
         if self.kafka.topic_replication < 1 {
             return Err(invalid("kafka.topic_replication", "must be at least 1"));

@@ -112,13 +112,17 @@ pub struct Concurrency {
     /// The same per partition (`kafka.max_in_flight_per_partition`); at the bound the partition is
     /// paused until one of its messages is done.
     pub per_partition: usize,
+    /// Messages ready at the same time applied in one transaction (`kafka.max_batch`; 1: one
+    /// transaction each). Only for handlers that call nobody.
+    pub max_batch: usize,
 }
 
 impl Concurrency {
-    /// One message at a time, in offset order.
+    /// One message at a time, in offset order, one transaction each.
     pub const SERIAL: Concurrency = Concurrency {
         max_in_flight: 1,
         per_partition: 1,
+        max_batch: 1,
     };
 }
 
@@ -143,13 +147,69 @@ pub struct Consumer<H> {
 }
 
 /// What applies messages: shared by the consumer's concurrent tasks.
-struct Worker<H> {
+struct Worker<H: Handler> {
     name: String,
     codec: Codec,
     pool: PgPool,
     metrics: Metrics,
     producer: FutureProducer,
     handler: H,
+    /// Where decoded messages wait to be applied together (None: each in its own transaction).
+    batches: Option<tokio::sync::mpsc::UnboundedSender<Ready<H::Prepared>>>,
+}
+
+/// Transactions a batching consumer runs at once.
+const COMMITTERS: usize = 4;
+
+/// A decoded and prepared message waiting for a batch, and where its result goes.
+struct Ready<P> {
+    msg: Incoming,
+    prepared: P,
+    span: tracing::Span,
+    reply: tokio::sync::oneshot::Sender<Option<Applied>>,
+}
+
+/// Takes the messages waiting for a batch, `max` at a time, and applies each batch in one
+/// transaction. The answer is None for every message of a batch that failed: each is then applied
+/// alone (and retried or dead-lettered alone), so one bad message never fails its neighbours.
+async fn commit_batches<H: Handler>(
+    worker: std::sync::Arc<Worker<H>>,
+    queue: std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Ready<H::Prepared>>>>,
+    max: usize,
+) {
+    loop {
+        let mut batch = Vec::with_capacity(max);
+        {
+            let mut queue = queue.lock().await;
+            match queue.recv().await {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+            while batch.len() < max {
+                match queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        let (messages, prepared): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|r| ((r.msg, r.span, r.reply), r.prepared))
+            .unzip();
+        let results = match worker.apply_batch(&messages, prepared).await {
+            Ok(applied) => applied.into_iter().map(Some).collect(),
+            Err(e) => {
+                if messages.len() > 1 {
+                    tracing::debug!(error = %e, messages = messages.len(), "batch not applied; applying its messages one by one");
+                }
+                messages.iter().map(|_| None).collect::<Vec<_>>()
+            }
+        };
+        worker.metrics.consumer_batch_size.observe(messages.len() as f64);
+        for ((_, _, reply), result) in messages.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+    }
 }
 
 /// A message finished (`applied`: applied, skipped or dead-lettered; false: shutdown interrupted a
@@ -201,9 +261,18 @@ impl<H: Handler> Consumer<H> {
         let Concurrency {
             max_in_flight,
             per_partition,
+            max_batch,
         } = self.concurrency;
         let (max_in_flight, per_partition) = (max_in_flight.max(1), per_partition.max(1));
-        tracing::info!(consumer = %self.name, topics = ?self.topics, max_in_flight, per_partition, "consuming");
+        // A handler that calls out is never batched: a batch that fails is applied again message by
+        // message, and its `prepare` must not run twice.
+        let max_batch = if H::CALLS_OUT {
+            1
+        } else {
+            max_batch.clamp(1, max_in_flight)
+        };
+        tracing::info!(consumer = %self.name, topics = ?self.topics, max_in_flight, per_partition, max_batch, "consuming");
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::unbounded_channel::<Ready<H::Prepared>>();
         let worker = std::sync::Arc::new(Worker {
             name: self.name.clone(),
             codec: self.codec,
@@ -211,7 +280,18 @@ impl<H: Handler> Consumer<H> {
             metrics: self.metrics.clone(),
             producer: self.producer,
             handler: self.handler,
+            batches: (max_batch > 1).then_some(batch_tx),
         });
+        // A few committers: under light load each takes one message as it comes; under load the
+        // messages that became ready while they were busy share a transaction.
+        let committers: Vec<_> = if max_batch > 1 {
+            let queue = std::sync::Arc::new(tokio::sync::Mutex::new(batch_rx));
+            (0..COMMITTERS)
+                .map(|_| tokio::spawn(commit_batches(worker.clone(), queue.clone(), max_batch)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
         let spawn = |msg: OwnedMessage, lane: String, partition: Partition| {
             let (worker, done_tx, shutdown) = (worker.clone(), done_tx.clone(), shutdown.clone());
@@ -339,6 +419,10 @@ impl<H: Handler> Consumer<H> {
             }
         }
         in_flight_gauge.set(0);
+        // Every message task is done, so no batch is waited for.
+        for c in committers {
+            c.abort();
+        }
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final offset commit (nothing stored yet?)");
         }
@@ -395,9 +479,34 @@ impl<H: Handler> Worker<H> {
                 headers: headers.clone(),
                 event,
             };
+            // Prepared here, in the message's own task (a slow `prepare` holds no batch); a
+            // message whose batch fails is applied alone, prepared again (it calls nobody).
+            let mut batched = match &self.batches {
+                Some(queue) => match self.handler.prepare(&incoming).await {
+                    Ok(prepared) => {
+                        let (reply, answer) = tokio::sync::oneshot::channel();
+                        let ready = Ready {
+                            msg: incoming.clone(),
+                            prepared,
+                            span: tracing::Span::current(),
+                            reply,
+                        };
+                        match queue.send(ready) {
+                            Ok(()) => answer.await.ok().flatten(),
+                            Err(_) => None,
+                        }
+                    }
+                    Err(_) => None,
+                },
+                None => None,
+            };
             let mut backoff = message_backoff();
             loop {
-                match self.apply(&incoming).await {
+                let applied = match batched.take() {
+                    Some(applied) => Ok(applied),
+                    None => self.apply(&incoming).await,
+                };
+                match applied {
                     Ok(Applied::Processed) => {
                         self.count(&topic, "processed");
                         return true;
@@ -447,26 +556,45 @@ impl<H: Handler> Worker<H> {
             }
         }
         let prepared = self.handler.prepare(msg).await?;
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO inbox (consumer, event_id, topic, kafka_partition, kafka_offset) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.name)
-        .bind(msg.event.envelope.event_id)
-        .bind(&msg.topic)
-        .bind(msg.partition)
-        .bind(msg.offset)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            tx.rollback().await?;
+        let Some(mut tx) = InboxTx::begin(&self.pool, &self.name, &[msg]).await? else {
             return Ok(Applied::Duplicate);
+        };
+        if let Err(e) = self.handler.handle(tx.conn()?, msg, prepared).await {
+            tx.rollback().await;
+            return Err(e);
         }
-        self.handler.handle(&mut tx, msg, prepared).await?;
         tx.commit().await?;
         Ok(Applied::Processed)
+    }
+
+    /// Applies messages of different keys in one transaction: one inbox insert for all, then each
+    /// one's handler. Any error (a duplicate among them too) leaves nothing applied.
+    async fn apply_batch<R>(
+        &self,
+        batch: &[(Incoming, tracing::Span, R)],
+        prepared: Vec<H::Prepared>,
+    ) -> Result<Vec<Applied>, HandlerError> {
+        let msgs: Vec<&Incoming> = batch.iter().map(|r| &r.0).collect();
+        // A message already applied fails the batch: its messages are then applied one by one,
+        // where the duplicate is found and skipped.
+        let Some(mut tx) = InboxTx::begin(&self.pool, &self.name, &msgs).await? else {
+            return Err(HandlerError::Transient(
+                "a message of the batch was applied already".into(),
+            ));
+        };
+        for ((msg, span, _), prepared) in batch.iter().zip(prepared) {
+            if let Err(e) = self
+                .handler
+                .handle(tx.conn()?, msg, prepared)
+                .instrument(span.clone())
+                .await
+            {
+                tx.rollback().await;
+                return Err(e);
+            }
+        }
+        tx.commit().await?;
+        Ok(batch.iter().map(|_| Applied::Processed).collect())
     }
 
     fn count(&self, topic: &str, outcome: &str) {
@@ -528,6 +656,79 @@ impl<H: Handler> Worker<H> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A transaction opened with the inbox rows of its messages, in one round trip: `BEGIN` and the
+/// insert go together as one simple query (its values are literals: uuids, numbers and quoted
+/// names). Dropped without [`InboxTx::commit`] or [`InboxTx::rollback`] (a cancelled future, a
+/// panic), it closes its connection, so Postgres rolls the transaction back and no open transaction
+/// ever returns to the pool.
+struct InboxTx {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+}
+
+impl InboxTx {
+    /// None when one of `msgs` is in the inbox already (nothing is left open then).
+    async fn begin(pool: &PgPool, consumer: &str, msgs: &[&Incoming]) -> Result<Option<InboxTx>, HandlerError> {
+        use std::fmt::Write as _;
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let consumer = quote(consumer);
+        let mut sql =
+            String::from("BEGIN; INSERT INTO inbox (consumer, event_id, topic, kafka_partition, kafka_offset) VALUES ");
+        for (i, m) in msgs.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let _ = write!(
+                sql,
+                "{sep}({consumer}, '{}', {}, {}, {})",
+                m.event.envelope.event_id,
+                quote(&m.topic),
+                m.partition,
+                m.offset
+            );
+        }
+        let mut tx = InboxTx {
+            conn: Some(pool.acquire().await?),
+        };
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(tx.conn()?).await {
+            Ok(_) => Ok(Some(tx)),
+            Err(e) => {
+                // Postgres holds the aborted transaction open until told.
+                tx.rollback().await;
+                if crate::db::sqlstate(&e).as_deref() == Some("23505") {
+                    Ok(None)
+                } else {
+                    Err(e.into())
+                }
+            }
+        }
+    }
+
+    /// The transaction's connection (an error only after it ended, which its owner never sees).
+    fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("COMMIT").execute(self.conn()?).await?;
+        // Committed: the connection goes back to the pool.
+        self.conn.take();
+        Ok(())
+    }
+
+    async fn rollback(mut self) {
+        let Ok(conn) = self.conn() else { return };
+        if sqlx::query("ROLLBACK").execute(conn).await.is_ok() {
+            self.conn.take();
+        }
+    }
+}
+
+impl Drop for InboxTx {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
         }
     }
 }

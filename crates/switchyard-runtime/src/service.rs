@@ -142,6 +142,7 @@ impl Runtime {
             concurrency: crate::inbox::Concurrency {
                 max_in_flight: self.cfg.kafka.max_in_flight,
                 per_partition: self.cfg.kafka.max_in_flight_per_partition,
+                max_batch: self.cfg.kafka.max_batch,
             },
         }
     }

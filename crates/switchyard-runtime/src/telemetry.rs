@@ -62,6 +62,7 @@ pub struct Metrics {
     pub outbox_set_aside: Family<TopicLabels, Counter>,
     pub inbox_duplicates: Counter,
     pub consumer_in_flight: Gauge,
+    pub consumer_batch_size: Histogram,
 }
 
 impl Metrics {
@@ -87,6 +88,7 @@ impl Metrics {
             outbox_set_aside: Family::default(),
             inbox_duplicates: Counter::default(),
             consumer_in_flight: Gauge::default(),
+            consumer_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
         };
         root.register(
             "messages_consumed",
@@ -142,6 +144,11 @@ impl Metrics {
             "consumer_in_flight",
             "Messages received and not yet done (running, or queued behind their key)",
             m.consumer_in_flight.clone(),
+        );
+        root.register(
+            "consumer_batch_size",
+            "Messages applied together in one transaction",
+            m.consumer_batch_size.clone(),
         );
         if let Ok(mut guard) = m.registry.lock() {
             *guard = root;
