@@ -71,6 +71,42 @@ impl Outbox {
         )
         .await
     }
+
+    /// [`Outbox::enqueue`] for several events, in one statement; their ids follow the given order.
+    pub async fn enqueue_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[(&str, EventRecord)],
+    ) -> Result<(), OutboxError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut topics = Vec::with_capacity(events.len());
+        let mut keys = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        let mut headers = Vec::with_capacity(events.len());
+        let mut ids = Vec::with_capacity(events.len());
+        for (topic, event) in events {
+            payloads.push(self.codec.encode(topic, event).await?);
+            topics.push(*topic);
+            keys.push(event.envelope.flow_id.as_str());
+            headers.push(serde_json::to_value(headers::for_event(&event.envelope)).unwrap_or(Json::Null));
+            ids.push(event.envelope.event_id);
+        }
+        sqlx::query(
+            "INSERT INTO outbox (topic, msg_key, payload, headers, event_id) \
+             SELECT t, k, p, h, e FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::uuid[]) \
+             WITH ORDINALITY AS o (t, k, p, h, e, n) ORDER BY n",
+        )
+        .bind(topics)
+        .bind(keys)
+        .bind(payloads)
+        .bind(headers)
+        .bind(ids)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -58,17 +58,17 @@ pub fn class_name(c: switchyard_model::events::common::FailureClass) -> &'static
     }
 }
 
-impl Onboarding {
-    async fn emit<E: Event>(&self, conn: &mut PgConnection, event: &E) -> R<()> {
-        let record = EventRecord::of(event).map_err(perm)?;
-        self.outbox
-            .enqueue(conn, E::TOPIC, &record)
-            .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))?;
-        Ok(())
-    }
+/// Events to emit, in order: written to the outbox together, after the flow's row.
+type Emitted = Vec<(&'static str, EventRecord)>;
 
-    /// Saves `state` and carries out `effects`, in order, in the caller's transaction.
+fn emit<E: Event>(out: &mut Emitted, event: &E) -> R<()> {
+    out.push((E::TOPIC, EventRecord::of(event).map_err(perm)?));
+    Ok(())
+}
+
+impl Onboarding {
+    /// Saves `state` and carries out `effects`, in order, in the caller's transaction: the flow's
+    /// row with its history in one statement, the emitted events in one more.
     pub(super) async fn apply(
         &self,
         conn: &mut PgConnection,
@@ -76,46 +76,45 @@ impl Onboarding {
         state: &State,
         effects: Vec<Effect>,
         cause: &Envelope,
+        mut changes: store::Changes,
     ) -> R<()> {
+        let mut out = Emitted::new();
         for effect in effects {
             match effect {
                 Effect::Request {
                     domain,
                     partner,
                     shadow,
-                } => self.request(conn, flow, domain, partner, shadow, cause).await?,
+                } => request(&mut out, flow, domain, partner, shadow, cause)?,
                 Effect::QueryKyc { partner, reference } => {
-                    self.emit(
-                        conn,
+                    emit(
+                        &mut out,
                         &KycStatusRequested {
                             envelope: envelope(flow, KycStatusRequested::RECORD, cause),
                             subject_id: subject_id(flow),
                             partner,
                             provider_reference: reference,
                         },
-                    )
-                    .await?;
+                    )?;
                 }
                 Effect::Step { step, partner } => {
-                    self.emit(
-                        conn,
+                    emit(
+                        &mut out,
                         &OnboardingStepChanged {
                             envelope: envelope(flow, OnboardingStepChanged::RECORD, cause),
                             applicant_id: flow.applicant_id.clone(),
                             step: step.to_string(),
                             partner: partner.clone(),
                         },
-                    )
-                    .await?;
-                    store::history(conn, &flow.flow_id, step, serde_json::json!({"partner": partner})).await?;
+                    )?;
+                    changes.note(step, serde_json::json!({"partner": partner}));
                 }
-                Effect::Timer(None) => store::clear_timer(conn, &flow.flow_id).await?,
+                Effect::Timer(None) => changes.timer = Some(None),
                 Effect::Timer(Some(t)) => {
-                    let (name, after) = match t {
+                    changes.timer = Some(Some(match t {
                         Timer::Kyc => ("kyc", self.timeouts.kyc),
                         Timer::Documents => ("kyc_documents", self.timeouts.kyc_documents),
-                    };
-                    store::set_timer(conn, &flow.flow_id, name, after).await?;
+                    }));
                 }
                 Effect::Reference { partner, reference } => {
                     store::remember_reference(conn, &partner, &reference, &flow.flow_id, false).await?;
@@ -140,14 +139,11 @@ impl Onboarding {
                         })
                         .inc();
                     flow.attempt += 1;
-                    store::count_failover(conn, &flow.flow_id).await?;
-                    store::history(
-                        conn,
-                        &flow.flow_id,
+                    changes.failovers += 1;
+                    changes.note(
                         "failover",
                         serde_json::json!({"domain": domain.name(), "from": from, "to": to, "cause": why}),
-                    )
-                    .await?;
+                    );
                     tracing::warn!(flow_id = %flow.flow_id, domain = domain.name(), %from, %to, cause = %why, "failing over");
                 }
                 Effect::Complete {
@@ -159,15 +155,9 @@ impl Onboarding {
                         State::Decided { kyc, aml, .. } => (kyc.clone(), aml.clone()),
                         _ => (None, None),
                     };
-                    store::decided(
-                        conn,
-                        &flow.flow_id,
-                        &reasons,
-                        failure.as_ref().map(|f| class_name(f.failure_class)),
-                    )
-                    .await?;
-                    self.emit(
-                        conn,
+                    changes.decided = Some((reasons.clone(), failure.as_ref().map(|f| class_name(f.failure_class))));
+                    emit(
+                        &mut out,
                         &OnboardingCompleted {
                             envelope: envelope(flow, OnboardingCompleted::RECORD, cause),
                             applicant_id: flow.applicant_id.clone(),
@@ -177,16 +167,12 @@ impl Onboarding {
                             reasons: reasons.clone(),
                             failure: failure.clone(),
                         },
-                    )
-                    .await?;
+                    )?;
                     let name = decision.as_str();
-                    store::history(
-                        conn,
-                        &flow.flow_id,
+                    changes.note(
                         name,
                         serde_json::json!({"reasons": reasons, "failure": failure.map(|f| f.code)}),
-                    )
-                    .await?;
+                    );
                     let took = (chrono::Utc::now() - flow.created_at).num_milliseconds().max(0) as f64 / 1000.0;
                     self.metrics
                         .duration
@@ -198,51 +184,41 @@ impl Onboarding {
                     tracing::info!(flow_id = %flow.flow_id, decision = name, "onboarding decided");
                 }
                 Effect::Note { event, detail } => {
-                    store::history(conn, &flow.flow_id, event, serde_json::json!({"detail": detail})).await?;
+                    changes.note(event, serde_json::json!({"detail": detail}));
                 }
             }
         }
-        store::save(conn, &flow.flow_id, state, flow.attempt).await
+        store::save(conn, &flow.flow_id, state, flow.attempt, &changes).await?;
+        self.outbox
+            .enqueue_all(conn, &out)
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))
     }
+}
 
-    async fn request(
-        &self,
-        conn: &mut PgConnection,
-        flow: &Flow,
-        domain: Domain,
-        partner: String,
-        shadow: bool,
-        cause: &Envelope,
-    ) -> R<()> {
-        match domain {
-            Domain::Kyc => {
-                self.emit(
-                    conn,
-                    &KycVerificationRequested {
-                        envelope: envelope(flow, KycVerificationRequested::RECORD, cause),
-                        subject_id: subject_id(flow),
-                        person: flow.person.clone(),
-                        partner,
-                        attempt: flow.attempt,
-                        shadow,
-                    },
-                )
-                .await
-            }
-            Domain::Aml => {
-                self.emit(
-                    conn,
-                    &AmlScreeningRequested {
-                        envelope: envelope(flow, AmlScreeningRequested::RECORD, cause),
-                        subject_id: subject_id(flow),
-                        person: flow.person.clone(),
-                        partner,
-                        attempt: flow.attempt,
-                        shadow,
-                    },
-                )
-                .await
-            }
-        }
+fn request(out: &mut Emitted, flow: &Flow, domain: Domain, partner: String, shadow: bool, cause: &Envelope) -> R<()> {
+    match domain {
+        Domain::Kyc => emit(
+            out,
+            &KycVerificationRequested {
+                envelope: envelope(flow, KycVerificationRequested::RECORD, cause),
+                subject_id: subject_id(flow),
+                person: flow.person.clone(),
+                partner,
+                attempt: flow.attempt,
+                shadow,
+            },
+        ),
+        Domain::Aml => emit(
+            out,
+            &AmlScreeningRequested {
+                envelope: envelope(flow, AmlScreeningRequested::RECORD, cause),
+                subject_id: subject_id(flow),
+                person: flow.person.clone(),
+                partner,
+                attempt: flow.attempt,
+                shadow,
+            },
+        ),
     }
 }

@@ -178,10 +178,6 @@ impl Onboarding {
 
     async fn start(&self, conn: &mut PgConnection, cmd: StartOnboarding) -> R<()> {
         let flow_id = cmd.envelope.flow_id.clone();
-        if store::exists(conn, &flow_id).await? {
-            tracing::info!(flow_id, "onboarding already started; command ignored");
-            return Ok(());
-        }
         let mut flow = Flow {
             flow_id,
             tenant_id: cmd.envelope.tenant_id.clone(),
@@ -195,15 +191,17 @@ impl Onboarding {
             created_at: chrono::Utc::now(),
         };
         let (state, effects) = transition::start(&self.routes(&flow));
-        store::insert(conn, &flow, &state).await?;
-        store::history(
-            conn,
-            &flow.flow_id,
+        if !store::insert(conn, &flow).await? {
+            tracing::info!(flow_id = %flow.flow_id, "onboarding already started; command ignored");
+            return Ok(());
+        }
+        let mut changes = store::Changes::default();
+        changes.note(
             "started",
             serde_json::json!({"command": cmd.envelope.event_id.to_string()}),
-        )
-        .await?;
-        self.apply(conn, &mut flow, &state, effects, &cmd.envelope).await
+        );
+        self.apply(conn, &mut flow, &state, effects, &cmd.envelope, changes)
+            .await
     }
 
     /// Applies one input to a flow (locked for the transaction).
@@ -213,7 +211,8 @@ impl Onboarding {
             return Ok(());
         };
         let (next, effects) = transition::step(&state, input, &self.routes(&flow), self.limits());
-        self.apply(conn, &mut flow, &next, effects, cause).await
+        self.apply(conn, &mut flow, &next, effects, cause, store::Changes::default())
+            .await
     }
 
     async fn kyc_result(&self, conn: &mut PgConnection, r: KycVerificationResult) -> R<()> {

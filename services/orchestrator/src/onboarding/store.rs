@@ -82,21 +82,12 @@ pub async fn load(conn: &mut PgConnection, flow_id: &str) -> R<Option<(Flow, Sta
     Ok(Some((flow, state)))
 }
 
-/// Whether a flow with this id exists.
-pub async fn exists(conn: &mut PgConnection, flow_id: &str) -> R<bool> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM onboarding_flows WHERE flow_id = $1)")
-            .bind(flow_id)
-            .fetch_one(&mut *conn)
-            .await?,
-    )
-}
-
-/// Inserts a new flow in its first state.
-pub async fn insert(conn: &mut PgConnection, flow: &Flow, state: &State) -> R<()> {
-    sqlx::query(
+/// Inserts a new flow, its state to be written by [`save`] in the same transaction; false when a flow
+/// with this id exists (nothing written).
+pub async fn insert(conn: &mut PgConnection, flow: &Flow) -> R<bool> {
+    let inserted = sqlx::query(
         "INSERT INTO onboarding_flows (flow_id, tenant_id, applicant_id, correlation_id, person, region, risk_tier, \
-         segment, state, attempt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'starting', 1)",
+         segment, state, attempt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'starting', 1) ON CONFLICT (flow_id) DO NOTHING",
     )
     .bind(&flow.flow_id)
     .bind(&flow.tenant_id)
@@ -107,12 +98,33 @@ pub async fn insert(conn: &mut PgConnection, flow: &Flow, state: &State) -> R<()
     .bind(&flow.risk_tier)
     .bind(&flow.segment)
     .execute(&mut *conn)
-    .await?;
-    save(conn, &flow.flow_id, state, flow.attempt).await
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
-/// Writes a state (and the failover count when the step moved).
-pub async fn save(conn: &mut PgConnection, flow_id: &str, state: &State, attempt: i32) -> R<()> {
+/// What one message changes besides the state, written with it in [`save`]'s one statement.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// History entries, in order.
+    pub history: Vec<(String, serde_json::Value)>,
+    /// The decision's reasons and failure class.
+    pub decided: Option<(Vec<String>, Option<&'static str>)>,
+    /// Failovers made.
+    pub failovers: i32,
+    /// The flow's timer: None leaves it; Some(None) clears it; Some(Some((state, after))) arms the
+    /// flow's one timer for `state` (replacing any other).
+    pub timer: Option<Option<(&'static str, Duration)>>,
+}
+
+impl Changes {
+    pub fn note(&mut self, event: &str, detail: serde_json::Value) {
+        self.history.push((event.to_string(), detail));
+    }
+}
+
+/// Writes a state, with the history, decision and failover count of `changes`, in one statement.
+pub async fn save(conn: &mut PgConnection, flow_id: &str, state: &State, attempt: i32, changes: &Changes) -> R<()> {
     let empty = Vec::new();
     let (kyc, kyc_tried, aml, aml_tried, checks, overdue) = match state {
         State::Kyc {
@@ -125,13 +137,33 @@ pub async fn save(conn: &mut PgConnection, flow_id: &str, state: &State, attempt
         State::Aml { kyc, case, tried } => (Some(kyc), &empty, Some(case), tried, 0, false),
         State::Decided { kyc, aml, .. } => (kyc.as_ref(), &empty, aml.as_ref(), &empty, 0, false),
     };
+    let (events, details): (Vec<&str>, Vec<&serde_json::Value>) =
+        changes.history.iter().map(|(e, d)| (e.as_str(), d)).unzip();
+    let (reasons, failure_class) = match &changes.decided {
+        Some((reasons, class)) => (Some(reasons), *class),
+        None => (None, None),
+    };
+    let (timer_changes, timer_state, timer_after) = match changes.timer {
+        None => (false, None, 0.0),
+        Some(None) => (true, None, 0.0),
+        Some(Some((state, after))) => (true, Some(state), after.as_secs_f64()),
+    };
     sqlx::query(
-        "UPDATE onboarding_flows SET state = $2, kyc_partner = $3, kyc_reference = $4, \
+        "WITH history AS (INSERT INTO flow_history (flow_id, event, detail) \
+           SELECT $1, e, d FROM unnest($13::text[], $14::jsonb[]) WITH ORDINALITY AS h (e, d, n) ORDER BY n), \
+         cleared AS (DELETE FROM flow_timers WHERE $18 AND flow_id = $1 AND state IS DISTINCT FROM $19::text), \
+         armed AS (INSERT INTO flow_timers (flow_id, state, due_at) \
+           SELECT $1, $19::text, now() + make_interval(secs => $20) WHERE $19::text IS NOT NULL \
+           ON CONFLICT (flow_id, state) DO UPDATE SET due_at = EXCLUDED.due_at) \
+         UPDATE onboarding_flows SET state = $2, kyc_partner = $3, kyc_reference = $4, \
          kyc_tried = CASE WHEN cardinality($5::text[]) > 0 THEN $5 ELSE kyc_tried END, \
          aml_partner = $6, aml_reference = $7, \
          aml_tried = CASE WHEN cardinality($8::text[]) > 0 THEN $8 ELSE aml_tried END, \
          status_checks = $9, overdue = $10, attempt = $11, updated_at = now(), \
-         completed_at = CASE WHEN $12 THEN COALESCE(completed_at, now()) ELSE NULL END WHERE flow_id = $1",
+         completed_at = CASE WHEN $12 THEN COALESCE(completed_at, now()) ELSE NULL END, \
+         reasons = COALESCE($15, reasons), \
+         failure_class = CASE WHEN $15::text[] IS NULL THEN failure_class ELSE $16 END, \
+         failovers = failovers + $17 WHERE flow_id = $1",
     )
     .bind(flow_id)
     .bind(state.name())
@@ -145,60 +177,30 @@ pub async fn save(conn: &mut PgConnection, flow_id: &str, state: &State, attempt
     .bind(overdue)
     .bind(attempt)
     .bind(state.is_terminal())
+    .bind(events)
+    .bind(details)
+    .bind(reasons)
+    .bind(failure_class)
+    .bind(changes.failovers)
+    .bind(timer_changes)
+    .bind(timer_state)
+    .bind(timer_after)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-pub async fn decided(conn: &mut PgConnection, flow_id: &str, reasons: &[String], failure_class: Option<&str>) -> R<()> {
-    sqlx::query("UPDATE onboarding_flows SET reasons = $2, failure_class = $3 WHERE flow_id = $1")
-        .bind(flow_id)
-        .bind(reasons)
-        .bind(failure_class)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-pub async fn count_failover(conn: &mut PgConnection, flow_id: &str) -> R<()> {
-    sqlx::query("UPDATE onboarding_flows SET failovers = failovers + 1 WHERE flow_id = $1")
-        .bind(flow_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-pub async fn history(conn: &mut PgConnection, flow_id: &str, event: &str, detail: serde_json::Value) -> R<()> {
-    sqlx::query("INSERT INTO flow_history (flow_id, event, detail) VALUES ($1, $2, $3)")
-        .bind(flow_id)
-        .bind(event)
-        .bind(detail)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Arms the flow's one timer (replacing any other), in one statement.
-pub async fn set_timer(conn: &mut PgConnection, flow_id: &str, state: &str, after: Duration) -> R<()> {
-    sqlx::query(
-        "WITH other AS (DELETE FROM flow_timers WHERE flow_id = $1 AND state <> $2) \
-         INSERT INTO flow_timers (flow_id, state, due_at) VALUES ($1, $2, now() + make_interval(secs => $3)) \
-         ON CONFLICT (flow_id, state) DO UPDATE SET due_at = EXCLUDED.due_at",
-    )
-    .bind(flow_id)
-    .bind(state)
-    .bind(after.as_secs_f64())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn clear_timer(conn: &mut PgConnection, flow_id: &str) -> R<()> {
-    sqlx::query("DELETE FROM flow_timers WHERE flow_id = $1")
-        .bind(flow_id)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Arms the flow's one timer (replacing any other) outside a transition (tests set flows up with it).
+#[cfg(test)]
+pub async fn set_timer(conn: &mut PgConnection, flow_id: &str, state: &'static str, after: Duration) -> R<()> {
+    let Some((flow, current)) = load(conn, flow_id).await? else {
+        return Err(perm(format!("no flow {flow_id}")));
+    };
+    let changes = Changes {
+        timer: Some(Some((state, after))),
+        ..Changes::default()
+    };
+    save(conn, flow_id, &current, flow.attempt, &changes).await
 }
 
 /// Takes one due timer, removing it, with the flow's row locked first (the one lock order of the

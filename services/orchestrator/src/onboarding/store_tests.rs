@@ -62,7 +62,10 @@ async fn a_flow(pool: &PgPool, flow_id: &str) {
         overdue: false,
     };
     let mut conn = pool.acquire().await.unwrap();
-    store::insert(&mut conn, &flow, &state).await.unwrap();
+    assert!(store::insert(&mut conn, &flow).await.unwrap());
+    store::save(&mut conn, &flow.flow_id, &state, 1, &store::Changes::default())
+        .await
+        .unwrap();
 }
 
 /// A webhook for a case not known yet, and the result that makes the case known, in the order that
