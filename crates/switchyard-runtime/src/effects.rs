@@ -106,11 +106,13 @@ impl Ledger {
     }
 
     /// Commits the intent (or takes up the earlier one) and reports what an earlier attempt left.
+    /// A fresh intent counts its first send already (what follows a fresh intent is a send): the
+    /// caller skips [`Ledger::sending`] for it.
     pub async fn take(&self, intent: &Intent<'_>) -> Result<Prior, sqlx::Error> {
         let (inserted, state, outcome, checkpoint): (bool, String, Option<serde_json::Value>, serde_json::Value) =
             sqlx::query_as(
-                "INSERT INTO effect_ledger (idempotency_key, partner, operation, request_event_id, flow_id, state) \
-                 VALUES ($1, $2, $3, $4, $5, 'intent') \
+                "INSERT INTO effect_ledger (idempotency_key, partner, operation, request_event_id, flow_id, state, sends) \
+                 VALUES ($1, $2, $3, $4, $5, 'intent', 1) \
                  ON CONFLICT (idempotency_key) DO UPDATE SET attempts = effect_ledger.attempts + 1, updated_at = now() \
                  RETURNING (xmax = 0), state, outcome, checkpoint",
             )

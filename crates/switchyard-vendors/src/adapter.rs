@@ -190,6 +190,7 @@ impl<V: ?Sized> Partners<V> {
         let (key, partner) = (intent.key, intent.partner);
         let transient = HandlerError::from;
         let prior = ledger.take(intent).await.map_err(transient)?;
+        let fresh = prior == Prior::Fresh;
         let checkpoint = match &prior {
             Prior::Unresolved { checkpoint } => checkpoint.clone(),
             _ => serde_json::Value::Null,
@@ -233,8 +234,12 @@ impl<V: ?Sized> Partners<V> {
         // round leaves the step to an operator: never a failover, never a blind re-send.
         let mut pause = Duration::from_millis(500);
         let mut doubt = String::new();
+        // A fresh intent was committed with its first send counted.
+        let mut counted = fresh;
         for _ in 0..AMBIGUOUS_ROUNDS {
-            ledger.sending(key).await.map_err(transient)?;
+            if !std::mem::take(&mut counted) {
+                ledger.sending(key).await.map_err(transient)?;
+            }
             match self
                 .caller
                 .call(partner, intent.operation, || send(progress.clone()))
