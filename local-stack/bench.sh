@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The mesh under the bench configuration: release binaries, partner and tenant limits above the
-# target (5,000/s), simulators completing checks after SWITCHYARD_SIM_COMPLETE_AFTER_MS (default 400).
+# target (5,000/s), simulators completing checks after SWITCHYARD_SIM_COMPLETE_AFTER_MS (default 400),
+# and the services reaching PostgreSQL (on this host) over its unix socket rather than loopback TCP
+# (SWITCHYARD_BENCH_DB=tcp keeps TCP).
 #
 #   local-stack/bench.sh start   restart the mesh that way
 #   local-stack/bench.sh stop    restart the mesh as `make services` runs it
@@ -14,8 +16,10 @@ case "${1:-}" in
     sed -i -E 's/^rate_limit_per_second = .*/rate_limit_per_second = 5000/' "$CFG/routing.toml" "$CFG/ingress.toml"
     sed -i -E 's/^rate_limit_burst = .*/rate_limit_burst = 10000/' "$CFG/ingress.toml"
     "$HERE/services.sh" stop
-    SWITCHYARD_PROFILE=release SWITCHYARD_CONFIG_DIR="$CFG" "$HERE/services.sh" start
-    echo "bench mesh: release build, partner and tenant limits 5000/s ($CFG), simulators complete after ${SWITCHYARD_SIM_COMPLETE_AFTER_MS:-400} ms"
+    socket="$DATA/postgres" over="its unix socket"
+    [ "${SWITCHYARD_BENCH_DB:-socket}" = tcp ] && socket="" over="loopback TCP"
+    SWITCHYARD_PG_SOCKET_DIR="$socket" SWITCHYARD_PROFILE=release SWITCHYARD_CONFIG_DIR="$CFG" "$HERE/services.sh" start
+    echo "bench mesh: release build, partner and tenant limits 5000/s ($CFG), simulators complete after ${SWITCHYARD_SIM_COMPLETE_AFTER_MS:-400} ms, database over $over"
     ;;
   stop)
     "$HERE/services.sh" stop

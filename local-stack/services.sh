@@ -126,6 +126,10 @@ start() {
     v="$(var_of "$s")"
     port="$(($(eval echo "\${${v}_HTTP_PORT}") + offset))"
     db="$(eval echo "\${${v}_DATABASE_URL}")"
+    # Same-host PostgreSQL over its unix socket instead of loopback TCP (the bench mesh).
+    if [ -n "${SWITCHYARD_PG_SOCKET_DIR:-}" ]; then
+      db="$(sed -E "s#@127\.0\.0\.1:([0-9]+)/([^?]+)#@localhost/\2?host=$SWITCHYARD_PG_SOCKET_DIR\&port=\1#" <<<"$db")"
+    fi
     local cfg=""
     [ -f "$CONFIG/$s.toml" ] && cfg="$CONFIG/$s.toml"
     SWITCHYARD_CONFIG="$cfg" SWITCHYARD_DATABASE__URL="$db" \

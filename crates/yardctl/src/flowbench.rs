@@ -3,8 +3,8 @@
 //!
 //! 1. The PostgreSQL commit ceiling on the same instance: single-row commits/s from as many
 //!    connections as a service's pool.
-//! 2. After 40 warm-up onboardings (connections, schema ids, partition assignments after a
-//!    restart), the maximum rate: `flows` onboardings from `concurrency` submitters; flows/s from the first
+//! 2. After 300 warm-up onboardings (every pooled connection opened and its statements prepared,
+//!    schema ids, partition assignments after a restart), the maximum rate: `flows` onboardings from `concurrency` submitters; flows/s from the first
 //!    acceptance to the last decision (the services' own timestamps), transactions per flow (the
 //!    service databases' commit counters) and their share of the ceiling; CPU seconds per 1,000 flows
 //!    and peak RSS per service.
@@ -55,6 +55,39 @@ fn usage(service: &str) -> Option<(f64, f64)> {
         .parse()
         .ok()?;
     Some((ticks / 100.0, hwm_kb / 1024.0))
+}
+
+/// CPU seconds used so far by the whole machine (all cores, every process and the kernel), and by
+/// the processes named `postgres` and `java` (PostgreSQL's backends, Kafka and the registry).
+fn machine_cpu() -> Option<(f64, f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    let busy: f64 = cpu.iter().take(8).sum::<f64>() - cpu.get(3)? - cpu.get(4)?;
+    let (mut pg, mut java) = (0.0, 0.0);
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(')')) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        match name {
+            "postgres" => pg += ticks,
+            "java" => java += ticks,
+            _ => {}
+        }
+    }
+    Some((busy / 100.0, pg / 100.0, java / 100.0))
 }
 
 /// Commits counted by PostgreSQL in the services' databases.
@@ -182,7 +215,7 @@ pub async fn onboarding(flows: usize, concurrency: usize) -> anyhow::Result<Exit
     println!("PostgreSQL commit ceiling: {ceiling:.0} single-row commits/s ({pool_size} connections)");
 
     // Warm-up: connections, schema ids, partition assignments after a restart.
-    let warm = submit(&env, &key, &format!("{run}w"), 40, concurrency, None).await?;
+    let warm = submit(&env, &key, &format!("{run}w"), 300, concurrency, None).await?;
     decided(&env, &key, &warm).await?;
 
     // Maximum rate. Second instances (`<service>-b`) are measured too when they run.
@@ -193,8 +226,10 @@ pub async fn onboarding(flows: usize, concurrency: usize) -> anyhow::Result<Exit
         .collect();
     let before: BTreeMap<&str, (f64, f64)> = names.iter().filter_map(|s| Some((s.as_str(), usage(s)?))).collect();
     let commits_before = commits(&admin).await?;
+    let machine_before = machine_cpu();
     let ids = submit(&env, &key, &run, flows, concurrency, None).await?;
     let (times, reads) = decided(&env, &key, &ids).await?;
+    let machine_after = machine_cpu();
     let commits_after = commits(&admin).await?;
     let first = times.iter().map(|t| t.0).fold(f64::MAX, f64::min);
     let last = times.iter().map(|t| t.1).fold(f64::MIN, f64::max);
@@ -214,6 +249,18 @@ pub async fn onboarding(flows: usize, concurrency: usize) -> anyhow::Result<Exit
         percentile(&lat, 50.0),
         percentile(&lat, 99.0)
     );
+    if let (Some((busy0, pg0, java0)), Some((busy1, pg1, java1))) = (machine_before, machine_after) {
+        let per = |a: f64, b: f64| (b - a) * 1000.0 / flows as f64;
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        let cost = per(busy0, busy1);
+        println!(
+            "  machine: {cost:.1} CPU s per 1,000 flows (PostgreSQL {:.1}, Kafka and registry {:.1}); \
+             {cores:.0} cores at that cost: {:.0} flows/s at most",
+            per(pg0, pg1),
+            per(java0, java1),
+            cores * 1000.0 / cost.max(1e-9)
+        );
+    }
     for s in names.iter().map(String::as_str) {
         if let (Some((cpu0, _)), Some((cpu1, rss))) = (before.get(s), usage(s)) {
             println!(
