@@ -200,13 +200,21 @@ async fn submit(env: &Env, key: &str, body: &Value, idem: &str) -> anyhow::Resul
             .json(body)
             .send()
             .await;
+        let mut wait = Duration::from_millis(200);
         if let Ok(r) = resp {
             let status = r.status().as_u16();
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
             let v: Value = r.json().await.unwrap_or(Value::Null);
             match (status, v["id"].as_str()) {
                 (200..=202, Some(id)) => return Ok(id.to_string()),
                 // In flight with this key (a retry racing the first attempt): ask again.
                 (409, _) | (500..=599, _) => {}
+                // Over the tenant's rate (retries piling up behind a restart): when told.
+                (429, _) => wait = Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 10)),
                 _ => anyhow::bail!("submit answered {status}: {v}"),
             }
         }
@@ -214,7 +222,7 @@ async fn submit(env: &Env, key: &str, body: &Value, idem: &str) -> anyhow::Resul
             Instant::now() < deadline,
             "the ingress did not take a submission in 120 s"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(wait).await;
     }
 }
 
