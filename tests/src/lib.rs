@@ -331,6 +331,7 @@ pub fn spawn_consumer(
         metrics,
         producer: kafka::producer(&stack.kafka, "test-dlq").expect("producer"),
         handler: RecordEffects,
+        wake: Default::default(),
         instance_id: None,
         concurrency: switchyard_runtime::inbox::Concurrency {
             max_in_flight: 32,

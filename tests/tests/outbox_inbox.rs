@@ -167,6 +167,81 @@ async fn a_transaction_that_commits_late_is_still_published() {
     db.drop_db().await;
 }
 
+/// The relay is woken after the commit, never by the writing transaction: with its poll a minute
+/// away, a committed row nobody announces stays put; one announced by this process's commit goes out
+/// (in-memory wake), and so does one announced by another instance (a `NOTIFY` of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_is_woken_after_the_commit_in_memory_or_from_another_instance() {
+    use switchyard_runtime::outbox::{RelayConfig, Wake};
+    let stack = Stack::get();
+    let db = stack.fresh_db("wake").await;
+    let topic = stack.fresh_topic("wake", 1).await;
+    let codec = stack.codec_for(&topic).await;
+    let local = Wake::default();
+    let outbox = Outbox::new(codec.clone()).with_wake(local.clone());
+    let metrics = Metrics::new("wake");
+    let relay = switchyard_runtime::Relay::new(
+        db.pool.clone(),
+        switchyard_runtime::kafka::producer(&stack.kafka, "wake").expect("producer"),
+        metrics.clone(),
+        RelayConfig {
+            service: "wake".into(),
+            poll_interval: Duration::from_secs(60),
+            batch_size: 100,
+            retention: Duration::from_secs(3600),
+            pause_after_publish: Duration::ZERO,
+            max_attempts: 5,
+        },
+    )
+    .with_wake(local.clone());
+    let stop = switchyard_runtime::Shutdown::new();
+    tokio::spawn(relay.run(stop.clone()));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            metrics
+                .render()
+                .contains("switchyard_outbox_relay_active{service=\"wake\"} 1")
+        })
+        .await,
+        "the relay became active"
+    );
+    // Its first round is done once active; a row committed now waits for a wake or the poll.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let commit = |seq: u32| {
+        let (pool, outbox, topic) = (db.pool.clone(), outbox.clone(), topic.clone());
+        async move {
+            let mut tx = pool.begin().await.expect("tx");
+            outbox
+                .enqueue(&mut tx, &topic, &sample_event("t", &format!("flow-w{seq}"), seq))
+                .await
+                .expect("enqueue");
+            tx.commit().await.expect("commit");
+        }
+    };
+    commit(1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        unpublished(&db.pool).await,
+        1,
+        "the writing transaction woke the relay by itself"
+    );
+    // This process's commit: woken in memory (the row above goes too).
+    local.committed();
+    assert!(
+        eventually(Duration::from_secs(10), || async { unpublished(&db.pool).await == 0 }).await,
+        "the in-memory wake did not reach the relay"
+    );
+    // Another instance's commit: its relay is not active, so it sends a NOTIFY of its own.
+    commit(2).await;
+    Wake::new(db.pool.clone()).committed();
+    assert!(
+        eventually(Duration::from_secs(10), || async { unpublished(&db.pool).await == 0 }).await,
+        "the NOTIFY from another instance did not reach the relay"
+    );
+    stop.trigger();
+    db.drop_db().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_of_one_key_arrive_in_commit_order() {
     let stack = Stack::get();
@@ -749,6 +824,7 @@ async fn shutdown_finishes_the_message_in_hand_and_commits_its_offset() {
         metrics: Metrics::new("drain-1"),
         producer: producer.clone(),
         handler: Scripted::slow(Duration::from_millis(1500), in_hand.clone()),
+        wake: Default::default(),
         instance_id: None,
         concurrency: switchyard_runtime::inbox::Concurrency {
             max_in_flight: 32,
@@ -908,6 +984,7 @@ async fn a_crash_with_a_slow_message_behind_faster_ones_loses_nothing() {
         metrics: Metrics::new("lowmark-1"),
         producer: producer.clone(),
         handler: Scripted::holding(1),
+        wake: Default::default(),
         instance_id: None,
         concurrency: switchyard_runtime::inbox::Concurrency {
             max_in_flight: 32,

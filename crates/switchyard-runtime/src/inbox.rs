@@ -141,6 +141,8 @@ pub struct Consumer<H> {
     /// Used for dead-lettering.
     pub producer: FutureProducer,
     pub handler: H,
+    /// Woken after each commit: what the handlers wrote to the outbox goes out at once.
+    pub wake: crate::outbox::Wake,
     /// Static membership name of this instance (`kafka.group_instance_id`); None: dynamic.
     pub instance_id: Option<String>,
     pub concurrency: Concurrency,
@@ -154,6 +156,7 @@ struct Worker<H: Handler> {
     metrics: Metrics,
     producer: FutureProducer,
     handler: H,
+    wake: crate::outbox::Wake,
     /// Where decoded messages wait to be applied together (None: each in its own transaction).
     batches: Option<tokio::sync::mpsc::UnboundedSender<Ready<H::Prepared>>>,
 }
@@ -280,6 +283,7 @@ impl<H: Handler> Consumer<H> {
             metrics: self.metrics.clone(),
             producer: self.producer,
             handler: self.handler,
+            wake: self.wake,
             batches: (max_batch > 1).then_some(batch_tx),
         });
         // A few committers: under light load each takes one message as it comes; under load the
@@ -564,6 +568,7 @@ impl<H: Handler> Worker<H> {
             return Err(e);
         }
         tx.commit().await?;
+        self.wake.committed();
         Ok(Applied::Processed)
     }
 
@@ -594,6 +599,7 @@ impl<H: Handler> Worker<H> {
             }
         }
         tx.commit().await?;
+        self.wake.committed();
         Ok(batch.iter().map(|_| Applied::Processed).collect())
     }
 

@@ -5,7 +5,7 @@
 //! * [`telemetry`]: tracing (OTLP when configured) and the Prometheus metrics every service exposes.
 //! * [`registry`] and [`codec`]: the Confluent wire format against a Confluent-compatible registry.
 //! * [`outbox`]: state change and outgoing events in one Postgres transaction, and the relay that
-//!   publishes them in order (one active relay per service, LISTEN/NOTIFY plus polling).
+//!   publishes them in order (one active relay per service, woken after each commit, plus polling).
 //! * [`inbox`]: a consumer that applies each message in one transaction keyed by `(consumer,
 //!   event_id)`, stores offsets only after commit, and dead-letters poison messages.
 //! * [`effects`]: the write-ahead effect ledger adapters use so no partner effect runs twice.

@@ -21,6 +21,13 @@
 //!
 //! A crash between publishing and marking publishes those rows again: consumers de-duplicate on
 //! `event_id` through their inbox. At-least-once delivery, exactly-once effect.
+//!
+//! Waking the relay: whoever commits outbox rows calls [`Outbox::committed`] after the commit. When
+//! this process's relay is the active one it is woken in memory; otherwise a `NOTIFY` reaches the
+//! active relay in another instance, sent after the commit in a transaction of its own and coalesced
+//! (at most one in flight). A `NOTIFY` inside the writing transaction would make Postgres serialise
+//! every such commit, WAL flush included, across the whole cluster. The relay also polls, so a wake
+//! that never comes delays rows by at most `poll_interval`, never strands them.
 
 use std::time::{Duration, Instant};
 
@@ -45,15 +52,97 @@ pub const NOTIFY_CHANNEL: &str = "switchyard_outbox";
 /// How long a woken relay waits for more commits before it reads (see `Relay::lead`).
 const WAKE_COALESCE: Duration = Duration::from_millis(2);
 
+/// Wakes the active relay after outbox rows were committed (see the module's documentation).
+#[derive(Clone, Default)]
+pub struct Wake(std::sync::Arc<WakeInner>);
+
+#[derive(Default)]
+struct WakeInner {
+    local: tokio::sync::Notify,
+    /// This process's relay holds the relay lock.
+    relay_active: std::sync::atomic::AtomicBool,
+    /// Where a `NOTIFY` for another instance's relay goes (none: only a local relay is woken).
+    pool: Option<PgPool>,
+    /// A commit happened that no `NOTIFY` sent so far covers.
+    dirty: std::sync::atomic::AtomicBool,
+    /// A task is sending `NOTIFY`s.
+    notifying: std::sync::atomic::AtomicBool,
+}
+
+impl Wake {
+    /// A wake that reaches relays in other instances through `pool` too.
+    pub fn new(pool: PgPool) -> Self {
+        Wake(std::sync::Arc::new(WakeInner {
+            pool: Some(pool),
+            ..WakeInner::default()
+        }))
+    }
+
+    /// Call after committing a transaction that may have written outbox rows.
+    pub fn committed(&self) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let w = &self.0;
+        if w.relay_active.load(Acquire) {
+            w.local.notify_one();
+            return;
+        }
+        let Some(pool) = w.pool.clone() else { return };
+        w.dirty.store(true, std::sync::atomic::Ordering::Release);
+        if w.notifying.swap(true, AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let w = &this.0;
+            loop {
+                while w.dirty.swap(false, AcqRel) {
+                    if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(NOTIFY_CHANNEL)
+                        .execute(&pool)
+                        .await
+                    {
+                        // The relay's poll picks the rows up.
+                        tracing::debug!(error = %e, "outbox wake-up not sent");
+                    }
+                }
+                w.notifying.store(false, std::sync::atomic::Ordering::Release);
+                // A commit between the last swap and the store above: take the task up again.
+                if !w.dirty.load(Acquire) || w.notifying.swap(true, AcqRel) {
+                    return;
+                }
+            }
+        });
+    }
+}
+
 /// Writes events into the outbox inside the caller's transaction.
 #[derive(Clone)]
 pub struct Outbox {
     codec: Codec,
+    wake: Wake,
 }
 
 impl Outbox {
     pub fn new(codec: Codec) -> Self {
-        Outbox { codec }
+        Outbox {
+            codec,
+            wake: Wake::default(),
+        }
+    }
+
+    /// The same, waking relays through `wake`.
+    pub fn with_wake(self, wake: Wake) -> Self {
+        Outbox { wake, ..self }
+    }
+
+    /// What wakes the relay: give it to the relay and the consumers of this process.
+    pub fn wake(&self) -> Wake {
+        self.wake.clone()
+    }
+
+    /// Call after committing a transaction that wrote outbox rows: wakes the active relay.
+    pub fn committed(&self) {
+        self.wake.committed();
     }
 
     /// Encodes `event` for `topic` and inserts it, keyed by its flow id, in the caller's transaction.
@@ -159,6 +248,7 @@ pub struct Relay {
     producer: FutureProducer,
     metrics: Metrics,
     cfg: RelayConfig,
+    wake: Wake,
 }
 
 struct Row_ {
@@ -212,7 +302,13 @@ impl Relay {
             producer,
             metrics,
             cfg,
+            wake: Wake::default(),
         }
+    }
+
+    /// The same, woken in memory by the commits of this process (see [`Outbox::committed`]).
+    pub fn with_wake(self, wake: Wake) -> Self {
+        Relay { wake, ..self }
     }
 
     /// Runs until shutdown: waits to become the active relay, then publishes.
@@ -246,7 +342,15 @@ impl Relay {
             }
             tracing::info!(service = %self.cfg.service, "outbox relay active");
             self.metrics.outbox_relay_active.set(1);
+            self.wake
+                .0
+                .relay_active
+                .store(true, std::sync::atomic::Ordering::Release);
             let result = self.lead(&mut lock_conn, &shutdown).await;
+            self.wake
+                .0
+                .relay_active
+                .store(false, std::sync::atomic::Ordering::Release);
             self.metrics.outbox_relay_active.set(0);
             let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
                 .bind(key)
@@ -284,6 +388,11 @@ impl Relay {
             }
             tokio::select! {
                 _ = shutdown.wait() => return Ok(()),
+                () = self.wake.0.local.notified() => {
+                    // Under load commits arrive close together: let those of the next few
+                    // milliseconds share one round (one read, one mark) instead of one each.
+                    shutdown.sleep(WAKE_COALESCE).await;
+                }
                 n = listener.recv() => {
                     n?;
                     // Under load commits arrive close together: let those of the next few

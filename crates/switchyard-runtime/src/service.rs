@@ -97,7 +97,7 @@ pub async fn boot(service: &str) -> anyhow::Result<Runtime> {
     }
     let producer = kafka::producer(&cfg.kafka.bootstrap_servers, service)?;
     Ok(Runtime {
-        outbox: Outbox::new(codec.clone()),
+        outbox: Outbox::new(codec.clone()).with_wake(crate::outbox::Wake::new(pool.clone())),
         cfg,
         config_file,
         pool,
@@ -138,6 +138,7 @@ impl Runtime {
             metrics: self.metrics.clone(),
             producer: self.producer.clone(),
             handler,
+            wake: self.outbox.wake(),
             instance_id: Some(self.cfg.kafka.group_instance_id.clone()).filter(|i| !i.is_empty()),
             concurrency: crate::inbox::Concurrency {
                 max_in_flight: self.cfg.kafka.max_in_flight,
@@ -188,7 +189,8 @@ impl Runtime {
             self.producer.clone(),
             self.metrics.clone(),
             self.relay_config(),
-        );
+        )
+        .with_wake(self.outbox.wake());
         tokio::spawn(relay.run(self.shutdown.clone()))
     }
 

@@ -89,6 +89,8 @@ pub async fn run(
         written += n;
     }
     let shutdown = Shutdown::new();
+    // This process writes the rows, so its commits wake the relay in memory, as in a service.
+    let wake = switchyard_runtime::outbox::Wake::default();
     let relay = Relay::new(
         pool.clone(),
         kafka::producer(kafka_url, "bench")?,
@@ -101,7 +103,8 @@ pub async fn run(
             pause_after_publish: Duration::ZERO,
             max_attempts: 5,
         },
-    );
+    )
+    .with_wake(wake.clone());
     let started = Instant::now();
     let task = tokio::spawn(relay.run(shutdown.clone()));
     wait_drained(&pool, Duration::from_secs(600)).await?;
@@ -120,6 +123,7 @@ pub async fn run(
     for _ in 0..ticks {
         interval.tick().await;
         insert_rows(&pool, &topic, &sample, per_tick).await?;
+        wake.committed();
     }
     wait_drained(&pool, Duration::from_secs(120)).await?;
     let (n, p50, p99, max): (i64, f64, f64, f64) = sqlx::query_as(

@@ -371,6 +371,7 @@ async fn accept(
         return Err(ApiError::IdempotencyInFlight);
     }
     tx.commit().await?;
+    api.outbox.committed();
     tracing::info!(flow_id, tenant, "onboarding accepted");
     Ok((
         StatusCode::ACCEPTED,

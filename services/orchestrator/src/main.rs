@@ -170,5 +170,6 @@ async fn fire_one(pool: &sqlx::PgPool, onboarding: &Onboarding) -> Result<bool, 
     };
     onboarding.timed_out(&mut tx, &flow_id).await?;
     tx.commit().await?;
+    onboarding.outbox.committed();
     Ok(true)
 }

@@ -233,6 +233,7 @@ async fn handle(
     .await
     .map_err(later)?;
     tx.commit().await.map_err(later)?;
+    app.outbox.committed();
     tracing::info!(partner, reference = %notice.provider_reference, status = ?event.status, "webhook accepted");
     Ok("accepted")
 }
