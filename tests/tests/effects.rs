@@ -123,6 +123,31 @@ async fn a_doubt_the_vendor_cannot_settle_goes_to_manual_repair_and_stays_there(
     db.drop_db().await;
 }
 
+/// The partner refuses the recovery question itself (the case we recorded is unknown to it): asked
+/// once, never re-sent, handed to an operator, instead of holding the request (and its partition's
+/// slot) in a retry loop for ever.
+#[tokio::test]
+async fn a_partner_that_refuses_to_say_what_happened_leaves_the_call_to_an_operator() {
+    let db = Stack::get().fresh_db("effect_refused_recovery").await;
+    let (p, ledger) = (partners(), Ledger::new(db.pool.clone()));
+    let (r, sent, asked) = run(
+        &p,
+        &ledger,
+        "k4",
+        || Err(VendorError::Ambiguous("connection reset".into())),
+        || Err(VendorError::Permanent("404 resource_not_found".into())),
+    )
+    .await;
+    let f = r.unwrap().expect_err("no answer");
+    assert_eq!(
+        (f.failure_class, f.code.as_str()),
+        (FailureClass::ManualRepair, "provider_outcome_unknown")
+    );
+    assert_eq!((sent, asked), (1, 1), "sent once, asked once, never re-sent");
+    assert_eq!(state(&db, "k4").await, "manual_repair");
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn a_refusal_before_any_effect_is_a_failure_that_may_fail_over() {
     let db = Stack::get().fresh_db("effect_refused").await;

@@ -339,6 +339,17 @@ impl<V: ?Sized> Partners<V> {
                     .map_err(HandlerError::from)?;
                 Ok(Resolved::Done(Err(f)))
             }
+            // The partner refuses the question itself (it says the case we recorded does not
+            // exist, or the query is invalid): asking again gets the same answer, and sending again
+            // could do the effect twice. An operator finds out, with the partner's answer as evidence.
+            Err(CallError::Failed(VendorError::Permanent(why))) => {
+                let f = outcome_unknown(partner, &format!("the partner refuses to say what happened: {why}"));
+                ledger
+                    .manual_repair(key, &f.message)
+                    .await
+                    .map_err(HandlerError::from)?;
+                Ok(Resolved::Done(Err(f)))
+            }
             // Nothing is sent while we cannot tell: the request waits (redelivered in place).
             Err(CallError::CircuitOpen) => Err(HandlerError::Transient(format!(
                 "{partner}: cannot ask about an earlier call (circuit open)"
