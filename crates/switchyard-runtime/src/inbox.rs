@@ -164,6 +164,9 @@ struct Worker<H: Handler> {
 /// Transactions a batching consumer runs at once.
 const COMMITTERS: usize = 4;
 
+/// How long a batch's statements may wait for a lock before the batch is applied message by message.
+const BATCH_LOCK_TIMEOUT: Duration = Duration::from_millis(50);
+
 /// A decoded and prepared message waiting for a batch, and where its result goes.
 struct Ready<P> {
     msg: Incoming,
@@ -560,7 +563,7 @@ impl<H: Handler> Worker<H> {
             }
         }
         let prepared = self.handler.prepare(msg).await?;
-        let Some(mut tx) = InboxTx::begin(&self.pool, &self.name, &[msg]).await? else {
+        let Some(mut tx) = InboxTx::begin(&self.pool, &self.name, &[msg], None).await? else {
             return Ok(Applied::Duplicate);
         };
         if let Err(e) = self.handler.handle(tx.conn()?, msg, prepared).await {
@@ -582,7 +585,11 @@ impl<H: Handler> Worker<H> {
         let msgs: Vec<&Incoming> = batch.iter().map(|r| &r.0).collect();
         // A message already applied fails the batch: its messages are then applied one by one,
         // where the duplicate is found and skipped.
-        let Some(mut tx) = InboxTx::begin(&self.pool, &self.name, &msgs).await? else {
+        // Each message alone takes its locks in the handler's one order; messages of several flows
+        // in one transaction do not, and two batches can deadlock (Postgres finds out after a
+        // second). A batch waits for no lock longer than BATCH_LOCK_TIMEOUT: then it is applied
+        // message by message, each taking its locks in order.
+        let Some(mut tx) = InboxTx::begin(&self.pool, &self.name, &msgs, Some(BATCH_LOCK_TIMEOUT)).await? else {
             return Err(HandlerError::Transient(
                 "a message of the batch was applied already".into(),
             ));
@@ -677,12 +684,21 @@ struct InboxTx {
 
 impl InboxTx {
     /// None when one of `msgs` is in the inbox already (nothing is left open then).
-    async fn begin(pool: &PgPool, consumer: &str, msgs: &[&Incoming]) -> Result<Option<InboxTx>, HandlerError> {
+    /// `lock_timeout`: how long any statement of the transaction may wait for a lock.
+    async fn begin(
+        pool: &PgPool,
+        consumer: &str,
+        msgs: &[&Incoming],
+        lock_timeout: Option<Duration>,
+    ) -> Result<Option<InboxTx>, HandlerError> {
         use std::fmt::Write as _;
         let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
         let consumer = quote(consumer);
-        let mut sql =
-            String::from("BEGIN; INSERT INTO inbox (consumer, event_id, topic, kafka_partition, kafka_offset) VALUES ");
+        let mut sql = String::from("BEGIN; ");
+        if let Some(t) = lock_timeout {
+            let _ = write!(sql, "SET LOCAL lock_timeout = {}; ", t.as_millis().max(1));
+        }
+        sql.push_str("INSERT INTO inbox (consumer, event_id, topic, kafka_partition, kafka_offset) VALUES ");
         for (i, m) in msgs.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             let _ = write!(

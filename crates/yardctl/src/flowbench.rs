@@ -3,8 +3,9 @@
 //!
 //! 1. The PostgreSQL commit ceiling on the same instance: single-row commits/s from as many
 //!    connections as a service's pool.
-//! 2. After 300 warm-up onboardings (every pooled connection opened and its statements prepared,
-//!    schema ids, partition assignments after a restart), the maximum rate: `flows` onboardings from `concurrency` submitters; flows/s from the first
+//! 2. After as many warm-up onboardings as measured ones, submitted the same way (every pooled
+//!    connection opened, authenticated and its statements prepared, schema ids, partition
+//!    assignments after a restart: a fresh mesh pays for these in its first seconds), the maximum rate: `flows` onboardings from `concurrency` submitters; flows/s from the first
 //!    acceptance to the last decision (the services' own timestamps), transactions per flow (the
 //!    service databases' commit counters) and their share of the ceiling; CPU seconds per 1,000 flows
 //!    and peak RSS per service.
@@ -215,7 +216,7 @@ pub async fn onboarding(flows: usize, concurrency: usize) -> anyhow::Result<Exit
     println!("PostgreSQL commit ceiling: {ceiling:.0} single-row commits/s ({pool_size} connections)");
 
     // Warm-up: connections, schema ids, partition assignments after a restart.
-    let warm = submit(&env, &key, &format!("{run}w"), 300, concurrency, None).await?;
+    let warm = submit(&env, &key, &format!("{run}w"), flows, concurrency, None).await?;
     decided(&env, &key, &warm).await?;
 
     // Maximum rate. Second instances (`<service>-b`) are measured too when they run.
