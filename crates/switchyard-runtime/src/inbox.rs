@@ -98,6 +98,7 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
 }
 
+#[derive(Clone, Copy)]
 enum Applied {
     Processed,
     Duplicate,
@@ -167,12 +168,12 @@ const COMMITTERS: usize = 4;
 /// How long a batch's statements may wait for a lock before the batch is applied message by message.
 const BATCH_LOCK_TIMEOUT: Duration = Duration::from_millis(50);
 
-/// A decoded and prepared message waiting for a batch, and where its result goes.
+/// A decoded and prepared message waiting for a batch, and where it goes back to, with its result.
 struct Ready<P> {
     msg: Incoming,
     prepared: P,
     span: tracing::Span,
-    reply: tokio::sync::oneshot::Sender<Option<Applied>>,
+    reply: tokio::sync::oneshot::Sender<(Incoming, Option<Applied>)>,
 }
 
 /// Takes the messages waiting for a batch, `max` at a time, and applies each batch in one
@@ -198,22 +199,30 @@ async fn commit_batches<H: Handler>(
                 }
             }
         }
-        let (messages, prepared): (Vec<_>, Vec<_>) = batch
+        let (waiting, prepared): (Vec<_>, Vec<_>) = batch
             .into_iter()
             .map(|r| ((r.msg, r.span, r.reply), r.prepared))
             .unzip();
-        let results = match worker.apply_batch(&messages, prepared).await {
-            Ok(applied) => applied.into_iter().map(Some).collect(),
+        let msgs: Vec<(&Incoming, &tracing::Span)> = waiting.iter().map(|(m, s, _)| (m, s)).collect();
+        // Each message alone takes its locks in the handler's one order; messages of several flows
+        // in one transaction do not, and two batches can deadlock (Postgres finds out after a
+        // second). A batch waits for no lock longer than BATCH_LOCK_TIMEOUT: then it is applied
+        // message by message, each taking its locks in order. So is a batch holding a message
+        // applied already: alone, the duplicate is found and skipped.
+        let applied = match worker.apply_together(&msgs, prepared, Some(BATCH_LOCK_TIMEOUT)).await {
+            Ok(true) => Some(Applied::Processed),
+            Ok(false) => None,
             Err(e) => {
-                if messages.len() > 1 {
-                    tracing::debug!(error = %e, messages = messages.len(), "batch not applied; applying its messages one by one");
+                if msgs.len() > 1 {
+                    tracing::debug!(error = %e, messages = msgs.len(), "batch not applied; applying its messages one by one");
                 }
-                messages.iter().map(|_| None).collect::<Vec<_>>()
+                None
             }
         };
-        worker.metrics.consumer_batch_size.observe(messages.len() as f64);
-        for ((_, _, reply), result) in messages.into_iter().zip(results) {
-            let _ = reply.send(result);
+        worker.metrics.consumer_batch_size.observe(msgs.len() as f64);
+        drop(msgs);
+        for (msg, _, reply) in waiting {
+            let _ = reply.send((msg, applied));
         }
     }
 }
@@ -486,26 +495,19 @@ impl<H: Handler> Worker<H> {
                 headers: headers.clone(),
                 event,
             };
-            // Prepared here, in the message's own task (a slow `prepare` holds no batch); a
-            // message whose batch fails is applied alone, prepared again (it calls nobody).
-            let mut batched = match &self.batches {
-                Some(queue) => match self.handler.prepare(&incoming).await {
-                    Ok(prepared) => {
-                        let (reply, answer) = tokio::sync::oneshot::channel();
-                        let ready = Ready {
-                            msg: incoming.clone(),
-                            prepared,
-                            span: tracing::Span::current(),
-                            reply,
-                        };
-                        match queue.send(ready) {
-                            Ok(()) => answer.await.ok().flatten(),
-                            Err(_) => None,
-                        }
+            let (incoming, mut batched) = match &self.batches {
+                Some(queue) => match self.in_batch(queue, incoming).await {
+                    Some(back) => back,
+                    None => {
+                        shutdown.fail(format!(
+                            "a batch with {topic}[{}]@{} was lost (a handler panicked?)",
+                            msg.partition(),
+                            msg.offset()
+                        ));
+                        return false;
                     }
-                    Err(_) => None,
                 },
-                None => None,
+                None => (incoming, None),
             };
             let mut backoff = message_backoff();
             loop {
@@ -563,42 +565,56 @@ impl<H: Handler> Worker<H> {
             }
         }
         let prepared = self.handler.prepare(msg).await?;
-        let Some(mut tx) = InboxTx::begin(&self.pool, &self.name, &[msg], None).await? else {
-            return Ok(Applied::Duplicate);
-        };
-        if let Err(e) = self.handler.handle(tx.conn()?, msg, prepared).await {
-            tx.rollback().await;
-            return Err(e);
+        let span = tracing::Span::current();
+        if self.apply_together(&[(msg, &span)], [prepared], None).await? {
+            Ok(Applied::Processed)
+        } else {
+            Ok(Applied::Duplicate)
         }
-        tx.commit().await?;
-        self.wake.committed();
-        Ok(Applied::Processed)
     }
 
-    /// Applies messages of different keys in one transaction: one inbox insert for all, then each
-    /// one's handler. Any error (a duplicate among them too) leaves nothing applied.
-    async fn apply_batch<R>(
+    /// Hands a message to the batch committers, prepared here in its own task (a slow `prepare`
+    /// holds no batch); gets it back with the result, None when its batch failed (it is then
+    /// applied alone, prepared again: it calls nobody). None when no committer answers.
+    async fn in_batch(
         &self,
-        batch: &[(Incoming, tracing::Span, R)],
-        prepared: Vec<H::Prepared>,
-    ) -> Result<Vec<Applied>, HandlerError> {
-        let msgs: Vec<&Incoming> = batch.iter().map(|r| &r.0).collect();
-        // A message already applied fails the batch: its messages are then applied one by one,
-        // where the duplicate is found and skipped.
-        // Each message alone takes its locks in the handler's one order; messages of several flows
-        // in one transaction do not, and two batches can deadlock (Postgres finds out after a
-        // second). A batch waits for no lock longer than BATCH_LOCK_TIMEOUT: then it is applied
-        // message by message, each taking its locks in order.
-        let Some(mut tx) = InboxTx::begin(&self.pool, &self.name, &msgs, Some(BATCH_LOCK_TIMEOUT)).await? else {
-            return Err(HandlerError::Transient(
-                "a message of the batch was applied already".into(),
-            ));
+        queue: &tokio::sync::mpsc::UnboundedSender<Ready<H::Prepared>>,
+        msg: Incoming,
+    ) -> Option<(Incoming, Option<Applied>)> {
+        let Ok(prepared) = self.handler.prepare(&msg).await else {
+            return Some((msg, None));
         };
-        for ((msg, span, _), prepared) in batch.iter().zip(prepared) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let ready = Ready {
+            msg,
+            prepared,
+            span: tracing::Span::current(),
+            reply,
+        };
+        if let Err(back) = queue.send(ready) {
+            return Some((back.0.msg, None));
+        }
+        answer.await.ok()
+    }
+
+    /// Applies messages (of different keys) in one transaction: their inbox rows, then each one's
+    /// handler in its own span. False, with nothing applied, when one of them was applied already;
+    /// any error leaves nothing applied either. `lock_timeout`: see [`InboxTx::begin`].
+    async fn apply_together(
+        &self,
+        msgs: &[(&Incoming, &tracing::Span)],
+        prepared: impl IntoIterator<Item = H::Prepared>,
+        lock_timeout: Option<Duration>,
+    ) -> Result<bool, HandlerError> {
+        let Some(mut tx) = InboxTx::begin(&self.pool, &self.name, msgs.iter().map(|(m, _)| *m), lock_timeout).await?
+        else {
+            return Ok(false);
+        };
+        for ((msg, span), prepared) in msgs.iter().zip(prepared) {
             if let Err(e) = self
                 .handler
                 .handle(tx.conn()?, msg, prepared)
-                .instrument(span.clone())
+                .instrument((*span).clone())
                 .await
             {
                 tx.rollback().await;
@@ -607,7 +623,7 @@ impl<H: Handler> Worker<H> {
         }
         tx.commit().await?;
         self.wake.committed();
-        Ok(batch.iter().map(|_| Applied::Processed).collect())
+        Ok(true)
     }
 
     fn count(&self, topic: &str, outcome: &str) {
@@ -685,10 +701,10 @@ struct InboxTx {
 impl InboxTx {
     /// None when one of `msgs` is in the inbox already (nothing is left open then).
     /// `lock_timeout`: how long any statement of the transaction may wait for a lock.
-    async fn begin(
+    async fn begin<'m>(
         pool: &PgPool,
         consumer: &str,
-        msgs: &[&Incoming],
+        msgs: impl Iterator<Item = &'m Incoming>,
         lock_timeout: Option<Duration>,
     ) -> Result<Option<InboxTx>, HandlerError> {
         use std::fmt::Write as _;
@@ -699,7 +715,7 @@ impl InboxTx {
             let _ = write!(sql, "SET LOCAL lock_timeout = {}; ", t.as_millis().max(1));
         }
         sql.push_str("INSERT INTO inbox (consumer, event_id, topic, kafka_partition, kafka_offset) VALUES ");
-        for (i, m) in msgs.iter().enumerate() {
+        for (i, m) in msgs.enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             let _ = write!(
                 sql,
