@@ -78,6 +78,11 @@ impl Wake {
         }))
     }
 
+    /// Marks this process's relay as the active one (or not): only then is it woken in memory.
+    fn set_relay_active(&self, active: bool) {
+        self.0.relay_active.store(active, std::sync::atomic::Ordering::Release);
+    }
+
     /// Call after committing a transaction that may have written outbox rows.
     pub fn committed(&self) {
         use std::sync::atomic::Ordering::{AcqRel, Acquire};
@@ -148,8 +153,7 @@ impl Outbox {
     /// Encodes `event` for `topic` and inserts it, keyed by its flow id, in the caller's transaction.
     /// Call after taking the lock of the state the event belongs to.
     pub async fn enqueue(&self, conn: &mut PgConnection, topic: &str, event: &EventRecord) -> Result<i64, OutboxError> {
-        let payload = self.codec.encode(topic, event).await?;
-        let headers = headers::for_event(&event.envelope);
+        let (payload, headers) = self.row(topic, event).await?;
         insert(
             conn,
             topic,
@@ -159,6 +163,14 @@ impl Outbox {
             event.envelope.event_id,
         )
         .await
+    }
+
+    /// An event's outbox payload (Confluent wire format for `topic`) and headers.
+    async fn row(&self, topic: &str, event: &EventRecord) -> Result<(Vec<u8>, HeaderMap), OutboxError> {
+        Ok((
+            self.codec.encode(topic, event).await?,
+            headers::for_event(&event.envelope),
+        ))
     }
 
     /// [`Outbox::enqueue`] for several events, in one statement; their ids follow the given order.
@@ -176,10 +188,11 @@ impl Outbox {
         let mut headers = Vec::with_capacity(events.len());
         let mut ids = Vec::with_capacity(events.len());
         for (topic, event) in events {
-            payloads.push(self.codec.encode(topic, event).await?);
+            let (payload, h) = self.row(topic, event).await?;
+            payloads.push(payload);
             topics.push(*topic);
             keys.push(event.envelope.flow_id.as_str());
-            headers.push(serde_json::to_value(headers::for_event(&event.envelope)).unwrap_or(Json::Null));
+            headers.push(serde_json::to_value(h).unwrap_or(Json::Null));
             ids.push(event.envelope.event_id);
         }
         sqlx::query(
@@ -342,15 +355,9 @@ impl Relay {
             }
             tracing::info!(service = %self.cfg.service, "outbox relay active");
             self.metrics.outbox_relay_active.set(1);
-            self.wake
-                .0
-                .relay_active
-                .store(true, std::sync::atomic::Ordering::Release);
+            self.wake.set_relay_active(true);
             let result = self.lead(&mut lock_conn, &shutdown).await;
-            self.wake
-                .0
-                .relay_active
-                .store(false, std::sync::atomic::Ordering::Release);
+            self.wake.set_relay_active(false);
             self.metrics.outbox_relay_active.set(0);
             let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
                 .bind(key)
@@ -388,16 +395,9 @@ impl Relay {
             }
             tokio::select! {
                 _ = shutdown.wait() => return Ok(()),
-                () = self.wake.0.local.notified() => {
-                    // Under load commits arrive close together: let those of the next few
-                    // milliseconds share one round (one read, one mark) instead of one each.
-                    shutdown.sleep(WAKE_COALESCE).await;
-                }
+                () = self.wake.0.local.notified() => {}
                 n = listener.recv() => {
                     n?;
-                    // Under load commits arrive close together: let those of the next few
-                    // milliseconds share one round (one read, one mark) instead of one each.
-                    shutdown.sleep(WAKE_COALESCE).await;
                     while let Some(n) = listener.recv().now_or_never() {
                         n?;
                     }
@@ -405,8 +405,12 @@ impl Relay {
                 _ = tokio::time::sleep(self.cfg.poll_interval) => {
                     // Still the lock holder? (A lost connection releases the lock.)
                     sqlx::query("SELECT 1").execute(&mut *lock_conn).await?;
+                    continue;
                 }
             }
+            // Woken: under load commits arrive close together; let those of the next few
+            // milliseconds share one round (one read, one mark) instead of one each.
+            shutdown.sleep(WAKE_COALESCE).await;
         }
     }
 
