@@ -234,10 +234,9 @@ impl<V: ?Sized> Partners<V> {
         // round leaves the step to an operator: never a failover, never a blind re-send.
         let mut pause = Duration::from_millis(500);
         let mut doubt = String::new();
-        // A fresh intent was committed with its first send counted.
-        let mut counted = fresh;
-        for _ in 0..AMBIGUOUS_ROUNDS {
-            if !std::mem::take(&mut counted) {
+        for round in 0..AMBIGUOUS_ROUNDS {
+            // A fresh intent was committed with its first send counted.
+            if round > 0 || !fresh {
                 ledger.sending(key).await.map_err(transient)?;
             }
             match self
@@ -331,24 +330,13 @@ impl<V: ?Sized> Partners<V> {
                 Ok(Resolved::Done(Ok(v)))
             }
             Ok(Recovery::SendAgain) => Ok(Resolved::SendAgain),
-            Ok(Recovery::Unknowable) => {
-                let f = outcome_unknown(partner, "the partner offers no way to know");
-                ledger
-                    .manual_repair(key, &f.message)
-                    .await
-                    .map_err(HandlerError::from)?;
-                Ok(Resolved::Done(Err(f)))
-            }
-            // The partner refuses the question itself (it says the case we recorded does not
-            // exist, or the query is invalid): asking again gets the same answer, and sending again
-            // could do the effect twice. An operator finds out, with the partner's answer as evidence.
+            // The partner cannot tell, or refuses the question itself (it says the case we recorded
+            // does not exist, or the query is invalid): asking again gets the same answer, and
+            // sending again could do the effect twice. An operator finds out, with the evidence.
+            Ok(Recovery::Unknowable) => to_operator(ledger, key, partner, "the partner offers no way to know").await,
             Err(CallError::Failed(VendorError::Permanent(why))) => {
-                let f = outcome_unknown(partner, &format!("the partner refuses to say what happened: {why}"));
-                ledger
-                    .manual_repair(key, &f.message)
-                    .await
-                    .map_err(HandlerError::from)?;
-                Ok(Resolved::Done(Err(f)))
+                let why = format!("the partner refuses to say what happened: {why}");
+                to_operator(ledger, key, partner, &why).await
             }
             // Nothing is sent while we cannot tell: the request waits (redelivered in place).
             Err(CallError::CircuitOpen) => Err(HandlerError::Transient(format!(
@@ -409,4 +397,14 @@ pub async fn emit(
         .await
         .map_err(|e| HandlerError::Transient(e.to_string()))?;
     Ok(())
+}
+
+/// Leaves a call whose outcome cannot be known to an operator (`manual_repair`, with `why`).
+async fn to_operator<T>(ledger: &Ledger, key: &str, partner: &str, why: &str) -> Result<Resolved<T>, HandlerError> {
+    let f = outcome_unknown(partner, why);
+    ledger
+        .manual_repair(key, &f.message)
+        .await
+        .map_err(HandlerError::from)?;
+    Ok(Resolved::Done(Err(f)))
 }
