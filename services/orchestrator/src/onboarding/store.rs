@@ -107,7 +107,7 @@ pub async fn insert(conn: &mut PgConnection, flow: &Flow) -> R<bool> {
 #[derive(Debug, Default)]
 pub struct Changes {
     /// History entries, in order.
-    pub history: Vec<(String, serde_json::Value)>,
+    pub history: Vec<(&'static str, serde_json::Value)>,
     /// The decision's reasons and failure class.
     pub decided: Option<(Vec<String>, Option<&'static str>)>,
     /// Failovers made.
@@ -118,8 +118,8 @@ pub struct Changes {
 }
 
 impl Changes {
-    pub fn note(&mut self, event: &str, detail: serde_json::Value) {
-        self.history.push((event.to_string(), detail));
+    pub fn note(&mut self, event: &'static str, detail: serde_json::Value) {
+        self.history.push((event, detail));
     }
 }
 
@@ -137,8 +137,7 @@ pub async fn save(conn: &mut PgConnection, flow_id: &str, state: &State, attempt
         State::Aml { kyc, case, tried } => (Some(kyc), &empty, Some(case), tried, 0, false),
         State::Decided { kyc, aml, .. } => (kyc.as_ref(), &empty, aml.as_ref(), &empty, 0, false),
     };
-    let (events, details): (Vec<&str>, Vec<&serde_json::Value>) =
-        changes.history.iter().map(|(e, d)| (e.as_str(), d)).unzip();
+    let (events, details): (Vec<&str>, Vec<&serde_json::Value>) = changes.history.iter().map(|(e, d)| (*e, d)).unzip();
     let (reasons, failure_class) = match &changes.decided {
         Some((reasons, class)) => (Some(reasons), *class),
         None => (None, None),

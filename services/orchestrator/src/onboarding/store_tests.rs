@@ -284,3 +284,62 @@ async fn arming_a_timer_replaces_the_flows_other_timer() {
     drop(conn);
     db.drop().await;
 }
+
+/// One save writes the state with everything else the message changed: history in order, the
+/// decision's reasons and failure class, the failover count, and the timer (cleared here).
+#[tokio::test]
+async fn a_save_writes_the_history_decision_failovers_and_timer_with_the_state() {
+    let db = Db::fresh().await;
+    a_flow(&db.pool, "flow-s").await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    store::set_timer(&mut conn, "flow-s", "kyc", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut changes = store::Changes {
+        decided: Some((vec!["possible match".into()], Some("manual_repair"))),
+        failovers: 2,
+        timer: Some(None),
+        ..store::Changes::default()
+    };
+    for event in ["failover", "failover", "manual_review"] {
+        changes.note(event, serde_json::json!({}));
+    }
+    let decided = State::Decided {
+        decision: switchyard_model::events::onboarding::OnboardingDecision::ManualReview,
+        kyc: Some(Case::at("kyc-a")),
+        aml: None,
+    };
+    store::save(&mut conn, "flow-s", &decided, 3, &changes).await.unwrap();
+    let (state, reasons, class, failovers, attempt, completed): (String, Vec<String>, Option<String>, i32, i32, bool) =
+        sqlx::query_as(
+            "SELECT state, reasons, failure_class, failovers, attempt, completed_at IS NOT NULL \
+             FROM onboarding_flows WHERE flow_id = 'flow-s'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), reasons, class.as_deref(), failovers, attempt, completed),
+        (
+            "manual_review",
+            vec!["possible match".to_string()],
+            Some("manual_repair"),
+            2,
+            3,
+            true
+        )
+    );
+    let history: Vec<String> =
+        sqlx::query_scalar("SELECT event FROM flow_history WHERE flow_id = 'flow-s' ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(history, ["failover", "failover", "manual_review"]);
+    let timers: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_timers WHERE flow_id = 'flow-s'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(timers, 0, "the timer was cleared");
+    drop(conn);
+    db.drop().await;
+}
