@@ -355,60 +355,62 @@ pub async fn produce(producer: &rdkafka::producer::FutureProducer, topic: &str, 
         .expect("produce");
 }
 
-/// Runs a [`RecordEffects`] consumer of `topic` (metrics labelled `service`) until the effects table
-/// holds `effects` rows and the consumer has skipped exactly `duplicates` redelivered messages, then
-/// stops it. Returns whether each count was reached, and the metrics text.
-pub async fn consume_until(
-    stack: &Stack,
-    db: &TestDb,
-    topic: &str,
-    codec: Codec,
-    service: &str,
-    effects: i64,
-    duplicates: u64,
-) -> (bool, bool, String) {
-    let metrics = Metrics::new(service);
-    let (stop, handle) = spawn_consumer(stack, db, topic, codec, metrics.clone());
-    let applied = eventually(Duration::from_secs(30), || async {
-        effects_count(&db.pool).await == effects
-    })
-    .await;
-    let wanted = format!("switchyard_inbox_duplicates_total{{service=\"{service}\"}} {duplicates}\n");
-    let skipped = eventually(Duration::from_secs(10), || async { metrics.render().contains(&wanted) }).await;
-    stop.trigger();
-    handle.await.expect("join").expect("consumer");
-    (applied, skipped, metrics.render())
+/// What a [`consume`] run is to wait for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expect {
+    /// Rows in the effects table.
+    pub effects: i64,
+    /// Redelivered messages skipped (exactly).
+    pub duplicates: u64,
+    /// Messages to read from `<topic>.dlq` (at least; none read when 0).
+    pub dead: usize,
 }
 
-/// Runs a [`RecordEffects`] consumer of `topic` until the effects table holds `effects` rows, reading
-/// what reached `<topic>.dlq` meanwhile (at least `dead`), then stops it. Returns whether the effects
-/// were all applied, the dead letters and the metrics text.
-pub async fn consume_with_dlq(
-    stack: &Stack,
-    db: &TestDb,
-    topic: &str,
-    codec: Codec,
-    service: &str,
-    effects: i64,
-    dead: usize,
-) -> (bool, Vec<Raw>, String) {
+/// What a [`consume`] run saw.
+pub struct Consumed {
+    /// The effects table reached its count.
+    pub applied: bool,
+    /// The consumer skipped exactly the duplicates expected.
+    pub skipped: bool,
+    pub dlq: Vec<Raw>,
+    /// The consumer's metrics text.
+    pub metrics: String,
+}
+
+/// Runs a [`RecordEffects`] consumer of `topic` (metrics labelled `service`) until what `expect`
+/// says happened (or its time ran out), then stops it.
+pub async fn consume(stack: &Stack, db: &TestDb, topic: &str, codec: Codec, service: &str, expect: Expect) -> Consumed {
     let metrics = Metrics::new(service);
     let (stop, handle) = spawn_consumer(stack, db, topic, codec, metrics.clone());
-    let applied = eventually(Duration::from_secs(30), || async {
-        effects_count(&db.pool).await == effects
+    let applied = eventually(Duration::from_secs(60), || async {
+        effects_count(&db.pool).await == expect.effects
     })
     .await;
-    let dlq = read_topic(
-        stack,
-        &format!("{topic}.dlq"),
-        dead,
-        Duration::from_secs(20),
-        Duration::from_millis(300),
-    )
-    .await;
+    let wanted = format!(
+        "switchyard_inbox_duplicates_total{{service=\"{service}\"}} {}\n",
+        expect.duplicates
+    );
+    let skipped = eventually(Duration::from_secs(10), || async { metrics.render().contains(&wanted) }).await;
+    let dlq = if expect.dead == 0 {
+        Vec::new()
+    } else {
+        read_topic(
+            stack,
+            &format!("{topic}.dlq"),
+            expect.dead,
+            Duration::from_secs(20),
+            Duration::from_millis(300),
+        )
+        .await
+    };
     stop.trigger();
     handle.await.expect("join").expect("consumer");
-    (applied, dlq, metrics.render())
+    Consumed {
+        applied,
+        skipped,
+        dlq,
+        metrics: metrics.render(),
+    }
 }
 
 /// How often each effect was applied, in the order applied (exactly once each: all 1).

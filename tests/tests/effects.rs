@@ -98,53 +98,40 @@ async fn a_crash_mid_call_is_settled_by_asking_and_an_answer_is_never_fetched_tw
     db.drop_db().await;
 }
 
+/// A doubt the partner cannot settle goes to an operator, whether the partner says there is no way
+/// to know or refuses the question itself (the case we recorded is unknown to it): asked once, never
+/// re-sent, and a redelivery tries nothing again (no retry loop holding the request and its
+/// partition's slot).
 #[tokio::test]
 async fn a_doubt_the_vendor_cannot_settle_goes_to_manual_repair_and_stays_there() {
     let db = Stack::get().fresh_db("effect_unknowable").await;
     let (p, ledger) = (partners(), Ledger::new(db.pool.clone()));
-    let (r, sent, asked) = run(
-        &p,
-        &ledger,
-        "k2",
-        || Err(VendorError::Ambiguous("timed out".into())),
-        || Ok(Recovery::Unknowable),
-    )
-    .await;
-    let f = r.unwrap().expect_err("no answer");
-    assert_eq!(
-        (f.failure_class, f.code.as_str()),
-        (FailureClass::ManualRepair, "provider_outcome_unknown")
-    );
-    assert_eq!((sent, asked), (1, 1), "sent once, asked once, never re-sent");
-    assert_eq!(state(&db, "k2").await, "manual_repair");
-    let (r, sent, asked) = run(&p, &ledger, "k2", || Ok("x".into()), || Ok(Recovery::SendAgain)).await;
-    assert_eq!(r.unwrap().unwrap_err().code, "provider_outcome_unknown");
-    assert_eq!((sent, asked), (0, 0), "a redelivery does not try again");
-    db.drop_db().await;
-}
-
-/// The partner refuses the recovery question itself (the case we recorded is unknown to it): asked
-/// once, never re-sent, handed to an operator, instead of holding the request (and its partition's
-/// slot) in a retry loop for ever.
-#[tokio::test]
-async fn a_partner_that_refuses_to_say_what_happened_leaves_the_call_to_an_operator() {
-    let db = Stack::get().fresh_db("effect_refused_recovery").await;
-    let (p, ledger) = (partners(), Ledger::new(db.pool.clone()));
-    let (r, sent, asked) = run(
-        &p,
-        &ledger,
-        "k4",
-        || Err(VendorError::Ambiguous("connection reset".into())),
-        || Err(VendorError::Permanent("404 resource_not_found".into())),
-    )
-    .await;
-    let f = r.unwrap().expect_err("no answer");
-    assert_eq!(
-        (f.failure_class, f.code.as_str()),
-        (FailureClass::ManualRepair, "provider_outcome_unknown")
-    );
-    assert_eq!((sent, asked), (1, 1), "sent once, asked once, never re-sent");
-    assert_eq!(state(&db, "k4").await, "manual_repair");
+    type Answer = fn() -> Result<Recovery<String>, VendorError>;
+    let answers: [(&str, Answer); 2] = [
+        ("k2", || Ok(Recovery::Unknowable)),
+        ("k4", || Err(VendorError::Permanent("404 resource_not_found".into()))),
+    ];
+    for (key, recover) in answers {
+        let (r, sent, asked) = run(
+            &p,
+            &ledger,
+            key,
+            || Err(VendorError::Ambiguous("timed out".into())),
+            recover,
+        )
+        .await;
+        let f = r.unwrap().expect_err("no answer");
+        assert_eq!(
+            (f.failure_class, f.code.as_str()),
+            (FailureClass::ManualRepair, "provider_outcome_unknown"),
+            "{key}"
+        );
+        assert_eq!((sent, asked), (1, 1), "{key}: sent once, asked once, never re-sent");
+        assert_eq!(state(&db, key).await, "manual_repair");
+        let (r, sent, asked) = run(&p, &ledger, key, || Ok("x".into()), || Ok(Recovery::SendAgain)).await;
+        assert_eq!(r.unwrap().unwrap_err().code, "provider_outcome_unknown");
+        assert_eq!((sent, asked), (0, 0), "{key}: a redelivery does not try again");
+    }
     db.drop_db().await;
 }
 

@@ -343,7 +343,17 @@ async fn poison_messages_go_to_the_dlq_and_the_partition_moves_on() {
     send(valid_frame[..valid_frame.len() / 2].to_vec()).await; // truncated datum
     send(codec.encode(&topic, &good2).await.expect("encode")).await;
 
-    let (applied, dlq, text) = consume_with_dlq(&stack, &db, &topic, codec.clone(), "poison", 2, 3).await;
+    let expect = Expect {
+        effects: 2,
+        dead: 3,
+        ..Expect::default()
+    };
+    let Consumed {
+        applied,
+        dlq,
+        metrics: text,
+        ..
+    } = consume(&stack, &db, &topic, codec.clone(), "poison", expect).await;
     assert!(applied, "the messages behind the poison ones were not processed");
 
     let reasons: Vec<&str> = dlq
@@ -498,7 +508,12 @@ async fn a_change_the_database_refuses_is_dead_lettered_not_retried_for_ever() {
             .expect("encode");
         produce(&producer, &topic, "flow-r", &payload).await;
     }
-    let (applied, dlq, _) = consume_with_dlq(&stack, &db, &topic, codec.clone(), "refused", 2, 1).await;
+    let expect = Expect {
+        effects: 2,
+        dead: 1,
+        ..Expect::default()
+    };
+    let Consumed { applied, dlq, .. } = consume(&stack, &db, &topic, codec.clone(), "refused", expect).await;
     assert!(applied, "the message behind the refused one was not processed");
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     assert_eq!(
@@ -534,7 +549,17 @@ async fn a_redelivered_message_is_applied_once() {
         .await
         .expect("encode");
     produce(&producer, &topic, "flow-d", &other).await;
-    let (done, dups_seen, metrics) = consume_until(&stack, &db, &topic, codec, "dup", 2, 2).await;
+    let expect = Expect {
+        effects: 2,
+        duplicates: 2,
+        ..Expect::default()
+    };
+    let Consumed {
+        applied: done,
+        skipped: dups_seen,
+        metrics,
+        ..
+    } = consume(&stack, &db, &topic, codec, "dup", expect).await;
     assert!(done);
     assert!(dups_seen, "{metrics}");
     assert_eq!(applied_times(&db.pool).await, vec![1, 1]);
@@ -581,25 +606,18 @@ async fn messages_ready_together_share_a_transaction_and_a_bad_one_fails_alone()
         let (flow, frame) = &frames[i];
         produce(&producer, &topic, flow, frame).await;
     }
-    let metrics = Metrics::new("batch");
-    let (stop, handle) = spawn_consumer(&stack, &db, &topic, codec, metrics.clone());
-    let done = eventually(Duration::from_secs(60), || async {
-        let text = metrics.render();
-        effects_count(&db.pool).await == 299 && metric(&text, "switchyard_inbox_duplicates_total") == 3.0
-    })
-    .await;
-    let dlq = read_topic(
-        &stack,
-        &format!("{topic}.dlq"),
-        1,
-        Duration::from_secs(20),
-        Duration::from_millis(300),
-    )
-    .await;
-    stop.trigger();
-    handle.await.expect("join").expect("consumer");
-    let text = metrics.render();
-    assert!(done, "299 applied and 3 duplicates skipped:\n{text}");
+    let expect = Expect {
+        effects: 299,
+        duplicates: 3,
+        dead: 1,
+    };
+    let Consumed {
+        applied,
+        skipped,
+        dlq,
+        metrics: text,
+    } = consume(&stack, &db, &topic, codec, "batch", expect).await;
+    assert!(applied && skipped, "299 applied and 3 duplicates skipped:\n{text}");
     assert!(
         applied_times(&db.pool).await.iter().all(|n| *n == 1),
         "applied once each"
@@ -849,7 +867,17 @@ async fn shutdown_finishes_the_message_in_hand_and_commits_its_offset() {
     assert_eq!(seqs, [1], "the message in hand was finished, no other was started");
 
     // The next instance of the group: the two others, and not the first again.
-    let (all, none_again, metrics) = consume_until(&stack, &db, &topic, codec, "drain-2", 3, 0).await;
+    let expect = Expect {
+        effects: 3,
+        duplicates: 0,
+        ..Expect::default()
+    };
+    let Consumed {
+        applied: all,
+        skipped: none_again,
+        metrics,
+        ..
+    } = consume(&stack, &db, &topic, codec, "drain-2", expect).await;
     assert!(all, "the two messages not yet applied were delivered");
     assert!(none_again, "the finished message was not redelivered: {metrics}");
     assert_eq!(applied_times(&db.pool).await, [1, 1, 1]);
@@ -1007,7 +1035,17 @@ async fn a_crash_with_a_slow_message_behind_faster_ones_loses_nothing() {
     let _ = run.await;
     assert!(committed(&stack, &group, &topic).is_none_or(|o| o <= 0));
 
-    let (all, skipped, metrics) = consume_until(&stack, &db, &topic, codec, "lowmark-2", 3, 2).await;
+    let expect = Expect {
+        effects: 3,
+        duplicates: 2,
+        ..Expect::default()
+    };
+    let Consumed {
+        applied: all,
+        skipped,
+        metrics,
+        ..
+    } = consume(&stack, &db, &topic, codec, "lowmark-2", expect).await;
     assert!(all, "A was redelivered and applied");
     assert!(skipped, "B and C redelivered and skipped: {metrics}");
     assert_eq!(applied_times(&db.pool).await, [1, 1, 1]);
