@@ -42,11 +42,7 @@ fn run_dir() -> PathBuf {
 fn usage(service: &str) -> Option<(f64, f64)> {
     let pid = std::fs::read_to_string(run_dir().join(format!("svc-{service}.pid"))).ok()?;
     let pid = pid.trim();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let (_, cpu) = process_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hwm_kb: f64 = status
         .lines()
@@ -55,7 +51,16 @@ fn usage(service: &str) -> Option<(f64, f64)> {
         .nth(1)?
         .parse()
         .ok()?;
-    Some((ticks / 100.0, hwm_kb / 1024.0))
+    Some((cpu, hwm_kb / 1024.0))
+}
+
+/// A process's command name and CPU seconds (user and system) from its `/proc/<pid>/stat`.
+fn process_cpu(stat: &str) -> Option<(&str, f64)> {
+    let (name, rest) = stat.split_once(" (")?.1.rsplit_once(')')?;
+    // Fields after the command name: utime and stime are the 12th and 13th.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some((name, ticks / 100.0))
 }
 
 /// CPU seconds used so far by the whole machine (all cores, every process and the kernel), and by
@@ -76,19 +81,13 @@ fn machine_cpu() -> Option<(f64, f64, f64)> {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(')')) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        match name {
-            "postgres" => pg += ticks,
-            "java" => java += ticks,
+        match process_cpu(&stat) {
+            Some(("postgres", cpu)) => pg += cpu,
+            Some(("java", cpu)) => java += cpu,
             _ => {}
         }
     }
-    Some((busy / 100.0, pg / 100.0, java / 100.0))
+    Some((busy / 100.0, pg, java))
 }
 
 /// Commits counted by PostgreSQL in the services' databases.
