@@ -337,6 +337,7 @@ pub fn spawn_consumer(
             max_in_flight: 32,
             per_partition: 16,
             max_batch: 16,
+            max_parked: 0,
         },
     };
     let handle = tokio::spawn(consumer.run(shutdown.clone()));

@@ -20,8 +20,8 @@ use switchyard_vendors::{
     adapter::{Partners, Recovery},
 };
 
-fn partners() -> Partners<()> {
-    Partners::<()>::load(None, &Metrics::new("effects"), |_| Ok(Arc::new(()))).expect("partners")
+fn partners(db: &TestDb) -> Partners<()> {
+    Partners::<()>::load(None, &Metrics::new("effects"), &db.pool, |_| Ok(Arc::new(()))).expect("partners")
 }
 
 fn intent<'a>(key: &'a str) -> Intent<'a> {
@@ -78,7 +78,7 @@ async fn run(
 #[tokio::test]
 async fn a_crash_mid_call_is_settled_by_asking_and_an_answer_is_never_fetched_twice() {
     let db = Stack::get().fresh_db("effect_crash").await;
-    let (p, ledger) = (partners(), Ledger::new(db.pool.clone()));
+    let (p, ledger) = (partners(&db), Ledger::new(db.pool.clone()));
     // An earlier attempt took the intent and died before the answer was recorded.
     assert_eq!(ledger.take(&intent("k1")).await.unwrap(), Prior::Fresh);
     let (r, sent, asked) = run(
@@ -105,7 +105,7 @@ async fn a_crash_mid_call_is_settled_by_asking_and_an_answer_is_never_fetched_tw
 #[tokio::test]
 async fn a_doubt_the_vendor_cannot_settle_goes_to_manual_repair_and_stays_there() {
     let db = Stack::get().fresh_db("effect_unknowable").await;
-    let (p, ledger) = (partners(), Ledger::new(db.pool.clone()));
+    let (p, ledger) = (partners(&db), Ledger::new(db.pool.clone()));
     type Answer = fn() -> Result<Recovery<String>, VendorError>;
     let answers: [(&str, Answer); 2] = [
         ("k2", || Ok(Recovery::Unknowable)),
@@ -138,7 +138,7 @@ async fn a_doubt_the_vendor_cannot_settle_goes_to_manual_repair_and_stays_there(
 #[tokio::test]
 async fn a_refusal_before_any_effect_is_a_failure_that_may_fail_over() {
     let db = Stack::get().fresh_db("effect_refused").await;
-    let (p, ledger) = (partners(), Ledger::new(db.pool.clone()));
+    let (p, ledger) = (partners(&db), Ledger::new(db.pool.clone()));
     let (r, sent, asked) = run(
         &p,
         &ledger,

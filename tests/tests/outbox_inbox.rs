@@ -848,6 +848,7 @@ async fn shutdown_finishes_the_message_in_hand_and_commits_its_offset() {
             max_in_flight: 32,
             per_partition: 16,
             max_batch: 16,
+            max_parked: 0,
         },
     };
     let run = tokio::spawn(slow.run(shutdown.clone()));
@@ -1018,6 +1019,7 @@ async fn a_crash_with_a_slow_message_behind_faster_ones_loses_nothing() {
             max_in_flight: 32,
             per_partition: 16,
             max_batch: 16,
+            max_parked: 0,
         },
     };
     let run = tokio::spawn(held.run(switchyard_runtime::Shutdown::new()));

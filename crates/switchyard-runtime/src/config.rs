@@ -68,6 +68,10 @@ pub struct KafkaConfig {
     /// Messages (of different keys) applied together in one transaction when they are ready at
     /// the same time, for handlers that call nobody (1: one transaction per message).
     pub max_batch: usize,
+    /// Messages parked while they wait for their turn at a rate-limited partner: they hold none of
+    /// `max_in_flight`, so other partners' traffic keeps flowing (0: a waiting message keeps its
+    /// place). Each costs its message's memory; the partition's offset stays below it until done.
+    pub max_parked: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +148,7 @@ impl ServiceConfig {
             .and_then(|b| b.set_default("kafka.max_in_flight", 16))
             .and_then(|b| b.set_default("kafka.max_in_flight_per_partition", 8))
             .and_then(|b| b.set_default("kafka.max_batch", 16))
+            .and_then(|b| b.set_default("kafka.max_parked", 1000))
             .and_then(|b| b.set_default("registry.url", "http://127.0.0.1:8081/apis/ccompat/v7"))
             .and_then(|b| b.set_default("registry.timeout_ms", 5000))
             .and_then(|b| b.set_default("registry.register_schemas", true))
@@ -206,6 +211,9 @@ impl ServiceConfig {
         }
         if !(1..=1000).contains(&self.kafka.max_batch) {
             return Err(invalid("kafka.max_batch", "must be between 1 and 1000"));
+        }
+        if self.kafka.max_parked > 100_000 {
+            return Err(invalid("kafka.max_parked", "must be at most 100000"));
         }
         if self.kafka.topic_replication < 1 {
             return Err(invalid("kafka.topic_replication", "must be at least 1"));

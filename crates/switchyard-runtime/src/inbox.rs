@@ -116,6 +116,9 @@ pub struct Concurrency {
     /// Messages ready at the same time applied in one transaction (`kafka.max_batch`; 1: one
     /// transaction each). Only for handlers that call nobody.
     pub max_batch: usize,
+    /// Messages parked while they wait for a partner's turn ([`parked`]), holding no place of
+    /// `max_in_flight` or `per_partition` (`kafka.max_parked`; 0: never parked).
+    pub max_parked: usize,
 }
 
 impl Concurrency {
@@ -124,7 +127,78 @@ impl Concurrency {
         max_in_flight: 1,
         per_partition: 1,
         max_batch: 1,
+        max_parked: 0,
     };
+}
+
+/// What a consumer's loop hears from its message tasks.
+enum Event {
+    Done(Done),
+    /// A message of this partition was parked (true) or took its place back (false).
+    Parked(Partition, bool),
+}
+
+/// How a message task parks: set for the task that applies a message.
+#[derive(Clone)]
+struct Parking {
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    partition: Partition,
+    /// Messages parked in this consumer, and the bound.
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+    shutdown: Shutdown,
+    /// Told when shutdown comes while the message is parked: its task is dropped there, the
+    /// message left for redelivery.
+    abandon: std::sync::Arc<tokio::sync::Notify>,
+}
+
+tokio::task_local! {
+    static PARKING: Parking;
+}
+
+/// A parked message's place, given back when dropped.
+struct ParkedPlace(Parking);
+
+impl Drop for ParkedPlace {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let _ = self.0.events.send(Event::Parked(self.0.partition, false));
+    }
+}
+
+/// Awaits `wait` (a turn at a rate-limited partner) with the message **parked**: it gives its place
+/// among the consumer's messages in flight back while it waits, so the consumer takes other
+/// messages (other partners' traffic) instead of filling up with messages that only wait. Its
+/// partition's offset stays below it until it is done, and messages with its key stay behind it.
+/// The caller must hold no connection or lock while parked. Outside a consumer's message task, or
+/// with `kafka.max_parked` messages parked already, it simply waits in place.
+///
+/// At shutdown a parked message is abandoned where it waits (nothing was sent for it yet) and
+/// redelivered to the next instance.
+pub async fn parked<F: Future>(wait: F) -> F::Output {
+    let parking = PARKING.try_with(Parking::clone).ok().filter(|p| {
+        p.count
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |n| (n < p.max).then_some(n + 1),
+            )
+            .is_ok()
+    });
+    let Some(parking) = parking else {
+        return wait.await;
+    };
+    let _ = parking.events.send(Event::Parked(parking.partition, true));
+    let place = ParkedPlace(parking.clone());
+    let out = tokio::select! {
+        out = wait => out,
+        () = parking.shutdown.wait() => {
+            parking.abandon.notify_one();
+            std::future::pending().await
+        }
+    };
+    drop(place);
+    out
 }
 
 /// Consumes topics and applies each message once. Messages with the same key are applied one after
@@ -247,6 +321,8 @@ struct PartitionState {
     last: i64,
     stored: Option<i64>,
     paused: bool,
+    /// Pending messages parked (they hold no place of `per_partition`).
+    parked: usize,
 }
 
 impl PartitionState {
@@ -254,6 +330,11 @@ impl PartitionState {
     /// the last received when all are done.
     fn safe_offset(&self) -> i64 {
         self.pending.first().copied().unwrap_or(self.last + 1)
+    }
+
+    /// Messages holding a place of the partition's bound.
+    fn holding(&self) -> usize {
+        self.pending.len().saturating_sub(self.parked)
     }
 }
 
@@ -277,6 +358,7 @@ impl<H: Handler> Consumer<H> {
             max_in_flight,
             per_partition,
             max_batch,
+            max_parked,
         } = self.concurrency;
         let (max_in_flight, per_partition) = (max_in_flight.max(1), per_partition.max(1));
         // A handler that calls out is never batched: a batch that fails is applied again message by
@@ -286,7 +368,7 @@ impl<H: Handler> Consumer<H> {
         } else {
             max_batch.clamp(1, max_in_flight)
         };
-        tracing::info!(consumer = %self.name, topics = ?self.topics, max_in_flight, per_partition, max_batch, "consuming");
+        tracing::info!(consumer = %self.name, topics = ?self.topics, max_in_flight, per_partition, max_batch, max_parked, "consuming");
         let (batch_tx, batch_rx) = tokio::sync::mpsc::unbounded_channel::<Ready<H::Prepared>>();
         let worker = std::sync::Arc::new(Worker {
             name: self.name.clone(),
@@ -308,28 +390,47 @@ impl<H: Handler> Consumer<H> {
         } else {
             Vec::new()
         };
-        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+        // Done and parked messages come on one channel: a task's "parked" and "place back" always
+        // arrive before its "done".
+        let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+        let parked_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let spawn = |msg: OwnedMessage, lane: String, partition: Partition| {
-            let (worker, done_tx, shutdown) = (worker.clone(), done_tx.clone(), shutdown.clone());
+            let (worker, events_tx, shutdown) = (worker.clone(), events_tx.clone(), shutdown.clone());
+            let parking = Parking {
+                events: events_tx.clone(),
+                partition,
+                count: parked_count.clone(),
+                max: max_parked,
+                shutdown: shutdown.clone(),
+                abandon: std::sync::Arc::default(),
+            };
             tokio::spawn(async move {
                 let offset = msg.offset();
-                let applied = std::panic::AssertUnwindSafe(worker.process(&msg, &shutdown))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        shutdown.fail(format!(
-                            "a handler panicked on {}[{}]@{offset}",
-                            msg.topic(),
-                            msg.partition()
-                        ));
-                        false
-                    });
-                let _ = done_tx.send(Done {
+                let abandon = parking.abandon.clone();
+                let work = PARKING.scope(parking, async {
+                    std::panic::AssertUnwindSafe(worker.process(&msg, &shutdown))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            shutdown.fail(format!(
+                                "a handler panicked on {}[{}]@{offset}",
+                                msg.topic(),
+                                msg.partition()
+                            ));
+                            false
+                        })
+                });
+                // Shutdown while parked: dropped where it waits (nothing sent yet), not applied.
+                let applied = tokio::select! {
+                    applied = work => applied,
+                    () = abandon.notified() => false,
+                };
+                let _ = events_tx.send(Event::Done(Done {
                     lane,
                     partition,
                     offset,
                     applied,
-                });
+                }));
             });
         };
         let partition_of = |msg: &OwnedMessage| -> Partition {
@@ -340,9 +441,12 @@ impl<H: Handler> Consumer<H> {
         let mut lanes: HashMap<String, VecDeque<OwnedMessage>> = HashMap::new();
         let mut partitions: HashMap<Partition, PartitionState> = HashMap::new();
         let (mut in_flight, mut running, mut stopping) = (0usize, 0usize, false);
+        let mut parked = 0usize;
         let in_flight_gauge = self.metrics.consumer_in_flight.clone();
+        let parked_gauge = self.metrics.consumer_parked.clone();
         loop {
             in_flight_gauge.set(in_flight as i64);
+            parked_gauge.set(parked as i64);
             tokio::select! {
                 biased;
                 _ = shutdown.wait(), if !stopping => {
@@ -353,52 +457,72 @@ impl<H: Handler> Consumer<H> {
                         q.clear();
                     }
                 }
-                Some(done) = done_rx.recv() => {
-                    running -= 1;
-                    in_flight -= 1;
-                    let state = partitions.entry(done.partition).or_default();
-                    let (topic, partition) = (
-                        self.topics.get(done.partition.0).map(String::as_str).unwrap_or_default(),
-                        done.partition.1,
-                    );
-                    if done.applied {
-                        state.pending.remove(&done.offset);
-                        let safe = state.safe_offset();
-                        if state.stored != Some(safe) {
-                            // `store_offsets` takes the next offset to consume as it is (unlike
-                            // `store_offset`, which takes the last one done and adds one).
+                Some(event) = events_rx.recv() => match event {
+                    Event::Parked(partition, now_parked) => {
+                        let state = partitions.entry(partition).or_default();
+                        if now_parked {
+                            parked += 1;
+                            state.parked += 1;
+                        } else {
+                            parked = parked.saturating_sub(1);
+                            state.parked = state.parked.saturating_sub(1);
+                        }
+                        if state.paused && state.holding() < per_partition {
+                            let topic = self.topics.get(partition.0).map(String::as_str).unwrap_or_default();
                             let mut tpl = TopicPartitionList::new();
-                            let stored = tpl
-                                .add_partition_offset(topic, partition, rdkafka::Offset::Offset(safe))
-                                .and_then(|()| consumer.store_offsets(&tpl));
-                            match stored {
-                                Ok(()) => state.stored = Some(safe),
-                                // The partition was reassigned: the new owner redelivers what is not
-                                // committed, and its inbox skips what was applied.
-                                Err(e) => tracing::warn!(error = %e, topic, partition, offset = safe,
-                                    "offset not stored (partition reassigned?)"),
+                            tpl.add_partition(topic, partition.1);
+                            if consumer.resume(&tpl).is_ok() {
+                                state.paused = false;
                             }
                         }
                     }
-                    if state.paused && state.pending.len() < per_partition {
-                        let mut tpl = TopicPartitionList::new();
-                        tpl.add_partition(topic, partition);
-                        if consumer.resume(&tpl).is_ok() {
-                            state.paused = false;
+                    Event::Done(done) => {
+                        running -= 1;
+                        in_flight -= 1;
+                        let state = partitions.entry(done.partition).or_default();
+                        let (topic, partition) = (
+                            self.topics.get(done.partition.0).map(String::as_str).unwrap_or_default(),
+                            done.partition.1,
+                        );
+                        if done.applied {
+                            state.pending.remove(&done.offset);
+                            let safe = state.safe_offset();
+                            if state.stored != Some(safe) {
+                                // `store_offsets` takes the next offset to consume as it is (unlike
+                                // `store_offset`, which takes the last one done and adds one).
+                                let mut tpl = TopicPartitionList::new();
+                                let stored = tpl
+                                    .add_partition_offset(topic, partition, rdkafka::Offset::Offset(safe))
+                                    .and_then(|()| consumer.store_offsets(&tpl));
+                                match stored {
+                                    Ok(()) => state.stored = Some(safe),
+                                    // The partition was reassigned: the new owner redelivers what is not
+                                    // committed, and its inbox skips what was applied.
+                                    Err(e) => tracing::warn!(error = %e, topic, partition, offset = safe,
+                                        "offset not stored (partition reassigned?)"),
+                                }
+                            }
+                        }
+                        if state.paused && state.holding() < per_partition {
+                            let mut tpl = TopicPartitionList::new();
+                            tpl.add_partition(topic, partition);
+                            if consumer.resume(&tpl).is_ok() {
+                                state.paused = false;
+                            }
+                        }
+                        match lanes.get_mut(&done.lane).and_then(VecDeque::pop_front) {
+                            Some(next) if !stopping => {
+                                running += 1;
+                                let partition = partition_of(&next);
+                                spawn(next, done.lane, partition);
+                            }
+                            _ => {
+                                lanes.remove(&done.lane);
+                            }
                         }
                     }
-                    match lanes.get_mut(&done.lane).and_then(VecDeque::pop_front) {
-                        Some(next) if !stopping => {
-                            running += 1;
-                            let partition = partition_of(&next);
-                            spawn(next, done.lane, partition);
-                        }
-                        _ => {
-                            lanes.remove(&done.lane);
-                        }
-                    }
-                }
-                m = consumer.recv(), if !stopping && in_flight < max_in_flight => {
+                },
+                m = consumer.recv(), if !stopping && in_flight.saturating_sub(parked) < max_in_flight => {
                     let msg = match m {
                         Ok(m) => m.detach(),
                         Err(e) => {
@@ -412,7 +536,7 @@ impl<H: Handler> Consumer<H> {
                     let state = partitions.entry(partition).or_default();
                     state.pending.insert(msg.offset());
                     state.last = msg.offset();
-                    if !state.paused && state.pending.len() >= per_partition {
+                    if !state.paused && state.holding() >= per_partition {
                         let mut tpl = TopicPartitionList::new();
                         tpl.add_partition(msg.topic(), msg.partition());
                         if consumer.pause(&tpl).is_ok() {

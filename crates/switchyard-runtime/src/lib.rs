@@ -27,6 +27,7 @@ pub mod http;
 pub mod inbox;
 pub mod kafka;
 pub mod outbox;
+pub mod pace;
 pub mod provider;
 pub mod registry;
 pub mod retention;

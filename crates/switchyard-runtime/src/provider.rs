@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::telemetry::Metrics;
+use crate::{pace::Pacer, telemetry::Metrics};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -185,20 +185,30 @@ impl PolicyConfig {
     }
 }
 
-/// Minimum spacing between calls to one partner (from its rate limit).
-#[derive(Debug)]
-struct Limiter {
-    interval: Duration,
-    next: Instant,
-}
-
 /// Resilient calls to partners.
 #[derive(Clone)]
 pub struct Caller {
     policy: Policy,
     metrics: ProviderMetrics,
     breakers: Arc<Mutex<HashMap<String, Breaker>>>,
-    limiters: Arc<Mutex<HashMap<String, Limiter>>>,
+    pacer: Pacer,
+}
+
+/// A turn at a partner taken before a call (see [`Caller::turn`]).
+#[derive(Debug)]
+#[must_use]
+pub struct Turn(());
+
+/// How a call waits for its turns at a rate-limited partner.
+#[derive(Debug)]
+pub enum Pacing {
+    /// Each attempt waits for its turn; a long wait parks the message ([`crate::inbox::parked`]):
+    /// the caller holds no connection or lock.
+    Park,
+    /// The first attempt takes this turn, taken before a lock; later attempts wait holding it.
+    Taken(Turn),
+    /// Each attempt waits for its turn holding what the caller holds (a lock, a connection).
+    Hold,
 }
 
 /// Why a resilient call gave up.
@@ -211,29 +221,27 @@ pub enum CallError<E> {
 }
 
 impl Caller {
-    pub fn new(policy: Policy, metrics: ProviderMetrics) -> Self {
+    /// A caller pacing each partner by its rate limit in `pacer` (shared by every instance when
+    /// the pacer is [`Pacer::shared`]).
+    pub fn new(policy: Policy, metrics: ProviderMetrics, pacer: Pacer) -> Self {
         Caller {
             policy,
             metrics,
             breakers: Arc::default(),
-            limiters: Arc::default(),
+            pacer,
         }
     }
 
     /// Sets a partner's rate limit (requests per second; 0 = unlimited).
     pub fn set_rate_limit(&self, partner: &str, per_second: f64) {
-        if per_second <= 0.0 {
-            return;
-        }
-        if let Ok(mut l) = self.limiters.lock() {
-            l.insert(
-                partner.to_string(),
-                Limiter {
-                    interval: Duration::from_secs_f64(1.0 / per_second),
-                    next: Instant::now(),
-                },
-            );
-        }
+        self.pacer.set_limit(partner, per_second);
+    }
+
+    /// Waits for a turn at `partner` before taking a lock: a long wait parks the message, so
+    /// it holds no worker that other partners' traffic needs. Pass it on with [`Pacing::Taken`].
+    pub async fn turn(&self, partner: &str) -> Turn {
+        wait_until(self.pacer.turn(partner).await, true).await;
+        Turn(())
     }
 
     /// Counts how an uncertain earlier call was resolved.
@@ -310,21 +318,26 @@ impl Caller {
         self.gauge(partner);
     }
 
-    async fn pace(&self, partner: &str) {
-        let wait = self.limiters.lock().ok().and_then(|mut l| {
-            let lim = l.get_mut(partner)?;
-            let now = Instant::now();
-            let at = lim.next.max(now);
-            lim.next = at + lim.interval;
-            Some(at - now)
-        });
-        if let Some(w) = wait.filter(|w| !w.is_zero()) {
-            tokio::time::sleep(w).await;
-        }
+    /// Calls `f` with retries for retryable errors, unless the partner's circuit is open; each
+    /// attempt waits for its turn, parking the message while it waits long
+    /// ([`Pacing::Park`]: the caller must hold no connection or lock).
+    pub async fn call<T, E, F, Fut>(&self, partner: &str, operation: &str, f: F) -> Result<T, CallError<E>>
+    where
+        E: Retryable,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_paced(partner, operation, Pacing::Park, f).await
     }
 
-    /// Calls `f` with retries for retryable errors, unless the partner's circuit is open.
-    pub async fn call<T, E, F, Fut>(&self, partner: &str, operation: &str, mut f: F) -> Result<T, CallError<E>>
+    /// [`Caller::call`], waiting for turns as `pacing` says.
+    pub async fn call_paced<T, E, F, Fut>(
+        &self,
+        partner: &str,
+        operation: &str,
+        mut pacing: Pacing,
+        mut f: F,
+    ) -> Result<T, CallError<E>>
     where
         E: Retryable,
         F: FnMut() -> Fut,
@@ -348,7 +361,14 @@ impl Caller {
                 return Err(CallError::CircuitOpen);
             }
             attempt += 1;
-            self.pace(partner).await;
+            match std::mem::replace(&mut pacing, Pacing::Hold) {
+                Pacing::Taken(_) if attempt == 1 => {}
+                Pacing::Park => {
+                    wait_until(self.pacer.turn(partner).await, true).await;
+                    pacing = Pacing::Park;
+                }
+                _ => wait_until(self.pacer.turn(partner).await, false).await,
+            }
             let started = Instant::now();
             let result = f().await;
             self.metrics
@@ -387,6 +407,25 @@ impl Caller {
     }
 }
 
+/// Waits for a turn; a wait long enough to matter parks the message when allowed.
+async fn wait_until(at: Option<Instant>, park: bool) {
+    let Some(wait) = at.map(|at| at.saturating_duration_since(Instant::now())) else {
+        return;
+    };
+    if wait.is_zero() {
+        return;
+    }
+    if park && wait >= PARK_AFTER {
+        crate::inbox::parked(tokio::time::sleep(wait)).await;
+    } else {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Waits for a turn shorter than this keep their worker (parking costs two messages to the
+/// consumer).
+const PARK_AFTER: Duration = Duration::from_millis(5);
+
 /// The idempotency key of a partner call made for a request event.
 pub fn idempotency_key(request_event_id: uuid::Uuid) -> String {
     format!("sy-{}", request_event_id.simple())
@@ -417,6 +456,7 @@ mod tests {
                 open_for: Duration::from_millis(200),
             },
             ProviderMetrics::register(&Metrics::new("t")),
+            Pacer::default(),
         )
     }
 

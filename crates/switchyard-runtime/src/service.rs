@@ -144,6 +144,7 @@ impl Runtime {
                 max_in_flight: self.cfg.kafka.max_in_flight,
                 per_partition: self.cfg.kafka.max_in_flight_per_partition,
                 max_batch: self.cfg.kafka.max_batch,
+                max_parked: self.cfg.kafka.max_parked,
             },
         }
     }

@@ -63,6 +63,7 @@ pub struct Metrics {
     pub inbox_duplicates: Counter,
     pub consumer_in_flight: Gauge,
     pub consumer_batch_size: Histogram,
+    pub consumer_parked: Gauge,
 }
 
 impl Metrics {
@@ -89,6 +90,7 @@ impl Metrics {
             inbox_duplicates: Counter::default(),
             consumer_in_flight: Gauge::default(),
             consumer_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
+            consumer_parked: Gauge::default(),
         };
         root.register(
             "messages_consumed",
@@ -149,6 +151,11 @@ impl Metrics {
             "consumer_batch_size",
             "Messages applied together in one transaction",
             m.consumer_batch_size.clone(),
+        );
+        root.register(
+            "consumer_parked",
+            "Messages waiting for their turn at a rate-limited partner, holding no in-flight place",
+            m.consumer_parked.clone(),
         );
         if let Ok(mut guard) = m.registry.lock() {
             *guard = root;

@@ -20,7 +20,7 @@
 use std::{collections::HashMap, future::Future, path::Path, sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use switchyard_model::{
     EventRecord,
     events::common::{Failure, FailureClass},
@@ -28,7 +28,8 @@ use switchyard_model::{
 use switchyard_runtime::{
     HandlerError, Metrics, Outbox, ServiceConfig,
     effects::{Intent, Ledger, Prior, chaos_point},
-    provider::{CallError, Caller, PolicyConfig, ProviderMetrics},
+    pace::Pacer,
+    provider::{CallError, Caller, Pacing, PolicyConfig, ProviderMetrics, Turn},
 };
 
 use crate::{VendorError, registry::PartnerConnection};
@@ -92,17 +93,24 @@ pub struct Partners<V: ?Sized> {
 }
 
 impl<V: ?Sized> Partners<V> {
-    /// Builds the vendors of the `[[partners]]` section and the `[provider]` policy of `file`.
+    /// Builds the vendors of the `[[partners]]` section and the `[provider]` policy of `file`. Each
+    /// partner's rate limit is drawn from the budget in `pool`, shared by every instance of the
+    /// service ([`Pacer::shared`]).
     pub fn load(
         file: Option<&Path>,
         metrics: &Metrics,
+        pool: &PgPool,
         build: impl Fn(&PartnerConnection) -> Result<Arc<V>, String>,
     ) -> Result<Self, String> {
         let connections: Vec<PartnerConnection> =
             ServiceConfig::section(file, "partners", Vec::new()).map_err(|e| e.to_string())?;
         let policy: PolicyConfig =
             ServiceConfig::section(file, "provider", PolicyConfig::default()).map_err(|e| e.to_string())?;
-        let caller = Caller::new(policy.policy(), ProviderMetrics::register(metrics));
+        let caller = Caller::new(
+            policy.policy(),
+            ProviderMetrics::register(metrics),
+            Pacer::shared(pool.clone()),
+        );
         let mut vendors = HashMap::new();
         for p in &connections {
             vendors.insert(
@@ -167,8 +175,12 @@ impl<V: ?Sized> Partners<V> {
         S: Fn(Arc<dyn Progress>) -> BoxFuture<'a, Result<T, VendorError>>,
         R: Fn(Arc<dyn Progress>) -> BoxFuture<'a, Result<Recovery<T>, VendorError>>,
     {
+        // The partner's turn first: a message waiting for it is parked, holding no connection.
+        let turn = self.caller.turn(intent.partner).await;
         let lock = ledger.lock(intent.key).await?;
-        let result = self.effect_locked(ledger, &intent, reference, send, recover).await;
+        let result = self
+            .effect_locked(ledger, &intent, turn, reference, send, recover)
+            .await;
         lock.release().await;
         result
     }
@@ -178,6 +190,7 @@ impl<V: ?Sized> Partners<V> {
         &self,
         ledger: &Ledger,
         intent: &Intent<'_>,
+        turn: Turn,
         reference: impl Fn(&T) -> Option<String>,
         send: S,
         recover: R,
@@ -234,14 +247,17 @@ impl<V: ?Sized> Partners<V> {
         // round leaves the step to an operator: never a failover, never a blind re-send.
         let mut pause = Duration::from_millis(500);
         let mut doubt = String::new();
+        // The turn taken before the lock is the first send's; later sends wait holding the lock.
+        let mut turn = Some(turn);
         for round in 0..AMBIGUOUS_ROUNDS {
             // A fresh intent was committed with its first send counted.
             if round > 0 || !fresh {
                 ledger.sending(key).await.map_err(transient)?;
             }
+            let pacing = turn.take().map_or(Pacing::Hold, Pacing::Taken);
             match self
                 .caller
-                .call(partner, intent.operation, || send(progress.clone()))
+                .call_paced(partner, intent.operation, pacing, || send(progress.clone()))
                 .await
             {
                 Ok(v) => {
@@ -310,7 +326,10 @@ impl<V: ?Sized> Partners<V> {
         T: serde::Serialize,
         R: Fn(Arc<dyn Progress>) -> BoxFuture<'a, Result<Recovery<T>, VendorError>>,
     {
-        let found = self.caller.call(partner, "recover", || recover(progress.clone())).await;
+        let found = self
+            .caller
+            .call_paced(partner, "recover", Pacing::Hold, || recover(progress.clone()))
+            .await;
         let label = match &found {
             Ok(Recovery::Found(_)) => "found",
             Ok(Recovery::SendAgain) => "send_again",

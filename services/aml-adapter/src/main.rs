@@ -120,7 +120,8 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let rt = service::boot(SERVICE).await?;
-    let partners = Partners::load(rt.config_file.as_deref(), &rt.metrics, registry::aml).map_err(anyhow::Error::msg)?;
+    let partners =
+        Partners::load(rt.config_file.as_deref(), &rt.metrics, &rt.pool, registry::aml).map_err(anyhow::Error::msg)?;
     let handler = AmlAdapter {
         partners,
         outbox: rt.outbox.clone(),

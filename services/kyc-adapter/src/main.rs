@@ -175,7 +175,8 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let rt = service::boot(SERVICE).await?;
-    let partners = Partners::load(rt.config_file.as_deref(), &rt.metrics, registry::kyc).map_err(anyhow::Error::msg)?;
+    let partners =
+        Partners::load(rt.config_file.as_deref(), &rt.metrics, &rt.pool, registry::kyc).map_err(anyhow::Error::msg)?;
     if partners.ids().next().is_none() {
         tracing::warn!("no KYC partners configured: every request will fail with unknown_partner");
     }

@@ -276,7 +276,8 @@ async fn main() -> ExitCode {
 async fn run() -> anyhow::Result<()> {
     let rt = service::boot(SERVICE).await?;
     sqlx::migrate!("./migrations").run(&rt.pool).await?;
-    let partners = Partners::load(rt.config_file.as_deref(), &rt.metrics, registry::kyc).map_err(anyhow::Error::msg)?;
+    let partners =
+        Partners::load(rt.config_file.as_deref(), &rt.metrics, &rt.pool, registry::kyc).map_err(anyhow::Error::msg)?;
     let received: Family<WebhookLabels, Counter> = Family::default();
     rt.metrics.register(
         "webhooks_received",
