@@ -12,7 +12,9 @@ use rdkafka::{
 };
 
 /// An idempotent producer with `acks=all`, both set explicitly: retries never duplicate or reorder
-/// within a partition.
+/// within a partition. No linger: the relay hands a whole batch over at once, and what queues while
+/// a request is in flight goes in the next one; a 5 ms linger added 5 ms to every hop of a flow
+/// (publish lag p50 11.4 → 4.6 ms, drain 27,800 → 32,700 events/s in `yardctl bench relay`).
 pub fn producer(bootstrap: &str, client_id: &str) -> anyhow::Result<FutureProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -21,7 +23,7 @@ pub fn producer(bootstrap: &str, client_id: &str) -> anyhow::Result<FutureProduc
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
         .set("compression.type", "zstd")
-        .set("linger.ms", "5")
+        .set("linger.ms", "0")
         .set("message.timeout.ms", "30000")
         .create()?)
 }
