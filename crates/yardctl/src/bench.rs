@@ -29,6 +29,10 @@ pub enum BenchCommand {
         seconds: u32,
         #[arg(long, default_value_t = 500)]
         batch: i64,
+        /// Then run our relay and Debezium Server's outbox event router side by side on the same
+        /// PostgreSQL and Kafka (`local-stack/debezium.sh` fetches it from Maven Central once).
+        #[arg(long)]
+        debezium: bool,
     },
     /// Partition stall after a SIGKILL of the orchestrator and an immediate restart, with dynamic
     /// and with static group membership (`make services` first).
@@ -56,6 +60,7 @@ pub async fn run(
         rate,
         seconds,
         batch,
+        debezium,
     } = cmd
     else {
         anyhow::bail!("not a relay bench");
@@ -147,6 +152,9 @@ pub async fn run(
     )))
     .execute(&mut admin_conn)
     .await;
+    if debezium {
+        crate::sidebyside::compare(kafka_url, admin, events, rate, seconds).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -16,6 +16,7 @@ mod demo;
 mod flowbench;
 mod privacy;
 mod schemas;
+mod sidebyside;
 
 use std::process::ExitCode;
 
