@@ -225,3 +225,96 @@ async fn a_message_waiting_for_its_turn_holds_no_place_in_flight() {
     );
     db.drop_db().await;
 }
+
+/// Parks every message for the same 300 ms, then works 50 ms holding a place: counts how many work
+/// at once.
+struct ParksThenWorks {
+    working: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl switchyard_runtime::Handler for ParksThenWorks {
+    type Prepared = ();
+    const CALLS_OUT: bool = true;
+
+    async fn prepare(&self, _: &switchyard_runtime::Incoming) -> Result<(), switchyard_runtime::HandlerError> {
+        use std::sync::atomic::Ordering;
+        switchyard_runtime::inbox::parked(tokio::time::sleep(Duration::from_millis(300))).await;
+        let now = self.working.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.working.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        msg: &switchyard_runtime::Incoming,
+        (): (),
+    ) -> Result<(), switchyard_runtime::HandlerError> {
+        RecordEffects.handle(conn, msg, ()).await
+    }
+}
+
+/// Parked messages hold no place while they wait, but take one back before they go on: 20 messages
+/// whose waits end together never work more than `max_in_flight` (4) at once, so what a message
+/// does after its turn (a key lock, a ledger write) never needs more connections than the pool has
+/// for messages in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_message_takes_a_place_back_before_it_goes_on() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("unpark").await;
+    create_effects_table(&db.pool).await;
+    let topic = stack.fresh_topic("unpark", 1).await;
+    let codec = stack.codec_for(&topic).await;
+    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "unpark-test").expect("producer");
+    for seq in 1..=20u32 {
+        let key = format!("flow-{seq}");
+        let frame = codec
+            .encode(&topic, &sample_event("t", &key, seq))
+            .await
+            .expect("encode");
+        produce(&producer, &topic, &key, &frame).await;
+    }
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let shutdown = switchyard_runtime::Shutdown::new();
+    let consumer = switchyard_runtime::Consumer {
+        name: format!("consumer-{topic}"),
+        topics: vec![topic.clone()],
+        bootstrap: stack.kafka.clone(),
+        codec,
+        pool: db.pool.clone(),
+        metrics: Metrics::new("unpark"),
+        producer,
+        handler: ParksThenWorks {
+            working: std::sync::Arc::default(),
+            most: most.clone(),
+        },
+        wake: Default::default(),
+        instance_id: None,
+        concurrency: switchyard_runtime::inbox::Concurrency {
+            max_in_flight: 4,
+            per_partition: 4,
+            max_batch: 1,
+            max_parked: 1000,
+        },
+    };
+    let run = tokio::spawn(consumer.run(shutdown.clone()));
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            effects_count(&db.pool).await == 20
+        })
+        .await,
+        "every message applied"
+    );
+    shutdown.trigger();
+    run.await.expect("join").expect("a clean stop");
+    assert_eq!(applied_times(&db.pool).await, vec![1; 20]);
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (2..=4).contains(&most),
+        "{most} messages worked at once after their waits (at most 4 places; more than one parked together)"
+    );
+    db.drop_db().await;
+}

@@ -134,8 +134,13 @@ impl Concurrency {
 /// What a consumer's loop hears from its message tasks.
 enum Event {
     Done(Done),
-    /// A message of this partition was parked (true) or took its place back (false).
-    Parked(Partition, bool),
+    /// A message of this partition was parked.
+    Parked(Partition),
+    /// A parked message's wait is over: it asks for a place in flight again, granted through the
+    /// sender when one is free (before any new message is taken).
+    Unpark(Partition, tokio::sync::oneshot::Sender<()>),
+    /// A parked message was dropped before it got its place back (shutdown).
+    Abandoned(Partition),
 }
 
 /// How a message task parks: set for the task that applies a message.
@@ -156,13 +161,33 @@ tokio::task_local! {
     static PARKING: Parking;
 }
 
-/// A parked message's place, given back when dropped.
-struct ParkedPlace(Parking);
+/// A parked message, until it has its place in flight back.
+struct ParkedPlace {
+    parking: Parking,
+    /// The grant asked for (None before the wait is over).
+    grant: Option<tokio::sync::oneshot::Receiver<()>>,
+    granted: bool,
+}
+
+impl ParkedPlace {
+    /// Waits until the consumer gives this message a place in flight again.
+    async fn take_back(&mut self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.parking.events.send(Event::Unpark(self.parking.partition, tx));
+        let rx = self.grant.insert(rx);
+        // A consumer that stopped answering has stopped: nothing left to wait for.
+        let _ = rx.await;
+        self.granted = true;
+    }
+}
 
 impl Drop for ParkedPlace {
     fn drop(&mut self) {
-        self.0.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        let _ = self.0.events.send(Event::Parked(self.0.partition, false));
+        self.parking.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let granted = self.granted || self.grant.as_mut().is_some_and(|rx| rx.try_recv().is_ok());
+        if !granted {
+            let _ = self.parking.events.send(Event::Abandoned(self.parking.partition));
+        }
     }
 }
 
@@ -188,10 +213,20 @@ pub async fn parked<F: Future>(wait: F) -> F::Output {
     let Some(parking) = parking else {
         return wait.await;
     };
-    let _ = parking.events.send(Event::Parked(parking.partition, true));
-    let place = ParkedPlace(parking.clone());
+    let _ = parking.events.send(Event::Parked(parking.partition));
+    let mut place = ParkedPlace {
+        parking: parking.clone(),
+        grant: None,
+        granted: false,
+    };
+    // Its wait over, the message takes a place in flight back before it goes on (what follows
+    // takes connections the pool has for messages in flight only).
     let out = tokio::select! {
-        out = wait => out,
+        out = async {
+            let out = wait.await;
+            place.take_back().await;
+            out
+        } => out,
         () = parking.shutdown.wait() => {
             parking.abandon.notify_one();
             std::future::pending().await
@@ -442,9 +477,31 @@ impl<H: Handler> Consumer<H> {
         let mut partitions: HashMap<Partition, PartitionState> = HashMap::new();
         let (mut in_flight, mut running, mut stopping) = (0usize, 0usize, false);
         let mut parked = 0usize;
+        // Parked messages whose wait is over, waiting for a place in flight (served before any new
+        // message is taken).
+        let mut unparking: VecDeque<(Partition, tokio::sync::oneshot::Sender<()>)> = VecDeque::new();
         let in_flight_gauge = self.metrics.consumer_in_flight.clone();
         let parked_gauge = self.metrics.consumer_parked.clone();
         loop {
+            while in_flight.saturating_sub(parked) < max_in_flight {
+                let Some((partition, grant)) = unparking.pop_front() else {
+                    break;
+                };
+                // A message dropped meanwhile (shutdown) says so itself: `Abandoned`.
+                if grant.send(()).is_ok() {
+                    parked = parked.saturating_sub(1);
+                    let state = partitions.entry(partition).or_default();
+                    state.parked = state.parked.saturating_sub(1);
+                    if !state.paused && state.holding() >= per_partition {
+                        let topic = self.topics.get(partition.0).map(String::as_str).unwrap_or_default();
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(topic, partition.1);
+                        if consumer.pause(&tpl).is_ok() {
+                            state.paused = true;
+                        }
+                    }
+                }
+            }
             in_flight_gauge.set(in_flight as i64);
             parked_gauge.set(parked as i64);
             tokio::select! {
@@ -458,9 +515,10 @@ impl<H: Handler> Consumer<H> {
                     }
                 }
                 Some(event) = events_rx.recv() => match event {
-                    Event::Parked(partition, now_parked) => {
+                    Event::Unpark(partition, grant) => unparking.push_back((partition, grant)),
+                    Event::Parked(partition) | Event::Abandoned(partition) => {
                         let state = partitions.entry(partition).or_default();
-                        if now_parked {
+                        if matches!(event, Event::Parked(_)) {
                             parked += 1;
                             state.parked += 1;
                         } else {
@@ -522,7 +580,7 @@ impl<H: Handler> Consumer<H> {
                         }
                     }
                 },
-                m = consumer.recv(), if !stopping && in_flight.saturating_sub(parked) < max_in_flight => {
+                m = consumer.recv(), if !stopping && unparking.is_empty() && in_flight.saturating_sub(parked) < max_in_flight => {
                     let msg = match m {
                         Ok(m) => m.detach(),
                         Err(e) => {

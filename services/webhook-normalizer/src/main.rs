@@ -173,6 +173,28 @@ async fn handle(
     let now = chrono::Utc::now().timestamp_millis();
     let notice = vendor.verify_webhook(headers, body, now).map_err(Refused::Rejected)?;
     let later = |e: sqlx::Error| Refused::Later(e.to_string());
+    // Thin webhooks say only that something changed: ask the partner for the case itself, before
+    // any transaction (no connection is held across a partner call). A redelivery already taken is
+    // told apart first, so it costs the partner nothing.
+    let outcome = match notice.outcome.clone() {
+        Some(o) => o,
+        None => {
+            let seen: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM webhook_dedup WHERE partner = $1 AND event_id = $2)")
+                    .bind(partner)
+                    .bind(&notice.event_id)
+                    .fetch_one(&app.pool)
+                    .await
+                    .map_err(later)?;
+            if seen {
+                return duplicate(app, partner, headers, body, &notice.event_id).await;
+            }
+            app.partners
+                .call(partner, "status", || vendor.status(&notice.provider_reference))
+                .await
+                .map_err(|f| Refused::Later(format!("{}: {}", f.code, f.message)))?
+        }
+    };
     let mut tx = app.pool.begin().await.map_err(later)?;
     let fresh = sqlx::query("INSERT INTO webhook_dedup (partner, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(partner)
@@ -184,28 +206,8 @@ async fn handle(
         == 1;
     if !fresh {
         tx.rollback().await.map_err(later)?;
-        store(
-            &app.pool,
-            partner,
-            headers,
-            body,
-            "duplicate",
-            None,
-            Some(&notice.event_id),
-        )
-        .await
-        .map_err(later)?;
-        return Ok("duplicate");
+        return duplicate(app, partner, headers, body, &notice.event_id).await;
     }
-    // Thin webhooks say only that something changed: ask the partner for the case itself.
-    let outcome = match notice.outcome.clone() {
-        Some(o) => o,
-        None => app
-            .partners
-            .call(partner, "status", || vendor.status(&notice.provider_reference))
-            .await
-            .map_err(|f| Refused::Later(format!("{}: {}", f.code, f.message)))?,
-    };
     let flow = format!("{partner}:{}", notice.provider_reference);
     let event = KycProviderEvent {
         envelope: Envelope::new(KycProviderEvent::RECORD, PLATFORM_TENANT, flow, SERVICE),
@@ -236,6 +238,20 @@ async fn handle(
     app.outbox.committed();
     tracing::info!(partner, reference = %notice.provider_reference, status = ?event.status, "webhook accepted");
     Ok("accepted")
+}
+
+/// A delivery of an event already taken: its receipt is kept, nothing else happens.
+async fn duplicate(
+    app: &App,
+    partner: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    event_id: &str,
+) -> Result<&'static str, Refused> {
+    store(&app.pool, partner, headers, body, "duplicate", None, Some(event_id))
+        .await
+        .map_err(|e| Refused::Later(e.to_string()))?;
+    Ok("duplicate")
 }
 
 /// What the normalizer forgets, and when (`retention.<name>_hours`):
