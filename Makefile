@@ -75,13 +75,13 @@ fmt:
 bench: services
 	cargo build --release --workspace --bins
 	@local-stack/bench.sh start
-	@$(ENV) && $(RELEASE_YARDCTL) bench onboarding --flows 600 --concurrency 20
+	@$(ENV) && $(RELEASE_YARDCTL) bench onboarding --flows 600 --concurrency 20 --target 150
 	@# The same with a second instance of the orchestrator and of each adapter (one consumer group each).
 	@SWITCHYARD_SECOND_INSTANCES=orchestrator,kyc-adapter,aml-adapter local-stack/bench.sh start
 	@$(ENV) && $(RELEASE_YARDCTL) bench onboarding --flows 600 --concurrency 20
 	@SWITCHYARD_SECOND_INSTANCES=orchestrator,kyc-adapter,aml-adapter local-stack/services.sh stop >/dev/null
 	@SWITCHYARD_SIM_COMPLETE_AFTER_MS=0 local-stack/bench.sh start
-	@$(ENV) && $(RELEASE_YARDCTL) bench onboarding --flows 1200 --concurrency 40
+	@$(ENV) && $(RELEASE_YARDCTL) bench onboarding --flows 1200 --concurrency 40 --target 300
 	@$(ENV) && $(RELEASE_YARDCTL) bench relay --debezium
 	@local-stack/bench.sh stop
 	@$(ENV) && $(YARDCTL) bench stall

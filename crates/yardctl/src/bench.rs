@@ -46,6 +46,9 @@ pub enum BenchCommand {
         flows: usize,
         #[arg(long, default_value_t = 20)]
         concurrency: usize,
+        /// A rate to compare the maximum with (flows/s): how far it is from it is printed.
+        #[arg(long)]
+        target: Option<f64>,
     },
 }
 

@@ -204,7 +204,7 @@ async fn decided(env: &Env, key: &str, ids: &[String]) -> anyhow::Result<(Vec<(f
     }
 }
 
-pub async fn onboarding(flows: usize, concurrency: usize) -> anyhow::Result<ExitCode> {
+pub async fn onboarding(flows: usize, concurrency: usize, target: Option<f64>) -> anyhow::Result<ExitCode> {
     let env = Env::load()?;
     let admin = env.var("POSTGRES_ADMIN_URL")?.to_string();
     let key = env.api_key("tenant-bench")?;
@@ -237,6 +237,17 @@ pub async fn onboarding(flows: usize, concurrency: usize) -> anyhow::Result<Exit
     // Each status read is two transactions at the ingress (the key, the flow): not the flows' own.
     let tx_per_flow = (commits_after - commits_before - 2 * reads as i64) as f64 / flows as f64;
     println!("maximum: {rate:.1} flows/s end to end (first accepted to last decided, {flows} flows)");
+    if let Some(t) = target.filter(|t| *t > 0.0) {
+        if rate >= t {
+            println!("  target {t:.0} flows/s: reached ({:.0}% of it)", 100.0 * rate / t);
+        } else {
+            println!(
+                "  target {t:.0} flows/s: not reached, {:.0}% of it ({:.1} flows/s short)",
+                100.0 * rate / t,
+                t - rate
+            );
+        }
+    }
     println!(
         "  {tx_per_flow:.1} transactions per flow: {:.0} commits/s, {:.0}% of the ceiling",
         rate * tx_per_flow,

@@ -96,8 +96,13 @@ async fn main() -> ExitCode {
             },
         } => ensure_topics(&cli.kafka, partitions, replication).await,
         Command::Bench {
-            command: bench::BenchCommand::Onboarding { flows, concurrency },
-        } => flowbench::onboarding(flows, concurrency).await,
+            command:
+                bench::BenchCommand::Onboarding {
+                    flows,
+                    concurrency,
+                    target,
+                },
+        } => flowbench::onboarding(flows, concurrency, target).await,
         Command::Bench {
             command: bench::BenchCommand::Stall { trials },
         } => chaos::stall(trials).await,
