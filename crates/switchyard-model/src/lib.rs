@@ -5,6 +5,7 @@
 
 pub mod envelope;
 pub mod events;
+pub mod money;
 pub mod redact;
 pub mod schemas;
 pub mod topics;

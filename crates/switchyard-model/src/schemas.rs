@@ -479,7 +479,8 @@ mod typed_tests {
     use crate::events::{
         Event,
         aml::{AmlScreeningResult, HitCategory, ScreeningHit, ScreeningStatus},
-        common::{Failure, FailureClass, Person},
+        common::{Failure, FailureClass, Money, Person},
+        fraud::{Channel, FraudDecision, FraudScoreRequested, FraudScoreResult, ScoreBand},
         kyc::{KycStatus, KycVerificationResult},
         onboarding::{OnboardingCompleted, OnboardingDecision, RiskTier, StartOnboarding},
     };
@@ -549,6 +550,33 @@ mod typed_tests {
             }],
             failure: None,
             shadow: true,
+        });
+        round_trip(FraudScoreRequested {
+            envelope: Envelope::new(FraudScoreRequested::RECORD, "t", "f", "test"),
+            customer_id: "c-1".into(),
+            transaction_id: "po-1".into(),
+            amount: Money {
+                amount_minor: 1_500,
+                currency: "JPY".into(),
+            },
+            counterparty_id: "b-1".into(),
+            channel: Channel::Api,
+            device_id: None,
+            partner: "fraud-sift".into(),
+            attempt: 1,
+            shadow: false,
+        });
+        round_trip(FraudScoreResult {
+            envelope: Envelope::new(FraudScoreResult::RECORD, "t", "f", "test"),
+            transaction_id: "po-1".into(),
+            partner: "fraud-seon".into(),
+            provider_reference: Some("tx-9".into()),
+            score: 720,
+            band: Some(ScoreBand::of(720)),
+            decision: FraudDecision::Review,
+            reasons: vec!["velocity".into()],
+            failure: None,
+            shadow: false,
         });
         assert_eq!(person().dob_iso().as_deref(), Some("1815-12-10"));
     }

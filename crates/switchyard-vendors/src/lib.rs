@@ -10,6 +10,7 @@
 pub mod adapter;
 pub mod aml;
 pub mod error;
+pub mod fraud;
 pub mod kyc;
 pub mod registry;
 pub mod signing;

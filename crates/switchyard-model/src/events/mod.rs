@@ -3,6 +3,7 @@
 
 pub mod aml;
 pub mod common;
+pub mod fraud;
 pub mod kyc;
 pub mod onboarding;
 
