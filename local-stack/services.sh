@@ -24,10 +24,10 @@ SERVICES=(ingress orchestrator kyc-adapter aml-adapter fraud-adapter cards-adapt
 ROOT="$(cd "$HERE/.." && pwd)"
 CONFIG="${SWITCHYARD_CONFIG_DIR:-$HERE/config}"
 # Vendor simulators: name, port, extra arguments.
-SIMS=(onfido sumsub mesh watchman)
-declare -A SIM_PORT=([onfido]=9301 [sumsub]=9302 [mesh]=9303 [watchman]=9304)
+SIMS=(onfido sumsub mesh watchman sift seon)
+declare -A SIM_PORT=([onfido]=9301 [sumsub]=9302 [mesh]=9303 [watchman]=9304 [sift]=9305 [seon]=9306)
 declare -A SIM_ARGS=([onfido]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-onfido"
-  [sumsub]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub" [mesh]="" [watchman]="")
+  [sumsub]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub" [mesh]="" [watchman]="" [sift]="" [seon]="")
 
 [ -f "$HERE/endpoints.env" ] || { echo "local stack is not up (run make up)" >&2; exit 1; }
 set -a
@@ -54,6 +54,16 @@ secrets() {
       echo "MESH_USERNAME=switchyard-$(r | cut -c1-8)"
       echo "MESH_PASSWORD=$(r)"
     } >"$f"
+    chmod 600 "$f"
+  fi
+  # Partners added after the file was made get their credentials appended once.
+  if ! grep -q '^SIFT_API_KEY=' "$f"; then
+    local r2
+    r2() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+    {
+      echo "SIFT_API_KEY=$(r2)"
+      echo "SEON_API_KEY=$(r2)"
+    } >>"$f"
     chmod 600 "$f"
   fi
   set -a

@@ -15,6 +15,11 @@ use crate::{
         mesh::{Mesh, MeshConfig},
         watchman::{Watchman, WatchmanConfig},
     },
+    fraud::{
+        FraudVendor,
+        seon::{Seon, SeonConfig},
+        sift::{Sift, SiftConfig},
+    },
     kyc::{
         KycVendor,
         onfido::{Onfido, OnfidoConfig},
@@ -27,7 +32,7 @@ use crate::{
 pub struct PartnerConnection {
     /// Partner id, as in the partner catalog (e.g. `kyc-onfido`).
     pub id: String,
-    /// Implementation: `onfido`, `sumsub`, `mesh`, `watchman`.
+    /// Implementation: `onfido`, `sumsub`, `mesh`, `watchman`, `sift`, `seon`.
     pub vendor: String,
     pub base_url: String,
     #[serde(default = "default_timeout_ms")]
@@ -166,6 +171,42 @@ pub fn aml(p: &PartnerConnection) -> Result<Arc<dyn AmlVendor>, String> {
         )),
         other => Err(format!(
             "partners.{}.vendor: no AML vendor named {other:?} (mesh, watchman)",
+            p.id
+        )),
+    }
+}
+
+/// Builds the fraud-scoring vendor of a partner connection.
+pub fn fraud(p: &PartnerConnection) -> Result<Arc<dyn FraudVendor>, String> {
+    let err = |e: crate::VendorError| format!("partners.{}: {e}", p.id);
+    let threshold = |name: &str, default: &str| -> Result<f64, String> {
+        p.setting(name, default)
+            .parse::<f64>()
+            .map_err(|e| format!("partners.{}.settings.{name}: {e}", p.id))
+    };
+    match p.vendor.as_str() {
+        "sift" => Ok(Arc::new(
+            Sift::new(SiftConfig {
+                partner: p.id.clone(),
+                base_url: p.base_url.clone(),
+                api_key: p.secret("api_key")?,
+                review_at: threshold("review_at", "0.6")?,
+                block_at: threshold("block_at", "0.9")?,
+                timeout: p.timeout(),
+            })
+            .map_err(err)?,
+        )),
+        "seon" => Ok(Arc::new(
+            Seon::new(SeonConfig {
+                partner: p.id.clone(),
+                base_url: p.base_url.clone(),
+                api_key: p.secret("api_key")?,
+                timeout: p.timeout(),
+            })
+            .map_err(err)?,
+        )),
+        other => Err(format!(
+            "partners.{}.vendor: no fraud vendor named {other:?} (sift, seon)",
             p.id
         )),
     }

@@ -4,15 +4,19 @@
 //!   provider-sim sumsub   --listen 127.0.0.1:9302 --webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub
 //!   provider-sim mesh     --listen 127.0.0.1:9303
 //!   provider-sim watchman --listen 127.0.0.1:9304
+//!   provider-sim sift     --listen 127.0.0.1:9305
+//!   provider-sim seon     --listen 127.0.0.1:9306
 //!
 //! Credentials come from the environment, as the real vendors issue them: ONFIDO_API_TOKEN,
 //! ONFIDO_WEBHOOK_SECRET; SUMSUB_APP_TOKEN, SUMSUB_SECRET_KEY, SUMSUB_WEBHOOK_SECRET; MESH_USERNAME,
-//! MESH_PASSWORD. Control API on the same port under /_sim (faults, webhook quirks, ledger).
+//! MESH_PASSWORD; SIFT_API_KEY; SEON_API_KEY. Control API on the same port under /_sim (faults, webhook quirks, ledger).
 
 #![allow(clippy::result_large_err)] // handlers short-circuit with the vendor's full HTTP error response
 
 mod mesh;
 mod onfido;
+mod seon;
+mod sift;
 mod sim;
 mod sumsub;
 mod watchman;
@@ -27,6 +31,8 @@ enum Vendor {
     Sumsub,
     Mesh,
     Watchman,
+    Sift,
+    Seon,
 }
 
 #[derive(Parser)]
@@ -83,6 +89,18 @@ async fn main() -> anyhow::Result<()> {
             },
         ),
         Vendor::Watchman => watchman::router(sim.clone()),
+        Vendor::Sift => sift::router(
+            sim.clone(),
+            sift::Config {
+                api_key: env("SIFT_API_KEY")?,
+            },
+        ),
+        Vendor::Seon => seon::router(
+            sim.clone(),
+            seon::Config {
+                api_key: env("SEON_API_KEY")?,
+            },
+        ),
     };
     let app = api.merge(sim::control_routes(sim));
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;

@@ -105,7 +105,7 @@ async fn a_workflow_decision_overrides_the_score_and_reasons_become_canonical_co
     let (out, _) = scored(
         200,
         fixture!("event_block_workflow.json"),
-        tx("cust-fraudster-77", 990_00, "EUR"),
+        tx("cust-fraudster-77", 99_000, "EUR"),
     )
     .await;
     let out = out.unwrap();
