@@ -483,6 +483,7 @@ mod typed_tests {
         fraud::{Channel, FraudDecision, FraudScoreRequested, FraudScoreResult, ScoreBand},
         kyc::{KycStatus, KycVerificationResult},
         onboarding::{OnboardingCompleted, OnboardingDecision, RiskTier, StartOnboarding},
+        payouts::{AccountIdentifier, AccountScheme, Beneficiary, PayoutRequested, PayoutResult, PayoutStatus},
     };
 
     fn round_trip<E: Event + PartialEq + std::fmt::Debug>(event: E) {
@@ -577,6 +578,35 @@ mod typed_tests {
             reasons: vec!["velocity".into()],
             failure: None,
             shadow: false,
+        });
+        round_trip(PayoutRequested {
+            envelope: Envelope::new(PayoutRequested::RECORD, "t", "f", "test"),
+            payout_id: "po-1".into(),
+            amount: Money {
+                amount_minor: 1_250,
+                currency: "KWD".into(),
+            },
+            beneficiary: Beneficiary {
+                name: "Ada Lovelace".into(),
+                account: AccountIdentifier {
+                    scheme: AccountScheme::Iban,
+                    value: "GB82WEST12345698765432".into(),
+                    bank_code: None,
+                },
+                address: None,
+            },
+            rail: "swift".into(),
+            reference: Some("invoice 7".into()),
+            partner: "payouts-wise".into(),
+            attempt: 1,
+        });
+        round_trip(PayoutResult {
+            envelope: Envelope::new(PayoutResult::RECORD, "t", "f", "test"),
+            payout_id: "po-1".into(),
+            partner: "payouts-wise".into(),
+            provider_reference: Some("4711".into()),
+            status: PayoutStatus::Unknown,
+            failure: None,
         });
         assert_eq!(person().dob_iso().as_deref(), Some("1815-12-10"));
     }

@@ -6,6 +6,7 @@ pub mod common;
 pub mod fraud;
 pub mod kyc;
 pub mod onboarding;
+pub mod payouts;
 
 use serde::{Serialize, de::DeserializeOwned};
 
