@@ -24,10 +24,11 @@ SERVICES=(ingress orchestrator kyc-adapter aml-adapter fraud-adapter cards-adapt
 ROOT="$(cd "$HERE/.." && pwd)"
 CONFIG="${SWITCHYARD_CONFIG_DIR:-$HERE/config}"
 # Vendor simulators: name, port, extra arguments.
-SIMS=(onfido sumsub mesh watchman sift seon)
-declare -A SIM_PORT=([onfido]=9301 [sumsub]=9302 [mesh]=9303 [watchman]=9304 [sift]=9305 [seon]=9306)
+SIMS=(onfido sumsub mesh watchman sift seon wise stripe)
+declare -A SIM_PORT=([onfido]=9301 [sumsub]=9302 [mesh]=9303 [watchman]=9304 [sift]=9305 [seon]=9306 [wise]=9307
+  [stripe]=9308)
 declare -A SIM_ARGS=([onfido]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-onfido"
-  [sumsub]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub" [mesh]="" [watchman]="" [sift]="" [seon]="")
+  [sumsub]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub" [mesh]="" [watchman]="" [sift]="" [seon]="" [wise]="" [stripe]="")
 
 [ -f "$HERE/endpoints.env" ] || { echo "local stack is not up (run make up)" >&2; exit 1; }
 set -a
@@ -63,6 +64,15 @@ secrets() {
     {
       echo "SIFT_API_KEY=$(r2)"
       echo "SEON_API_KEY=$(r2)"
+    } >>"$f"
+    chmod 600 "$f"
+  fi
+  if ! grep -q '^WISE_API_TOKEN=' "$f"; then
+    local r3
+    r3() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+    {
+      echo "WISE_API_TOKEN=$(r3)"
+      echo "STRIPE_API_KEY=sk_test_$(r3)"
     } >>"$f"
     chmod 600 "$f"
   fi

@@ -46,8 +46,13 @@ pub struct TopicSchema {
     pub records: Vec<String>,
 }
 
-/// Records that hold personal data: a person's identity, and what a screening matched against it.
-pub const PERSONAL_RECORDS: [&str; 2] = ["com.switchyard.common.Person", "com.switchyard.aml.ScreeningHit"];
+/// Records that hold personal data: a person's identity, what a screening matched against it, and a
+/// payout's beneficiary (name and account).
+pub const PERSONAL_RECORDS: [&str; 3] = [
+    "com.switchyard.common.Person",
+    "com.switchyard.aml.ScreeningHit",
+    "com.switchyard.payouts.Beneficiary",
+];
 
 /// All topic schemas of the model.
 #[derive(Debug, Clone)]

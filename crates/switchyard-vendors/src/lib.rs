@@ -9,9 +9,11 @@
 
 pub mod adapter;
 pub mod aml;
+pub(crate) mod decimal;
 pub mod error;
 pub mod fraud;
 pub mod kyc;
+pub mod payouts;
 pub mod registry;
 pub mod signing;
 #[cfg(test)]

@@ -25,6 +25,11 @@ use crate::{
         onfido::{Onfido, OnfidoConfig},
         sumsub::{Sumsub, SumsubConfig},
     },
+    payouts::{
+        PayoutVendor,
+        stripe::{Stripe, StripeConfig},
+        wise::{Wise, WiseConfig},
+    },
     signing::SecretPair,
 };
 
@@ -171,6 +176,38 @@ pub fn aml(p: &PartnerConnection) -> Result<Arc<dyn AmlVendor>, String> {
         )),
         other => Err(format!(
             "partners.{}.vendor: no AML vendor named {other:?} (mesh, watchman)",
+            p.id
+        )),
+    }
+}
+
+/// Builds the payout vendor of a partner connection.
+pub fn payouts(p: &PartnerConnection) -> Result<Arc<dyn PayoutVendor>, String> {
+    let err = |e: crate::VendorError| format!("partners.{}: {e}", p.id);
+    match p.vendor.as_str() {
+        "wise" => Ok(Arc::new(
+            Wise::new(WiseConfig {
+                partner: p.id.clone(),
+                base_url: p.base_url.clone(),
+                api_token: p.secret("api_token")?,
+                profile_id: p.setting("profile_id", ""),
+                source_currency: p.setting("source_currency", ""),
+                timeout: p.timeout(),
+            })
+            .map_err(err)?,
+        )),
+        "stripe" => Ok(Arc::new(
+            Stripe::new(StripeConfig {
+                partner: p.id.clone(),
+                base_url: p.base_url.clone(),
+                api_key: p.secret("api_key")?,
+                account: p.setting("account", ""),
+                timeout: p.timeout(),
+            })
+            .map_err(err)?,
+        )),
+        other => Err(format!(
+            "partners.{}.vendor: no payout vendor named {other:?} (wise, stripe)",
             p.id
         )),
     }

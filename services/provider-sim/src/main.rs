@@ -6,10 +6,12 @@
 //!   provider-sim watchman --listen 127.0.0.1:9304
 //!   provider-sim sift     --listen 127.0.0.1:9305
 //!   provider-sim seon     --listen 127.0.0.1:9306
+//!   provider-sim wise     --listen 127.0.0.1:9307
+//!   provider-sim stripe   --listen 127.0.0.1:9308
 //!
 //! Credentials come from the environment, as the real vendors issue them: ONFIDO_API_TOKEN,
 //! ONFIDO_WEBHOOK_SECRET; SUMSUB_APP_TOKEN, SUMSUB_SECRET_KEY, SUMSUB_WEBHOOK_SECRET; MESH_USERNAME,
-//! MESH_PASSWORD; SIFT_API_KEY; SEON_API_KEY. Control API on the same port under /_sim (faults, webhook quirks, ledger).
+//! MESH_PASSWORD; SIFT_API_KEY; SEON_API_KEY; WISE_API_TOKEN; STRIPE_API_KEY. Control API on the same port under /_sim (faults, webhook quirks, ledger).
 
 #![allow(clippy::result_large_err)] // handlers short-circuit with the vendor's full HTTP error response
 
@@ -18,8 +20,10 @@ mod onfido;
 mod seon;
 mod sift;
 mod sim;
+mod stripe;
 mod sumsub;
 mod watchman;
+mod wise;
 
 use std::time::Duration;
 
@@ -33,6 +37,8 @@ enum Vendor {
     Watchman,
     Sift,
     Seon,
+    Wise,
+    Stripe,
 }
 
 #[derive(Parser)]
@@ -93,6 +99,20 @@ async fn main() -> anyhow::Result<()> {
             sim.clone(),
             sift::Config {
                 api_key: env("SIFT_API_KEY")?,
+            },
+        ),
+        Vendor::Wise => wise::router(
+            sim.clone(),
+            wise::Config {
+                api_token: env("WISE_API_TOKEN")?,
+                complete_after,
+            },
+        ),
+        Vendor::Stripe => stripe::router(
+            sim.clone(),
+            stripe::Config {
+                api_key: env("STRIPE_API_KEY")?,
+                complete_after,
             },
         ),
         Vendor::Seon => seon::router(

@@ -93,3 +93,55 @@ event!(
     "com.switchyard.payouts.PayoutResult",
     "payouts.results.v1"
 );
+
+/// Whether an IBAN passes ISO 13616's check: 15 to 34 characters (spaces ignored), a country code, two
+/// check digits, and the mod-97 of the rearranged number equal to 1.
+pub fn iban_valid(iban: &str) -> bool {
+    let s: String = iban.chars().filter(|c| !c.is_whitespace()).collect();
+    if !(15..=34).contains(&s.len())
+        || !s.chars().all(|c| c.is_ascii_alphanumeric())
+        || !s[..2].chars().all(|c| c.is_ascii_uppercase())
+        || !s[2..4].chars().all(|c| c.is_ascii_digit())
+    {
+        return false;
+    }
+    let rearranged = s[4..].chars().chain(s[..4].chars());
+    let mut rem: u32 = 0;
+    for c in rearranged {
+        let v = match c {
+            '0'..='9' => c as u32 - '0' as u32,
+            'A'..='Z' => c as u32 - 'A' as u32 + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iban_check_digits() {
+        assert!(iban_valid("DE89370400440532013000"));
+        assert!(iban_valid("GB82 WEST 1234 5698 7654 32"));
+        assert!(!iban_valid("DE89370400440532013001"), "one digit off");
+        assert!(!iban_valid("GB82WEST"), "too short");
+        assert!(!iban_valid("gb82WEST12345698765432"), "lower-case country");
+    }
+
+    #[test]
+    fn accounts_are_shown_by_their_last_four() {
+        let a = AccountIdentifier {
+            scheme: AccountScheme::Iban,
+            value: "DE89370400440532013000".into(),
+            bank_code: None,
+        };
+        assert_eq!(a.masked(), "••••3000");
+    }
+}

@@ -10,7 +10,8 @@ use switchyard_model::events::{
 };
 use switchyard_runtime::Secret;
 
-use super::{Seon, SeonConfig, client::major_amount};
+use super::{Seon, SeonConfig};
+use crate::decimal::major_amount;
 use crate::{
     VendorError,
     fraud::{FraudOutcome, FraudVendor, Transaction},

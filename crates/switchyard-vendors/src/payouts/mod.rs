@@ -1,0 +1,55 @@
+//! The payouts capability: move money to a beneficiary exactly once. Every payout carries a
+//! deterministic key committed before the call (the effect ledger); a timeout or a dropped
+//! connection after sending leaves it **in doubt**, resolved by asking the vendor by our reference,
+//! never by re-sending under a new key and never by another vendor.
+
+pub mod stripe;
+pub mod wise;
+
+use futures::future::BoxFuture;
+use switchyard_model::events::{
+    common::Money,
+    payouts::{Beneficiary, PayoutStatus},
+};
+
+use crate::{
+    adapter::{Progress, Recovery},
+    error::VendorError,
+};
+
+/// What is paid out.
+#[derive(Debug, Clone)]
+pub struct Payout {
+    pub payout_id: String,
+    /// Our deterministic key for this payout's execution (`sy-<request event id>`).
+    pub idempotency_key: String,
+    pub amount: Money,
+    pub beneficiary: Beneficiary,
+    /// What the beneficiary sees.
+    pub reference: Option<String>,
+}
+
+/// A payout as the vendor has it, in canonical terms.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PayoutOutcome {
+    pub provider_reference: Option<String>,
+    pub status: PayoutStatus,
+}
+
+pub trait PayoutVendor: Send + Sync {
+    fn partner(&self) -> &str;
+    /// Executes the payout (several calls: what each learns is noted in `progress` before the
+    /// next, so a crash resumes instead of repeating).
+    fn initiate<'a>(
+        &'a self,
+        payout: &'a Payout,
+        progress: std::sync::Arc<dyn Progress>,
+    ) -> BoxFuture<'a, Result<PayoutOutcome, VendorError>>;
+    /// After a crash mid-call or an ambiguous answer: the payout as the vendor has it, looked up by
+    /// our reference (`SendAgain` only when the vendor says it has none, or de-duplicates a re-send).
+    fn find<'a>(
+        &'a self,
+        payout: &'a Payout,
+        progress: std::sync::Arc<dyn Progress>,
+    ) -> BoxFuture<'a, Result<Recovery<PayoutOutcome>, VendorError>>;
+}

@@ -1,0 +1,152 @@
+//! Stripe's HTTP API.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
+use switchyard_runtime::Secret;
+
+use super::transformers::{ExternalAccount, PayoutObject, SearchResult, external_account, status};
+use crate::{
+    adapter::{Progress, Recovery},
+    error::{VendorError, json, send},
+    payouts::{Payout, PayoutOutcome, PayoutVendor},
+};
+
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    pub partner: String,
+    pub base_url: String,
+    pub api_key: Secret,
+    /// The connected account payouts are made from (`acct_...`).
+    pub account: String,
+    pub timeout: Duration,
+}
+
+pub struct Stripe {
+    cfg: StripeConfig,
+    http: reqwest::Client,
+}
+
+impl Stripe {
+    pub fn new(cfg: StripeConfig) -> Result<Self, VendorError> {
+        if !cfg.account.starts_with("acct_") {
+            return Err(VendorError::Permanent(
+                "settings.account must be a connected account (acct_...)".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .build()
+            .map_err(|e| VendorError::Permanent(e.to_string()))?;
+        Ok(Stripe { cfg, http })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.cfg.base_url))
+            .bearer_auth(self.cfg.api_key.expose())
+            .header("Stripe-Account", &self.cfg.account)
+    }
+
+    fn outcome(p: &PayoutObject) -> Result<PayoutOutcome, VendorError> {
+        Ok(PayoutOutcome {
+            provider_reference: Some(p.id.clone()),
+            status: status(&p.status)
+                .ok_or_else(|| VendorError::Permanent(format!("unknown payout status {:?}", p.status)))?,
+        })
+    }
+
+    async fn run(&self, p: &Payout, progress: Arc<dyn Progress>) -> Result<PayoutOutcome, VendorError> {
+        let currency = p.amount.currency.to_lowercase();
+        let destination = match progress.get("external_account") {
+            Some(id) => id,
+            None => {
+                let form = external_account(&p.beneficiary, &currency).map_err(VendorError::Permanent)?;
+                let ba: ExternalAccount = json(
+                    send(
+                        self.request(
+                            reqwest::Method::POST,
+                            &format!("/v1/accounts/{}/external_accounts", self.cfg.account),
+                        )
+                        .header("Idempotency-Key", format!("{}-ba", p.idempotency_key))
+                        .form(&form),
+                        false,
+                    )
+                    .await?,
+                )
+                .await?;
+                progress.note("external_account", &ba.id).await?;
+                ba.id
+            }
+        };
+        let mut form: Vec<(&str, String)> = vec![
+            ("amount", p.amount.amount_minor.to_string()),
+            ("currency", currency),
+            ("destination", destination),
+            ("method", "standard".into()),
+            ("metadata[payout_id]", p.payout_id.clone()),
+            ("metadata[switchyard_key]", p.idempotency_key.clone()),
+        ];
+        if let Some(r) = &p.reference {
+            // Stripe shows at most 22 characters on the statement.
+            form.push(("statement_descriptor", r.chars().take(22).collect()));
+        }
+        let payout: PayoutObject = json(
+            send(
+                self.request(reqwest::Method::POST, "/v1/payouts")
+                    .header("Idempotency-Key", &p.idempotency_key)
+                    .form(&form),
+                true,
+            )
+            .await?,
+        )
+        .await?;
+        if payout.metadata.get("payout_id") != Some(&p.payout_id) {
+            return Err(VendorError::Permanent("the payout answered is not ours".into()));
+        }
+        Self::outcome(&payout)
+    }
+
+    /// The payout with our id in its metadata, if Stripe has one: never a re-send to find out (the
+    /// idempotency key may have expired, and a re-send would pay again).
+    async fn lookup(&self, p: &Payout) -> Result<Recovery<PayoutOutcome>, VendorError> {
+        let query = format!("metadata['payout_id']:'{}'", p.payout_id.replace('\'', ""));
+        let found: SearchResult = json(
+            send(
+                self.request(reqwest::Method::GET, "/v1/payouts/search")
+                    .query(&[("query", query.as_str())]),
+                false,
+            )
+            .await?,
+        )
+        .await?;
+        match found.data.as_slice() {
+            [] => Ok(Recovery::SendAgain),
+            [one] => Ok(Recovery::Found(Self::outcome(one)?)),
+            // Two executions of one payout: nothing automatic may decide which; an operator must.
+            _ => Ok(Recovery::Unknowable),
+        }
+    }
+}
+
+impl PayoutVendor for Stripe {
+    fn partner(&self) -> &str {
+        &self.cfg.partner
+    }
+
+    fn initiate<'a>(
+        &'a self,
+        payout: &'a Payout,
+        progress: Arc<dyn Progress>,
+    ) -> BoxFuture<'a, Result<PayoutOutcome, VendorError>> {
+        Box::pin(self.run(payout, progress))
+    }
+
+    fn find<'a>(
+        &'a self,
+        payout: &'a Payout,
+        _: Arc<dyn Progress>,
+    ) -> BoxFuture<'a, Result<Recovery<PayoutOutcome>, VendorError>> {
+        Box::pin(self.lookup(payout))
+    }
+}

@@ -1,0 +1,229 @@
+//! Wise's HTTP API.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
+use switchyard_runtime::Secret;
+
+use super::transformers::{
+    Errors, FundRequest, FundResponse, Quote, QuoteRequest, Recipient, RecipientRequest, Transfer, TransferDetails,
+    TransferRequest, status,
+};
+use crate::{
+    adapter::{Progress, Recovery},
+    decimal::major_amount,
+    error::{VendorError, json, send, send_accepting},
+    payouts::{Payout, PayoutOutcome, PayoutVendor},
+};
+
+#[derive(Debug, Clone)]
+pub struct WiseConfig {
+    pub partner: String,
+    pub base_url: String,
+    pub api_token: Secret,
+    pub profile_id: String,
+    /// The balance currency transfers are funded from (empty: the payout's own currency).
+    pub source_currency: String,
+    pub timeout: Duration,
+}
+
+pub struct Wise {
+    cfg: WiseConfig,
+    http: reqwest::Client,
+}
+
+/// The `customerTransactionId` of a payout: the UUID inside our key (`sy-<uuid>`), so every attempt
+/// of one payout sends the same one.
+pub(crate) fn customer_transaction_id(key: &str) -> Result<String, VendorError> {
+    let hex = key.strip_prefix("sy-").unwrap_or(key);
+    uuid::Uuid::parse_str(hex)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| VendorError::Permanent("the payout key holds no UUID for customerTransactionId".into()))
+}
+
+impl Wise {
+    pub fn new(cfg: WiseConfig) -> Result<Self, VendorError> {
+        if cfg.profile_id.is_empty() {
+            return Err(VendorError::Permanent("settings.profile_id is required".into()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .build()
+            .map_err(|e| VendorError::Permanent(e.to_string()))?;
+        Ok(Wise { cfg, http })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.cfg.base_url)
+    }
+
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        mutating: bool,
+    ) -> Result<T, VendorError> {
+        json(
+            send(
+                self.http
+                    .post(self.url(path))
+                    .bearer_auth(self.cfg.api_token.expose())
+                    .json(body),
+                mutating,
+            )
+            .await?,
+        )
+        .await
+    }
+
+    async fn transfer(&self, id: &str) -> Result<Transfer, VendorError> {
+        json(
+            send(
+                self.http
+                    .get(self.url(&format!("/v1/transfers/{id}")))
+                    .bearer_auth(self.cfg.api_token.expose()),
+                false,
+            )
+            .await?,
+        )
+        .await
+    }
+
+    fn outcome(t: &Transfer) -> Result<PayoutOutcome, VendorError> {
+        let status = status(&t.status)
+            .ok_or_else(|| VendorError::Permanent(format!("unknown transfer state {:?}", t.status)))?;
+        Ok(PayoutOutcome {
+            provider_reference: Some(t.id.to_string()),
+            status,
+        })
+    }
+
+    async fn run(&self, p: &Payout, progress: Arc<dyn Progress>) -> Result<PayoutOutcome, VendorError> {
+        let currency = p.amount.currency.as_str();
+        let ctid = customer_transaction_id(&p.idempotency_key)?;
+        let transfer_id = match progress.get("transfer") {
+            Some(id) => id,
+            None => {
+                let source = if self.cfg.source_currency.is_empty() {
+                    currency
+                } else {
+                    self.cfg.source_currency.as_str()
+                };
+                let quote: Quote = self
+                    .post(
+                        &format!("/v3/profiles/{}/quotes", self.cfg.profile_id),
+                        &QuoteRequest {
+                            source_currency: source,
+                            target_currency: currency,
+                            target_amount: major_amount(p.amount.amount_minor, currency)?,
+                            pay_out: "BANK_TRANSFER",
+                        },
+                        false,
+                    )
+                    .await?;
+                let recipient: Recipient = match progress.get("recipient") {
+                    Some(id) => Recipient {
+                        id: id
+                            .parse()
+                            .map_err(|_| VendorError::Permanent("recorded recipient id".into()))?,
+                    },
+                    None => {
+                        let req = RecipientRequest::new(&self.cfg.profile_id, currency, &p.beneficiary)
+                            .map_err(VendorError::Permanent)?;
+                        let r: Recipient = self.post("/v1/accounts", &req, false).await?;
+                        progress.note("recipient", &r.id.to_string()).await?;
+                        r
+                    }
+                };
+                // Safe to re-send: the same customerTransactionId gives back the same transfer.
+                let t: Transfer = self
+                    .post(
+                        "/v1/transfers",
+                        &TransferRequest {
+                            target_account: recipient.id,
+                            quote_uuid: &quote.id,
+                            customer_transaction_id: &ctid,
+                            details: TransferDetails {
+                                reference: p.reference.as_deref().unwrap_or(&p.payout_id),
+                            },
+                        },
+                        true,
+                    )
+                    .await?;
+                if t.customer_transaction_id.as_deref().is_some_and(|c| c != ctid) {
+                    return Err(VendorError::Permanent("the transfer answered is not ours".into()));
+                }
+                progress.note("transfer", &t.id.to_string()).await?;
+                t.id.to_string()
+            }
+        };
+        // Funding moves the money. Funded already (by an attempt that died before recording it):
+        // Wise refuses a second funding with transfer.invalid-state, and the transfer says where it is.
+        let resp = send_accepting(
+            self.http
+                .post(self.url(&format!(
+                    "/v3/profiles/{}/transfers/{transfer_id}/payments",
+                    self.cfg.profile_id
+                )))
+                .bearer_auth(self.cfg.api_token.expose())
+                .json(&FundRequest { kind: "BALANCE" }),
+            true,
+            &[422],
+        )
+        .await?;
+        if resp.status().as_u16() == 422 {
+            let e: Errors = json(resp).await?;
+            if !e.errors.iter().any(|e| e.code == "transfer.invalid-state") {
+                let codes: Vec<_> = e.errors.iter().map(|e| e.code.as_str()).collect();
+                return Err(VendorError::Permanent(format!("422: {codes:?}")));
+            }
+        } else {
+            let f: FundResponse = json(resp).await?;
+            if f.status != "COMPLETED" {
+                // Refused before any money moved (e.g. insufficient balance).
+                return Err(VendorError::Permanent(format!(
+                    "funding {}: {}",
+                    f.status,
+                    f.error_code.unwrap_or_default()
+                )));
+            }
+        }
+        Self::outcome(&self.transfer(&transfer_id).await?)
+    }
+
+    async fn lookup(&self, progress: Arc<dyn Progress>) -> Result<Recovery<PayoutOutcome>, VendorError> {
+        // No transfer recorded: none was created for us, or re-creating it with the same
+        // customerTransactionId hands it back; either way sending again is safe.
+        let Some(id) = progress.get("transfer") else {
+            return Ok(Recovery::SendAgain);
+        };
+        let t = self.transfer(&id).await?;
+        if t.status == "incoming_payment_waiting" {
+            // Created, not funded: sending again funds it once.
+            return Ok(Recovery::SendAgain);
+        }
+        Ok(Recovery::Found(Self::outcome(&t)?))
+    }
+}
+
+impl PayoutVendor for Wise {
+    fn partner(&self) -> &str {
+        &self.cfg.partner
+    }
+
+    fn initiate<'a>(
+        &'a self,
+        payout: &'a Payout,
+        progress: Arc<dyn Progress>,
+    ) -> BoxFuture<'a, Result<PayoutOutcome, VendorError>> {
+        Box::pin(self.run(payout, progress))
+    }
+
+    fn find<'a>(
+        &'a self,
+        _: &'a Payout,
+        progress: Arc<dyn Progress>,
+    ) -> BoxFuture<'a, Result<Recovery<PayoutOutcome>, VendorError>> {
+        Box::pin(self.lookup(progress))
+    }
+}

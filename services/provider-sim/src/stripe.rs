@@ -1,0 +1,299 @@
+//! Stripe-shaped payouts simulator (Connect): external bank accounts on a connected account, and
+//! payouts created form-encoded with an `Idempotency-Key` remembered for 24 hours of the simulator's
+//! clock (`POST /_sim/clock {"advance_hours"}` moves it): within that, a re-send replays the first
+//! answer (or is refused with `idempotency_error` for other parameters); after it, a re-send
+//! **executes again**, as Stripe's does. Payouts are searchable by metadata
+//! (`GET /v1/payouts/search?query=metadata['payout_id']:'...'`) and move pending → in_transit → paid
+//! after `complete_after`. Every payout created is an execution in the ledger (`payout`, keyed by
+//! its `payout_id` metadata).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Form, Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::sim::{Sim, with_faults};
+
+#[derive(Clone)]
+pub struct Config {
+    pub api_key: String,
+    pub complete_after: Duration,
+}
+
+/// A remembered idempotency key: when it was first used (simulator hours), the request's
+/// parameters, and the answer given.
+type KeyUse = (f64, Vec<(String, String)>, Value);
+
+#[derive(Default)]
+struct Book {
+    payouts: Vec<Value>,
+    keys: HashMap<String, KeyUse>,
+    /// Hours the simulator's clock is ahead of the real one.
+    offset_hours: f64,
+}
+
+#[derive(Clone)]
+struct App {
+    sim: Sim,
+    cfg: Config,
+    book: Arc<Mutex<Book>>,
+    ids: Arc<AtomicU64>,
+}
+
+/// How long Stripe remembers an idempotency key.
+const KEY_HOURS: f64 = 24.0;
+
+pub fn error_body(status: u16) -> Value {
+    let (kind, message) = match status {
+        400 => ("invalid_request_error", "Invalid request"),
+        401 => ("invalid_request_error", "Invalid API Key provided"),
+        429 => ("rate_limit_error", "Too many requests"),
+        _ => ("api_error", "An unknown error occurred"),
+    };
+    json!({"error": {"type": kind, "message": message}})
+}
+
+fn error(status: StatusCode, kind: &str, code: Option<&str>, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"type": kind, "code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+pub fn router(sim: Sim, cfg: Config) -> Router {
+    let app = App {
+        sim: sim.clone(),
+        cfg,
+        book: Arc::default(),
+        ids: Arc::default(),
+    };
+    let api = Router::new()
+        .route("/v1/accounts/{acct}/external_accounts", post(external_account))
+        .route("/v1/payouts", post(create))
+        .route("/v1/payouts/search", get(search))
+        .route("/v1/payouts/{id}", get(show))
+        .with_state(app.clone());
+    let control = Router::new().route("/_sim/clock", post(clock)).with_state(app);
+    with_faults(api, sim, error_body).merge(control)
+}
+
+fn now_hours(b: &Book) -> f64 {
+    chrono::Utc::now().timestamp() as f64 / 3600.0 + b.offset_hours
+}
+
+#[derive(Deserialize)]
+struct ClockMove {
+    advance_hours: f64,
+}
+
+async fn clock(State(app): State<App>, Json(m): Json<ClockMove>) -> StatusCode {
+    if let Ok(mut b) = app.book.lock() {
+        b.offset_hours += m.advance_hours;
+    }
+    StatusCode::NO_CONTENT
+}
+
+fn authorised(app: &App, h: &HeaderMap) -> Result<(), Response> {
+    let key_ok = h
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|k| k == app.cfg.api_key);
+    if !key_ok {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            None,
+            "Invalid API Key provided",
+        ));
+    }
+    let account_ok = h
+        .get("stripe-account")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.starts_with("acct_"));
+    if !account_ok {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("account_invalid"),
+            "Stripe-Account must name a connected account",
+        ));
+    }
+    Ok(())
+}
+
+fn id(app: &App, prefix: &str) -> String {
+    format!(
+        "{prefix}_{:016x}",
+        app.ids.fetch_add(1, Ordering::Relaxed) + 0x1a2b_0000
+    )
+}
+
+async fn external_account(
+    State(app): State<App>,
+    Path(acct): Path<String>,
+    h: HeaderMap,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = authorised(&app, &h) {
+        return r;
+    }
+    let number = f.get("external_account[account_number]").cloned().unwrap_or_default();
+    if number.len() < 4 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("parameter_missing"),
+            "Missing required param: external_account[account_number].",
+        );
+    }
+    let last4: String = number.chars().skip(number.chars().count() - 4).collect();
+    Json(json!({"id": id(&app, "ba"), "object": "bank_account", "account": acct,
+        "country": f.get("external_account[country]"), "currency": f.get("external_account[currency]"),
+        "last4": last4, "status": "new"}))
+    .into_response()
+}
+
+async fn create(State(app): State<App>, h: HeaderMap, Form(f): Form<HashMap<String, String>>) -> Response {
+    if let Err(r) = authorised(&app, &h) {
+        return r;
+    }
+    let Some(amount) = f.get("amount").and_then(|a| a.parse::<i64>().ok()).filter(|a| *a > 0) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("parameter_invalid_integer"),
+            "Invalid integer: amount",
+        );
+    };
+    let mut params: Vec<(String, String)> = f.clone().into_iter().collect();
+    params.sort();
+    let key = h
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Ok(mut b) = app.book.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let now = now_hours(&b);
+    if let Some(k) = &key {
+        // Keys older than 24 hours are forgotten: a re-send then executes again.
+        b.keys.retain(|_, (at, _, _)| now - *at < KEY_HOURS);
+        if let Some((_, seen, answer)) = b.keys.get(k) {
+            if *seen != params {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "idempotency_error",
+                    None,
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                );
+            }
+            return Json(answer.clone()).into_response();
+        }
+    }
+    let metadata: serde_json::Map<String, Value> = f
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("metadata[")?.strip_suffix(']')?.to_string(), json!(v))))
+        .collect();
+    let payout = json!({"id": id(&app, "po"), "object": "payout", "amount": amount, "currency": f.get("currency"),
+        "destination": f.get("destination"), "method": f.get("method").cloned().unwrap_or("standard".into()),
+        "statement_descriptor": f.get("statement_descriptor"), "metadata": metadata, "status": "pending",
+        "failure_code": null, "failure_message": null, "reconciliation_status": "not_applicable",
+        "arrival_date": chrono::Utc::now().timestamp() + 86_400, "type": "bank_account", "livemode": false});
+    b.payouts.push(payout.clone());
+    if let Some(k) = key {
+        b.keys.insert(k, (now, params, payout.clone()));
+    }
+    drop(b);
+    let reference = metadata_id(&payout);
+    app.sim.record("payout", &reference);
+    let (book, after, pid) = (app.book.clone(), app.cfg.complete_after, payout["id"].clone());
+    tokio::spawn(async move {
+        for state in ["in_transit", "paid"] {
+            tokio::time::sleep(after).await;
+            if let Ok(mut b) = book.lock()
+                && let Some(p) = b.payouts.iter_mut().find(|p| p["id"] == pid)
+            {
+                p["status"] = json!(state);
+            }
+        }
+    });
+    Json(payout).into_response()
+}
+
+fn metadata_id(p: &Value) -> String {
+    p["metadata"]["payout_id"].as_str().unwrap_or_default().to_string()
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    query: String,
+}
+
+async fn search(State(app): State<App>, h: HeaderMap, Query(q): Query<SearchQuery>) -> Response {
+    if let Err(r) = authorised(&app, &h) {
+        return r;
+    }
+    // The one query shape the simulator understands: metadata['<field>']:'<value>'.
+    let parsed = q
+        .query
+        .strip_prefix("metadata['")
+        .and_then(|r| r.split_once("']:'"))
+        .and_then(|(field, v)| Some((field.to_string(), v.strip_suffix('\'')?.to_string())));
+    let Some((field, value)) = parsed else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("search_query_invalid"),
+            "Unsupported query",
+        );
+    };
+    let data: Vec<Value> = app
+        .book
+        .lock()
+        .map(|b| {
+            b.payouts
+                .iter()
+                .filter(|p| p["metadata"][&field] == value)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(json!({"object": "search_result", "url": "/v1/payouts/search", "has_more": false, "data": data}))
+        .into_response()
+}
+
+async fn show(State(app): State<App>, h: HeaderMap, Path(pid): Path<String>) -> Response {
+    if let Err(r) = authorised(&app, &h) {
+        return r;
+    }
+    match app
+        .book
+        .lock()
+        .ok()
+        .and_then(|b| b.payouts.iter().find(|p| p["id"] == pid).cloned())
+    {
+        Some(p) => Json(p).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("resource_missing"),
+            "No such payout",
+        ),
+    }
+}

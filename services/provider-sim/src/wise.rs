@@ -1,0 +1,249 @@
+//! Wise-shaped payouts simulator: quotes, recipients, transfers keyed by `customerTransactionId`
+//! (a re-send returns the same transfer), funding from the balance (once: a second funding is
+//! refused with `transfer.invalid-state`), and transfer states that move on by themselves:
+//! processing → funds_converted → outgoing_payment_sent after `complete_after`. Every funding is an
+//! execution in the ledger (`payout`, keyed by the customerTransactionId and the reference).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::{Value, json};
+
+use crate::sim::{Sim, parse_json, with_faults};
+
+#[derive(Clone)]
+pub struct Config {
+    pub api_token: String,
+    pub complete_after: Duration,
+}
+
+#[derive(Default)]
+struct Book {
+    quotes: HashMap<String, Value>,
+    recipients: HashMap<i64, Value>,
+    transfers: HashMap<i64, Value>,
+    by_ctid: HashMap<String, i64>,
+}
+
+#[derive(Clone)]
+struct App {
+    sim: Sim,
+    cfg: Config,
+    book: Arc<Mutex<Book>>,
+    ids: Arc<AtomicI64>,
+}
+
+pub fn error_body(status: u16) -> Value {
+    match status {
+        400 | 422 => {
+            json!({"errors": [{"code": "NOT_VALID", "message": "Invalid request", "path": "", "arguments": []}]})
+        }
+        401 | 403 => json!({"error": "unauthorized", "error_description": "Invalid token"}),
+        _ => json!({"timestamp": chrono::Utc::now().to_rfc3339(), "status": status, "error": "Internal Server Error",
+                    "message": "", "path": ""}),
+    }
+}
+
+pub fn router(sim: Sim, cfg: Config) -> Router {
+    let app = App {
+        sim: sim.clone(),
+        cfg,
+        book: Arc::default(),
+        ids: Arc::new(AtomicI64::new(50_000_000)),
+    };
+    let api = Router::new()
+        .route("/v3/profiles/{profile}/quotes", post(quote))
+        .route("/v1/accounts", post(recipient))
+        .route("/v1/transfers", post(transfer))
+        .route("/v1/transfers/{id}", get(show))
+        .route("/v3/profiles/{profile}/transfers/{id}/payments", post(fund))
+        .with_state(app);
+    with_faults(api, sim, error_body)
+}
+
+fn authorised(app: &App, h: &HeaderMap) -> Result<(), Response> {
+    let ok = h
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == app.cfg.api_token);
+    if ok {
+        Ok(())
+    } else {
+        Err((StatusCode::UNAUTHORIZED, Json(error_body(401))).into_response())
+    }
+}
+
+fn invalid(code: &str, message: &str, path: &str) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({"errors": [{"code": code, "message": message, "path": path, "arguments": []}]})),
+    )
+        .into_response()
+}
+
+async fn quote(State(app): State<App>, Path(profile): Path<String>, h: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorised(&app, &h) {
+        return r;
+    }
+    let req: Value = match parse_json(&body, error_body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(amount) = req["targetAmount"].as_f64().filter(|a| *a > 0.0) else {
+        return invalid("NOT_VALID", "targetAmount must be positive", "targetAmount");
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let q = json!({"id": id, "profile": profile, "sourceCurrency": req["sourceCurrency"], "targetCurrency": req["targetCurrency"],
+        "targetAmount": amount, "rate": 1, "rateType": "FIXED", "providedAmountType": "TARGET",
+        "rateExpirationTime": (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339(),
+        "paymentOptions": [{"payIn": "BALANCE", "payOut": "BANK_TRANSFER", "fee": {"total": 0.41}, "disabled": false}]});
+    if let Ok(mut b) = app.book.lock() {
+        b.quotes.insert(id, q.clone());
+    }
+    Json(q).into_response()
+}
+
+async fn recipient(State(app): State<App>, h: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorised(&app, &h) {
+        return r;
+    }
+    let req: Value = match parse_json(&body, error_body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let field = match req["type"].as_str() {
+        Some("iban") => "IBAN",
+        Some("sort_code") => "accountNumber",
+        Some("aba") => "accountNumber",
+        _ => return invalid("NOT_VALID", "unsupported recipient type", "type"),
+    };
+    if req["details"][field].as_str().is_none_or(str::is_empty) {
+        return invalid("NOT_VALID", "account details missing", field);
+    }
+    let id = app.ids.fetch_add(1, Ordering::Relaxed);
+    let mut r = req.clone();
+    r["id"] = json!(id);
+    if let Ok(mut b) = app.book.lock() {
+        b.recipients.insert(id, r.clone());
+    }
+    Json(r).into_response()
+}
+
+async fn transfer(State(app): State<App>, h: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorised(&app, &h) {
+        return r;
+    }
+    let req: Value = match parse_json(&body, error_body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(ctid) = req["customerTransactionId"].as_str().map(str::to_string) else {
+        return invalid(
+            "NOT_VALID",
+            "customerTransactionId is required",
+            "customerTransactionId",
+        );
+    };
+    let Ok(mut b) = app.book.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    // The same customerTransactionId: the same transfer, not a second one.
+    if let Some(t) = b.by_ctid.get(&ctid).and_then(|id| b.transfers.get(id)) {
+        return Json(t.clone()).into_response();
+    }
+    let Some(quote) = req["quoteUuid"].as_str().and_then(|q| b.quotes.get(q)).cloned() else {
+        return invalid("NOT_VALID", "quote not found", "quoteUuid");
+    };
+    let Some(target) = req["targetAccount"].as_i64().filter(|a| b.recipients.contains_key(a)) else {
+        return invalid("NOT_VALID", "recipient not found", "targetAccount");
+    };
+    let id = app.ids.fetch_add(1, Ordering::Relaxed);
+    let t = json!({"id": id, "targetAccount": target, "quoteUuid": quote["id"], "status": "incoming_payment_waiting",
+        "reference": req["details"]["reference"], "customerTransactionId": ctid,
+        "targetValue": quote["targetAmount"], "targetCurrency": quote["targetCurrency"],
+        "created": chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string()});
+    b.transfers.insert(id, t.clone());
+    b.by_ctid.insert(ctid, id);
+    Json(t).into_response()
+}
+
+async fn show(State(app): State<App>, Path(id): Path<i64>, h: HeaderMap) -> Response {
+    if let Err(r) = authorised(&app, &h) {
+        return r;
+    }
+    match app.book.lock().ok().and_then(|b| b.transfers.get(&id).cloned()) {
+        Some(t) => Json(t).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"errors": [{"code": "transfer.not-found", "message": "Transfer not found", "path": "id", "arguments": [id]}]})),
+        )
+            .into_response(),
+    }
+}
+
+async fn fund(State(app): State<App>, Path((_, id)): Path<(String, i64)>, h: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorised(&app, &h) {
+        return r;
+    }
+    let req: Value = match parse_json(&body, error_body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if req["type"] != "BALANCE" {
+        return invalid("NOT_VALID", "only BALANCE funding", "type");
+    }
+    let key = {
+        let Ok(mut b) = app.book.lock() else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        let Some(t) = b.transfers.get_mut(&id) else {
+            return invalid("transfer.not-found", "Transfer not found", "transferId");
+        };
+        if t["status"] != "incoming_payment_waiting" {
+            return invalid(
+                "transfer.invalid-state",
+                "Transfer is in an invalid state for this operation",
+                "transferId",
+            );
+        }
+        t["status"] = json!("processing");
+        format!(
+            "{} {}",
+            t["customerTransactionId"].as_str().unwrap_or_default(),
+            t["reference"].as_str().unwrap_or_default()
+        )
+    };
+    app.sim.record("payout", &key);
+    // The transfer moves on by itself.
+    let (book, after) = (app.book.clone(), app.cfg.complete_after);
+    tokio::spawn(async move {
+        for state in ["funds_converted", "outgoing_payment_sent"] {
+            tokio::time::sleep(after).await;
+            if let Ok(mut b) = book.lock()
+                && let Some(t) = b.transfers.get_mut(&id)
+            {
+                t["status"] = json!(state);
+            }
+        }
+    });
+    (
+        StatusCode::CREATED,
+        Json(json!({"type": "BALANCE", "status": "COMPLETED", "errorCode": null})),
+    )
+        .into_response()
+}
