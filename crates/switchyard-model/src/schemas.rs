@@ -435,7 +435,7 @@ mod tests {
     }
 
     #[test]
-    fn topics_with_a_person_or_a_screening_hit_carry_personal_data() {
+    fn topics_with_a_person_a_screening_hit_or_a_beneficiary_carry_personal_data() {
         let catalog = SchemaCatalog::embedded().expect("catalog");
         let personal: Vec<&str> = catalog
             .topics()
@@ -452,7 +452,9 @@ mod tests {
                 "cards.requests.v1",
                 "kyc.commands.v1",
                 "kyc.requests.v1",
-                "onboarding.commands.v1"
+                "onboarding.commands.v1",
+                "payouts.commands.v1",
+                "payouts.requests.v1"
             ]
         );
     }
