@@ -4,7 +4,9 @@
 //! calls in doubt (work done, answer held past our timeout), and optionally the Kafka broker and
 //! PostgreSQL are killed mid-run. Then every flow's decision is compared with what its applicant
 //! should get, and every simulator's ledger of effects with the flows: exit 1 on any lost flow, any
-//! wrong decision, any step with more than one vendor effect.
+//! wrong decision, any step with more than one vendor effect. Payouts run beside them
+//! ([`crate::chaos_payouts`]): exit 1 on any payout executed twice, lost, or reported against what
+//! the vendor's ledger says.
 
 use std::{
     collections::BTreeMap,
@@ -53,18 +55,25 @@ pub struct ChaosArgs {
     /// Service kinds to kill (comma-separated); default all five.
     #[arg(long, value_delimiter = ',', default_values_t = KINDS.map(String::from))]
     pub services: Vec<String>,
+    /// Payouts to run beside the onboardings (alternately at the two payout vendors, straight to
+    /// `payouts.requests.v1`); default: as many as flows.
+    #[arg(long)]
+    pub payouts: Option<usize>,
     /// Seconds to wait for every flow's decision after the last submission.
     #[arg(long, default_value_t = 300)]
     pub settle: u64,
 }
 
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 6] = [
     "ingress",
     "orchestrator",
     "kyc-adapter",
     "aml-adapter",
     "webhook-normalizer",
+    "payouts-adapter",
 ];
+/// Adapters restarted with the fault hook armed.
+const HOOKED: [&str; 3] = ["kyc-adapter", "aml-adapter", "payouts-adapter"];
 const SIMS: [(&str, &str); 4] = [
     ("onfido", "http://127.0.0.1:9301"),
     ("sumsub", "http://127.0.0.1:9302"),
@@ -228,7 +237,7 @@ async fn submit(env: &Env, key: &str, body: &Value, idem: &str) -> anyhow::Resul
 
 /// How often the adapters' fault hook has fired (from their logs).
 fn hook_crashes(dir: &Path) -> usize {
-    ["kyc-adapter", "aml-adapter"]
+    HOOKED
         .iter()
         .map(|s| {
             std::fs::read_to_string(dir.join(format!("data/logs/{s}.log")))
@@ -284,9 +293,22 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             .error_for_status()?;
     }
 
+    // Payouts left in doubt: the money moves, the answer comes after the adapter's 3 s timeout.
+    for ((_, url), (_, matcher)) in crate::chaos_payouts::SIMS.iter().zip(crate::chaos_payouts::IN_DOUBT) {
+        if args.ambiguous == 0 {
+            break;
+        }
+        env.http
+            .post(format!("{url}/_sim/faults"))
+            .json(&json!({"matcher": matcher, "fault": {"kind": "hang_after_effect", "ms": 4500}, "times": args.ambiguous}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+
     // Adapters restarted with the fault hook armed (the supervisor restarts them with it too).
     let hook = vec![("SWITCHYARD_CHAOS_CRASH_AFTER_CALL", args.crash_after_call.to_string())];
-    for adapter in ["kyc-adapter", "aml-adapter"] {
+    for adapter in HOOKED {
         if let Some(pid) = pid_of(&run_dir, &format!("svc-{adapter}")) {
             let _ = sh("kill", &["-TERM", &pid.to_string()], &[]).await;
             for _ in 0..100 {
@@ -398,6 +420,13 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         })
     };
 
+    // Payouts beside the onboardings, over the same window.
+    let payouts = args.payouts.unwrap_or(args.flows);
+    let payouts_sent = {
+        let (env, run) = (env.clone(), run.clone());
+        tokio::spawn(async move { crate::chaos_payouts::submit(&env, &run, payouts, window).await })
+    };
+
     // Submissions, spread over the window, several at a time.
     let per = window.as_secs_f64() / args.flows.max(1) as f64;
     let mut pending = futures::stream::FuturesUnordered::new();
@@ -415,6 +444,7 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     }
     let kills = killer.await?;
     let infra_done = infra.await?;
+    payouts_sent.await??;
     println!(
         "  {:>5.1} s  all {} flows accepted; kills: {}",
         started.elapsed().as_secs_f64(),
@@ -449,12 +479,16 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(60));
+    let payout_report = crate::chaos_payouts::verify(&env, &run, payouts, left).await?;
     let took = started.elapsed().as_secs_f64();
 
     // Back to a normal mesh: the adapters without the fault hook.
     stop.store(true, Ordering::SeqCst);
     supervisor.await?;
-    for adapter in ["kyc-adapter", "aml-adapter"] {
+    for adapter in HOOKED {
         if let Some(pid) = pid_of(&run_dir, &format!("svc-{adapter}")).filter(|p| alive(*p)) {
             let _ = sh("kill", &["-TERM", &pid.to_string()], &[]).await;
             for _ in 0..100 {
@@ -466,7 +500,7 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         }
     }
     sh(&dir.join("services.sh").to_string_lossy(), &["start"], &[]).await?;
-    for (_, url) in SIMS {
+    for (_, url) in SIMS.iter().chain(crate::chaos_payouts::SIMS.iter()) {
         let _ = env.http.delete(format!("{url}/_sim/faults")).send().await;
     }
 
@@ -582,7 +616,8 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     for l in lost.iter().take(10) {
         println!("  lost: {l}");
     }
-    let ok = lost.is_empty() && wrong.is_empty() && dup_kyc == 0 && dup_aml == 0 && missing == 0;
+    payout_report.print(payouts);
+    let ok = lost.is_empty() && wrong.is_empty() && dup_kyc == 0 && dup_aml == 0 && missing == 0 && payout_report.ok();
     println!("{}", if ok { "chaos: PASS" } else { "chaos: FAIL" });
     println!("chaos: {} passed, {bad_flows} failed", flows.len() - bad_flows);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -12,6 +12,7 @@
 
 mod bench;
 mod chaos;
+mod chaos_payouts;
 mod demo;
 mod flowbench;
 mod privacy;
