@@ -28,7 +28,8 @@ SIMS=(onfido sumsub mesh watchman sift seon wise stripe)
 declare -A SIM_PORT=([onfido]=9301 [sumsub]=9302 [mesh]=9303 [watchman]=9304 [sift]=9305 [seon]=9306 [wise]=9307
   [stripe]=9308)
 declare -A SIM_ARGS=([onfido]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-onfido"
-  [sumsub]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub" [mesh]="" [watchman]="" [sift]="" [seon]="" [wise]="" [stripe]="")
+  [sumsub]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub" [mesh]="" [watchman]="" [sift]="" [seon]="" [wise]=""
+  [stripe]="--webhook-url http://127.0.0.1:8090/webhooks/payouts-stripe")
 
 [ -f "$HERE/endpoints.env" ] || { echo "local stack is not up (run make up)" >&2; exit 1; }
 set -a
@@ -75,6 +76,9 @@ secrets() {
       echo "STRIPE_API_KEY=sk_test_$(r3)"
     } >>"$f"
     chmod 600 "$f"
+  fi
+  if ! grep -q '^STRIPE_WEBHOOK_SECRET=' "$f"; then
+    echo "STRIPE_WEBHOOK_SECRET=whsec_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$f"
   fi
   set -a
   # shellcheck disable=SC1090

@@ -208,3 +208,118 @@ async fn a_payout_in_doubt_is_settled_by_asking_never_by_paying_again() {
         );
     }
 }
+
+/// Every provider event for the given references, from the start of `payouts.provider-events.v1`,
+/// until `done` says enough arrived (or `within` passed).
+async fn provider_events(
+    stack: &Stack,
+    codec: &Codec,
+    reference: &str,
+    within: Duration,
+    done: impl Fn(&[switchyard_model::events::payouts::PayoutProviderEvent]) -> bool,
+) -> Vec<switchyard_model::events::payouts::PayoutProviderEvent> {
+    use switchyard_model::events::payouts::PayoutProviderEvent;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.kafka)
+        .set("group.id", format!("payout-events-{}", short_id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[PayoutProviderEvent::TOPIC]).unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while !done(&out) {
+        let Ok(m) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            break;
+        };
+        let m = m.unwrap();
+        let (_, record) = codec.decode(PayoutProviderEvent::TOPIC, m.payload()).await.unwrap();
+        if let Some(Ok(e)) = record.as_event::<PayoutProviderEvent>()
+            && e.provider_reference == reference
+        {
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// Stripe's status webhooks, signed, reach `payouts.provider-events.v1` in canonical terms with the
+/// vendor's own time of each change; the same delivery again is a duplicate; a forged one is refused;
+/// a paid payout the bank returns is announced as FAILED with its reason.
+#[tokio::test]
+async fn stripe_status_webhooks_become_provider_events_once_each() {
+    use switchyard_model::events::payouts::PayoutStatus as S;
+    let (stack, m) = (Stack::get(), Mesh::get());
+    let codec = codec(&stack);
+    let id = format!("po-wh-{}", short_id());
+    send(&stack, &codec, &request("payouts-stripe", &id, IBAN)).await;
+    let got = results(&stack, &codec, &[id.as_str()], Duration::from_secs(60)).await;
+    let reference = got[&id][0].provider_reference.clone().expect("the payout's reference");
+    let events = provider_events(&stack, &codec, &reference, Duration::from_secs(30), |es| {
+        es.iter().any(|e| e.status == S::Settled)
+    })
+    .await;
+    assert!(events.iter().any(|e| e.status == S::Accepted), "{events:?}");
+    let paid = events.iter().find(|e| e.status == S::Settled).expect("paid announced");
+    assert_eq!(paid.partner, "payouts-stripe");
+    assert!(
+        paid.envelope.occurred_at <= paid.received_at,
+        "the vendor's time, not ours"
+    );
+    let ids: std::collections::HashSet<_> = events.iter().map(|e| e.provider_event_id.clone()).collect();
+    assert_eq!(ids.len(), events.len(), "each vendor event once");
+
+    // The bank returns the paid payout.
+    m.sim_post(
+        STRIPE,
+        &format!("/_sim/payouts/{reference}/fail"),
+        serde_json::json!({"failure_code": "account_closed"}),
+    )
+    .await;
+    let events = provider_events(&stack, &codec, &reference, Duration::from_secs(30), |es| {
+        es.iter().any(|e| e.status == S::Failed)
+    })
+    .await;
+    let failed = events
+        .iter()
+        .find(|e| e.status == S::Failed)
+        .expect("the return announced");
+    assert_eq!(failed.return_reason.as_deref(), Some("account_closed"));
+
+    // A forged delivery: refused, nothing emitted.
+    let body = r#"{"id":"evt_forged","object":"event","created":1,"type":"payout.paid","data":{"object":{"id":"po_x","object":"payout","status":"paid"}}}"#;
+    let t = chrono::Utc::now().timestamp();
+    let r = m
+        .http
+        .post(format!("{}/webhooks/payouts-stripe", m.var("WEBHOOKS_URL")))
+        .header("Stripe-Signature", format!("t={t},v1={}", "ab".repeat(32)))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // A genuine delivery again (signed with the real secret): a duplicate.
+    let secret = m.var("STRIPE_WEBHOOK_SECRET");
+    let event =
+        serde_json::json!({"id": paid.provider_event_id, "object": "event", "created": t, "type": "payout.paid",
+        "data": {"object": {"id": reference, "object": "payout", "status": "paid"}}})
+        .to_string();
+    let sig = switchyard_vendors::signing::hex(&switchyard_vendors::signing::hmac(
+        switchyard_vendors::signing::Alg::Sha256,
+        secret.as_bytes(),
+        format!("{t}.{event}").as_bytes(),
+    ));
+    let r = m
+        .http
+        .post(format!("{}/webhooks/payouts-stripe", m.var("WEBHOOKS_URL")))
+        .header("Stripe-Signature", format!("t={t},v1={sig}"))
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.text().await.unwrap()),
+        (200, "duplicate".to_string())
+    );
+}

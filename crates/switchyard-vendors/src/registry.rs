@@ -202,6 +202,13 @@ pub fn payouts(p: &PartnerConnection) -> Result<Arc<dyn PayoutVendor>, String> {
                 base_url: p.base_url.clone(),
                 api_key: p.secret("api_key")?,
                 account: p.setting("account", ""),
+                webhook_secret: match p.optional_secret("webhook_secret")? {
+                    Some(current) => Some(
+                        SecretPair::new(&current, p.optional_secret("webhook_secret_previous")?.as_deref())
+                            .map_err(|e| format!("partners.{}: {e}", p.id))?,
+                    ),
+                    None => None,
+                },
                 timeout: p.timeout(),
             })
             .map_err(err)?,

@@ -1,8 +1,9 @@
 //! `yardctl privacy`: personal data stays where it belongs. The mesh is restarted at debug log
 //! level; onboardings whose people carry marker values (names, dates of birth, emails, phone
 //! numbers, an IBAN-like string in the address) run through every vendor path (KYC at both vendors,
-//! step-up, shadow mode, PEP and sanctions hits), and a poison message full of markers is sent to a
-//! consumer. Then every new log line of every service, every header of every dead-letter topic, every
+//! step-up, shadow mode, PEP and sanctions hits), each person is also paid out to (a marker account
+//! with valid check digits, at both payout vendors, and one whose check digits fail, refused with the
+//! account masked), and a poison message full of markers is sent to a consumer. Then every new log line of every service, every header of every dead-letter topic, every
 //! event on every topic that carries no personal data (per the model's classification) and the API's
 //! answers are scanned for the markers: exit 1 on any. The scan proves it can see: the markers must
 //! be found on the topics that do carry personal data, and the poison message in its dead-letter topic.
@@ -64,6 +65,18 @@ struct Person {
     phone: String,
     street: String,
     iban: String,
+    /// A beneficiary account with valid check digits (paid out to).
+    account: String,
+}
+
+/// A German IBAN with valid check digits around an 18-digit account part.
+fn iban_de(bban: &str) -> String {
+    // ISO 13616: the check digits make the rearranged number (BBAN, "DE" as 1314, "00") ≡ 1 mod 97.
+    let digits = format!("{bban}131400");
+    let rem = digits
+        .chars()
+        .fold(0u32, |r, c| (r * 10 + c.to_digit(10).unwrap_or(0)) % 97);
+    format!("DE{:02}{bban}", 98 - rem)
 }
 
 impl Person {
@@ -76,10 +89,15 @@ impl Person {
             phone: format!("+44 7700 9{:05}", 31_000 + i),
             street: format!("{i} Mrkstreet{run} Lane"),
             iban: format!("GB29MRKR6016133192{:04}", 1000 + i),
+            account: iban_de(&format!(
+                "{:012}{:06}",
+                u64::from_str_radix(run, 16).unwrap_or(0) % 1_000_000_000_000,
+                700_000 + i
+            )),
         }
     }
 
-    fn markers(&self) -> [(&'static str, &str); 7] {
+    fn markers(&self) -> [(&'static str, &str); 8] {
         [
             ("given name", &self.given),
             ("family name", &self.family),
@@ -88,6 +106,9 @@ impl Person {
             ("phone", &self.phone),
             ("street", &self.street),
             ("IBAN-like", &self.iban),
+            // The account part (without country and check digits): caught whatever check digits
+            // travel with it.
+            ("beneficiary account", &self.account[4..]),
         ]
     }
 
@@ -210,6 +231,64 @@ fn read_range(
     Ok(out)
 }
 
+/// Pays out to each person's marker account (alternately at the two payout vendors), and once to an
+/// account whose check digits fail (refused before any call, the account masked in the reason).
+/// Returns the payout ids.
+async fn send_payouts(env: &Env, kafka: &str, people: &[Person], run: &str) -> anyhow::Result<Vec<String>> {
+    use switchyard_model::events::{
+        common::Money,
+        payouts::{AccountIdentifier, AccountScheme, Beneficiary, PayoutRequested},
+    };
+    let registry =
+        switchyard_runtime::registry::RegistryClient::new(env.var("SCHEMA_REGISTRY_URL")?, Duration::from_secs(5))?;
+    let codec = switchyard_runtime::Codec::new(SchemaCatalog::embedded()?, registry);
+    let producer = switchyard_runtime::kafka::producer(kafka, "yardctl-privacy")?;
+    let mut ids = Vec::new();
+    for (i, p) in people.iter().enumerate() {
+        let bad = i == people.len() - 1;
+        // The last one's check digits are broken: refused with the account masked.
+        let account = if bad {
+            let mut a = p.account.clone();
+            a.replace_range(2..4, if &a[2..4] == "01" { "02" } else { "01" });
+            a
+        } else {
+            p.account.clone()
+        };
+        let id = format!("privacy-payout-{run}-{i}");
+        let req = PayoutRequested {
+            envelope: switchyard_model::Envelope::new(PayoutRequested::RECORD, "tenant-privacy", &id, "yardctl"),
+            payout_id: id.clone(),
+            amount: Money {
+                amount_minor: 4_200,
+                currency: "EUR".into(),
+            },
+            beneficiary: Beneficiary {
+                name: format!("{} {}", p.given, p.family),
+                account: AccountIdentifier {
+                    scheme: AccountScheme::Iban,
+                    value: account,
+                    bank_code: None,
+                },
+                address: None,
+            },
+            rail: "sepa".into(),
+            reference: None,
+            partner: if i % 2 == 0 { "payouts-wise" } else { "payouts-stripe" }.into(),
+            attempt: 1,
+        };
+        let bytes = codec.encode(PayoutRequested::TOPIC, &EventRecord::of(&req)?).await?;
+        producer
+            .send(
+                FutureRecord::to(PayoutRequested::TOPIC).key(&id).payload(&bytes),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("producing a payout: {e}"))?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
 /// A message a consumer must refuse: the person of an onboarding request, in the request topic's
 /// schema, sent to the topic of KYC results (the orchestrator dead-letters it as undecodable).
 async fn send_poison(env: &Env, kafka: &str, p: &Person, run: &str) -> anyhow::Result<String> {
@@ -263,7 +342,8 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
     let mut names: Vec<String> = model.clone();
     names.extend(model.iter().map(|t| topics::dlq(t)));
     println!(
-        "privacy run {run}: {} onboardings with marker values at debug log level; topics with personal data: {}",
+        "privacy run {run}: {} onboardings and {} payouts with marker values at debug log level; topics with personal data: {}",
+        PATHS.len(),
         PATHS.len(),
         personal.join(", ")
     );
@@ -289,6 +369,7 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
         let id = env.submit(key, &p.body(&run, i, region)).await?;
         flows.push((key.clone(), id));
     }
+    let payouts = send_payouts(&env, &kafka, &people, &run).await?;
     let poison = Person::new(&run, PATHS.len(), "Clearwater");
     let poison_key = send_poison(&env, &kafka, &poison, &run).await?;
     let mut everyone = people;
@@ -310,6 +391,27 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+    // Every payout answered (on a topic without personal data: scanned below).
+    let results_topic = topics::topic(topics::Domain::Payouts, topics::TopicKind::Results);
+    loop {
+        let now = ends(&kafka, std::slice::from_ref(&results_topic))?;
+        let answered = read_range(&kafka, &topics_from, &now, &results_topic)?
+            .iter()
+            .filter(|(payload, _)| {
+                let text = String::from_utf8_lossy(payload);
+                payouts.iter().any(|id| text.contains(id.as_str()))
+            })
+            .count();
+        if answered >= payouts.len() {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{answered} of {} payouts answered in 180 s",
+            payouts.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     for path in ["/routing", "/shadow"] {
         let url = format!("{}{path}", env.var("ORCHESTRATOR_URL")?);
@@ -369,7 +471,10 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
     // The scan must be able to see: markers on the topics that carry personal data, the poison
     // message in its dead-letter topic, debug lines in the logs.
     let mut blind = Vec::new();
-    if !seen.iter().any(|l| l.what == "given name") || !seen.iter().any(|l| l.what == "IBAN-like") {
+    if !["given name", "IBAN-like", "beneficiary account"]
+        .iter()
+        .all(|what| seen.iter().any(|l| l.what == *what))
+    {
         blind.push("no marker found on the topics that carry personal data".to_string());
     }
     if !poison_dead_lettered {

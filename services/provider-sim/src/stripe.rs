@@ -4,8 +4,11 @@
 //! answer (or is refused with `idempotency_error` for other parameters); after it, a re-send
 //! **executes again**, as Stripe's does. Payouts are searchable by metadata
 //! (`GET /v1/payouts/search?query=metadata['payout_id']:'...'`) and move pending → in_transit → paid
-//! after `complete_after`. Every payout created is an execution in the ledger (`payout`, keyed by
-//! its `payout_id` metadata).
+//! after `complete_after`, each change announced by a signed webhook (`payout.created`,
+//! `payout.updated`, `payout.paid`; `Stripe-Signature: t=,v1=` over "t.body" with the endpoint's
+//! secret). `POST /_sim/payouts/{id}/fail {"failure_code"}` fails a payout, even a paid one (a bank
+//! returning it), with a `payout.failed` event. Every payout created is an execution in the ledger
+//! (`payout`, keyed by its `payout_id` metadata).
 
 use std::{
     collections::HashMap,
@@ -32,6 +35,9 @@ use crate::sim::{Sim, with_faults};
 pub struct Config {
     pub api_key: String,
     pub complete_after: Duration,
+    /// Where events are delivered (none when empty), and the endpoint's signing secret.
+    pub webhook_url: String,
+    pub webhook_secret: String,
 }
 
 /// A remembered idempotency key: when it was first used (simulator hours), the request's
@@ -88,8 +94,56 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
         .route("/v1/payouts/search", get(search))
         .route("/v1/payouts/{id}", get(show))
         .with_state(app.clone());
-    let control = Router::new().route("/_sim/clock", post(clock)).with_state(app);
+    let control = Router::new()
+        .route("/_sim/clock", post(clock))
+        .route("/_sim/payouts/{id}/fail", post(fail))
+        .with_state(app);
     with_faults(api, sim, error_body).merge(control)
+}
+
+/// Announces a payout's change as Stripe does: an event, signed, delivered with retries.
+fn announce(app: &App, kind: &str, payout: &Value) {
+    if app.cfg.webhook_url.is_empty() {
+        return;
+    }
+    let t = chrono::Utc::now().timestamp();
+    let event = json!({"id": id(app, "evt"), "object": "event", "api_version": "2024-06-20", "created": t,
+        "livemode": false, "type": kind, "data": {"object": payout}});
+    let body = event.to_string();
+    let sig = switchyard_vendors::signing::hex(&switchyard_vendors::signing::hmac(
+        switchyard_vendors::signing::Alg::Sha256,
+        app.cfg.webhook_secret.as_bytes(),
+        format!("{t}.{body}").as_bytes(),
+    ));
+    app.sim.deliver(
+        app.cfg.webhook_url.clone(),
+        vec![("Stripe-Signature".into(), format!("t={t},v1={sig}"))],
+        body,
+        metadata_id(payout),
+        None,
+    );
+}
+
+#[derive(Deserialize)]
+struct Failure {
+    failure_code: String,
+}
+
+/// A payout fails, even after it was paid (the bank returns it).
+async fn fail(State(app): State<App>, Path(pid): Path<String>, Json(f): Json<Failure>) -> Response {
+    let failed = app.book.lock().ok().and_then(|mut b| {
+        let p = b.payouts.iter_mut().find(|p| p["id"] == pid)?;
+        p["status"] = json!("failed");
+        p["failure_code"] = json!(f.failure_code);
+        Some(p.clone())
+    });
+    match failed {
+        Some(p) => {
+            announce(&app, "payout.failed", &p);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 fn now_hours(b: &Book) -> f64 {
@@ -222,14 +276,21 @@ async fn create(State(app): State<App>, h: HeaderMap, Form(f): Form<HashMap<Stri
     drop(b);
     let reference = metadata_id(&payout);
     app.sim.record("payout", &reference);
-    let (book, after, pid) = (app.book.clone(), app.cfg.complete_after, payout["id"].clone());
+    announce(&app, "payout.created", &payout);
+    let (moving, after, pid) = (app.clone(), app.cfg.complete_after, payout["id"].clone());
     tokio::spawn(async move {
-        for state in ["in_transit", "paid"] {
+        for (state, kind) in [("in_transit", "payout.updated"), ("paid", "payout.paid")] {
             tokio::time::sleep(after).await;
-            if let Ok(mut b) = book.lock()
-                && let Some(p) = b.payouts.iter_mut().find(|p| p["id"] == pid)
-            {
-                p["status"] = json!(state);
+            let changed = moving.book.lock().ok().and_then(|mut b| {
+                let p = b.payouts.iter_mut().find(|p| p["id"] == pid)?;
+                // A payout failed meanwhile stays failed.
+                (p["status"] != "failed").then(|| {
+                    p["status"] = json!(state);
+                    p.clone()
+                })
+            });
+            if let Some(p) = changed {
+                announce(&moving, kind, &p);
             }
         }
     });

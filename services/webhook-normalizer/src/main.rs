@@ -2,9 +2,12 @@
 //! partner's signature scheme (current and previous secret, constant-time compare, replay window),
 //! stores every receipt, de-duplicates by the partner's event id, pulls the case's status where the
 //! webhook carries none, and emits `kyc.provider-events.v1` through the outbox, all in one
-//! transaction. Forged, stale and replayed webhooks are refused and counted, never processed.
+//! transaction. Payout partners (`[[payout_partners]]`) are received the same way and emit
+//! `payouts.provider-events.v1`, the envelope's `occurred_at` carrying the vendor's own time of the
+//! change (notices come out of order and are ordered by it). Forged, stale and replayed webhooks are
+//! refused and counted, never processed.
 
-use std::{process::ExitCode, sync::Arc};
+use std::{collections::HashMap, process::ExitCode, sync::Arc};
 
 use axum::{
     Router,
@@ -21,13 +24,14 @@ use prometheus_client::{
 use sqlx::PgPool;
 use switchyard_model::{
     Envelope, EventRecord,
-    events::{Event, kyc::KycProviderEvent},
+    events::{Event, kyc::KycProviderEvent, payouts::PayoutProviderEvent},
 };
-use switchyard_runtime::{Outbox, service};
+use switchyard_runtime::{Outbox, ServiceConfig, service};
 use switchyard_vendors::{
     adapter::Partners,
     kyc::{KycVendor, WebhookRejection},
-    registry,
+    payouts::PayoutVendor,
+    registry::{self, PartnerConnection},
 };
 
 const SERVICE: &str = "webhook-normalizer";
@@ -42,6 +46,7 @@ const KEPT_HEADERS: &[&str] = &[
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
+    "stripe-signature",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +60,8 @@ struct WebhookLabels {
 #[derive(Clone)]
 struct App {
     partners: Arc<Partners<dyn KycVendor>>,
+    /// Payout partners, for their status webhooks only (the normalizer never calls them).
+    payout_partners: Arc<HashMap<String, Arc<dyn PayoutVendor>>>,
     outbox: Outbox,
     pool: PgPool,
     received: Family<WebhookLabels, Counter>,
@@ -93,14 +100,18 @@ fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
 }
 
 async fn receive(State(app): State<App>, Path(partner): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let Ok(vendor) = app.partners.get(&partner).cloned() else {
+    let handled = if let Ok(vendor) = app.partners.get(&partner).cloned() {
+        handle(&app, &partner, vendor.as_ref(), &headers, &body).await
+    } else if let Some(vendor) = app.payout_partners.get(&partner).cloned() {
+        handle_payout(&app, &partner, vendor.as_ref(), &headers, &body).await
+    } else {
         return problem(
             StatusCode::NOT_FOUND,
             "Unknown partner",
             "no webhook endpoint for this partner",
         );
     };
-    match handle(&app, &partner, vendor.as_ref(), &headers, &body).await {
+    match handled {
         Ok(verdict) => {
             app.count(&partner, verdict, "");
             (StatusCode::OK, verdict).into_response()
@@ -240,6 +251,69 @@ async fn handle(
     Ok("accepted")
 }
 
+/// A payout partner's status webhook: verified, de-duplicated by the partner's event id, kept, and
+/// emitted on `payouts.provider-events.v1` in one transaction.
+async fn handle_payout(
+    app: &App,
+    partner: &str,
+    vendor: &dyn PayoutVendor,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<&'static str, Refused> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let notice = vendor.verify_webhook(headers, body, now).map_err(Refused::Rejected)?;
+    let later = |e: sqlx::Error| Refused::Later(e.to_string());
+    let mut tx = app.pool.begin().await.map_err(later)?;
+    let fresh = sqlx::query("INSERT INTO webhook_dedup (partner, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(partner)
+        .bind(&notice.event_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(later)?
+        .rows_affected()
+        == 1;
+    if !fresh {
+        tx.rollback().await.map_err(later)?;
+        return duplicate(app, partner, headers, body, &notice.event_id).await;
+    }
+    let mut envelope = Envelope::new(
+        PayoutProviderEvent::RECORD,
+        PLATFORM_TENANT,
+        format!("{partner}:{}", notice.provider_reference),
+        SERVICE,
+    );
+    envelope.occurred_at = notice.occurred_at_ms;
+    let event = PayoutProviderEvent {
+        envelope,
+        partner: partner.to_string(),
+        provider_reference: notice.provider_reference.clone(),
+        provider_event_id: notice.event_id.clone(),
+        status: notice.status,
+        return_reason: notice.reason.clone(),
+        received_at: now,
+    };
+    let record = EventRecord::of(&event).map_err(|e| Refused::Later(e.to_string()))?;
+    app.outbox
+        .enqueue(&mut tx, PayoutProviderEvent::TOPIC, &record)
+        .await
+        .map_err(|e| Refused::Later(e.to_string()))?;
+    store(
+        &mut *tx,
+        partner,
+        headers,
+        body,
+        "accepted",
+        None,
+        Some(&notice.event_id),
+    )
+    .await
+    .map_err(later)?;
+    tx.commit().await.map_err(later)?;
+    app.outbox.committed();
+    tracing::info!(partner, reference = %notice.provider_reference, status = ?notice.status, "payout webhook accepted");
+    Ok("accepted")
+}
+
 /// A delivery of an event already taken: its receipt is kept, nothing else happens.
 async fn duplicate(
     app: &App,
@@ -300,8 +374,17 @@ async fn run() -> anyhow::Result<()> {
         "Webhooks by partner, verdict and rejection reason",
         received.clone(),
     );
+    // Payout partners: built for their webhook schemes only.
+    let connections: Vec<PartnerConnection> =
+        ServiceConfig::section(rt.config_file.as_deref(), "payout_partners", Vec::new())?;
+    let mut payout_partners: HashMap<String, Arc<dyn PayoutVendor>> = HashMap::new();
+    for c in &connections {
+        let vendor = registry::payouts(c).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?;
+        payout_partners.insert(c.id.clone(), vendor);
+    }
     let app = App {
         partners: Arc::new(partners),
+        payout_partners: Arc::new(payout_partners),
         outbox: rt.outbox.clone(),
         pool: rt.pool.clone(),
         received,

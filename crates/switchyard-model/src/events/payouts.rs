@@ -122,6 +122,26 @@ pub fn iban_valid(iban: &str) -> bool {
     rem == 1
 }
 
+/// A payout's status as its vendor announced it (a webhook), on `payouts.provider-events.v1`. The
+/// envelope's `occurred_at` is the vendor's own time of the change: notices arrive out of order and
+/// twice, and are ordered by it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayoutProviderEvent {
+    pub envelope: Envelope,
+    pub partner: String,
+    pub provider_reference: String,
+    pub provider_event_id: String,
+    pub status: PayoutStatus,
+    pub return_reason: Option<String>,
+    /// When we received it (ms since the epoch).
+    pub received_at: i64,
+}
+event!(
+    PayoutProviderEvent,
+    "com.switchyard.payouts.PayoutProviderEvent",
+    "payouts.provider-events.v1"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

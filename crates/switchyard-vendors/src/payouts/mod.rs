@@ -29,6 +29,19 @@ pub struct Payout {
     pub reference: Option<String>,
 }
 
+/// A payout status change a vendor announced by webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutNotice {
+    /// The vendor's event id (de-duplication).
+    pub event_id: String,
+    pub provider_reference: String,
+    pub status: PayoutStatus,
+    /// When the vendor says it happened: notices arrive out of order and are ordered by this.
+    pub occurred_at_ms: i64,
+    /// The vendor's failure or return code, if any.
+    pub reason: Option<String>,
+}
+
 /// A payout as the vendor has it, in canonical terms.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PayoutOutcome {
@@ -52,4 +65,15 @@ pub trait PayoutVendor: Send + Sync {
         payout: &'a Payout,
         progress: std::sync::Arc<dyn Progress>,
     ) -> BoxFuture<'a, Result<Recovery<PayoutOutcome>, VendorError>>;
+    /// Verifies a status webhook's signature and reads it.
+    fn verify_webhook(
+        &self,
+        _headers: &reqwest::header::HeaderMap,
+        _body: &[u8],
+        _now_ms: i64,
+    ) -> Result<PayoutNotice, crate::kyc::WebhookRejection> {
+        Err(crate::kyc::WebhookRejection::Malformed(
+            "no webhooks are configured for this partner".into(),
+        ))
+    }
 }

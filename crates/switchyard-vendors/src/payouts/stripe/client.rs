@@ -19,6 +19,9 @@ pub struct StripeConfig {
     pub api_key: Secret,
     /// The connected account payouts are made from (`acct_...`).
     pub account: String,
+    /// The webhook endpoint's signing secret (and the previous one while it rolls); None: this
+    /// instance takes no webhooks.
+    pub webhook_secret: Option<crate::signing::SecretPair>,
     pub timeout: Duration,
 }
 
@@ -148,5 +151,19 @@ impl PayoutVendor for Stripe {
         _: Arc<dyn Progress>,
     ) -> BoxFuture<'a, Result<Recovery<PayoutOutcome>, VendorError>> {
         Box::pin(self.lookup(payout))
+    }
+
+    fn verify_webhook(
+        &self,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<crate::payouts::PayoutNotice, crate::kyc::WebhookRejection> {
+        let secret = self
+            .cfg
+            .webhook_secret
+            .as_ref()
+            .ok_or(crate::kyc::WebhookRejection::BadSignature)?;
+        super::webhooks::verify(secret, headers, body, now_ms)
     }
 }

@@ -51,6 +51,7 @@ fn stripe(base: String) -> Stripe {
         base_url: base,
         api_key: Secret::new("sk_test_1"),
         account: "acct_1Nv0FGQ9RKHgCVdK".into(),
+        webhook_secret: None,
         timeout: Duration::from_secs(5),
     })
     .unwrap()
@@ -170,4 +171,91 @@ fn statuses_map_and_unknown_ones_are_errors() {
     assert_eq!(status("failed"), Some(PayoutStatus::Failed));
     assert_eq!(status("canceled"), Some(PayoutStatus::Failed));
     assert_eq!(status("lost_in_the_post"), None);
+}
+
+mod webhooks {
+    use reqwest::header::{HeaderMap, HeaderValue};
+    use switchyard_model::events::payouts::PayoutStatus;
+
+    use crate::{
+        kyc::WebhookRejection,
+        payouts::stripe::webhooks::verify,
+        signing::{Alg, SecretPair, hex, hmac},
+    };
+
+    const PAID: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/stripe/event_payout_paid.json"
+    ));
+    const FAILED: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/stripe/event_payout_failed.json"
+    ));
+
+    fn signed(secret: &str, t: i64, body: &str) -> String {
+        hex(&hmac(Alg::Sha256, secret.as_bytes(), format!("{t}.{body}").as_bytes()))
+    }
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("stripe-signature", HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn a_signed_event_reads_as_a_canonical_notice() {
+        let secret = SecretPair::new("whsec_new", Some("whsec_old")).unwrap();
+        let t = 1_796_083_500;
+        let now = t * 1000 + 5_000;
+        let n = verify(
+            &secret,
+            &headers(&format!("t={t},v1={}", signed("whsec_new", t, PAID))),
+            PAID.as_bytes(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(n.event_id, "evt_1QxU0b2eZvKYlo2C");
+        assert_eq!(n.provider_reference, "po_1QxT8a2eZvKYlo2C");
+        assert_eq!(n.status, PayoutStatus::Settled);
+        assert_eq!(n.occurred_at_ms, 1_796_083_500_000);
+        // While the secret rolls: the previous secret, among several v1 entries.
+        let h = headers(&format!("t={t},v1=00ff,v1={}", signed("whsec_old", t, FAILED)));
+        let n = verify(&secret, &h, FAILED.as_bytes(), now).unwrap();
+        assert_eq!(
+            (n.status, n.reason.as_deref()),
+            (PayoutStatus::Failed, Some("account_closed"))
+        );
+    }
+
+    #[test]
+    fn forged_stale_and_unsigned_events_are_refused() {
+        let secret = SecretPair::new("whsec_new", None).unwrap();
+        let t = 1_796_083_500;
+        let now = t * 1000;
+        let forged = headers(&format!("t={t},v1={}", signed("whsec_guess", t, PAID)));
+        assert!(matches!(
+            verify(&secret, &forged, PAID.as_bytes(), now),
+            Err(WebhookRejection::BadSignature)
+        ));
+        // The body changed after signing.
+        let good = headers(&format!("t={t},v1={}", signed("whsec_new", t, PAID)));
+        let tampered = PAID.replace("15025", "95025");
+        assert!(matches!(
+            verify(&secret, &good, tampered.as_bytes(), now),
+            Err(WebhookRejection::BadSignature)
+        ));
+        // Correctly signed, replayed ten minutes later.
+        assert!(matches!(
+            verify(&secret, &good, PAID.as_bytes(), now + 600_000),
+            Err(WebhookRejection::Stale)
+        ));
+        assert!(matches!(
+            verify(&secret, &HeaderMap::new(), PAID.as_bytes(), now),
+            Err(WebhookRejection::MissingSignature)
+        ));
+        assert!(matches!(
+            verify(&secret, &headers(&format!("t={t}")), PAID.as_bytes(), now),
+            Err(WebhookRejection::MissingSignature)
+        ));
+    }
 }
