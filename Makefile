@@ -70,7 +70,8 @@ fmt:
 
 # Release build; the mesh restarted with partner and tenant limits above the target (local-stack/bench.sh),
 # first with the simulators' realistic completion delay (one instance, then two of the orchestrator and
-# each adapter), then with none; then the relay (and Debezium Server's outbox router beside it) and the
+# each adapter), then with none, and payouts through the payouts adapter; then the relay (and Debezium
+# Server's outbox router beside it) and the
 # partition stall after a restart; the mesh is left as `make services` runs it.
 bench: services
 	cargo build --release --workspace --bins
@@ -82,6 +83,7 @@ bench: services
 	@SWITCHYARD_SECOND_INSTANCES=orchestrator,kyc-adapter,aml-adapter local-stack/services.sh stop >/dev/null
 	@SWITCHYARD_SIM_COMPLETE_AFTER_MS=0 local-stack/bench.sh start
 	@$(ENV) && $(RELEASE_YARDCTL) bench onboarding --flows 1200 --concurrency 40 --target 300
+	@$(ENV) && $(RELEASE_YARDCTL) bench payouts --payouts 600
 	@$(ENV) && $(RELEASE_YARDCTL) bench relay --debezium
 	@local-stack/bench.sh stop
 	@$(ENV) && $(YARDCTL) bench stall

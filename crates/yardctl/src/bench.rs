@@ -40,6 +40,13 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         trials: usize,
     },
+    /// Payouts through the payouts adapter of the running mesh: requests produced to
+    /// `payouts.requests.v1` at once (alternately to the two payout partners), results read back;
+    /// throughput and latency from request to result.
+    Payouts {
+        #[arg(long, default_value_t = 400)]
+        payouts: usize,
+    },
     /// Onboarding flows end to end through the running mesh (`make services` first).
     Onboarding {
         #[arg(long, default_value_t = 200)]

@@ -45,6 +45,77 @@ pub fn ids(run: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("cpo-{run}-{i}")).collect()
 }
 
+/// `yardctl bench payouts`: `n` payouts produced at once, then every result read back: payouts/s
+/// from the first request to the last result, and latency percentiles from each request to its
+/// result (the producers' timestamps). Printed, never asserted.
+pub async fn bench(n: usize) -> anyhow::Result<std::process::ExitCode> {
+    let env = Env::load()?;
+    let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+    println!("bench payouts: {n} payouts (Wise- and Stripe-shaped, alternately) through the running payouts adapter");
+    let first = chrono::Utc::now().timestamp_millis();
+    submit(&env, &run, n, Duration::ZERO).await?;
+    let codec = codec(&env)?;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env.var("KAFKA_BOOTSTRAP_SERVERS")?)
+        .set("group.id", format!("bench-payouts-{run}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[PayoutResult::TOPIC])?;
+    let mut latencies = Vec::with_capacity(n);
+    let mut last = first;
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while latencies.len() < n {
+        let Ok(m) = tokio::time::timeout_at(deadline.into(), consumer.recv()).await else {
+            anyhow::bail!("{} of {n} payouts answered in 300 s", latencies.len());
+        };
+        let m = m?;
+        let Ok((_, record)) = codec.decode(PayoutResult::TOPIC, m.payload()).await else {
+            continue;
+        };
+        let Some(Ok(r)) = record.as_event::<PayoutResult>() else {
+            continue;
+        };
+        if !r.payout_id.starts_with(&format!("cpo-{run}-")) {
+            continue;
+        }
+        let at = m.timestamp().to_millis().unwrap_or(r.envelope.occurred_at);
+        last = last.max(at);
+        // The request's time is in its event id (a UUIDv7), the result's cause.
+        let asked = r
+            .envelope
+            .causation_id
+            .as_deref()
+            .and_then(|c| uuid::Uuid::parse_str(c).ok())
+            .and_then(|u| u.get_timestamp())
+            .map(|t| {
+                let (s, ns) = t.to_unix();
+                s as i64 * 1000 + i64::from(ns / 1_000_000)
+            })
+            .unwrap_or(first);
+        latencies.push((at - asked).max(0) as f64 / 1000.0);
+        *by_status.entry(format!("{:?}", r.status).to_lowercase()).or_default() += 1;
+    }
+    latencies.sort_by(f64::total_cmp);
+    let secs = ((last - first) as f64 / 1000.0).max(1e-3);
+    println!(
+        "throughput: {n} payouts in {secs:.2} s = {:.1} payouts/s ({})",
+        n as f64 / secs,
+        by_status
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "latency from the request to its result on Kafka: p50 {:.3} s, p99 {:.3} s",
+        crate::demo::percentile(&latencies, 50.0),
+        crate::demo::percentile(&latencies, 99.0)
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Produces `n` payout requests spread over `window`, each retried until Kafka takes it (the broker
 /// may be down for a while).
 pub async fn submit(env: &Env, run: &str, n: usize, window: Duration) -> anyhow::Result<()> {

@@ -105,6 +105,9 @@ async fn main() -> ExitCode {
                 },
         } => flowbench::onboarding(flows, concurrency, target).await,
         Command::Bench {
+            command: bench::BenchCommand::Payouts { payouts },
+        } => chaos_payouts::bench(payouts).await,
+        Command::Bench {
             command: bench::BenchCommand::Stall { trials },
         } => chaos::stall(trials).await,
         Command::Bench { command } => {
