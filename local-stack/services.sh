@@ -28,7 +28,7 @@ SIMS=(onfido sumsub mesh watchman sift seon wise stripe)
 declare -A SIM_PORT=([onfido]=9301 [sumsub]=9302 [mesh]=9303 [watchman]=9304 [sift]=9305 [seon]=9306 [wise]=9307
   [stripe]=9308)
 declare -A SIM_ARGS=([onfido]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-onfido"
-  [sumsub]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub" [mesh]="" [watchman]="" [sift]="" [seon]="" [wise]=""
+  [sumsub]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub" [mesh]="" [watchman]="" [sift]="" [seon]="" [wise]="--webhook-url http://127.0.0.1:8090/webhooks/payouts-wise"
   [stripe]="--webhook-url http://127.0.0.1:8090/webhooks/payouts-stripe")
 
 [ -f "$HERE/endpoints.env" ] || { echo "local stack is not up (run make up)" >&2; exit 1; }
@@ -76,6 +76,18 @@ secrets() {
       echo "STRIPE_API_KEY=sk_test_$(r3)"
     } >>"$f"
     chmod 600 "$f"
+  fi
+  # Wise signs its webhooks with its RSA key; we hold the public half (PKCS#8 and RSAPublicKey DER,
+  # base64).
+  if ! grep -q '^WISE_WEBHOOK_PUBLIC_KEY=' "$f"; then
+    local key
+    key="$(mktemp)"
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$key" 2>/dev/null
+    {
+      echo "WISE_WEBHOOK_PRIVATE_KEY=$(openssl pkcs8 -topk8 -nocrypt -in "$key" -outform DER | base64 -w0)"
+      echo "WISE_WEBHOOK_PUBLIC_KEY=$(openssl rsa -in "$key" -RSAPublicKey_out -outform DER 2>/dev/null | base64 -w0)"
+    } >>"$f"
+    rm -f "$key"
   fi
   if ! grep -q '^STRIPE_WEBHOOK_SECRET=' "$f"; then
     echo "STRIPE_WEBHOOK_SECRET=whsec_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$f"

@@ -112,7 +112,7 @@ cmd_install() {
   # Java runs Kafka and the registry; PostgreSQL and Prometheus come from Debian; the C toolchain and
   # headers build librdkafka (bundled by the rdkafka crate).
   command -v java >/dev/null || apt_install openjdk-17-jre-headless
-  apt_install postgresql prometheus build-essential pkg-config libssl-dev zlib1g-dev curl
+  apt_install postgresql prometheus build-essential pkg-config libssl-dev zlib1g-dev curl openssl
   [ -n "$PG_BIN" ] || PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
   install_kafka
   install_apicurio

@@ -323,3 +323,44 @@ async fn stripe_status_webhooks_become_provider_events_once_each() {
         (200, "duplicate".to_string())
     );
 }
+
+/// Wise's state changes, signed with its RSA key, reach `payouts.provider-events.v1`: processing,
+/// then sent, each once, with the event's own time; a body signed by another key is refused.
+#[tokio::test]
+async fn wise_state_changes_become_provider_events_once_each() {
+    use switchyard_model::events::payouts::PayoutStatus as S;
+    let (stack, m) = (Stack::get(), Mesh::get());
+    let codec = codec(&stack);
+    let id = format!("po-ww-{}", short_id());
+    send(&stack, &codec, &request("payouts-wise", &id, IBAN)).await;
+    let got = results(&stack, &codec, &[id.as_str()], Duration::from_secs(60)).await;
+    let reference = got[&id][0].provider_reference.clone().expect("the transfer id");
+    let events = provider_events(&stack, &codec, &reference, Duration::from_secs(30), |es| {
+        es.iter().any(|e| e.status == S::Settled)
+    })
+    .await;
+    assert!(events.iter().any(|e| e.status == S::Accepted), "{events:?}");
+    assert!(events.iter().all(|e| e.partner == "payouts-wise"));
+    let ids: std::collections::HashSet<_> = events.iter().map(|e| e.provider_event_id.clone()).collect();
+    assert_eq!(ids.len(), events.len(), "each state change once");
+    let mut times: Vec<i64> = events.iter().map(|e| e.envelope.occurred_at).collect();
+    times.sort();
+    assert!(
+        times.first() < times.last(),
+        "each change carries its own time: {times:?}"
+    );
+
+    // Not signed by the vendor's key: refused.
+    let body = format!(
+        r#"{{"data":{{"resource":{{"type":"transfer","id":{reference}}},"current_state":"bounced_back","occurred_at":"2026-11-26T07:00:00Z"}},"event_type":"transfers#state-change"}}"#
+    );
+    let r = m
+        .http
+        .post(format!("{}/webhooks/payouts-wise", m.var("WEBHOOKS_URL")))
+        .header("X-Signature-SHA256", "c2lnbmVkIGJ5IHNvbWVib2R5IGVsc2U=")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}

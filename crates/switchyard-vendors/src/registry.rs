@@ -192,6 +192,15 @@ pub fn payouts(p: &PartnerConnection) -> Result<Arc<dyn PayoutVendor>, String> {
                 api_token: p.secret("api_token")?,
                 profile_id: p.setting("profile_id", ""),
                 source_currency: p.setting("source_currency", ""),
+                webhook_public_key: match p.optional_secret("webhook_public_key")? {
+                    Some(b64) => Some(crate::signing::unb64(b64.trim()).ok_or_else(|| {
+                        format!(
+                            "partners.{}.secrets.webhook_public_key: not base64 (RSAPublicKey DER)",
+                            p.id
+                        )
+                    })?),
+                    None => None,
+                },
                 timeout: p.timeout(),
             })
             .map_err(err)?,

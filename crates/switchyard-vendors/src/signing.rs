@@ -24,6 +24,27 @@ pub fn hmac(alg: Alg, key: &[u8], msg: &[u8]) -> Vec<u8> {
     hmac::sign(&hmac::Key::new(alg.of(), key), msg).as_ref().to_vec()
 }
 
+/// Verifies an RSA PKCS#1 v1.5 SHA-256 signature with a public key in RSAPublicKey DER.
+pub fn rsa_sha256_verify(public_key_der: &[u8], msg: &[u8], signature: &[u8]) -> bool {
+    aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256, public_key_der)
+        .verify(msg, signature)
+        .is_ok()
+}
+
+/// Signs with RSA PKCS#1 v1.5 SHA-256 (a PKCS#8 DER private key): what a vendor does; simulators only.
+pub fn rsa_sha256_sign(private_key_pkcs8: &[u8], msg: &[u8]) -> Result<Vec<u8>, String> {
+    let key = aws_lc_rs::rsa::KeyPair::from_pkcs8(private_key_pkcs8).map_err(|e| e.to_string())?;
+    let mut sig = vec![0u8; key.public_modulus_len()];
+    key.sign(
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        msg,
+        &mut sig,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(sig)
+}
+
 /// The SHA-256 digest of `bytes`, in lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())

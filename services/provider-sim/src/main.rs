@@ -6,12 +6,13 @@
 //!   provider-sim watchman --listen 127.0.0.1:9304
 //!   provider-sim sift     --listen 127.0.0.1:9305
 //!   provider-sim seon     --listen 127.0.0.1:9306
-//!   provider-sim wise     --listen 127.0.0.1:9307
+//!   provider-sim wise     --listen 127.0.0.1:9307 --webhook-url http://127.0.0.1:8090/webhooks/payouts-wise
 //!   provider-sim stripe   --listen 127.0.0.1:9308 --webhook-url http://127.0.0.1:8090/webhooks/payouts-stripe
 //!
 //! Credentials come from the environment, as the real vendors issue them: ONFIDO_API_TOKEN,
 //! ONFIDO_WEBHOOK_SECRET; SUMSUB_APP_TOKEN, SUMSUB_SECRET_KEY, SUMSUB_WEBHOOK_SECRET; MESH_USERNAME,
-//! MESH_PASSWORD; SIFT_API_KEY; SEON_API_KEY; WISE_API_TOKEN; STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET. Control API on the same port under /_sim (faults, webhook quirks, ledger).
+//! MESH_PASSWORD; SIFT_API_KEY; SEON_API_KEY; WISE_API_TOKEN, WISE_WEBHOOK_PRIVATE_KEY (PKCS#8 DER,
+//! base64); STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET. Control API on the same port under /_sim (faults, webhook quirks, ledger).
 
 #![allow(clippy::result_large_err)] // handlers short-circuit with the vendor's full HTTP error response
 
@@ -106,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
             wise::Config {
                 api_token: env("WISE_API_TOKEN")?,
                 complete_after,
+                webhook_url: args.webhook_url.clone(),
+                private_key: switchyard_vendors::signing::unb64(&env("WISE_WEBHOOK_PRIVATE_KEY")?)
+                    .ok_or_else(|| anyhow::anyhow!("WISE_WEBHOOK_PRIVATE_KEY is not base64"))?,
             },
         ),
         Vendor::Stripe => stripe::router(

@@ -1,8 +1,10 @@
 //! Wise-shaped payouts simulator: quotes, recipients, transfers keyed by `customerTransactionId`
 //! (a re-send returns the same transfer), funding from the balance (once: a second funding is
 //! refused with `transfer.invalid-state`), and transfer states that move on by themselves:
-//! processing → funds_converted → outgoing_payment_sent after `complete_after`. Every funding is an
-//! execution in the ledger (`payout`, keyed by the customerTransactionId and the reference).
+//! processing → funds_converted → outgoing_payment_sent after `complete_after`, each change
+//! announced by a `transfers#state-change` webhook signed with the simulator's RSA key
+//! (`X-Signature-SHA256`, base64 RSA-SHA256 over the body). Every funding is an execution in the
+//! ledger (`payout`, keyed by the customerTransactionId and the reference).
 
 use std::{
     collections::HashMap,
@@ -29,6 +31,10 @@ use crate::sim::{Sim, parse_json, with_faults};
 pub struct Config {
     pub api_token: String,
     pub complete_after: Duration,
+    /// Where state changes are delivered (none when empty), and the key they are signed with
+    /// (PKCS#8 DER).
+    pub webhook_url: String,
+    pub private_key: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -73,6 +79,34 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
         .route("/v3/profiles/{profile}/transfers/{id}/payments", post(fund))
         .with_state(app);
     with_faults(api, sim, error_body)
+}
+
+/// Announces a transfer's state change as Wise does: signed with its RSA key, delivered with retries.
+fn announce(app: &App, t: &Value, previous: &str, key: &str) {
+    if app.cfg.webhook_url.is_empty() {
+        return;
+    }
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let body = json!({"data": {"resource": {"type": "transfer", "id": t["id"], "profile_id": 2001,
+            "account_id": t["targetAccount"]}, "current_state": t["status"], "previous_state": previous,
+            "occurred_at": now},
+        "subscription_id": "sub-local", "event_type": "transfers#state-change", "schema_version": "2.0.0",
+        "sent_at": now})
+    .to_string();
+    let Ok(sig) = switchyard_vendors::signing::rsa_sha256_sign(&app.cfg.private_key, body.as_bytes()) else {
+        tracing::warn!("webhook not signed: bad private key");
+        return;
+    };
+    app.sim.deliver(
+        app.cfg.webhook_url.clone(),
+        vec![
+            ("X-Signature-SHA256".into(), switchyard_vendors::signing::b64(&sig)),
+            ("X-Delivery-Id".into(), uuid::Uuid::new_v4().to_string()),
+        ],
+        body,
+        key.to_string(),
+        None,
+    );
 }
 
 fn authorised(app: &App, h: &HeaderMap) -> Result<(), Response> {
@@ -207,7 +241,7 @@ async fn fund(State(app): State<App>, Path((_, id)): Path<(String, i64)>, h: Hea
     if req["type"] != "BALANCE" {
         return invalid("NOT_VALID", "only BALANCE funding", "type");
     }
-    let key = {
+    let (key, funded) = {
         let Ok(mut b) = app.book.lock() else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
@@ -222,23 +256,30 @@ async fn fund(State(app): State<App>, Path((_, id)): Path<(String, i64)>, h: Hea
             );
         }
         t["status"] = json!("processing");
-        format!(
+        let key = format!(
             "{} {}",
             t["customerTransactionId"].as_str().unwrap_or_default(),
             t["reference"].as_str().unwrap_or_default()
-        )
+        );
+        (key, t.clone())
     };
     app.sim.record("payout", &key);
+    announce(&app, &funded, "incoming_payment_waiting", &key);
     // The transfer moves on by itself.
-    let (book, after) = (app.book.clone(), app.cfg.complete_after);
+    let (moving, after) = (app.clone(), app.cfg.complete_after);
     tokio::spawn(async move {
+        let mut previous = "processing";
         for state in ["funds_converted", "outgoing_payment_sent"] {
             tokio::time::sleep(after).await;
-            if let Ok(mut b) = book.lock()
-                && let Some(t) = b.transfers.get_mut(&id)
-            {
+            let changed = moving.book.lock().ok().and_then(|mut b| {
+                let t = b.transfers.get_mut(&id)?;
                 t["status"] = json!(state);
+                Some(t.clone())
+            });
+            if let Some(t) = changed {
+                announce(&moving, &t, previous, &key);
             }
+            previous = state;
         }
     });
     (

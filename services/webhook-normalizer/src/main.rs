@@ -47,6 +47,8 @@ const KEPT_HEADERS: &[&str] = &[
     "webhook-timestamp",
     "webhook-signature",
     "stripe-signature",
+    "x-signature-sha256",
+    "x-delivery-id",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -24,6 +24,8 @@ pub struct WiseConfig {
     pub profile_id: String,
     /// The balance currency transfers are funded from (empty: the payout's own currency).
     pub source_currency: String,
+    /// Wise's webhook public key (RSAPublicKey DER); None: this instance takes no webhooks.
+    pub webhook_public_key: Option<Vec<u8>>,
     pub timeout: Duration,
 }
 
@@ -225,5 +227,19 @@ impl PayoutVendor for Wise {
         progress: Arc<dyn Progress>,
     ) -> BoxFuture<'a, Result<Recovery<PayoutOutcome>, VendorError>> {
         Box::pin(self.lookup(progress))
+    }
+
+    fn verify_webhook(
+        &self,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+        _now_ms: i64,
+    ) -> Result<crate::payouts::PayoutNotice, crate::kyc::WebhookRejection> {
+        let key = self
+            .cfg
+            .webhook_public_key
+            .as_deref()
+            .ok_or(crate::kyc::WebhookRejection::BadSignature)?;
+        super::webhooks::verify(key, headers, body)
     }
 }

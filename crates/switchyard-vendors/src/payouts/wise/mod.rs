@@ -8,5 +8,6 @@ mod client;
 #[cfg(test)]
 mod tests;
 mod transformers;
+pub mod webhooks;
 
 pub use client::{Wise, WiseConfig};

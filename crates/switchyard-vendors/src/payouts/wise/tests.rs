@@ -54,6 +54,7 @@ fn wise(base: String) -> Wise {
         api_token: Secret::new("tok-1"),
         profile_id: "2001".into(),
         source_currency: String::new(),
+        webhook_public_key: None,
         timeout: Duration::from_secs(5),
     })
     .unwrap()
@@ -175,4 +176,77 @@ async fn a_wallet_is_refused_before_any_call() {
     let out = wise(base).initiate(&p, Arc::new(MemProgress::default())).await;
     assert!(matches!(out, Err(VendorError::Permanent(_))), "{out:?}");
     assert_eq!(seen.await.unwrap().len(), 1, "only the quote, which moves nothing");
+}
+
+mod webhooks {
+    use aws_lc_rs::{
+        rsa::KeyPair,
+        signature::{KeyPair as _, RSA_PKCS1_SHA256},
+    };
+    use reqwest::header::{HeaderMap, HeaderValue};
+    use switchyard_model::events::payouts::PayoutStatus;
+
+    use crate::{kyc::WebhookRejection, payouts::wise::webhooks::verify, signing::b64};
+
+    const EVENT: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/wise/event_state_change.json"
+    ));
+
+    fn signed(key: &KeyPair, body: &str) -> HeaderMap {
+        let mut sig = vec![0u8; key.public_modulus_len()];
+        key.sign(
+            &RSA_PKCS1_SHA256,
+            &aws_lc_rs::rand::SystemRandom::new(),
+            body.as_bytes(),
+            &mut sig,
+        )
+        .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-signature-sha256", HeaderValue::from_str(&b64(&sig)).unwrap());
+        h
+    }
+
+    #[test]
+    fn a_state_change_signed_by_the_vendor_reads_as_a_canonical_notice() {
+        let key = KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let public = key.public_key().as_ref().to_vec();
+        let n = verify(&public, &signed(&key, EVENT), EVENT.as_bytes()).unwrap();
+        assert_eq!(n.provider_reference, "50000731");
+        assert_eq!(n.status, PayoutStatus::Settled);
+        assert_eq!(n.occurred_at_ms, 1_795_676_409_250, "the event's own time");
+        // A re-delivery is the same notice (Wise sends some twice).
+        assert_eq!(
+            verify(&public, &signed(&key, EVENT), EVENT.as_bytes())
+                .unwrap()
+                .event_id,
+            n.event_id
+        );
+        let bounced = EVENT.replace("outgoing_payment_sent", "bounced_back");
+        let n = verify(&public, &signed(&key, &bounced), bounced.as_bytes()).unwrap();
+        assert_eq!(
+            (n.status, n.reason.as_deref()),
+            (PayoutStatus::Returned, Some("bounced_back"))
+        );
+    }
+
+    #[test]
+    fn a_body_not_signed_by_the_vendors_key_is_refused() {
+        let key = KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let other = KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let public = key.public_key().as_ref().to_vec();
+        assert!(matches!(
+            verify(&public, &signed(&other, EVENT), EVENT.as_bytes()),
+            Err(WebhookRejection::BadSignature)
+        ));
+        let tampered = EVENT.replace("50000731", "50000732");
+        assert!(matches!(
+            verify(&public, &signed(&key, EVENT), tampered.as_bytes()),
+            Err(WebhookRejection::BadSignature)
+        ));
+        assert!(matches!(
+            verify(&public, &HeaderMap::new(), EVENT.as_bytes()),
+            Err(WebhookRejection::MissingSignature)
+        ));
+    }
 }
