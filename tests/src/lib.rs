@@ -636,3 +636,65 @@ pub fn applicant(applicant_id: &str, given: &str, family: &str, region: &str, ti
         "risk_tier": tier,
     })
 }
+
+/// The model's codec on the stack's registry.
+pub fn model_codec(stack: &Stack) -> Codec {
+    Codec::new(SchemaCatalog::embedded().expect("catalog"), stack.registry())
+}
+
+/// Produces a typed event to its topic, keyed by its flow, as a product service (or an upstream
+/// service) would: Confluent wire format, the model's schema.
+pub async fn produce_event<E: switchyard_model::events::Event>(stack: &Stack, codec: &Codec, event: &E) {
+    let payload = codec
+        .encode(E::TOPIC, &EventRecord::of(event).expect("record"))
+        .await
+        .expect("encode");
+    let producer = kafka::producer(&stack.kafka, "test-producer").expect("producer");
+    produce(&producer, E::TOPIC, &event.envelope().flow_id, &payload).await;
+}
+
+/// Reads the typed events of `E`'s topic from its start that `keep` accepts, until `done` says
+/// enough arrived, then `settle` longer (to catch a second copy), or until `within` passes.
+pub async fn read_events<E: switchyard_model::events::Event>(
+    stack: &Stack,
+    codec: &Codec,
+    within: Duration,
+    settle: Duration,
+    keep: impl Fn(&E) -> bool,
+    done: impl Fn(&[E]) -> bool,
+) -> Vec<E> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.kafka)
+        .set("group.id", format!("events-reader-{}", short_id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    consumer.subscribe(&[E::TOPIC]).expect("subscribe");
+    let mut out: Vec<E> = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut until = deadline;
+    let mut settling = false;
+    loop {
+        let Ok(m) = tokio::time::timeout_at(until, consumer.recv()).await else {
+            break;
+        };
+        let m = m.expect("kafka read");
+        let Ok((_, record)) = codec.decode(E::TOPIC, m.payload()).await else {
+            continue;
+        };
+        if let Some(Ok(e)) = record.as_event::<E>()
+            && keep(&e)
+        {
+            out.push(e);
+            if !settling && done(&out) {
+                settling = true;
+                until = (tokio::time::Instant::now() + settle).min(deadline);
+                if settle.is_zero() {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}

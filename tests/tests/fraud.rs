@@ -6,13 +6,8 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use rdkafka::{
-    ClientConfig, Message,
-    consumer::{Consumer, StreamConsumer},
-    producer::FutureRecord,
-};
 use switchyard_model::{
-    Envelope, EventRecord, SchemaCatalog,
+    Envelope,
     events::{
         Event,
         common::{FailureClass, Money},
@@ -43,60 +38,23 @@ fn request(partner: &str, customer: &str, tx: &str, amount_minor: i64, currency:
     }
 }
 
-async fn send(stack: &Stack, codec: &Codec, req: &FraudScoreRequested) {
-    let payload = codec
-        .encode(FraudScoreRequested::TOPIC, &EventRecord::of(req).unwrap())
-        .await
-        .unwrap();
-    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "fraud-test").unwrap();
-    producer
-        .send(
-            FutureRecord::to(FraudScoreRequested::TOPIC)
-                .key(&req.envelope.flow_id)
-                .payload(&payload),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
-}
-
-/// Every result for the given transactions, read from the start of `fraud.results.v1` until each
-/// has one, then 2 s more (a second result would be a duplicate).
+/// Every result for the given transactions, until each has one, then 2 s more (a second result
+/// would be a duplicate).
 async fn results(stack: &Stack, codec: &Codec, txs: &[String]) -> HashMap<String, Vec<FraudScoreResult>> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.kafka)
-        .set("group.id", format!("fraud-reader-{}", short_id()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[FraudScoreResult::TOPIC]).unwrap();
+    let got: Vec<FraudScoreResult> = read_events(
+        stack,
+        codec,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        |r: &FraudScoreResult| txs.contains(&r.transaction_id),
+        |rs| txs.iter().all(|t| rs.iter().any(|r| &r.transaction_id == t)),
+    )
+    .await;
     let mut out: HashMap<String, Vec<FraudScoreResult>> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut settle: Option<tokio::time::Instant> = None;
-    loop {
-        let until = settle.unwrap_or(deadline);
-        let Ok(m) = tokio::time::timeout_at(until, consumer.recv()).await else {
-            break;
-        };
-        let m = m.unwrap();
-        let (_, record) = codec.decode(FraudScoreResult::TOPIC, m.payload()).await.unwrap();
-        let Some(Ok(r)) = record.as_event::<FraudScoreResult>() else {
-            continue;
-        };
-        if txs.contains(&r.transaction_id) {
-            out.entry(r.transaction_id.clone()).or_default().push(r);
-            if settle.is_none() && txs.iter().all(|t| out.contains_key(t)) {
-                settle = Some(tokio::time::Instant::now() + Duration::from_secs(2));
-            }
-        }
+    for r in got {
+        out.entry(r.transaction_id.clone()).or_default().push(r);
     }
     out
-}
-
-fn codec(stack: &Stack) -> Codec {
-    Codec::new(SchemaCatalog::embedded().unwrap(), stack.registry())
 }
 
 /// Each vendor, each persona: a canonical score, band, decision hint and reason codes (no vendor
@@ -104,7 +62,7 @@ fn codec(stack: &Stack) -> Codec {
 #[tokio::test]
 async fn both_vendors_score_in_canonical_terms_once_per_request() {
     let (stack, m) = (Stack::get(), Mesh::get());
-    let codec = codec(&stack);
+    let codec = model_codec(&stack);
     let n = short_id();
     let cases = [
         (
@@ -162,12 +120,12 @@ async fn both_vendors_score_in_canonical_terms_once_per_request() {
         let tx = format!("po-{n}-{i}");
         let (cust, cur, amount) = (cases[i].3, ["EUR", "JPY", "KWD"][i % 3], 12_345);
         let req = request(partner, &format!("{cust}-{n}"), &tx, amount, cur);
-        send(&stack, &codec, &req).await;
+        produce_event(&stack, &codec, &req).await;
         txs.push(tx);
         sent.push(req);
     }
     // The first request again, as a redelivery (same event id).
-    send(&stack, &codec, &sent[0]).await;
+    produce_event(&stack, &codec, &sent[0]).await;
     let got = results(&stack, &codec, &txs).await;
     for (i, (partner, sim, kind, _, decision, band)) in cases.iter().enumerate() {
         let tx = &txs[i];
@@ -210,7 +168,7 @@ async fn both_vendors_score_in_canonical_terms_once_per_request() {
 #[tokio::test]
 async fn a_vendor_that_is_down_gives_a_failure_not_a_score() {
     let (stack, m) = (Stack::get(), Mesh::get());
-    let codec = codec(&stack);
+    let codec = model_codec(&stack);
     let tx = format!("po-down-{}", short_id());
     m.sim_post(
         SEON,
@@ -218,7 +176,7 @@ async fn a_vendor_that_is_down_gives_a_failure_not_a_score() {
         serde_json::json!({"matcher": tx, "fault": {"kind": "error", "status": 503}, "times": 20}),
     )
     .await;
-    send(&stack, &codec, &request("fraud-seon", "cust-clean", &tx, 5_000, "USD")).await;
+    produce_event(&stack, &codec, &request("fraud-seon", "cust-clean", &tx, 5_000, "USD")).await;
     let got = results(&stack, &codec, std::slice::from_ref(&tx)).await;
     let r = &got.get(&tx).expect("a result")[0];
     let f = r.failure.as_ref().expect("a failure");
@@ -243,9 +201,9 @@ async fn a_vendor_that_is_down_gives_a_failure_not_a_score() {
 #[tokio::test]
 async fn an_amount_in_no_currency_is_dead_lettered() {
     let (stack, m) = (Stack::get(), Mesh::get());
-    let codec = codec(&stack);
+    let codec = model_codec(&stack);
     let tx = format!("po-xxx-{}", short_id());
-    send(&stack, &codec, &request("fraud-sift", "cust-clean", &tx, 100, "XXX")).await;
+    produce_event(&stack, &codec, &request("fraud-sift", "cust-clean", &tx, 100, "XXX")).await;
     let dlq = format!("{}.dlq", FraudScoreRequested::TOPIC);
     let found = eventually(Duration::from_secs(30), || async {
         read_topic(&stack, &dlq, 1_000_000, Duration::from_secs(3), Duration::ZERO)

@@ -6,17 +6,15 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use rdkafka::{
-    ClientConfig, Message,
-    consumer::{Consumer, StreamConsumer},
-    producer::FutureRecord,
-};
 use switchyard_model::{
-    Envelope, EventRecord, SchemaCatalog,
+    Envelope,
     events::{
         Event,
         common::Money,
-        payouts::{AccountIdentifier, AccountScheme, Beneficiary, PayoutRequested, PayoutResult, PayoutStatus},
+        payouts::{
+            AccountIdentifier, AccountScheme, Beneficiary, PayoutProviderEvent, PayoutRequested, PayoutResult,
+            PayoutStatus,
+        },
     },
 };
 use switchyard_runtime::Codec;
@@ -56,57 +54,21 @@ fn request(partner: &str, payout_id: &str, iban: &str) -> PayoutRequested {
 
 const IBAN: &str = "DE89370400440532013000";
 
-fn codec(stack: &Stack) -> Codec {
-    Codec::new(SchemaCatalog::embedded().unwrap(), stack.registry())
-}
-
-async fn send(stack: &Stack, codec: &Codec, req: &PayoutRequested) {
-    let payload = codec
-        .encode(PayoutRequested::TOPIC, &EventRecord::of(req).unwrap())
-        .await
-        .unwrap();
-    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "payouts-test").unwrap();
-    producer
-        .send(
-            FutureRecord::to(PayoutRequested::TOPIC)
-                .key(&req.envelope.flow_id)
-                .payload(&payload),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
-}
-
-/// Every result for the given payouts, from the start of `payouts.results.v1`, until each has one
-/// and 2 s more (a second one would be a duplicate).
+/// Every result for the given payouts, until each has one, then 2 s more (a second one would be a
+/// duplicate).
 async fn results(stack: &Stack, codec: &Codec, ids: &[&str], within: Duration) -> HashMap<String, Vec<PayoutResult>> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.kafka)
-        .set("group.id", format!("payouts-reader-{}", short_id()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[PayoutResult::TOPIC]).unwrap();
+    let got: Vec<PayoutResult> = read_events(
+        stack,
+        codec,
+        within,
+        Duration::from_secs(2),
+        |r: &PayoutResult| ids.contains(&r.payout_id.as_str()),
+        |rs| ids.iter().all(|i| rs.iter().any(|r| r.payout_id == *i)),
+    )
+    .await;
     let mut out: HashMap<String, Vec<PayoutResult>> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + within;
-    let mut settle: Option<tokio::time::Instant> = None;
-    loop {
-        let Ok(m) = tokio::time::timeout_at(settle.unwrap_or(deadline), consumer.recv()).await else {
-            break;
-        };
-        let m = m.unwrap();
-        let (_, record) = codec.decode(PayoutResult::TOPIC, m.payload()).await.unwrap();
-        let Some(Ok(r)) = record.as_event::<PayoutResult>() else {
-            continue;
-        };
-        if ids.contains(&r.payout_id.as_str()) {
-            out.entry(r.payout_id.clone()).or_default().push(r);
-            if settle.is_none() && ids.iter().all(|i| out.contains_key(*i)) {
-                settle = Some(tokio::time::Instant::now() + Duration::from_secs(2));
-            }
-        }
+    for r in got {
+        out.entry(r.payout_id.clone()).or_default().push(r);
     }
     out
 }
@@ -117,14 +79,14 @@ async fn results(stack: &Stack, codec: &Codec, ids: &[&str], within: Duration) -
 #[tokio::test]
 async fn a_payout_executes_once_on_each_vendor() {
     let (stack, m) = (Stack::get(), Mesh::get());
-    let codec = codec(&stack);
+    let codec = model_codec(&stack);
     let n = short_id();
     let (wise, stripe, bad) = (format!("po-w-{n}"), format!("po-s-{n}"), format!("po-bad-{n}"));
     let rw = request("payouts-wise", &wise, IBAN);
-    send(&stack, &codec, &rw).await;
-    send(&stack, &codec, &request("payouts-stripe", &stripe, IBAN)).await;
-    send(&stack, &codec, &request("payouts-wise", &bad, "DE89370400440532013001")).await;
-    send(&stack, &codec, &rw).await; // redelivered
+    produce_event(&stack, &codec, &rw).await;
+    produce_event(&stack, &codec, &request("payouts-stripe", &stripe, IBAN)).await;
+    produce_event(&stack, &codec, &request("payouts-wise", &bad, "DE89370400440532013001")).await;
+    produce_event(&stack, &codec, &rw).await; // redelivered
     let got = results(&stack, &codec, &[&wise, &stripe, &bad], Duration::from_secs(60)).await;
     for (id, sim) in [(&wise, WISE), (&stripe, STRIPE)] {
         let r = got.get(id.as_str()).unwrap_or_else(|| panic!("no result for {id}"));
@@ -158,7 +120,7 @@ async fn a_payout_executes_once_on_each_vendor() {
 #[tokio::test]
 async fn a_payout_in_doubt_is_settled_by_asking_never_by_paying_again() {
     let (stack, m) = (Stack::get(), Mesh::get());
-    let codec = codec(&stack);
+    let codec = model_codec(&stack);
     let n = short_id();
     let (wise, stripe) = (format!("po-dw-{n}"), format!("po-ds-{n}"));
     let rw = request("payouts-wise", &wise, IBAN);
@@ -177,8 +139,8 @@ async fn a_payout_in_doubt_is_settled_by_asking_never_by_paying_again() {
         serde_json::json!({"matcher": stripe, "fault": {"kind": "hang_after_effect", "ms": 4000}, "times": 1}),
     )
     .await;
-    send(&stack, &codec, &rw).await;
-    send(&stack, &codec, &request("payouts-stripe", &stripe, IBAN)).await;
+    produce_event(&stack, &codec, &rw).await;
+    produce_event(&stack, &codec, &request("payouts-stripe", &stripe, IBAN)).await;
     // While the adapter waits for an answer, Stripe forgets the key.
     assert!(
         eventually(Duration::from_secs(20), || async {
@@ -209,39 +171,23 @@ async fn a_payout_in_doubt_is_settled_by_asking_never_by_paying_again() {
     }
 }
 
-/// Every provider event for the given references, from the start of `payouts.provider-events.v1`,
-/// until `done` says enough arrived (or `within` passed).
+/// Every provider event of `reference`, until `done` says enough arrived.
 async fn provider_events(
     stack: &Stack,
     codec: &Codec,
     reference: &str,
     within: Duration,
-    done: impl Fn(&[switchyard_model::events::payouts::PayoutProviderEvent]) -> bool,
-) -> Vec<switchyard_model::events::payouts::PayoutProviderEvent> {
-    use switchyard_model::events::payouts::PayoutProviderEvent;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.kafka)
-        .set("group.id", format!("payout-events-{}", short_id()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[PayoutProviderEvent::TOPIC]).unwrap();
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while !done(&out) {
-        let Ok(m) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
-            break;
-        };
-        let m = m.unwrap();
-        let (_, record) = codec.decode(PayoutProviderEvent::TOPIC, m.payload()).await.unwrap();
-        if let Some(Ok(e)) = record.as_event::<PayoutProviderEvent>()
-            && e.provider_reference == reference
-        {
-            out.push(e);
-        }
-    }
-    out
+    done: impl Fn(&[PayoutProviderEvent]) -> bool,
+) -> Vec<PayoutProviderEvent> {
+    read_events(
+        stack,
+        codec,
+        within,
+        Duration::ZERO,
+        |e: &PayoutProviderEvent| e.provider_reference == reference,
+        done,
+    )
+    .await
 }
 
 /// Stripe's status webhooks, signed, reach `payouts.provider-events.v1` in canonical terms with the
@@ -251,9 +197,9 @@ async fn provider_events(
 async fn stripe_status_webhooks_become_provider_events_once_each() {
     use switchyard_model::events::payouts::PayoutStatus as S;
     let (stack, m) = (Stack::get(), Mesh::get());
-    let codec = codec(&stack);
+    let codec = model_codec(&stack);
     let id = format!("po-wh-{}", short_id());
-    send(&stack, &codec, &request("payouts-stripe", &id, IBAN)).await;
+    produce_event(&stack, &codec, &request("payouts-stripe", &id, IBAN)).await;
     let got = results(&stack, &codec, &[id.as_str()], Duration::from_secs(60)).await;
     let reference = got[&id][0].provider_reference.clone().expect("the payout's reference");
     let events = provider_events(&stack, &codec, &reference, Duration::from_secs(30), |es| {
@@ -330,9 +276,9 @@ async fn stripe_status_webhooks_become_provider_events_once_each() {
 async fn wise_state_changes_become_provider_events_once_each() {
     use switchyard_model::events::payouts::PayoutStatus as S;
     let (stack, m) = (Stack::get(), Mesh::get());
-    let codec = codec(&stack);
+    let codec = model_codec(&stack);
     let id = format!("po-ww-{}", short_id());
-    send(&stack, &codec, &request("payouts-wise", &id, IBAN)).await;
+    produce_event(&stack, &codec, &request("payouts-wise", &id, IBAN)).await;
     let got = results(&stack, &codec, &[id.as_str()], Duration::from_secs(60)).await;
     let reference = got[&id][0].provider_reference.clone().expect("the transfer id");
     let events = provider_events(&stack, &codec, &reference, Duration::from_secs(30), |es| {

@@ -208,19 +208,6 @@ async fn handle(
                 .map_err(|f| Refused::Later(format!("{}: {}", f.code, f.message)))?
         }
     };
-    let mut tx = app.pool.begin().await.map_err(later)?;
-    let fresh = sqlx::query("INSERT INTO webhook_dedup (partner, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(partner)
-        .bind(&notice.event_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(later)?
-        .rows_affected()
-        == 1;
-    if !fresh {
-        tx.rollback().await.map_err(later)?;
-        return duplicate(app, partner, headers, body, &notice.event_id).await;
-    }
     let flow = format!("{partner}:{}", notice.provider_reference);
     let event = KycProviderEvent {
         envelope: Envelope::new(KycProviderEvent::RECORD, PLATFORM_TENANT, flow, SERVICE),
@@ -231,25 +218,58 @@ async fn handle(
         reasons: outcome.reasons,
         received_at: now,
     };
-    let record = EventRecord::of(&event).map_err(|e| Refused::Later(e.to_string()))?;
-    app.outbox
-        .enqueue(&mut tx, KycProviderEvent::TOPIC, &record)
-        .await
-        .map_err(|e| Refused::Later(e.to_string()))?;
-    store(
-        &mut *tx,
+    let verdict = accept(
+        app,
         partner,
         headers,
         body,
-        "accepted",
-        None,
-        Some(&notice.event_id),
+        &notice.event_id,
+        KycProviderEvent::TOPIC,
+        &event,
     )
-    .await
-    .map_err(later)?;
+    .await?;
+    if verdict == "accepted" {
+        tracing::info!(partner, reference = %notice.provider_reference, status = ?event.status, "webhook accepted");
+    }
+    Ok(verdict)
+}
+
+/// The one transaction that takes a verified notice: the partner's event id is recorded (a second
+/// delivery is a duplicate: its receipt kept, nothing else), the event goes to the outbox and the
+/// receipt is kept, together.
+async fn accept<E: Event>(
+    app: &App,
+    partner: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    event_id: &str,
+    topic: &str,
+    event: &E,
+) -> Result<&'static str, Refused> {
+    let later = |e: sqlx::Error| Refused::Later(e.to_string());
+    let record = EventRecord::of(event).map_err(|e| Refused::Later(e.to_string()))?;
+    let mut tx = app.pool.begin().await.map_err(later)?;
+    let fresh = sqlx::query("INSERT INTO webhook_dedup (partner, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(partner)
+        .bind(event_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(later)?
+        .rows_affected()
+        == 1;
+    if !fresh {
+        tx.rollback().await.map_err(later)?;
+        return duplicate(app, partner, headers, body, event_id).await;
+    }
+    app.outbox
+        .enqueue(&mut tx, topic, &record)
+        .await
+        .map_err(|e| Refused::Later(e.to_string()))?;
+    store(&mut *tx, partner, headers, body, "accepted", None, Some(event_id))
+        .await
+        .map_err(later)?;
     tx.commit().await.map_err(later)?;
     app.outbox.committed();
-    tracing::info!(partner, reference = %notice.provider_reference, status = ?event.status, "webhook accepted");
     Ok("accepted")
 }
 
@@ -264,20 +284,6 @@ async fn handle_payout(
 ) -> Result<&'static str, Refused> {
     let now = chrono::Utc::now().timestamp_millis();
     let notice = vendor.verify_webhook(headers, body, now).map_err(Refused::Rejected)?;
-    let later = |e: sqlx::Error| Refused::Later(e.to_string());
-    let mut tx = app.pool.begin().await.map_err(later)?;
-    let fresh = sqlx::query("INSERT INTO webhook_dedup (partner, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(partner)
-        .bind(&notice.event_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(later)?
-        .rows_affected()
-        == 1;
-    if !fresh {
-        tx.rollback().await.map_err(later)?;
-        return duplicate(app, partner, headers, body, &notice.event_id).await;
-    }
     let mut envelope = Envelope::new(
         PayoutProviderEvent::RECORD,
         PLATFORM_TENANT,
@@ -294,26 +300,20 @@ async fn handle_payout(
         return_reason: notice.reason.clone(),
         received_at: now,
     };
-    let record = EventRecord::of(&event).map_err(|e| Refused::Later(e.to_string()))?;
-    app.outbox
-        .enqueue(&mut tx, PayoutProviderEvent::TOPIC, &record)
-        .await
-        .map_err(|e| Refused::Later(e.to_string()))?;
-    store(
-        &mut *tx,
+    let verdict = accept(
+        app,
         partner,
         headers,
         body,
-        "accepted",
-        None,
-        Some(&notice.event_id),
+        &notice.event_id,
+        PayoutProviderEvent::TOPIC,
+        &event,
     )
-    .await
-    .map_err(later)?;
-    tx.commit().await.map_err(later)?;
-    app.outbox.committed();
-    tracing::info!(partner, reference = %notice.provider_reference, status = ?notice.status, "payout webhook accepted");
-    Ok("accepted")
+    .await?;
+    if verdict == "accepted" {
+        tracing::info!(partner, reference = %notice.provider_reference, status = ?notice.status, "payout webhook accepted");
+    }
+    Ok(verdict)
 }
 
 /// A delivery of an event already taken: its receipt is kept, nothing else happens.
