@@ -191,11 +191,11 @@ fn authorised(app: &App, h: &HeaderMap) -> Result<(), Response> {
     Ok(())
 }
 
+/// A new object id, unique across restarts of the simulator (as Stripe's are: a webhook receiver
+/// de-duplicates by them).
 fn id(app: &App, prefix: &str) -> String {
-    format!(
-        "{prefix}_{:016x}",
-        app.ids.fetch_add(1, Ordering::Relaxed) + 0x1a2b_0000
-    )
+    let n = app.ids.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}_{}{n:04x}", &uuid::Uuid::new_v4().simple().to_string()[..16])
 }
 
 async fn external_account(

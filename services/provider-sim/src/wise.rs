@@ -69,7 +69,8 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
         sim: sim.clone(),
         cfg,
         book: Arc::default(),
-        ids: Arc::new(AtomicI64::new(50_000_000)),
+        // Unique across restarts of the simulator (webhook receivers and tests key on them).
+        ids: Arc::new(AtomicI64::new(chrono::Utc::now().timestamp_micros())),
     };
     let api = Router::new()
         .route("/v3/profiles/{profile}/quotes", post(quote))
