@@ -78,38 +78,52 @@ impl Mesh {
         Ok(resp.access_token)
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, VendorError> {
+    /// Forgets the cached token (Mesh no longer honours it: expired early, revoked, or issued before
+    /// a restart of its token service).
+    fn forget_token(&self) {
+        if let Ok(mut guard) = self.token.lock() {
+            *guard = None;
+        }
+    }
+
+    /// Sends with the current token; a 401 is answered once with a fresh token (a refused token
+    /// proves nothing was done).
+    async fn authorised(
+        &self,
+        request: impl Fn(&str) -> reqwest::RequestBuilder,
+        mutating: bool,
+    ) -> Result<reqwest::Response, VendorError> {
         let token = self.token().await?;
+        match send(request(&token), mutating).await {
+            Err(VendorError::Auth(why)) if why.starts_with("401") => {
+                self.forget_token();
+                let token = self.token().await?;
+                send(request(&token), mutating).await
+            }
+            other => other,
+        }
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, VendorError> {
+        let url = format!("{}{path}", self.cfg.base_url);
         json(
-            send(
-                self.http
-                    .get(format!("{}{path}", self.cfg.base_url))
-                    .bearer_auth(token)
-                    .query(query),
-                false,
-            )
-            .await?,
+            self.authorised(|token| self.http.get(&url).bearer_auth(token).query(query), false)
+                .await?,
         )
         .await
     }
 
     async fn run(&self, subject: &Subject) -> Result<AmlOutcome, VendorError> {
-        let token = self.token().await?;
         // The sync workflow is idempotent for a byte-identical request: a retry re-sends exactly this.
         let body = CreateAndScreen::new(
             &screening_identifier(subject),
             &subject.person,
             &self.cfg.screening_configuration,
         );
+        let url = format!("{}/v2/workflows/sync/create-and-screen", self.cfg.base_url);
         let workflow: WorkflowResponse = json(
-            send(
-                self.http
-                    .post(format!("{}/v2/workflows/sync/create-and-screen", self.cfg.base_url))
-                    .bearer_auth(token)
-                    .json(&body),
-                true,
-            )
-            .await?,
+            self.authorised(|token| self.http.post(&url).bearer_auth(token).json(&body), true)
+                .await?,
         )
         .await?;
         let s = screened(&workflow).map_err(|e| VendorError::Permanent(format!("unexpected workflow shape: {e}")))?;

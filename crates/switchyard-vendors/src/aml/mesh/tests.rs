@@ -80,3 +80,55 @@ async fn rate_limits_carry_the_reset_delay_and_gateway_errors_leave_doubt() {
         "a read is simply retried: {e:?}"
     );
 }
+
+/// A token Mesh no longer honours (it restarted, or revoked it early) is replaced once: the refused
+/// screening (401: nothing was done) is sent again with a fresh token.
+#[tokio::test]
+async fn a_refused_token_is_replaced_once_and_the_screening_sent_again() {
+    #![allow(clippy::unwrap_used)]
+    use crate::aml::{AmlVendor, Subject};
+    const TOKEN: &str = r#"{"access_token":"tok-a","expires_in":3600,"token_type":"Bearer"}"#;
+    let (base, seen) = crate::testing::scripted(vec![
+        (200, TOKEN),
+        (401, r#"{"title":"Unauthorized","detail":"token not recognised"}"#),
+        (200, TOKEN),
+        (200, fixture!("workflow_no_profiles.json")),
+    ])
+    .await;
+    let mesh = super::Mesh::new(super::MeshConfig {
+        partner: "aml-mesh".into(),
+        base_url: base,
+        realm: "r".into(),
+        username: switchyard_runtime::Secret::new("u"),
+        password: switchyard_runtime::Secret::new("p"),
+        screening_configuration: "c".into(),
+        timeout: std::time::Duration::from_secs(5),
+    })
+    .unwrap();
+    let subject = Subject {
+        subject_id: "s-1".into(),
+        idempotency_key: "sy-1".into(),
+        person: switchyard_model::events::common::Person {
+            given_name: "Ada".into(),
+            family_name: "Lovelace".into(),
+            date_of_birth: None,
+            nationality: None,
+            address: None,
+            email: None,
+            phone: None,
+        },
+    };
+    let out = mesh.screen(&subject).await.unwrap();
+    assert_eq!(out.status, ScreeningStatus::Clear);
+    let seen = seen.await.unwrap();
+    let heads: Vec<&str> = seen.iter().map(|r| r.lines().next().unwrap()).collect();
+    assert_eq!(
+        heads,
+        [
+            "POST /v2/token HTTP/1.1",
+            "POST /v2/workflows/sync/create-and-screen HTTP/1.1",
+            "POST /v2/token HTTP/1.1",
+            "POST /v2/workflows/sync/create-and-screen HTTP/1.1",
+        ]
+    );
+}
