@@ -56,46 +56,9 @@ pub(crate) async fn answer(status: u16, headers: &[(&str, &str)], body: &str, mu
 /// yielding the request the client sent (head and body, as text; empty when none came within 10 s),
 /// for contract tests of a whole client call.
 pub(crate) async fn recorded(status: u16, body: &'static str) -> (String, tokio::task::JoinHandle<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let Ok(accepted) = tokio::time::timeout(std::time::Duration::from_secs(10), listener.accept()).await else {
-            return String::new();
-        };
-        let (mut conn, _) = accepted.unwrap();
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = conn.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&seen);
-            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
-                let len = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().to_string())
-                    })
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap_or(0);
-                if rest.len() >= len {
-                    break;
-                }
-            }
-        }
-        let response = format!(
-            "HTTP/1.1 {status} Recorded\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        conn.write_all(response.as_bytes()).await.unwrap();
-        conn.shutdown().await.unwrap();
-        String::from_utf8_lossy(&seen).into_owned()
-    });
-    (base, server)
+    let (base, script) = scripted(vec![(status, body)]).await;
+    let first = tokio::spawn(async move { script.await.unwrap().into_iter().next().unwrap_or_default() });
+    (base, first)
 }
 
 /// Serves `answers` in order, one request each (each on its own connection): returns the base URL
