@@ -313,8 +313,9 @@ pub async fn verify(env: &Env, run: &str, n: usize, settle: Duration) -> anyhow:
             .entry(format!("{status:?}").to_lowercase())
             .or_default() += 1;
         let consistent = match status {
-            PayoutStatus::Accepted | PayoutStatus::Settled | PayoutStatus::Pending => times == 1,
-            PayoutStatus::Failed => times == 0,
+            PayoutStatus::Accepted | PayoutStatus::Settled => times == 1,
+            // Pending: created at the vendor, not funded.
+            PayoutStatus::Failed | PayoutStatus::Pending => times == 0,
             // An operator finds out: either is possible, never more than one.
             PayoutStatus::Unknown | PayoutStatus::Returned => times <= 1,
         };
