@@ -297,7 +297,7 @@ async fn handle_payout(
         provider_reference: notice.provider_reference.clone(),
         provider_event_id: notice.event_id.clone(),
         status: notice.status,
-        return_reason: notice.reason.clone(),
+        return_reason: notice.reason.map(str::to_string),
         received_at: now,
     };
     let verdict = accept(

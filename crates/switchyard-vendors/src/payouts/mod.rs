@@ -38,9 +38,19 @@ pub struct PayoutNotice {
     pub status: PayoutStatus,
     /// When the vendor says it happened: notices arrive out of order and are ordered by this.
     pub occurred_at_ms: i64,
-    /// The vendor's failure or return code, if any.
-    pub reason: Option<String>,
+    /// Why it failed or came back, in canonical terms ([`RETURN_REASONS`]), if it did.
+    pub reason: Option<&'static str>,
 }
+
+/// Canonical reasons a payout fails or comes back: no vendor words past the adapter.
+pub const RETURN_REASONS: [&str; 6] = [
+    "account_closed",
+    "account_invalid",
+    "declined",
+    "bounced",
+    "charged_back",
+    "other",
+];
 
 /// A payout as the vendor has it, in canonical terms.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

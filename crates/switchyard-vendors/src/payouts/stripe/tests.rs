@@ -221,10 +221,7 @@ mod webhooks {
         // While the secret rolls: the previous secret, among several v1 entries.
         let h = headers(&format!("t={t},v1=00ff,v1={}", signed("whsec_old", t, FAILED)));
         let n = verify(&secret, &h, FAILED.as_bytes(), now).unwrap();
-        assert_eq!(
-            (n.status, n.reason.as_deref()),
-            (PayoutStatus::Failed, Some("account_closed"))
-        );
+        assert_eq!((n.status, n.reason), (PayoutStatus::Failed, Some("account_closed")));
     }
 
     #[test]

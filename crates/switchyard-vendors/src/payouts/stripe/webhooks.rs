@@ -88,6 +88,18 @@ pub fn verify(
         provider_reference: event.data.object.id,
         status,
         occurred_at_ms: event.created * 1000,
-        reason: event.data.object.failure_code,
+        reason: event.data.object.failure_code.as_deref().map(reason),
     })
+}
+
+/// A Stripe payout failure code in canonical terms.
+fn reason(code: &str) -> &'static str {
+    match code {
+        "account_closed" => "account_closed",
+        "no_account" | "invalid_account_number" | "incorrect_account_holder_name" | "bank_account_restricted" => {
+            "account_invalid"
+        }
+        "declined" | "insufficient_funds" | "debit_not_authorized" | "account_frozen" => "declined",
+        _ => "other",
+    }
 }

@@ -61,10 +61,10 @@ pub fn verify(public_key_der: &[u8], headers: &HeaderMap, body: &[u8]) -> Result
         provider_reference: reference,
         status,
         occurred_at_ms: occurred,
-        reason: matches!(
-            event.data.current_state.as_str(),
-            "bounced_back" | "funds_refunded" | "charged_back"
-        )
-        .then(|| event.data.current_state.clone()),
+        reason: match event.data.current_state.as_str() {
+            "bounced_back" | "funds_refunded" => Some("bounced"),
+            "charged_back" => Some("charged_back"),
+            _ => None,
+        },
     })
 }
