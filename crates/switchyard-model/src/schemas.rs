@@ -212,8 +212,11 @@ impl TopicSchema {
     /// topic's schema, resolving schema evolution.
     pub fn decode(&self, writer: &Schema, mut datum: &[u8]) -> Result<EventRecord, SchemaError> {
         let err = |reason: String| SchemaError::Decode { reason };
+        // Read with the writer's schema, then resolve the branch it wrote against the reader's branch
+        // of the same name. Resolving the union as a whole would take the first reader branch the
+        // value fits, and a record can fit another with fewer fields (`ReviewPayout` read as
+        // `CancelPayout`).
         let value = GenericDatumReader::builder(writer)
-            .reader_schema(&self.schema)
             .build()
             .and_then(|r| r.read_value(&mut datum))
             .map_err(|e| err(redact_values(&e.to_string())))?;
@@ -223,16 +226,29 @@ impl TopicSchema {
         let Value::Union(index, record) = value else {
             return Err(err("decoded value is not a union branch".to_string()));
         };
+        let written = union_records(writer).map_err(err)?;
         let name = usize::try_from(index)
             .ok()
-            .and_then(|i| self.records.get(i))
+            .and_then(|i| written.get(i))
             .ok_or_else(|| err(format!("union branch {index} out of range")))?
             .clone();
+        let position = self
+            .records
+            .iter()
+            .position(|r| *r == name)
+            .ok_or_else(|| err(format!("{name} is not a record of {}", self.topic)))?;
+        let Schema::Union(union) = &self.schema else {
+            return Err(err("topic schema is not a union".to_string()));
+        };
+        let resolved = ResolvedSchema::try_from(&self.schema).map_err(|e| err(redact_values(&e.to_string())))?;
+        let record = record
+            .resolve_with_names(&union.variants()[position], resolved.get_names())
+            .map_err(|e| err(redact_values(&e.to_string())))?;
         let envelope = envelope_of(&record).map_err(err)?;
         Ok(EventRecord {
             record: name,
             envelope,
-            value: *record,
+            value: record,
         })
     }
 }
@@ -487,10 +503,17 @@ mod typed_tests {
         Event,
         aml::{AmlScreeningResult, HitCategory, ScreeningHit, ScreeningStatus},
         common::{Failure, FailureClass, Money, Person},
-        fraud::{Channel, FraudDecision, FraudScoreRequested, FraudScoreResult, ScoreBand},
+        fraud::{
+            Channel, FraudCheckCompleted, FraudDecision, FraudScoreRequested, FraudScoreResult, ScoreBand,
+            ScoreTransaction,
+        },
         kyc::{KycStatus, KycVerificationResult},
         onboarding::{OnboardingCompleted, OnboardingDecision, RiskTier, StartOnboarding},
-        payouts::{AccountIdentifier, AccountScheme, Beneficiary, PayoutRequested, PayoutResult, PayoutStatus},
+        payouts::{
+            AccountIdentifier, AccountScheme, Beneficiary, CancelPayout, InitiatePayout, PayoutCompleted,
+            PayoutRequested, PayoutResult, PayoutReversed, PayoutStatus, PayoutStatusRequested, PayoutStepChanged,
+            ReviewPayout,
+        },
     };
 
     fn round_trip<E: Event + PartialEq + std::fmt::Debug>(event: E) {
@@ -499,6 +522,7 @@ mod typed_tests {
         let record = EventRecord::of(&event).expect("record");
         let datum = topic.encode(&record).expect("encode");
         let back = topic.decode(&topic.schema, &datum).expect("decode");
+        assert_eq!(back.record, record.record, "same record");
         let typed: E = back.as_event::<E>().expect("same record").expect("typed");
         assert_eq!(typed, event);
     }
@@ -616,5 +640,100 @@ mod typed_tests {
             failure: None,
         });
         assert_eq!(person().dob_iso().as_deref(), Some("1815-12-10"));
+    }
+
+    #[test]
+    fn payout_commands_outcomes_and_standalone_scores_round_trip() {
+        let eur = Money {
+            amount_minor: 150_000,
+            currency: "EUR".into(),
+        };
+        let beneficiary = Beneficiary {
+            name: "Grace Hopper".into(),
+            account: AccountIdentifier {
+                scheme: AccountScheme::Iban,
+                value: "DE89370400440532013000".into(),
+                bank_code: Some("COBADEFFXXX".into()),
+            },
+            address: None,
+        };
+        round_trip(InitiatePayout {
+            envelope: Envelope::new(InitiatePayout::RECORD, "t", "f", "test"),
+            payout_id: "po-1".into(),
+            customer_id: "cust-1".into(),
+            amount: eur.clone(),
+            beneficiary: beneficiary.clone(),
+            rail: None,
+            reference: Some("rent".into()),
+            country: Some("DE".into()),
+            priority: Some("speed".into()),
+            channel: Some(Channel::Mobile),
+            device_id: Some("dev-9".into()),
+        });
+        round_trip(CancelPayout {
+            envelope: Envelope::new(CancelPayout::RECORD, "t", "f", "test"),
+            payout_id: "po-1".into(),
+            reason: Some("customer asked".into()),
+        });
+        round_trip(ReviewPayout {
+            envelope: Envelope::new(ReviewPayout::RECORD, "t", "f", "test"),
+            payout_id: "po-1".into(),
+            release: true,
+            reviewer: "analyst-4".into(),
+            note: None,
+        });
+        round_trip(PayoutStatusRequested {
+            envelope: Envelope::new(PayoutStatusRequested::RECORD, "t", "f", "test"),
+            payout_id: "po-1".into(),
+            partner: "payouts-stripe".into(),
+            request_event_id: "0190c0de-0000-7000-8000-000000000001".into(),
+            amount: eur.clone(),
+            beneficiary,
+            reference: None,
+        });
+        round_trip(PayoutCompleted {
+            envelope: Envelope::new(PayoutCompleted::RECORD, "t", "f", "test"),
+            payout_id: "po-1".into(),
+            status: PayoutStatus::Failed,
+            amount: eur.clone(),
+            partner: "payouts-wise".into(),
+            provider_reference: None,
+            failure: Some(Failure::new(FailureClass::Permanent, "fraud_blocked", "blocked")),
+            reasons: vec!["velocity".into()],
+        });
+        round_trip(PayoutStepChanged {
+            envelope: Envelope::new(PayoutStepChanged::RECORD, "t", "f", "test"),
+            payout_id: "po-1".into(),
+            step: "held_for_review".into(),
+            partner: Some("fraud-sift".into()),
+            reasons: vec!["amount_unusual".into()],
+        });
+        round_trip(PayoutReversed {
+            envelope: Envelope::new(PayoutReversed::RECORD, "t", "f", "test"),
+            payout_id: "po-1".into(),
+            amount: eur.clone(),
+            partner: "payouts-stripe".into(),
+            provider_reference: Some("po_1".into()),
+            reason: Some("account_closed".into()),
+        });
+        round_trip(ScoreTransaction {
+            envelope: Envelope::new(ScoreTransaction::RECORD, "t", "f", "test"),
+            customer_id: "cust-1".into(),
+            transaction_id: "tx-1".into(),
+            amount: eur,
+            counterparty_id: "cp-1".into(),
+            channel: Channel::Web,
+            device_id: None,
+        });
+        round_trip(FraudCheckCompleted {
+            envelope: Envelope::new(FraudCheckCompleted::RECORD, "t", "f", "test"),
+            transaction_id: "tx-1".into(),
+            decision: FraudDecision::Review,
+            score: 640,
+            partner: "fraud-seon".into(),
+            band: Some(ScoreBand::Medium),
+            reasons: vec!["amount_unusual".into()],
+            failure: None,
+        });
     }
 }

@@ -1,4 +1,4 @@
-//! `fraud.requests.v1`, `fraud.results.v1`.
+//! `fraud.commands.v1`, `fraud.requests.v1`, `fraud.results.v1`, `fraud.outcomes.v1`.
 
 use serde::{Deserialize, Serialize};
 
@@ -85,4 +85,40 @@ event!(
     FraudScoreResult,
     "com.switchyard.fraud.FraudScoreResult",
     "fraud.results.v1"
+);
+
+/// Score a transaction on its own (`fraud.commands.v1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreTransaction {
+    pub envelope: Envelope,
+    pub customer_id: String,
+    pub transaction_id: String,
+    pub amount: Money,
+    pub counterparty_id: String,
+    pub channel: Channel,
+    pub device_id: Option<String>,
+}
+event!(
+    ScoreTransaction,
+    "com.switchyard.fraud.ScoreTransaction",
+    "fraud.commands.v1"
+);
+
+/// A standalone score's final decision (`fraud.outcomes.v1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FraudCheckCompleted {
+    pub envelope: Envelope,
+    pub transaction_id: String,
+    pub decision: FraudDecision,
+    pub score: i32,
+    pub partner: String,
+    pub band: Option<ScoreBand>,
+    pub reasons: Vec<String>,
+    /// Set when no partner could score it: the decision is then the route's fail mode.
+    pub failure: Option<Failure>,
+}
+event!(
+    FraudCheckCompleted,
+    "com.switchyard.fraud.FraudCheckCompleted",
+    "fraud.outcomes.v1"
 );

@@ -1,10 +1,12 @@
-//! `payouts.requests.v1`, `payouts.results.v1`.
+//! `payouts.commands.v1`, `payouts.requests.v1`, `payouts.results.v1`, `payouts.provider-events.v1`,
+//! `payouts.outcomes.v1`.
 
 use serde::{Deserialize, Serialize};
 
 use super::{
     common::{Address, Failure, Money},
     event,
+    fraud::Channel,
 };
 use crate::Envelope;
 
@@ -92,6 +94,127 @@ event!(
     PayoutResult,
     "com.switchyard.payouts.PayoutResult",
     "payouts.results.v1"
+);
+
+/// Send money to a beneficiary (`payouts.commands.v1`): executed at most once per tenant and
+/// `payout_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitiatePayout {
+    pub envelope: Envelope,
+    pub payout_id: String,
+    pub customer_id: String,
+    pub amount: Money,
+    pub beneficiary: Beneficiary,
+    pub rail: Option<String>,
+    pub reference: Option<String>,
+    /// ISO 3166 alpha-2 country of the beneficiary's bank; from the IBAN when absent.
+    pub country: Option<String>,
+    /// `cost` (default) or `speed`.
+    pub priority: Option<String>,
+    pub channel: Option<Channel>,
+    pub device_id: Option<String>,
+}
+event!(
+    InitiatePayout,
+    "com.switchyard.payouts.InitiatePayout",
+    "payouts.commands.v1"
+);
+
+/// Cancel a payout no partner was asked to pay yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelPayout {
+    pub envelope: Envelope,
+    pub payout_id: String,
+    pub reason: Option<String>,
+}
+event!(
+    CancelPayout,
+    "com.switchyard.payouts.CancelPayout",
+    "payouts.commands.v1"
+);
+
+/// A reviewer's decision on a payout held after fraud screening.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewPayout {
+    pub envelope: Envelope,
+    pub payout_id: String,
+    /// true: pay it; false: reject it.
+    pub release: bool,
+    pub reviewer: String,
+    pub note: Option<String>,
+}
+event!(
+    ReviewPayout,
+    "com.switchyard.payouts.ReviewPayout",
+    "payouts.commands.v1"
+);
+
+/// What became of a payout left in doubt: looked up at the partner by our reference, never re-sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayoutStatusRequested {
+    pub envelope: Envelope,
+    pub payout_id: String,
+    pub partner: String,
+    /// The event id of the request whose execution is in doubt (its idempotency key's origin).
+    pub request_event_id: String,
+    pub amount: Money,
+    pub beneficiary: Beneficiary,
+    pub reference: Option<String>,
+}
+event!(
+    PayoutStatusRequested,
+    "com.switchyard.payouts.PayoutStatusRequested",
+    "payouts.requests.v1"
+);
+
+/// A payout reached a terminal state. `SETTLED` may later be followed by [`PayoutReversed`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayoutCompleted {
+    pub envelope: Envelope,
+    pub payout_id: String,
+    pub status: PayoutStatus,
+    pub amount: Money,
+    pub partner: String,
+    pub provider_reference: Option<String>,
+    pub failure: Option<Failure>,
+    pub reasons: Vec<String>,
+}
+event!(
+    PayoutCompleted,
+    "com.switchyard.payouts.PayoutCompleted",
+    "payouts.outcomes.v1"
+);
+
+/// A payout moved to another step (`screening`, `held_for_review`, `routed`, `processing`,
+/// `in_doubt`, `manual_repair`...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayoutStepChanged {
+    pub envelope: Envelope,
+    pub payout_id: String,
+    pub step: String,
+    pub partner: Option<String>,
+    pub reasons: Vec<String>,
+}
+event!(
+    PayoutStepChanged,
+    "com.switchyard.payouts.PayoutStepChanged",
+    "payouts.outcomes.v1"
+);
+
+/// Compensation: a payout reported `SETTLED` came back; a ledger reverses the debit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayoutReversed {
+    pub envelope: Envelope,
+    pub payout_id: String,
+    pub amount: Money,
+    pub partner: String,
+    pub provider_reference: Option<String>,
+    pub reason: Option<String>,
+}
+event!(
+    PayoutReversed,
+    "com.switchyard.payouts.PayoutReversed",
+    "payouts.outcomes.v1"
 );
 
 /// Whether an IBAN passes ISO 13616's check: 15 to 34 characters (spaces ignored), a country code, two
