@@ -135,6 +135,30 @@ impl Ledger {
         })
     }
 
+    /// What an earlier attempt under `key` left, without taking it up (None: no intent was ever
+    /// committed, so nothing was sent).
+    pub async fn prior(&self, key: &str) -> Result<Option<Prior>, sqlx::Error> {
+        let row: Option<(String, Option<serde_json::Value>, serde_json::Value)> =
+            sqlx::query_as("SELECT state, outcome, checkpoint FROM effect_ledger WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(state, outcome, checkpoint)| match (state.as_str(), outcome) {
+            ("answered", Some(v)) => Prior::Answered(v),
+            ("not_executed", _) => Prior::NotExecuted,
+            ("manual_repair", _) => Prior::ManualRepair,
+            _ => Prior::Unresolved { checkpoint },
+        }))
+    }
+
+    /// The values learnt mid-operation under `key`.
+    pub async fn checkpoint_of(&self, key: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+        sqlx::query_scalar("SELECT checkpoint FROM effect_ledger WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
     /// Records a value learnt mid-operation (merged into the checkpoint), committed at once.
     pub async fn checkpoint(&self, key: &str, name: &str, value: &str) -> Result<(), sqlx::Error> {
         sqlx::query(

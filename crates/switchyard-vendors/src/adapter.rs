@@ -46,6 +46,17 @@ pub enum Recovery<T> {
     Unknowable,
 }
 
+/// What a status query found about a call left in doubt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recheck<T> {
+    /// It happened: the partner's answer (now recorded).
+    Found(T),
+    /// Nothing happened (nothing was sent, or the partner has nothing for our reference).
+    NotExecuted,
+    /// Still unknown (the partner cannot or did not say); ask again later or leave it to an operator.
+    Unknown(String),
+}
+
 /// What a multi-call operation learnt on the way, committed as it is learnt (e.g. the applicant a
 /// check is for), so that after a crash it resumes instead of repeating the calls before.
 pub trait Progress: Send + Sync {
@@ -364,6 +375,104 @@ impl<V: ?Sized> Partners<V> {
             Err(CallError::Failed(e)) => Err(HandlerError::Transient(format!(
                 "{partner}: cannot ask about an earlier call: {e}"
             ))),
+        }
+    }
+
+    /// What became of an earlier call under `key` that was left in doubt (the orchestrator asks
+    /// after a while): the partner is asked by our reference; nothing is ever sent. `NotExecuted`
+    /// only when nothing was committed under the key, or the partner says it has nothing for it:
+    /// only then may the step go elsewhere.
+    pub async fn recheck<'a, T, R>(
+        &self,
+        ledger: &Ledger,
+        key: &str,
+        partner: &str,
+        reference: impl Fn(&T) -> Option<String>,
+        recover: R,
+    ) -> Result<Recheck<T>, HandlerError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        R: Fn(Arc<dyn Progress>) -> BoxFuture<'a, Result<Recovery<T>, VendorError>>,
+    {
+        let lock = ledger.lock(key).await?;
+        let result = self.recheck_locked(ledger, key, partner, reference, recover).await;
+        lock.release().await;
+        result
+    }
+
+    async fn recheck_locked<'a, T, R>(
+        &self,
+        ledger: &Ledger,
+        key: &str,
+        partner: &str,
+        reference: impl Fn(&T) -> Option<String>,
+        recover: R,
+    ) -> Result<Recheck<T>, HandlerError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        R: Fn(Arc<dyn Progress>) -> BoxFuture<'a, Result<Recovery<T>, VendorError>>,
+    {
+        let checkpoint = match ledger.prior(key).await.map_err(HandlerError::from)? {
+            None | Some(Prior::NotExecuted) => return Ok(Recheck::NotExecuted),
+            Some(Prior::Fresh) => return Ok(Recheck::NotExecuted),
+            Some(Prior::Answered(v)) => {
+                return serde_json::from_value(v)
+                    .map(Recheck::Found)
+                    .map_err(|e| HandlerError::Permanent(format!("recorded answer unreadable: {e}")));
+            }
+            Some(Prior::Unresolved { checkpoint }) => checkpoint,
+            Some(Prior::ManualRepair) => ledger
+                .checkpoint_of(key)
+                .await
+                .map_err(HandlerError::from)?
+                .unwrap_or(serde_json::Value::Null),
+        };
+        let progress: Arc<dyn Progress> = Arc::new(LedgerProgress {
+            ledger: ledger.clone(),
+            key: key.to_string(),
+            values: std::sync::Mutex::new(
+                checkpoint
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+        });
+        let found = self
+            .caller
+            .call_paced(partner, "recover", Pacing::Hold, || recover(progress.clone()))
+            .await;
+        let label = match &found {
+            Ok(Recovery::Found(_)) => "found",
+            Ok(Recovery::SendAgain) => "not_executed",
+            Ok(Recovery::Unknowable) => "unknowable",
+            Err(_) => "failed",
+        };
+        self.caller.count_recovery(partner, label);
+        tracing::info!(partner, key, result = label, "status query for a call left in doubt");
+        let transient = HandlerError::from;
+        match found {
+            Ok(Recovery::Found(v)) => {
+                self.record_answer(ledger, key, &reference, &v).await?;
+                Ok(Recheck::Found(v))
+            }
+            Ok(Recovery::SendAgain) => {
+                ledger
+                    .not_executed(key, "the partner has nothing for our reference")
+                    .await
+                    .map_err(transient)?;
+                Ok(Recheck::NotExecuted)
+            }
+            Ok(Recovery::Unknowable) => {
+                let why = "the partner offers no way to know";
+                ledger.manual_repair(key, why).await.map_err(transient)?;
+                Ok(Recheck::Unknown(why.to_string()))
+            }
+            Err(CallError::CircuitOpen) => Ok(Recheck::Unknown(format!("{partner}: circuit open"))),
+            Err(CallError::Failed(e)) => Ok(Recheck::Unknown(format!("{partner}: {e}"))),
         }
     }
 

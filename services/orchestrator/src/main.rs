@@ -7,8 +7,16 @@
 //! the case's status), `timeouts.kyc_documents_seconds` (the same while the applicant owes
 //! documents; a case still waiting for them when asked goes to manual review) and
 //! `timeouts.max_status_checks` (status answers "still open" before manual review).
+//!
+//! Payouts: `payouts.in_doubt_seconds` (how long after an answer that left a payout in doubt its
+//! partner is asked by our reference, and between questions; default 10), `payouts.max_status_checks`
+//! (questions before the payout goes to an operator as `manual_repair`; default 5),
+//! `payouts.rescore_seconds` (when a payout paid unscreened under a fail-open route is sent to the
+//! fraud partner; default 60) and `payouts.max_rescores` (default 10). Velocity limits, fraud fail
+//! modes and payout routing (currency, country, amount, cost or speed) are routing data.
 
 mod onboarding;
+mod payouts;
 mod routing;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -19,10 +27,12 @@ use serde::Deserialize;
 use switchyard_model::events::{
     Event,
     aml::AmlScreeningResult,
+    fraud::{FraudScoreResult, ScoreTransaction},
     kyc::{KycProviderEvent, KycVerificationResult},
     onboarding::StartOnboarding,
+    payouts::{InitiatePayout, PayoutProviderEvent, PayoutResult},
 };
-use switchyard_runtime::{HandlerError, ServiceConfig, Shutdown, service};
+use switchyard_runtime::{Handler, HandlerError, Incoming, ServiceConfig, Shutdown, service};
 
 use crate::{
     onboarding::{FlowMetrics, Onboarding, Timeouts},
@@ -37,6 +47,48 @@ struct TimeoutConfig {
     kyc_seconds: f64,
     kyc_documents_seconds: f64,
     max_status_checks: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct PayoutConfig {
+    in_doubt_seconds: f64,
+    max_status_checks: u32,
+    rescore_seconds: f64,
+    max_rescores: i32,
+}
+
+impl Default for PayoutConfig {
+    fn default() -> Self {
+        PayoutConfig {
+            in_doubt_seconds: 10.0,
+            max_status_checks: 5,
+            rescore_seconds: 60.0,
+            max_rescores: 10,
+        }
+    }
+}
+
+/// Every flow type on one consumer: payouts and standalone scores first, onboarding otherwise.
+#[derive(Clone)]
+struct Flows {
+    onboarding: Onboarding,
+    payouts: payouts::Payouts,
+}
+
+impl Handler for Flows {
+    type Prepared = ();
+
+    async fn prepare(&self, _: &Incoming) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    async fn handle(&self, conn: &mut sqlx::PgConnection, msg: &Incoming, (): ()) -> Result<(), HandlerError> {
+        if self.payouts.handle(conn, msg).await? {
+            return Ok(());
+        }
+        self.onboarding.handle(conn, msg, ()).await
+    }
 }
 
 impl Default for TimeoutConfig {
@@ -87,7 +139,21 @@ async fn run() -> anyhow::Result<()> {
         },
         metrics: FlowMetrics::register(&rt.metrics),
     };
-    let timers = tokio::spawn(fire_timers(rt.pool.clone(), onboarding.clone(), rt.shutdown.clone()));
+    let p: PayoutConfig = ServiceConfig::section(file, "payouts", PayoutConfig::default())?;
+    let payouts = payouts::Payouts::new(
+        routing.clone(),
+        rt.outbox.clone(),
+        payouts::Timing {
+            in_doubt: secs(p.in_doubt_seconds),
+            max_status_checks: p.max_status_checks.max(1),
+            rescore: secs(p.rescore_seconds),
+            max_rescores: p.max_rescores.max(0),
+        },
+        onboarding.metrics.clone(),
+        &rt.metrics,
+    );
+    let flows = Flows { onboarding, payouts };
+    let timers = tokio::spawn(fire_timers(rt.pool.clone(), flows.clone(), rt.shutdown.clone()));
     let consumer = rt.consumer(
         SERVICE,
         &[
@@ -95,8 +161,13 @@ async fn run() -> anyhow::Result<()> {
             KycVerificationResult::TOPIC,
             KycProviderEvent::TOPIC,
             AmlScreeningResult::TOPIC,
+            InitiatePayout::TOPIC,
+            PayoutResult::TOPIC,
+            PayoutProviderEvent::TOPIC,
+            FraudScoreResult::TOPIC,
+            ScoreTransaction::TOPIC,
         ],
-        onboarding,
+        flows,
     );
     let routes = Router::new()
         .route("/routing", get(show_routing))
@@ -148,10 +219,10 @@ async fn show_shadow(State(pool): State<sqlx::PgPool>) -> Result<Json<serde_json
 }
 
 /// Fires due step timers, each in its own transaction (several orchestrators share the work).
-async fn fire_timers(pool: sqlx::PgPool, onboarding: Onboarding, shutdown: Shutdown) {
+async fn fire_timers(pool: sqlx::PgPool, flows: Flows, shutdown: Shutdown) {
     while shutdown.sleep(Duration::from_millis(500)).await {
         loop {
-            match fire_one(&pool, &onboarding).await {
+            match fire_one(&pool, &flows).await {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -163,13 +234,16 @@ async fn fire_timers(pool: sqlx::PgPool, onboarding: Onboarding, shutdown: Shutd
     }
 }
 
-async fn fire_one(pool: &sqlx::PgPool, onboarding: &Onboarding) -> Result<bool, HandlerError> {
+async fn fire_one(pool: &sqlx::PgPool, flows: &Flows) -> Result<bool, HandlerError> {
     let mut tx = pool.begin().await?;
-    let Some(flow_id) = onboarding::store::take_due_timer(&mut tx).await? else {
+    if let Some(flow_id) = onboarding::store::take_due_timer(&mut tx).await? {
+        flows.onboarding.timed_out(&mut tx, &flow_id).await?;
+    } else if let Some((flow_id, timer)) = payouts::store::take_due_timer(&mut tx).await? {
+        flows.payouts.timed_out(&mut tx, &flow_id, timer).await?;
+    } else {
         return Ok(false);
-    };
-    onboarding.timed_out(&mut tx, &flow_id).await?;
+    }
     tx.commit().await?;
-    onboarding.outbox.committed();
+    flows.onboarding.outbox.committed();
     Ok(true)
 }

@@ -28,6 +28,34 @@ pub struct Partner {
     pub last_disaster_test: Option<String>,
     #[serde(default)]
     pub known_gaps: Vec<String>,
+    /// Payouts: countries of beneficiaries' banks it pays into (any when empty).
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Payouts: the largest amount it takes, in minor units of the payout's currency.
+    #[serde(default)]
+    pub max_amount_minor: Option<i64>,
+    /// Payouts: its price, a fixed part in minor units and a share in basis points.
+    #[serde(default)]
+    pub fee_fixed_minor: i64,
+    #[serde(default)]
+    pub fee_bps: i64,
+    /// Payouts: how long the money usually takes to arrive.
+    #[serde(default)]
+    pub settlement_minutes: i64,
+}
+
+impl Partner {
+    /// Whether it can pay `amount_minor` in `currency` into a bank in `country`.
+    fn can_pay(&self, currency: &str, country: Option<&str>, amount_minor: i64) -> bool {
+        listed(&self.currencies, currency)
+            && country.is_none_or(|c| listed(&self.countries, c))
+            && self.max_amount_minor.is_none_or(|m| amount_minor <= m)
+    }
+
+    /// What a payout of `amount_minor` costs with it.
+    pub fn fee(&self, amount_minor: i64) -> i64 {
+        self.fee_fixed_minor + amount_minor.saturating_mul(self.fee_bps) / 10_000
+    }
 }
 
 fn yes() -> bool {
@@ -44,6 +72,17 @@ pub struct Match {
     pub risk_tiers: Vec<String>,
     #[serde(default)]
     pub segments: Vec<String>,
+    /// Payouts and fraud: the money's currency.
+    #[serde(default)]
+    pub currencies: Vec<String>,
+    /// Payouts: the beneficiary bank's country.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Payouts and fraud: amount bounds in minor units (inclusive).
+    #[serde(default)]
+    pub min_amount_minor: Option<i64>,
+    #[serde(default)]
+    pub max_amount_minor: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -69,6 +108,14 @@ pub struct Route {
     pub shadow: Option<String>,
     #[serde(default = "on")]
     pub state: RouteState,
+    /// Payouts: how candidates are ordered: as listed (default), by `cost` or by `speed` (a payout's
+    /// own priority wins).
+    #[serde(default)]
+    pub order_by: Option<String>,
+    /// Fraud: when no partner can score, payouts below this amount (minor units) go ahead, flagged,
+    /// and are scored later; absent: fail closed (nothing is paid unscreened).
+    #[serde(default)]
+    pub fail_open_below_minor: Option<i64>,
 }
 
 fn hundred() -> u8 {
@@ -85,6 +132,37 @@ pub struct Policy {
     pub partners: Vec<Partner>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    #[serde(default)]
+    pub payout_velocity: Velocity,
+}
+
+/// Velocity limits on payouts, per fixed window: per beneficiary (count and amount) and per tenant
+/// (amount), amounts per currency in minor units. A limit not set is not checked.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Velocity {
+    #[serde(default = "day")]
+    pub window_hours: i64,
+    #[serde(default)]
+    pub per_beneficiary_count: Option<i64>,
+    #[serde(default)]
+    pub per_beneficiary_amount_minor: std::collections::HashMap<String, i64>,
+    #[serde(default)]
+    pub per_tenant_amount_minor: std::collections::HashMap<String, i64>,
+}
+
+impl Default for Velocity {
+    fn default() -> Self {
+        Velocity {
+            window_hours: day(),
+            per_beneficiary_count: None,
+            per_beneficiary_amount_minor: Default::default(),
+            per_tenant_amount_minor: Default::default(),
+        }
+    }
+}
+
+fn day() -> i64 {
+    24
 }
 
 /// What a flow needs routed.
@@ -94,6 +172,27 @@ pub struct Subject<'a> {
     pub region: &'a str,
     pub risk_tier: &'a str,
     pub segment: Option<&'a str>,
+    /// Payouts and fraud: the money.
+    pub money: Option<(&'a str, i64)>,
+    /// Payouts: the beneficiary bank's country, and what the payout favours (`cost`/`speed`).
+    pub country: Option<&'a str>,
+    pub priority: Option<&'a str>,
+}
+
+impl<'a> Subject<'a> {
+    /// A subject with no region, tier or segment (payouts and fraud route on the money).
+    pub fn money(flow_id: &'a str, tenant: &'a str, currency: &'a str, amount_minor: i64) -> Self {
+        Subject {
+            flow_id,
+            tenant,
+            region: "",
+            risk_tier: "",
+            segment: None,
+            money: Some((currency, amount_minor)),
+            country: None,
+            priority: None,
+        }
+    }
 }
 
 /// The partners to try for a step, in order, and an optional shadow partner.
@@ -101,6 +200,8 @@ pub struct Subject<'a> {
 pub struct Decision {
     pub candidates: Vec<String>,
     pub shadow: Option<String>,
+    /// Fraud: the route's fail-open limit (see [`Route::fail_open_below_minor`]).
+    pub fail_open_below_minor: Option<i64>,
 }
 
 fn listed(list: &[String], value: &str) -> bool {
@@ -138,6 +239,11 @@ impl Policy {
             if r.rollout_percent > 100 {
                 return Err(format!("routes[{i}].rollout_percent must be 0..=100"));
             }
+            if let Some(o) = &r.order_by
+                && !["cost", "speed", "listed"].contains(&o.as_str())
+            {
+                return Err(format!("routes[{i}].order_by must be cost, speed or listed, not {o:?}"));
+            }
         }
         Ok(())
     }
@@ -150,28 +256,55 @@ impl Policy {
     /// rollout includes this flow.
     pub fn decide(&self, domain: &str, s: &Subject<'_>) -> Option<Decision> {
         let b = bucket(s.flow_id);
+        let money = |m: &Match| match s.money {
+            None => m.currencies.is_empty() && m.min_amount_minor.is_none() && m.max_amount_minor.is_none(),
+            Some((currency, amount)) => {
+                listed(&m.currencies, currency)
+                    && m.min_amount_minor.is_none_or(|x| amount >= x)
+                    && m.max_amount_minor.is_none_or(|x| amount <= x)
+            }
+        };
+        let region = |m: &Match| s.region.is_empty() || listed(&m.regions, s.region);
+        let tier = |m: &Match| s.risk_tier.is_empty() || listed(&m.risk_tiers, s.risk_tier);
+        let country = |m: &Match| m.countries.is_empty() || s.country.is_some_and(|c| listed(&m.countries, c));
         let route = self.routes.iter().find(|r| {
             r.domain == domain
                 && r.state == RouteState::On
                 && listed(&r.matches.tenants, s.tenant)
-                && listed(&r.matches.regions, s.region)
-                && listed(&r.matches.risk_tiers, s.risk_tier)
+                && region(&r.matches)
+                && tier(&r.matches)
                 && (r.matches.segments.is_empty() || s.segment.is_some_and(|seg| listed(&r.matches.segments, seg)))
+                && money(&r.matches)
+                && country(&r.matches)
                 && b < r.rollout_percent
         })?;
-        let candidates: Vec<String> = std::iter::once(&route.primary)
+        let mut candidates: Vec<&Partner> = std::iter::once(&route.primary)
             .chain(route.secondary.iter())
-            .filter(|p| self.enabled(p))
-            .cloned()
+            .filter_map(|p| self.partners.iter().find(|x| &x.id == p && x.enabled))
             .collect();
+        if domain == "payouts"
+            && let Some((currency, amount)) = s.money
+        {
+            candidates.retain(|p| p.can_pay(currency, s.country, amount));
+            match s.priority.or(route.order_by.as_deref()) {
+                Some("cost") => candidates.sort_by_key(|p| p.fee(amount)),
+                Some("speed") => candidates.sort_by_key(|p| p.settlement_minutes),
+                _ => {}
+            }
+        }
         if candidates.is_empty() {
             return None;
         }
+        let candidates: Vec<String> = candidates.into_iter().map(|p| p.id.clone()).collect();
         let shadow = route
             .shadow
             .clone()
             .filter(|p| self.enabled(p) && !candidates.contains(p));
-        Some(Decision { candidates, shadow })
+        Some(Decision {
+            candidates,
+            shadow,
+            fail_open_below_minor: route.fail_open_below_minor,
+        })
     }
 }
 
@@ -294,6 +427,9 @@ primary = "kyc-b"
             region,
             risk_tier: tier,
             segment: None,
+            money: None,
+            country: None,
+            priority: None,
         }
     }
 
@@ -323,6 +459,9 @@ primary = "kyc-b"
                 region: "US",
                 risk_tier: "HIGH",
                 segment: None,
+                money: None,
+                country: None,
+                priority: None,
             };
             let d = p.decide("kyc", &s).expect("route");
             if d.candidates == vec!["kyc-b", "kyc-a"] {
@@ -331,6 +470,100 @@ primary = "kyc-b"
             assert_eq!(p.decide("kyc", &s), Some(d), "stable per flow");
         }
         assert!((200..400).contains(&on_first), "{on_first} of 1000 on a 30% rollout");
+    }
+
+    const PAYOUTS: &str = r#"
+[[partners]]
+id = "pay-cheap"
+domain = "payouts"
+currencies = ["EUR", "GBP"]
+fee_fixed_minor = 50
+settlement_minutes = 1440
+max_amount_minor = 1000000
+[[partners]]
+id = "pay-fast"
+domain = "payouts"
+currencies = ["EUR", "USD"]
+countries = ["DE", "FR", "US"]
+fee_fixed_minor = 25
+fee_bps = 20
+settlement_minutes = 30
+[[partners]]
+id = "fraud-a"
+domain = "fraud"
+
+[[routes]]
+domain = "fraud"
+primary = "fraud-a"
+match = { currencies = ["EUR"], max_amount_minor = 50000 }
+fail_open_below_minor = 10000
+
+[[routes]]
+domain = "fraud"
+primary = "fraud-a"
+
+[[routes]]
+domain = "payouts"
+primary = "pay-cheap"
+secondary = "pay-fast"
+order_by = "cost"
+"#;
+
+    fn payout<'a>(currency: &'a str, amount: i64, country: &'a str, priority: Option<&'a str>) -> Subject<'a> {
+        Subject {
+            country: Some(country),
+            priority,
+            ..Subject::money("f-1", "t", currency, amount)
+        }
+    }
+
+    /// Payout partners are those that can pay the currency, country and amount, cheapest first
+    /// (25 + 0.2% against 50: the fast one is cheaper below 125.00), or fastest when asked.
+    #[test]
+    fn payouts_route_by_currency_country_amount_and_cost_or_speed() {
+        let p = Policy::parse(PAYOUTS).expect("policy");
+        let route = |s: &Subject<'_>| p.decide("payouts", s).map(|d| d.candidates);
+        assert_eq!(
+            route(&payout("EUR", 10_000, "DE", None)).unwrap(),
+            ["pay-fast", "pay-cheap"]
+        );
+        assert_eq!(
+            route(&payout("EUR", 50_000, "DE", None)).unwrap(),
+            ["pay-cheap", "pay-fast"]
+        );
+        assert_eq!(
+            route(&payout("EUR", 50_000, "DE", Some("speed"))).unwrap(),
+            ["pay-fast", "pay-cheap"]
+        );
+        assert_eq!(
+            route(&payout("EUR", 50_000, "IT", None)).unwrap(),
+            ["pay-cheap"],
+            "country"
+        );
+        assert_eq!(
+            route(&payout("GBP", 50_000, "GB", None)).unwrap(),
+            ["pay-cheap"],
+            "currency"
+        );
+        assert_eq!(route(&payout("USD", 50_000, "US", None)).unwrap(), ["pay-fast"]);
+        assert_eq!(
+            route(&payout("EUR", 2_000_000, "DE", None)).unwrap(),
+            ["pay-fast"],
+            "amount cap"
+        );
+        assert_eq!(route(&payout("JPY", 5_000, "JP", None)), None, "nobody pays yen");
+    }
+
+    #[test]
+    fn the_fraud_fail_mode_comes_with_the_route_matched_on_the_money() {
+        let p = Policy::parse(PAYOUTS).expect("policy");
+        let small = p.decide("fraud", &Subject::money("f", "t", "EUR", 20_000)).unwrap();
+        assert_eq!(small.fail_open_below_minor, Some(10_000));
+        let large = p.decide("fraud", &Subject::money("f", "t", "EUR", 90_000)).unwrap();
+        assert_eq!(large.fail_open_below_minor, None, "fail closed");
+        let gbp = p.decide("fraud", &Subject::money("f", "t", "GBP", 20_000)).unwrap();
+        assert_eq!(gbp.fail_open_below_minor, None);
+        assert!(Policy::parse(&PAYOUTS.replace("order_by = \"cost\"", "order_by = \"luck\"")).is_err());
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! the call; a payout whose first attempt may have executed is looked up by our reference, never
 //! re-sent under a new key and never sent elsewhere), and emits `payouts.results.v1`. Account numbers
 //! never appear in its logs: only the payout id, partner and status.
+//!
+//! A `PayoutStatusRequested` (the orchestrator's question about a payout left in doubt) is answered
+//! by a status query at the partner by our reference, under the same key: never a send. Its result
+//! is `FAILED` with `not_executed` only when nothing was committed under the key or the partner has
+//! nothing for it; `UNKNOWN` while it still cannot tell.
 
 use std::process::ExitCode;
 
@@ -13,7 +18,7 @@ use switchyard_model::{
     events::{
         Event,
         common::{Failure, FailureClass},
-        payouts::{AccountScheme, PayoutRequested, PayoutResult, PayoutStatus},
+        payouts::{AccountScheme, PayoutRequested, PayoutResult, PayoutStatus, PayoutStatusRequested},
     },
 };
 use switchyard_runtime::{
@@ -23,7 +28,7 @@ use switchyard_runtime::{
     service,
 };
 use switchyard_vendors::{
-    adapter::{Partners, emit},
+    adapter::{Partners, Recheck, emit},
     payouts::{Payout, PayoutOutcome, PayoutVendor},
     registry,
 };
@@ -68,6 +73,45 @@ impl PayoutsAdapter {
     }
 }
 
+impl PayoutsAdapter {
+    /// What became of the payout `q` asks about: its partner asked by our reference.
+    async fn recheck(&self, q: &PayoutStatusRequested) -> Result<Result<PayoutOutcome, Failure>, HandlerError> {
+        let vendor = match self.partners.get(&q.partner) {
+            Ok(v) => v,
+            Err(f) => return Ok(Err(f)),
+        };
+        let request_event_id = uuid::Uuid::parse_str(&q.request_event_id)
+            .map_err(|e| HandlerError::Permanent(format!("request_event_id: {e}")))?;
+        let key = idempotency_key(request_event_id);
+        let payout = Payout {
+            payout_id: q.payout_id.clone(),
+            idempotency_key: key.clone(),
+            amount: q.amount.clone(),
+            beneficiary: q.beneficiary.clone(),
+            reference: q.reference.clone(),
+        };
+        let found = self
+            .partners
+            .recheck(
+                &self.ledger,
+                &key,
+                &q.partner,
+                |o: &PayoutOutcome| o.provider_reference.clone(),
+                |progress| vendor.find(&payout, progress),
+            )
+            .await?;
+        Ok(match found {
+            Recheck::Found(o) => Ok(o),
+            Recheck::NotExecuted => Err(Failure::new(
+                FailureClass::Transient,
+                "not_executed",
+                format!("{} has no payout for our reference: nothing was paid", q.partner),
+            )),
+            Recheck::Unknown(why) => Err(Failure::new(FailureClass::Ambiguous, "outcome_unknown", why)),
+        })
+    }
+}
+
 /// Why a request cannot be paid as it stands (checked before any call).
 fn refusal(req: &PayoutRequested) -> Option<String> {
     if switchyard_model::money::exponent(&req.amount.currency).is_none() {
@@ -83,47 +127,63 @@ fn refusal(req: &PayoutRequested) -> Option<String> {
     None
 }
 
+/// A message of `payouts.requests.v1`, ready to be answered.
+enum Asked {
+    Pay(PayoutRequested, String, Result<PayoutOutcome, Failure>),
+    Status(PayoutStatusRequested, Result<PayoutOutcome, Failure>),
+}
+
 impl Handler for PayoutsAdapter {
-    type Prepared = (PayoutRequested, String, Result<PayoutOutcome, Failure>);
+    type Prepared = Asked;
     const CALLS_OUT: bool = true;
 
     async fn prepare(&self, msg: &Incoming) -> Result<Self::Prepared, HandlerError> {
+        let perm = |e: switchyard_model::SchemaError| HandlerError::Permanent(e.to_string());
+        if let Some(q) = msg.event.as_event::<PayoutStatusRequested>() {
+            let q = q.map_err(perm)?;
+            let outcome = self.recheck(&q).await?;
+            return Ok(Asked::Status(q, outcome));
+        }
         let Some(req) = msg.event.as_event::<PayoutRequested>() else {
             return Err(HandlerError::Permanent(format!(
                 "{} is not a payout request",
                 msg.event.record
             )));
         };
-        let req = req.map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        let req = req.map_err(perm)?;
         let key = idempotency_key(req.envelope.event_id);
         let outcome = match refusal(&req) {
             Some(why) => Err(Failure::new(FailureClass::Permanent, "payout_invalid", why)),
             None => self.execute(&req, &key).await?,
         };
-        Ok((req, key, outcome))
+        Ok(Asked::Pay(req, key, outcome))
     }
 
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        _: &Incoming,
-        (req, key, outcome): Self::Prepared,
-    ) -> Result<(), HandlerError> {
-        let mut envelope = Envelope::caused_by(&req.envelope, PayoutResult::RECORD, SERVICE);
+    async fn handle(&self, conn: &mut PgConnection, _: &Incoming, asked: Self::Prepared) -> Result<(), HandlerError> {
+        let (cause, payout_id, partner, key, outcome) = match asked {
+            Asked::Pay(req, key, outcome) => (req.envelope, req.payout_id, req.partner, key, outcome),
+            Asked::Status(q, outcome) => {
+                let key = uuid::Uuid::parse_str(&q.request_event_id)
+                    .map(idempotency_key)
+                    .unwrap_or_default();
+                (q.envelope, q.payout_id, q.partner, key, outcome)
+            }
+        };
+        let mut envelope = Envelope::caused_by(&cause, PayoutResult::RECORD, SERVICE);
         envelope.idempotency_key = Some(key);
         let result = match outcome {
             Ok(o) => PayoutResult {
                 envelope,
-                payout_id: req.payout_id.clone(),
-                partner: req.partner.clone(),
+                payout_id: payout_id.clone(),
+                partner: partner.clone(),
                 provider_reference: o.provider_reference,
                 status: o.status,
                 failure: None,
             },
             Err(f) => PayoutResult {
                 envelope,
-                payout_id: req.payout_id.clone(),
-                partner: req.partner.clone(),
+                payout_id: payout_id.clone(),
+                partner: partner.clone(),
                 provider_reference: None,
                 // An outcome an operator must find out is not a failure: the money may have moved.
                 status: if matches!(f.failure_class, FailureClass::ManualRepair | FailureClass::Ambiguous) {
@@ -134,7 +194,7 @@ impl Handler for PayoutsAdapter {
                 failure: Some(f),
             },
         };
-        tracing::info!(payout_id = %req.payout_id, partner = %req.partner, status = ?result.status,
+        tracing::info!(%payout_id, %partner, status = ?result.status,
             failure = ?result.failure.as_ref().map(|f| f.code.as_str()), "payout");
         let record = EventRecord::of(&result).map_err(|e| HandlerError::Permanent(e.to_string()))?;
         emit(conn, &self.outbox, PayoutResult::TOPIC, &record).await

@@ -163,6 +163,9 @@ impl Onboarding {
             region: &flow.region,
             risk_tier: &flow.risk_tier,
             segment: flow.segment.as_deref(),
+            money: None,
+            country: None,
+            priority: None,
         };
         let route = |domain: &str| {
             policy.decide(domain, &subject).map(|d| Route {
