@@ -627,6 +627,76 @@ impl Mesh {
     }
 }
 
+impl Mesh {
+    /// POSTs JSON to the ingress at `path` with `key`; the status and JSON answer.
+    pub async fn post(&self, key: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.ingress()))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST");
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// GETs `path` from the ingress with `key`; the status and JSON answer.
+    pub async fn read(&self, key: &str, path: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.ingress()))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("GET");
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Waits until the payout's status is one of `statuses`; returns it.
+    pub async fn payout_in(&self, key: &str, id: &str, statuses: &[&str], within: Duration) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (code, body) = self.read(key, &format!("/v1/payouts/{id}")).await;
+            if code == 200 && statuses.iter().any(|s| body["status"] == *s) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "payout {id} not in {statuses:?} within {within:?}: {code} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+}
+
+/// A valid German IBAN (check digits computed, ISO 13616) for account number `n`: a beneficiary
+/// of its own per test, so velocity limits of earlier runs never interfere.
+pub fn iban_de(n: u64) -> String {
+    let bban = format!("37040044{:010}", n % 10_000_000_000);
+    // "DE" = 13 14; the check digits are 98 − (BBAN · "131400" mod 97).
+    let digits = format!("{bban}131400");
+    let rem = digits.bytes().fold(0u64, |r, b| (r * 10 + u64::from(b - b'0')) % 97);
+    format!("DE{:02}{bban}", 98 - rem)
+}
+
+/// A number for [`iban_de`] nobody used before (time-based).
+pub fn fresh_account() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    t % 9_000_000_000 + N.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 1_000_003
+}
+
 /// An onboarding request body.
 pub fn applicant(applicant_id: &str, given: &str, family: &str, region: &str, tier: &str) -> serde_json::Value {
     serde_json::json!({

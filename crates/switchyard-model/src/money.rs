@@ -52,6 +52,27 @@ pub fn decimal(amount_minor: i64, currency: &str) -> Option<String> {
     Some(format!("{sign}{major}.{minor}"))
 }
 
+/// Minor units of a positive decimal amount in `currency` ("150.25" EUR → 15025, "1500" JPY →
+/// 1500, "1.250" KWD → 1250); refused with the reason when it has more decimals than the currency's
+/// exponent, is not a plain decimal, or does not fit.
+pub fn parse_decimal(text: &str, currency: &str) -> Result<i64, String> {
+    let e = exponent(currency).ok_or_else(|| format!("{currency} is not an ISO 4217 currency"))? as usize;
+    let (major, minor) = text.split_once('.').unwrap_or((text, ""));
+    let plain = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    if major.is_empty() || !plain(major) || !plain(minor) || (text.contains('.') && minor.is_empty()) {
+        return Err("must be a decimal number such as 150.25, without sign, exponent or separators".into());
+    }
+    if minor.len() > e {
+        return Err(format!(
+            "{currency} has {e} decimal place{} (ISO 4217): {} given",
+            if e == 1 { "" } else { "s" },
+            minor.len()
+        ));
+    }
+    let digits = format!("{major}{minor:0<e$}");
+    digits.parse::<i64>().map_err(|_| "is too large".to_string())
+}
+
 /// Minor units of an amount given in `10^-6` of the major unit (micros, as some vendors count),
 /// when it is a whole number of minor units.
 pub fn from_micros(micros: i64, currency: &str) -> Option<i64> {
@@ -64,6 +85,27 @@ pub fn from_micros(micros: i64, currency: &str) -> Option<i64> {
 pub fn to_micros(amount_minor: i64, currency: &str) -> Option<i64> {
     let e = exponent(currency)?;
     amount_minor.checked_mul(10i64.checked_pow(6u32.checked_sub(e)?)?)
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::parse_decimal;
+
+    #[test]
+    fn decimals_follow_the_currency_exponent() {
+        assert_eq!(parse_decimal("150.25", "EUR"), Ok(15025));
+        assert_eq!(parse_decimal("150.2", "EUR"), Ok(15020));
+        assert_eq!(parse_decimal("150", "EUR"), Ok(15000));
+        assert_eq!(parse_decimal("1500", "JPY"), Ok(1500));
+        assert!(parse_decimal("1500.5", "JPY").unwrap_err().contains("0 decimal places"));
+        assert_eq!(parse_decimal("1.250", "KWD"), Ok(1250));
+        assert!(parse_decimal("1.2505", "KWD").is_err());
+        for bad in ["-1", "1e3", "1,000.00", ".5", "5.", "", "abc"] {
+            assert!(parse_decimal(bad, "EUR").is_err(), "{bad}");
+        }
+        assert!(parse_decimal("1", "XYZ").is_err());
+        assert!(parse_decimal("99999999999999999999", "EUR").is_err());
+    }
 }
 
 #[cfg(test)]

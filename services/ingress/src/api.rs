@@ -121,6 +121,12 @@ pub fn routes(api: Api) -> Router {
     Router::new()
         .route("/v1/onboardings", post(create))
         .route("/v1/onboardings/{id}", get(fetch))
+        .route("/v1/payouts", post(crate::payouts::create))
+        .route("/v1/payouts/{id}", get(crate::payouts::fetch))
+        .route("/v1/payouts/{id}/cancel", post(crate::payouts::cancel))
+        .route("/v1/payouts/{id}/review", post(crate::payouts::review))
+        .route("/v1/fraud/scores", post(crate::payouts::score))
+        .route("/v1/fraud/scores/{id}", get(crate::payouts::fetch_score))
         .route("/v1/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
@@ -132,7 +138,7 @@ async fn openapi() -> impl IntoResponse {
 
 /// Rate limits around authentication, cheapest first: a peer that keeps failing is refused before
 /// any look-up, a key id over its rate before its look-up, a tenant over its rate after it.
-async fn caller(
+pub(crate) async fn caller(
     pool: &PgPool,
     gate: &Gate,
     peer: IpAddr,
@@ -160,7 +166,45 @@ async fn caller(
     Ok(c)
 }
 
-fn fingerprint(body: &Value) -> String {
+/// The body of a JSON request (`Content-Type: application/json`).
+pub(crate) fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let is_json = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))
+}
+
+/// The request's `Idempotency-Key`, if it has one.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let k = v
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be ASCII".into()))?;
+    if k.is_empty() || k.len() > 255 {
+        return Err(ApiError::BadRequest(
+            "Idempotency-Key must be 1 to 255 characters".into(),
+        ));
+    }
+    Ok(Some(k.to_string()))
+}
+
+/// The caller's correlation id, or `default`.
+pub(crate) fn correlation_id(headers: &HeaderMap, default: &str) -> String {
+    headers
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| default.to_string())
+}
+
+pub(crate) fn fingerprint(body: &Value) -> String {
     auth::hash(&body.to_string())
 }
 
@@ -168,7 +212,7 @@ fn fingerprint(body: &Value) -> String {
 type Stored = (String, String, Option<i32>, Option<Value>, bool, bool);
 
 /// Claims `key` for this request (`owner`); returns a stored response to replay if it is done.
-async fn claim(
+pub(crate) async fn claim(
     pool: &PgPool,
     tenant: &str,
     key: &str,
@@ -237,7 +281,7 @@ async fn claim(
 
 /// Stores the response under the key, in the transaction that creates the flow, if this request
 /// still owns the key. False: another request took it over; the caller must roll back.
-async fn complete(
+pub(crate) async fn complete(
     conn: &mut sqlx::PgConnection,
     tenant: &str,
     key: &str,
@@ -262,7 +306,7 @@ async fn complete(
 
 /// Gives a claimed key back when the request failed before creating anything, so a retry is served
 /// at once instead of being refused as in flight until the claim counts as abandoned.
-async fn release(pool: &PgPool, tenant: &str, key: &str, owner: uuid::Uuid) {
+pub(crate) async fn release(pool: &PgPool, tenant: &str, key: &str, owner: uuid::Uuid) {
     let released = sqlx::query(
         "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2 AND owner = $3 AND state = 'in_flight'",
     )
@@ -283,29 +327,8 @@ async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let caller = caller(&api.pool, &api.gate, peer.ip(), &headers, auth::WRITE).await?;
-    let is_json = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let k = v
-                .to_str()
-                .map_err(|_| ApiError::BadRequest("Idempotency-Key must be ASCII".into()))?;
-            if k.is_empty() || k.len() > 255 {
-                return Err(ApiError::BadRequest(
-                    "Idempotency-Key must be 1 to 255 characters".into(),
-                ));
-            }
-            Some(k.to_string())
-        }
-    };
+    let value = json_body(&headers, &body)?;
+    let key = idempotency_key(&headers)?;
     let request = validate::onboarding(&value).map_err(ApiError::Validation)?;
     let owner = uuid::Uuid::new_v4();
     if let Some(k) = &key
@@ -335,12 +358,7 @@ async fn accept(
 ) -> Result<Response, ApiError> {
     let flow_id = uuid::Uuid::now_v7().to_string();
     let mut envelope = Envelope::new(StartOnboarding::RECORD, tenant.to_string(), flow_id.clone(), SERVICE);
-    envelope.correlation_id = headers
-        .get("x-correlation-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_else(|| flow_id.clone());
+    envelope.correlation_id = correlation_id(headers, &flow_id);
     envelope.idempotency_key = key.map(str::to_string);
     let command = StartOnboarding {
         envelope,
@@ -415,7 +433,7 @@ async fn fetch(
     let Some((flow_id, applicant_id, status, step, decision, kyc, aml, reasons, failure, created, updated, completed)) =
         row
     else {
-        return Err(ApiError::NotFound);
+        return Err(ApiError::NotFound("onboarding"));
     };
     Ok(Json(
         json!({"id": flow_id, "applicant_id": applicant_id, "status": status, "step": step, "decision": decision,

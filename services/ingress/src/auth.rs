@@ -9,6 +9,13 @@ use crate::problem::ApiError;
 
 pub const WRITE: &str = "onboarding:write";
 pub const READ: &str = "onboarding:read";
+pub const PAYOUTS_WRITE: &str = "payouts:write";
+pub const PAYOUTS_READ: &str = "payouts:read";
+/// Releases or rejects payouts held for fraud review.
+pub const PAYOUTS_REVIEW: &str = "payouts:review";
+pub const FRAUD_SCORE: &str = "fraud:score";
+/// Every scope a key may carry.
+pub const SCOPES: [&str; 6] = [WRITE, READ, PAYOUTS_WRITE, PAYOUTS_READ, PAYOUTS_REVIEW, FRAUD_SCORE];
 
 #[derive(Debug, Clone)]
 pub struct Caller {

@@ -11,6 +11,7 @@
 
 mod api;
 mod auth;
+mod payouts;
 mod problem;
 mod readmodel;
 mod validate;
@@ -19,7 +20,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
-use switchyard_model::events::{Event, onboarding::OnboardingCompleted};
+use switchyard_model::events::{
+    Event, fraud::FraudCheckCompleted, onboarding::OnboardingCompleted, payouts::PayoutCompleted,
+};
 use switchyard_runtime::{ServiceConfig, service};
 
 #[derive(Parser)]
@@ -70,8 +73,8 @@ async fn create_key(tenant: &str, scopes: &[String], label: &str) -> anyhow::Res
         anyhow::bail!("--tenant must not be empty");
     }
     for s in scopes {
-        if s != auth::READ && s != auth::WRITE {
-            anyhow::bail!("unknown scope {s:?} (known: {}, {})", auth::WRITE, auth::READ);
+        if !auth::SCOPES.contains(&s.as_str()) {
+            anyhow::bail!("unknown scope {s:?} (known: {})", auth::SCOPES.join(", "));
         }
     }
     let pool = cli_pool(&cfg).await?;
@@ -123,7 +126,15 @@ async fn run() -> anyhow::Result<()> {
             limits.rate_limit_burst,
         )),
     };
-    let consumer = rt.consumer(api::SERVICE, &[OnboardingCompleted::TOPIC], readmodel::ReadModel);
+    let consumer = rt.consumer(
+        api::SERVICE,
+        &[
+            OnboardingCompleted::TOPIC,
+            PayoutCompleted::TOPIC,
+            FraudCheckCompleted::TOPIC,
+        ],
+        readmodel::ReadModel,
+    );
     let tasks = vec![
         rt.spawn_relay(),
         rt.spawn_consumer(consumer),

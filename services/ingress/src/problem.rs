@@ -10,7 +10,10 @@ use serde_json::json;
 pub enum ApiError {
     Unauthorized(&'static str),
     Forbidden(String),
-    NotFound,
+    /// What was not found (`onboarding`, `payout`...).
+    NotFound(&'static str),
+    /// The request conflicts with the resource's state (409).
+    Conflict(String),
     BadRequest(String),
     Validation(Vec<(String, String)>),
     UnsupportedMediaType,
@@ -33,7 +36,8 @@ impl ApiError {
                 "Forbidden",
                 format!("this API key lacks the `{scope}` scope"),
             ),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "Not Found", "no such onboarding".to_string()),
+            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "Not Found", format!("no such {what}")),
+            ApiError::Conflict(why) => (StatusCode::CONFLICT, "Conflict", why.clone()),
             ApiError::BadRequest(why) => (StatusCode::BAD_REQUEST, "Bad Request", why.clone()),
             ApiError::Validation(errors) => (
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -1,8 +1,13 @@
-//! The read model behind `GET /v1/onboardings/{id}`, built from `onboarding.outcomes.v1`. A completed
-//! flow is never moved back by a late step event.
+//! The read models behind `GET /v1/onboardings/{id}`, `GET /v1/payouts/{id}` and
+//! `GET /v1/fraud/scores/{id}`, built from the outcome topics. A completed flow is never moved back
+//! by a late step event; a settled payout that comes back shows as `returned` and `reversed`.
 
 use sqlx::PgConnection;
-use switchyard_model::events::onboarding::{OnboardingCompleted, OnboardingStepChanged};
+use switchyard_model::events::{
+    fraud::FraudCheckCompleted,
+    onboarding::{OnboardingCompleted, OnboardingStepChanged},
+    payouts::{PayoutCompleted, PayoutReversed, PayoutStatus, PayoutStepChanged},
+};
 use switchyard_runtime::{Handler, HandlerError, Incoming};
 
 pub struct ReadModel;
@@ -58,6 +63,86 @@ impl Handler for ReadModel {
             .bind(&c.aml_partner)
             .bind(&c.reasons)
             .bind(c.failure.as_ref().map(|f| f.code.clone()))
+            .execute(conn)
+            .await?;
+            return Ok(());
+        }
+        if let Some(s) = msg.event.as_event::<PayoutStepChanged>() {
+            let s = s.map_err(perm)?;
+            // Steps that say where the payout is; others (a late fraud score) add to its reasons.
+            let moves = matches!(
+                s.step.as_str(),
+                "screening" | "held_for_review" | "released" | "routed" | "processing" | "in_doubt" | "manual_repair"
+            );
+            sqlx::query(
+                "UPDATE payouts SET status = CASE WHEN $3 AND completed_at IS NULL THEN $4 ELSE status END,                  partner = CASE WHEN $3 AND completed_at IS NULL THEN COALESCE($5, partner) ELSE partner END,                  reasons = CASE WHEN $3 THEN reasons ELSE reasons || $6 END, updated_at = now()                  WHERE tenant_id = $1 AND payout_id = $2",
+            )
+            .bind(&s.envelope.tenant_id)
+            .bind(&s.payout_id)
+            .bind(moves)
+            .bind(&s.step)
+            .bind(s.partner.as_deref().filter(|p| !p.starts_with("fraud")))
+            .bind(
+                std::iter::once(s.step.clone())
+                    .chain(s.reasons.iter().cloned())
+                    .collect::<Vec<_>>(),
+            )
+            .execute(conn)
+            .await?;
+            return Ok(());
+        }
+        if let Some(c) = msg.event.as_event::<PayoutCompleted>() {
+            let c = c.map_err(perm)?;
+            let code = c.failure.as_ref().map(|f| f.code.clone());
+            let status = match c.status {
+                PayoutStatus::Settled => "settled",
+                PayoutStatus::Returned => "returned",
+                _ if code.as_deref() == Some("cancelled") => "cancelled",
+                _ => "failed",
+            };
+            sqlx::query(
+                "UPDATE payouts SET status = $3, partner = NULLIF($4, ''), provider_reference = $5, reasons = $6,                  failure_code = $7, completed_at = COALESCE(completed_at, now()), updated_at = now()                  WHERE tenant_id = $1 AND payout_id = $2 AND NOT reversed",
+            )
+            .bind(&c.envelope.tenant_id)
+            .bind(&c.payout_id)
+            .bind(status)
+            .bind(&c.partner)
+            .bind(&c.provider_reference)
+            .bind(&c.reasons)
+            .bind(code)
+            .execute(conn)
+            .await?;
+            return Ok(());
+        }
+        if let Some(r) = msg.event.as_event::<PayoutReversed>() {
+            let r = r.map_err(perm)?;
+            sqlx::query(
+                "UPDATE payouts SET status = 'returned', reversed = true, reasons = reasons || $3, updated_at = now()                  WHERE tenant_id = $1 AND payout_id = $2",
+            )
+            .bind(&r.envelope.tenant_id)
+            .bind(&r.payout_id)
+            .bind(vec![format!(
+                "returned after settlement: {}",
+                r.reason.as_deref().unwrap_or("other")
+            )])
+            .execute(conn)
+            .await?;
+            return Ok(());
+        }
+        if let Some(f) = msg.event.as_event::<FraudCheckCompleted>() {
+            let f = f.map_err(perm)?;
+            let lower = |s: String| s.to_lowercase();
+            sqlx::query(
+                "UPDATE fraud_scores SET status = 'scored', decision = $3, score = $4, band = $5, partner = NULLIF($6, ''),                  reasons = $7, failure_code = $8, completed_at = now() WHERE tenant_id = $1 AND transaction_id = $2",
+            )
+            .bind(&f.envelope.tenant_id)
+            .bind(&f.transaction_id)
+            .bind(lower(format!("{:?}", f.decision)))
+            .bind(f.score)
+            .bind(f.band.map(|b| lower(format!("{b:?}"))))
+            .bind(&f.partner)
+            .bind(&f.reasons)
+            .bind(f.failure.as_ref().map(|x| x.code.clone()))
             .execute(conn)
             .await?;
         }

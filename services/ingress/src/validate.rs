@@ -1,9 +1,14 @@
 //! Validation of `POST /v1/onboardings` bodies, collecting every problem with its field path.
 
 use serde_json::Value;
-use switchyard_model::events::{
-    common::{Address, Person},
-    onboarding::RiskTier,
+use switchyard_model::{
+    events::{
+        common::{Address, Money, Person},
+        fraud::Channel,
+        onboarding::RiskTier,
+        payouts::{AccountIdentifier, AccountScheme, Beneficiary, account_problem},
+    },
+    money,
 };
 
 pub struct NewOnboarding {
@@ -184,11 +189,332 @@ pub fn onboarding(body: &Value) -> Result<NewOnboarding, Vec<(String, String)>> 
     }
 }
 
+/// A payout as the API accepts it.
+pub struct NewPayout {
+    pub payout_id: String,
+    pub customer_id: String,
+    pub amount: Money,
+    pub beneficiary: Beneficiary,
+    pub country: Option<String>,
+    pub priority: Option<String>,
+    pub reference: Option<String>,
+    pub rail: Option<String>,
+    pub channel: Option<Channel>,
+    pub device_id: Option<String>,
+}
+
+fn id_like(c: &mut Check, field: &str, v: &Option<String>) {
+    if let Some(a) = v
+        && !a.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.:".contains(ch))
+    {
+        c.fail(field, "may contain only letters, digits and - _ . :");
+    }
+}
+
+fn known_fields(c: &mut Check, body: &Value, at: &str, known: &[&str]) {
+    let obj = if at.is_empty() { Some(body) } else { pointer(body, at) };
+    if let Some(Value::Object(o)) = obj {
+        for k in o.keys().filter(|k| !known.contains(&k.as_str())) {
+            let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            c.fail(&path, "is not a known field");
+        }
+    }
+}
+
+/// `amount`: `{"currency": "EUR", "value": "150.25"}` (a decimal string with at most the
+/// currency's decimals) or `{"currency": "JPY", "minor_units": 1500}`.
+fn amount(c: &mut Check, body: &Value) -> Option<Money> {
+    if !pointer(body, "amount").is_some_and(Value::is_object) {
+        c.fail("amount", "is required and must be an object with currency and value");
+        return None;
+    }
+    known_fields(c, body, "amount", &["currency", "value", "minor_units"]);
+    let currency = c.string(body, "amount.currency", true, 3);
+    let currency = currency.filter(|cur| {
+        let ok = money::exponent(cur).is_some();
+        if !ok {
+            c.fail(
+                "amount.currency",
+                "must be an ISO 4217 currency code, e.g. EUR, JPY, KWD",
+            );
+        }
+        ok
+    })?;
+    let minor = match (pointer(body, "amount.value"), pointer(body, "amount.minor_units")) {
+        (Some(Value::String(v)), None) => match money::parse_decimal(v, &currency) {
+            Ok(m) => Some(m),
+            Err(why) => {
+                c.fail("amount.value", &why);
+                None
+            }
+        },
+        (None, Some(Value::Number(n))) => match n.as_i64() {
+            Some(m) => Some(m),
+            None => {
+                c.fail("amount.minor_units", "must be a whole number of minor units");
+                None
+            }
+        },
+        (Some(_), None) => {
+            c.fail(
+                "amount.value",
+                "must be a decimal string such as \"150.25\" (never a float)",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            c.fail("amount.minor_units", "must be a whole number");
+            None
+        }
+        (None, None) => {
+            c.fail("amount.value", "is required (or amount.minor_units)");
+            None
+        }
+        (Some(_), Some(_)) => {
+            c.fail("amount", "give value or minor_units, not both");
+            None
+        }
+    }?;
+    if minor <= 0 {
+        c.fail("amount", "must be positive");
+        return None;
+    }
+    Some(Money {
+        amount_minor: minor,
+        currency,
+    })
+}
+
+fn channel(c: &mut Check, body: &Value) -> Option<Channel> {
+    match c.string(body, "channel", false, 10).as_deref() {
+        None => None,
+        Some("web") => Some(Channel::Web),
+        Some("mobile") => Some(Channel::Mobile),
+        Some("api") => Some(Channel::Api),
+        Some("branch") => Some(Channel::Branch),
+        Some(_) => {
+            c.fail("channel", "must be one of web, mobile, api, branch");
+            None
+        }
+    }
+}
+
+pub fn payout(body: &Value) -> Result<NewPayout, Vec<(String, String)>> {
+    let mut c = Check { errors: vec![] };
+    if !body.is_object() {
+        return Err(vec![("body".into(), "must be a JSON object".into())]);
+    }
+    known_fields(
+        &mut c,
+        body,
+        "",
+        &[
+            "payout_id",
+            "customer_id",
+            "amount",
+            "beneficiary",
+            "country",
+            "priority",
+            "reference",
+            "rail",
+            "channel",
+            "device_id",
+        ],
+    );
+    let payout_id = c.string(body, "payout_id", true, 64);
+    id_like(&mut c, "payout_id", &payout_id);
+    let customer_id = c.string(body, "customer_id", true, 128);
+    id_like(&mut c, "customer_id", &customer_id);
+    let amount = amount(&mut c, body);
+    if !pointer(body, "beneficiary").is_some_and(Value::is_object) {
+        c.fail("beneficiary", "is required and must be an object with name and account");
+    }
+    known_fields(&mut c, body, "beneficiary", &["name", "account"]);
+    known_fields(&mut c, body, "beneficiary.account", &["scheme", "value", "bank_code"]);
+    let name = c.string(body, "beneficiary.name", true, 140);
+    let scheme = match c.string(body, "beneficiary.account.scheme", true, 32).as_deref() {
+        Some("iban") => Some(AccountScheme::Iban),
+        Some("sort_code_account") => Some(AccountScheme::SortCodeAccount),
+        Some("ach_routing_account") => Some(AccountScheme::AchRoutingAccount),
+        Some("wallet") => Some(AccountScheme::Wallet),
+        Some(_) => {
+            c.fail(
+                "beneficiary.account.scheme",
+                "must be one of iban, sort_code_account, ach_routing_account, wallet",
+            );
+            None
+        }
+        None => None,
+    };
+    let value = c.string(body, "beneficiary.account.value", true, 64);
+    let bank_code = c.string(body, "beneficiary.account.bank_code", false, 16);
+    let account = match (scheme, value) {
+        (Some(scheme), Some(value)) => {
+            let a = AccountIdentifier {
+                scheme,
+                value: if scheme == AccountScheme::Iban {
+                    value.replace(' ', "").to_uppercase()
+                } else {
+                    value
+                },
+                bank_code,
+            };
+            // The account itself is never echoed in an error.
+            if let Some(problem) = account_problem(&a) {
+                c.fail("beneficiary.account", problem);
+            }
+            Some(a)
+        }
+        _ => None,
+    };
+    let country = c.string(body, "country", false, 2);
+    if let Some(cc) = &country
+        && !upper_letters(cc, 2..=2)
+    {
+        c.fail("country", "must be an ISO 3166-1 alpha-2 code, e.g. DE");
+    }
+    let priority = c.string(body, "priority", false, 5);
+    if let Some(p) = &priority
+        && p != "cost"
+        && p != "speed"
+    {
+        c.fail("priority", "must be cost or speed");
+    }
+    let reference = c.string(body, "reference", false, 140);
+    let rail = c.string(body, "rail", false, 16);
+    let channel = channel(&mut c, body);
+    let device_id = c.string(body, "device_id", false, 128);
+    match (payout_id, customer_id, amount, name, account) {
+        (Some(payout_id), Some(customer_id), Some(amount), Some(name), Some(account)) if c.errors.is_empty() => {
+            Ok(NewPayout {
+                payout_id,
+                customer_id,
+                amount,
+                beneficiary: Beneficiary {
+                    name,
+                    account,
+                    address: None,
+                },
+                country,
+                priority,
+                reference,
+                rail,
+                channel,
+                device_id,
+            })
+        }
+        _ => Err(c.errors),
+    }
+}
+
+/// A standalone fraud score as the API accepts it.
+pub struct NewScore {
+    pub transaction_id: String,
+    pub customer_id: String,
+    pub amount: Money,
+    pub counterparty_id: String,
+    pub channel: Channel,
+    pub device_id: Option<String>,
+}
+
+pub fn score(body: &Value) -> Result<NewScore, Vec<(String, String)>> {
+    let mut c = Check { errors: vec![] };
+    if !body.is_object() {
+        return Err(vec![("body".into(), "must be a JSON object".into())]);
+    }
+    known_fields(
+        &mut c,
+        body,
+        "",
+        &[
+            "transaction_id",
+            "customer_id",
+            "amount",
+            "counterparty_id",
+            "channel",
+            "device_id",
+        ],
+    );
+    let transaction_id = c.string(body, "transaction_id", true, 64);
+    id_like(&mut c, "transaction_id", &transaction_id);
+    let customer_id = c.string(body, "customer_id", true, 128);
+    id_like(&mut c, "customer_id", &customer_id);
+    let amount = amount(&mut c, body);
+    let counterparty_id = c.string(body, "counterparty_id", true, 128);
+    let channel = channel(&mut c, body).or_else(|| {
+        if pointer(body, "channel").is_none() {
+            c.fail("channel", "is required: web, mobile, api or branch");
+        }
+        None
+    });
+    let device_id = c.string(body, "device_id", false, 128);
+    match (transaction_id, customer_id, amount, counterparty_id, channel) {
+        (Some(transaction_id), Some(customer_id), Some(amount), Some(counterparty_id), Some(channel))
+            if c.errors.is_empty() =>
+        {
+            Ok(NewScore {
+                transaction_id,
+                customer_id,
+                amount,
+                counterparty_id,
+                channel,
+                device_id,
+            })
+        }
+        _ => Err(c.errors),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
-    use super::onboarding;
+    use super::{onboarding, payout};
+
+    #[test]
+    fn a_payout_amount_follows_its_currency_and_the_account_its_scheme() {
+        let base = json!({"payout_id": "po-1", "customer_id": "c-1",
+            "amount": {"currency": "EUR", "value": "150.25"},
+            "beneficiary": {"name": "Grace Hopper", "account": {"scheme": "iban", "value": "DE89 3704 0044 0532 0130 00"}}});
+        let ok = payout(&base).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(ok.amount.amount_minor, 15025);
+        assert_eq!(ok.beneficiary.account.value, "DE89370400440532013000");
+        let mut jpy = base.clone();
+        jpy["amount"] = json!({"currency": "JPY", "value": "1500.5"});
+        let errors = payout(&jpy).err().unwrap_or_default();
+        assert!(
+            errors
+                .iter()
+                .any(|(f, m)| f == "amount.value" && m.contains("0 decimal places")),
+            "{errors:?}"
+        );
+        let mut kwd = base.clone();
+        kwd["amount"] = json!({"currency": "KWD", "minor_units": 1250});
+        assert_eq!(payout(&kwd).map(|p| p.amount.amount_minor).ok(), Some(1250));
+        let mut float = base.clone();
+        float["amount"] = json!({"currency": "EUR", "value": 150.25});
+        assert!(payout(&float).is_err(), "a float amount is refused");
+        let mut bad_iban = base.clone();
+        bad_iban["beneficiary"]["account"]["value"] = json!("DE89370400440532013001");
+        let errors = payout(&bad_iban).err().unwrap_or_default();
+        assert!(
+            errors
+                .iter()
+                .any(|(f, m)| f == "beneficiary.account" && m.contains("mod 97")),
+            "{errors:?}"
+        );
+        assert!(
+            !format!("{errors:?}").contains("0532013001"),
+            "the account is never echoed"
+        );
+        let mut ach = base.clone();
+        ach["beneficiary"]["account"] =
+            json!({"scheme": "ach_routing_account", "value": "000123456789", "bank_code": "021000021"});
+        ach["amount"] = json!({"currency": "USD", "value": "10"});
+        assert!(payout(&ach).is_ok());
+        ach["beneficiary"]["account"]["bank_code"] = json!("021000022");
+        assert!(payout(&ach).is_err(), "ABA checksum");
+    }
 
     #[test]
     fn a_complete_request_is_accepted() {

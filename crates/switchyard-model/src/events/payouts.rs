@@ -245,6 +245,33 @@ pub fn iban_valid(iban: &str) -> bool {
     rem == 1
 }
 
+/// What is wrong with an account identifier, by its scheme (the account is never quoted).
+pub fn account_problem(a: &AccountIdentifier) -> Option<&'static str> {
+    let digits =
+        |s: &str, n: std::ops::RangeInclusive<usize>| n.contains(&s.len()) && s.chars().all(|c| c.is_ascii_digit());
+    let bank = a.bank_code.as_deref().unwrap_or("");
+    match a.scheme {
+        AccountScheme::Iban if !iban_valid(&a.value) => Some("the IBAN fails its check digits (ISO 13616 mod 97)"),
+        AccountScheme::SortCodeAccount if !digits(&a.value, 8..=8) || !digits(&bank.replace('-', ""), 6..=6) => {
+            Some("a UK account is 8 digits with a 6-digit sort code as bank_code")
+        }
+        AccountScheme::AchRoutingAccount if !digits(&a.value, 4..=17) || !aba_valid(bank) => {
+            Some("a US account is 4 to 17 digits with a valid 9-digit ABA routing number as bank_code")
+        }
+        AccountScheme::Wallet if a.value.trim().is_empty() => Some("a wallet id must not be blank"),
+        _ => None,
+    }
+}
+
+/// An ABA routing number's checksum: 3·(d1+d4+d7) + 7·(d2+d5+d8) + (d3+d6+d9) ≡ 0 (mod 10).
+pub fn aba_valid(routing: &str) -> bool {
+    let d: Vec<u32> = routing.chars().filter_map(|c| c.to_digit(10)).collect();
+    if d.len() != 9 || routing.len() != 9 {
+        return false;
+    }
+    (3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + (d[2] + d[5] + d[8])).is_multiple_of(10)
+}
+
 /// A payout's status as its vendor announced it (a webhook), on `payouts.provider-events.v1`. The
 /// envelope's `occurred_at` is the vendor's own time of the change: notices arrive out of order and
 /// twice, and are ordered by it.

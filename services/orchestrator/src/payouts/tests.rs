@@ -452,22 +452,42 @@ fn accounts_are_checked_by_their_scheme() {
         value: value.into(),
         bank_code: bank.map(str::to_string),
     };
-    assert!(super::aba_valid("021000021"));
-    assert!(super::aba_valid("011000015"));
-    assert!(!super::aba_valid("021000022"), "one digit off");
-    assert!(!super::aba_valid("02100002"), "eight digits");
+    assert!(switchyard_model::events::payouts::aba_valid("021000021"));
+    assert!(switchyard_model::events::payouts::aba_valid("011000015"));
+    assert!(
+        !switchyard_model::events::payouts::aba_valid("021000022"),
+        "one digit off"
+    );
+    assert!(
+        !switchyard_model::events::payouts::aba_valid("02100002"),
+        "eight digits"
+    );
     assert_eq!(
-        super::account_problem(&acct(AccountScheme::Iban, "DE89370400440532013000", None)),
+        switchyard_model::events::payouts::account_problem(&acct(AccountScheme::Iban, "DE89370400440532013000", None)),
         None
     );
-    assert!(super::account_problem(&acct(AccountScheme::Iban, "DE89370400440532013001", None)).is_some());
+    assert!(
+        switchyard_model::events::payouts::account_problem(&acct(AccountScheme::Iban, "DE89370400440532013001", None))
+            .is_some()
+    );
     assert_eq!(
-        super::account_problem(&acct(AccountScheme::SortCodeAccount, "31926819", Some("60-16-13"))),
+        switchyard_model::events::payouts::account_problem(&acct(
+            AccountScheme::SortCodeAccount,
+            "31926819",
+            Some("60-16-13")
+        )),
         None
     );
-    assert!(super::account_problem(&acct(AccountScheme::SortCodeAccount, "3192681", Some("601613"))).is_some());
+    assert!(
+        switchyard_model::events::payouts::account_problem(&acct(
+            AccountScheme::SortCodeAccount,
+            "3192681",
+            Some("601613")
+        ))
+        .is_some()
+    );
     assert_eq!(
-        super::account_problem(&acct(
+        switchyard_model::events::payouts::account_problem(&acct(
             AccountScheme::AchRoutingAccount,
             "000123456789",
             Some("021000021")
@@ -475,7 +495,7 @@ fn accounts_are_checked_by_their_scheme() {
         None
     );
     assert!(
-        super::account_problem(&acct(
+        switchyard_model::events::payouts::account_problem(&acct(
             AccountScheme::AchRoutingAccount,
             "000123456789",
             Some("021000022")
