@@ -70,7 +70,7 @@ fmt:
 
 # Release build; the mesh restarted with partner and tenant limits above the target (local-stack/bench.sh),
 # first with the simulators' realistic completion delay (one instance, then two of the orchestrator and
-# each adapter), then with none, and payouts through the payouts adapter; then the relay (and Debezium
+# each adapter), then with none, and whole payout flows (burst, then latency at half that rate); then the relay (and Debezium
 # Server's outbox router beside it) and the
 # partition stall after a restart; the mesh is left as `make services` runs it.
 bench: services

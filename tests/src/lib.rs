@@ -680,11 +680,7 @@ impl Mesh {
 /// A valid German IBAN (check digits computed, ISO 13616) for account number `n`: a beneficiary
 /// of its own per test, so velocity limits of earlier runs never interfere.
 pub fn iban_de(n: u64) -> String {
-    let bban = format!("37040044{:010}", n % 10_000_000_000);
-    // "DE" = 13 14; the check digits are 98 − (BBAN · "131400" mod 97).
-    let digits = format!("{bban}131400");
-    let rem = digits.bytes().fold(0u64, |r, b| (r * 10 + u64::from(b - b'0')) % 97);
-    format!("DE{:02}{bban}", 98 - rem)
+    switchyard_model::events::payouts::iban_from("DE", &format!("37040044{:010}", n % 10_000_000_000))
 }
 
 /// A number for [`iban_de`] nobody used before (time-based).

@@ -46,6 +46,24 @@ pub enum Recovery<T> {
     Unknowable,
 }
 
+/// The progress of `key` as its checkpoint recorded it, noting what is learnt next.
+fn ledger_progress(ledger: &Ledger, key: &str, checkpoint: &serde_json::Value) -> Arc<dyn Progress> {
+    Arc::new(LedgerProgress {
+        ledger: ledger.clone(),
+        key: key.to_string(),
+        values: std::sync::Mutex::new(
+            checkpoint
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+    })
+}
+
 /// What a status query found about a call left in doubt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recheck<T> {
@@ -219,20 +237,7 @@ impl<V: ?Sized> Partners<V> {
             Prior::Unresolved { checkpoint } => checkpoint.clone(),
             _ => serde_json::Value::Null,
         };
-        let progress: Arc<dyn Progress> = Arc::new(LedgerProgress {
-            ledger: ledger.clone(),
-            key: key.to_string(),
-            values: std::sync::Mutex::new(
-                checkpoint
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            ),
-        });
+        let progress = ledger_progress(ledger, key, &checkpoint);
         let unknown = |why: &str| outcome_unknown(partner, why);
         match prior {
             Prior::Answered(v) => {
@@ -416,9 +421,27 @@ impl<V: ?Sized> Partners<V> {
             None | Some(Prior::NotExecuted) => return Ok(Recheck::NotExecuted),
             Some(Prior::Fresh) => return Ok(Recheck::NotExecuted),
             Some(Prior::Answered(v)) => {
-                return serde_json::from_value(v)
-                    .map(Recheck::Found)
-                    .map_err(|e| HandlerError::Permanent(format!("recorded answer unreadable: {e}")));
+                // Asked again about an effect that happened: the partner's current word on it (a
+                // payout still processing may have been paid since), or the recorded answer.
+                let recorded: T = serde_json::from_value(v)
+                    .map_err(|e| HandlerError::Permanent(format!("recorded answer unreadable: {e}")))?;
+                let checkpoint = ledger
+                    .checkpoint_of(key)
+                    .await
+                    .map_err(HandlerError::from)?
+                    .unwrap_or(serde_json::Value::Null);
+                let progress = ledger_progress(ledger, key, &checkpoint);
+                let now = self
+                    .caller
+                    .call_paced(partner, "status", Pacing::Hold, || recover(progress.clone()))
+                    .await;
+                return Ok(Recheck::Found(match now {
+                    Ok(Recovery::Found(v)) => {
+                        self.record_answer(ledger, key, &reference, &v).await?;
+                        v
+                    }
+                    _ => recorded,
+                }));
             }
             Some(Prior::Unresolved { checkpoint }) => checkpoint,
             Some(Prior::ManualRepair) => ledger
@@ -427,20 +450,7 @@ impl<V: ?Sized> Partners<V> {
                 .map_err(HandlerError::from)?
                 .unwrap_or(serde_json::Value::Null),
         };
-        let progress: Arc<dyn Progress> = Arc::new(LedgerProgress {
-            ledger: ledger.clone(),
-            key: key.to_string(),
-            values: std::sync::Mutex::new(
-                checkpoint
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            ),
-        });
+        let progress = ledger_progress(ledger, key, &checkpoint);
         let found = self
             .caller
             .call_paced(partner, "recover", Pacing::Hold, || recover(progress.clone()))

@@ -40,9 +40,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         trials: usize,
     },
-    /// Payouts through the payouts adapter of the running mesh: requests produced to
-    /// `payouts.requests.v1` at once (alternately to the two payout partners), results read back;
-    /// throughput and latency from request to result.
+    /// Whole payout flows through the running mesh: commands produced to `payouts.commands.v1` at
+    /// once (fraud screening, routing to the two payout partners, settlement), terminal outcomes
+    /// read back; throughput, then latency from command to outcome at half that rate.
     Payouts {
         #[arg(long, default_value_t = 400)]
         payouts: usize,

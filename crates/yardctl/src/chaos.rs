@@ -64,13 +64,14 @@ pub struct ChaosArgs {
     pub settle: u64,
 }
 
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 7] = [
     "ingress",
     "orchestrator",
     "kyc-adapter",
     "aml-adapter",
     "webhook-normalizer",
     "payouts-adapter",
+    "fraud-adapter",
 ];
 /// Adapters restarted with the fault hook armed.
 const HOOKED: [&str; 3] = ["kyc-adapter", "aml-adapter", "payouts-adapter"];

@@ -12,6 +12,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 /// The running mesh's endpoints and credentials (local-stack/endpoints.env and secrets.env).
+#[derive(Clone)]
 pub(crate) struct Env {
     vars: BTreeMap<String, String>,
     pub(crate) http: reqwest::Client,

@@ -11,6 +11,8 @@
 //! Payouts: `payouts.in_doubt_seconds` (how long after an answer that left a payout in doubt its
 //! partner is asked by our reference, and between questions; default 10), `payouts.max_status_checks`
 //! (questions before the payout goes to an operator as `manual_repair`; default 5),
+//! `payouts.processing_check_seconds` (how long a payout may be processing at its partner before
+//! the partner is asked, and between questions: a lost webhook never leaves it unknown; default 900),
 //! `payouts.rescore_seconds` (when a payout paid unscreened under a fail-open route is sent to the
 //! fraud partner; default 60) and `payouts.max_rescores` (default 10). Velocity limits, fraud fail
 //! modes and payout routing (currency, country, amount, cost or speed) are routing data.
@@ -54,6 +56,7 @@ struct TimeoutConfig {
 struct PayoutConfig {
     in_doubt_seconds: f64,
     max_status_checks: u32,
+    processing_check_seconds: f64,
     rescore_seconds: f64,
     max_rescores: i32,
 }
@@ -63,6 +66,7 @@ impl Default for PayoutConfig {
         PayoutConfig {
             in_doubt_seconds: 10.0,
             max_status_checks: 5,
+            processing_check_seconds: 900.0,
             rescore_seconds: 60.0,
             max_rescores: 10,
         }
@@ -146,6 +150,7 @@ async fn run() -> anyhow::Result<()> {
         payouts::Timing {
             in_doubt: secs(p.in_doubt_seconds),
             max_status_checks: p.max_status_checks.max(1),
+            processing_check: secs(p.processing_check_seconds),
             rescore: secs(p.rescore_seconds),
             max_rescores: p.max_rescores.max(0),
         },

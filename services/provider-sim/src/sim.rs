@@ -165,7 +165,9 @@ impl Sim {
         .flatten()
     }
 
-    /// Delivers a signed webhook in the background, with the vendor's retries (3 attempts) and any
+    /// Delivers a signed webhook in the background, with the vendor's retries (any answer but 2xx is
+    /// tried again, backing off from 250 ms to 5 s, for about a minute: vendors retry for days, a
+    /// restarting receiver must not lose a notice) and any
     /// delivery quirks configured for it. `earlier` is a stale notice re-sent after it when the rule
     /// asks for out-of-order delivery.
     pub fn deliver(
@@ -195,7 +197,7 @@ impl Sim {
     }
 
     async fn post_with_retries(&self, url: &str, headers: &[(String, String)], body: &str, key: &str) {
-        for attempt in 0..3u32 {
+        for attempt in 0..WEBHOOK_ATTEMPTS {
             let mut req = self
                 .http
                 .post(url)
@@ -217,10 +219,15 @@ impl Sim {
             if (200..300).contains(&status) {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+            if attempt + 1 < WEBHOOK_ATTEMPTS {
+                tokio::time::sleep(Duration::from_millis((250 * 2u64.pow(attempt)).min(5_000))).await;
+            }
         }
     }
 }
+
+/// Delivery attempts of one webhook: 250 ms, 0.5, 1, 2, 4, then every 5 s: about a minute in all.
+const WEBHOOK_ATTEMPTS: u32 = 16;
 
 #[derive(Deserialize)]
 struct LedgerQuery {

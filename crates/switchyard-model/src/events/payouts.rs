@@ -217,6 +217,24 @@ event!(
     "payouts.outcomes.v1"
 );
 
+/// The IBAN of a country's basic bank account number, its check digits computed (ISO 13616: 98 minus
+/// the mod-97 of the BBAN followed by the country's letters as numbers and "00").
+pub fn iban_from(country: &str, bban: &str) -> String {
+    let digits: String = bban
+        .chars()
+        .chain(country.chars())
+        .chain("00".chars())
+        .map(|c| match c {
+            'A'..='Z' => (c as u32 - 'A' as u32 + 10).to_string(),
+            _ => c.to_string(),
+        })
+        .collect();
+    let rem = digits
+        .bytes()
+        .fold(0u32, |r, b| (r * 10 + u32::from(b.wrapping_sub(b'0'))) % 97);
+    format!("{country}{:02}{bban}", 98 - rem)
+}
+
 /// Whether an IBAN passes ISO 13616's check: 15 to 34 characters (spaces ignored), a country code, two
 /// check digits, and the mod-97 of the rearranged number equal to 1.
 pub fn iban_valid(iban: &str) -> bool {
@@ -295,6 +313,13 @@ event!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_digits_are_computed() {
+        assert_eq!(iban_from("DE", "370400440532013000"), "DE89370400440532013000");
+        assert_eq!(iban_from("GB", "WEST12345698765432"), "GB82WEST12345698765432");
+        assert!(iban_valid(&iban_from("FR", "30006000011234567890189")));
+    }
 
     #[test]
     fn iban_check_digits() {

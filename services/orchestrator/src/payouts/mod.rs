@@ -60,6 +60,9 @@ pub struct Timing {
     pub in_doubt: Duration,
     /// Status queries before a payout in doubt goes to an operator.
     pub max_status_checks: u32,
+    /// How long a payout may be processing at its partner before the partner is asked (and
+    /// between questions): a lost webhook never leaves it unknown.
+    pub processing_check: Duration,
     /// How long after a payout went ahead unscreened it is scored (and between tries).
     pub rescore: Duration,
     pub max_rescores: i32,
@@ -304,6 +307,7 @@ impl Payouts {
         );
         match timer {
             Timer::StatusCheck => self.feed(conn, flow_id, Input::StatusCheck, &cause).await,
+            Timer::Poll => self.feed(conn, flow_id, Input::Poll, &cause).await,
             Timer::Rescore => self.rescore(conn, flow_id, &cause).await,
         }
     }
@@ -383,6 +387,7 @@ impl Payouts {
     fn timer_delay(&self, t: Timer) -> Duration {
         match t {
             Timer::StatusCheck => self.timing.in_doubt,
+            Timer::Poll => self.timing.processing_check,
             Timer::Rescore => self.timing.rescore,
         }
     }

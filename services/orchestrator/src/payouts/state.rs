@@ -154,11 +154,15 @@ pub enum Input {
     Notice(Notice),
     /// The in-doubt timer.
     StatusCheck,
+    /// The processing timer.
+    Poll,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {
     StatusCheck,
+    /// A payout processing longer than expected: its partner is asked (a webhook may be lost).
+    Poll,
     /// Score a payout that went ahead unscreened, later.
     Rescore,
 }

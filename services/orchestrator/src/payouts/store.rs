@@ -130,6 +130,7 @@ impl Changes {
 fn timer_name(t: Timer) -> &'static str {
     match t {
         Timer::StatusCheck => "status_check",
+        Timer::Poll => "poll",
         Timer::Rescore => "rescore",
     }
 }
@@ -137,6 +138,7 @@ fn timer_name(t: Timer) -> &'static str {
 pub fn timer_of(name: &str) -> Option<Timer> {
     match name {
         "status_check" => Some(Timer::StatusCheck),
+        "poll" => Some(Timer::Poll),
         "rescore" => Some(Timer::Rescore),
         _ => None,
     }

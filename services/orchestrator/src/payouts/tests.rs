@@ -319,6 +319,38 @@ fn failover_only_when_the_first_partner_has_no_live_payout() {
     );
 }
 
+/// The settlement webhook never comes: the processing timer asks the partner, whose answer settles
+/// the payout; while it is still processing the timer is armed again.
+#[test]
+fn a_lost_settlement_webhook_is_found_by_asking() {
+    let (state, effects) = drive(
+        &plan(),
+        &[
+            &|_| fraud("fraud-a", FraudDecision::Allow),
+            &|s| answer(s, PayoutStatus::Accepted, None),
+            &|_| Input::Poll,
+            &|s| answer(s, PayoutStatus::Accepted, None),
+            &|_| Input::Poll,
+            &|s| answer(s, PayoutStatus::Settled, None),
+            &|_| Input::Poll,
+        ],
+    );
+    assert_eq!(state.name(), "settled");
+    assert_eq!(completes(&effects), [PayoutStatus::Settled]);
+    assert_eq!(effects.iter().filter(|e| matches!(e, Effect::Query { .. })).count(), 2);
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Note {
+            event: "ignored",
+            detail: "processing check in settled".into()
+        })
+    );
+    assert!(
+        effects.contains(&Effect::Arm(Timer::Poll, false)),
+        "no more checks once settled"
+    );
+}
+
 #[test]
 fn cancel_only_before_a_partner_was_asked() {
     let (state, effects) = drive(
@@ -354,7 +386,7 @@ fn a_stale_answer_to_an_earlier_request_changes_nothing() {
 }
 
 fn any_input() -> impl Strategy<Value = u8> {
-    0u8..14
+    0u8..15
 }
 
 /// Random sequences: the invariants that keep money safe hold whatever arrives, in any order, any
@@ -384,7 +416,8 @@ fn input_for(state: &State, pick: u8, at: i64) -> Input {
         10 => notice(&p(state), PayoutStatus::Settled, at),
         11 => notice(&p(state), PayoutStatus::Returned, at),
         12 => notice(&p(state), PayoutStatus::Accepted, at),
-        _ => Input::StatusCheck,
+        13 => Input::StatusCheck,
+        _ => Input::Poll,
     }
 }
 

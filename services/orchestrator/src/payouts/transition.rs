@@ -196,6 +196,27 @@ pub fn step(state: &State, input: Input, ctx: &Ctx<'_>) -> (State, Vec<Effect>) 
         (State::InDoubt { live, .. }, Input::StatusCheck) => {
             (state.clone(), vec![Effect::Query { live: live.clone() }])
         }
+        // Processing for long: the partner is asked (a webhook may have been lost), and again later.
+        (State::Processing { live, .. }, Input::Poll) => (
+            state.clone(),
+            vec![Effect::Query { live: live.clone() }, Effect::Arm(Timer::Poll, true)],
+        ),
+        // Its answer counts as the partner's news at the time of the last notice.
+        (State::Processing { live, at_ms }, Input::Paid(a))
+            if a.request == live.request && a.partner == live.partner =>
+        {
+            let n = Notice {
+                partner: a.partner,
+                reference: live.reference.clone().unwrap_or_default(),
+                status: a.status,
+                at_ms: *at_ms,
+                reason: None,
+            };
+            match n.status {
+                PayoutStatus::Unknown => (state.clone(), vec![]),
+                _ => notice(state, live, n),
+            }
+        }
         (State::Processing { live, at_ms } | State::Settled { live, at_ms }, Input::Notice(n))
             if Some(&n.reference) == live.reference.as_ref() && n.partner == live.partner =>
         {
@@ -219,6 +240,7 @@ fn input_name(i: &Input) -> &'static str {
         Input::Paid(_) => "payout answer",
         Input::Notice(_) => "partner notice",
         Input::StatusCheck => "status check",
+        Input::Poll => "processing check",
     }
 }
 
@@ -285,6 +307,7 @@ fn paid(state: &State, ctx: &Ctx<'_>, live: &Execution, tried: &[String], a: Pay
             let live = with_ref(live);
             let mut effects: Vec<Effect> = remember(&live).into_iter().collect();
             effects.push(Effect::Arm(Timer::StatusCheck, false));
+            effects.push(Effect::Arm(Timer::Poll, true));
             effects.push(Effect::Step {
                 step: "processing",
                 partner: Some(live.partner.clone()),
@@ -405,11 +428,14 @@ fn notice(state: &State, live: &Execution, n: Notice) -> (State, Vec<Effect>) {
     match n.status {
         PayoutStatus::Settled if !told_paid => (
             State::Settled { live, at_ms: n.at_ms },
-            vec![Effect::Complete {
-                status: PayoutStatus::Settled,
-                failure: None,
-                reasons: vec![],
-            }],
+            vec![
+                Effect::Arm(Timer::Poll, false),
+                Effect::Complete {
+                    status: PayoutStatus::Settled,
+                    failure: None,
+                    reasons: vec![],
+                },
+            ],
         ),
         PayoutStatus::Failed | PayoutStatus::Returned if told_paid => (
             State::Done {
@@ -431,6 +457,7 @@ fn notice(state: &State, live: &Execution, n: Notice) -> (State, Vec<Effect>) {
                     at_ms: n.at_ms,
                 },
                 vec![
+                    Effect::Arm(Timer::Poll, false),
                     Effect::ReleaseVelocity,
                     Effect::Complete {
                         status,
