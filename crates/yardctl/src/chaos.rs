@@ -73,8 +73,9 @@ const KINDS: [&str; 7] = [
     "payouts-adapter",
     "fraud-adapter",
 ];
-/// Adapters restarted with the fault hook armed.
-const HOOKED: [&str; 3] = ["kyc-adapter", "aml-adapter", "payouts-adapter"];
+/// Adapters restarted with the fault hook armed (every service the supervisor restarts gets it, so
+/// every adapter that calls partners is listed, and restarted without it at the end).
+const HOOKED: [&str; 4] = ["kyc-adapter", "aml-adapter", "payouts-adapter", "fraud-adapter"];
 const SIMS: [(&str, &str); 4] = [
     ("onfido", "http://127.0.0.1:9301"),
     ("sumsub", "http://127.0.0.1:9302"),

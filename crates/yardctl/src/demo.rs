@@ -42,6 +42,11 @@ impl Env {
         })
     }
 
+    /// A workspace binary beside this one.
+    pub(crate) fn bin(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
     pub(crate) fn var(&self, k: &str) -> anyhow::Result<&str> {
         self.vars
             .get(k)
@@ -315,6 +320,7 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         percentile(&latencies, 95.0),
         percentile(&latencies, 99.0)
     );
+    let payouts_ok = crate::demo_payouts::run(&env, run).await?;
     println!("\nwhere to look next:");
     println!("  API        {}/v1/openapi.json", env.var("INGRESS_URL")?);
     println!("  routing    {}/routing", env.var("ORCHESTRATOR_URL")?);
@@ -328,6 +334,10 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         eprintln!("\n{wrong} flow(s) did not reach the state they should have");
         return Ok(ExitCode::from(1));
     }
-    println!("\nevery flow reached the state it should");
+    if !payouts_ok {
+        eprintln!("\nthe payout run disagrees with the partners' ledgers or its expectations");
+        return Ok(ExitCode::from(1));
+    }
+    println!("\nevery flow and payout reached the state it should; every payout executed was executed once");
     Ok(ExitCode::SUCCESS)
 }

@@ -14,6 +14,7 @@ mod bench;
 mod chaos;
 mod chaos_payouts;
 mod demo;
+mod demo_payouts;
 mod flowbench;
 mod privacy;
 mod schemas;

@@ -1,0 +1,538 @@
+//! The main job's payout run: payouts in several currencies through the ingress, a fraud block and
+//! a review released by a reviewer, a payout partner outage (failover), a payout left in doubt
+//! (resolved by a status query), a return after settlement (reversal). The summary counts payouts
+//! by outcome, executions in each partner's own ledger (equal to the payouts executed) and how
+//! each payout in doubt was resolved; any disagreement fails the run.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use rdkafka::{
+    ClientConfig, Message,
+    consumer::{Consumer, StreamConsumer},
+};
+use serde_json::{Value, json};
+use switchyard_model::{
+    SchemaCatalog,
+    events::{
+        Event,
+        payouts::{PayoutReversed, PayoutStepChanged, iban_from},
+    },
+};
+use switchyard_runtime::{Codec, registry::RegistryClient};
+
+use crate::demo::Env;
+
+const STRIPE: &str = "http://127.0.0.1:9308";
+const WISE: &str = "http://127.0.0.1:9307";
+const TENANT: &str = "tenant-alpha";
+
+/// One payout of the run and what must become of it.
+struct Case {
+    label: &'static str,
+    body: Value,
+    /// Expected status, failure code and partner.
+    status: &'static str,
+    code: Option<&'static str>,
+    partner: Option<&'static str>,
+}
+
+fn account(n: u64) -> Value {
+    json!({"scheme": "iban", "value": iban_from("DE", &format!("37040044{:010}", n % 10_000_000_000))})
+}
+
+fn payout(id: &str, customer: &str, currency: &str, value: &str, acct: Value, priority: Option<&str>) -> Value {
+    let mut b = json!({"payout_id": id, "customer_id": customer, "amount": {"currency": currency, "value": value},
+        "beneficiary": {"name": "Demo Beneficiary", "account": acct}});
+    if let Some(p) = priority {
+        b["priority"] = json!(p);
+    }
+    b
+}
+
+impl Env {
+    fn key_with(&self, tenant: &str, scopes: &str) -> anyhow::Result<String> {
+        let out = std::process::Command::new(self.bin("ingress"))
+            .args([
+                "create-api-key",
+                "--tenant",
+                tenant,
+                "--label",
+                "demo-payouts",
+                "--scopes",
+                scopes,
+            ])
+            .env("SWITCHYARD_DATABASE__URL", self.var("INGRESS_DATABASE_URL")?)
+            .env_remove("SWITCHYARD_CONFIG")
+            .output()
+            .context("running ingress create-api-key")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "create-api-key: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    async fn post(&self, key: &str, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.var("INGRESS_URL")?))
+            .bearer_auth(key)
+            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+            .json(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn payout(&self, key: &str, id: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}/v1/payouts/{id}", self.var("INGRESS_URL")?))
+            .bearer_auth(key)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    async fn sim(&self, url: &str, path: &str, body: Value) -> anyhow::Result<()> {
+        let r = self.http.post(format!("{url}{path}")).json(&body).send().await?;
+        anyhow::ensure!(r.status().is_success(), "simulator control {path}: {}", r.status());
+        Ok(())
+    }
+
+    async fn clear(&self, url: &str) {
+        let _ = self.http.delete(format!("{url}/_sim/faults")).send().await;
+    }
+
+    /// Waits until the payout's status is one of `statuses`.
+    async fn until(&self, key: &str, id: &str, statuses: &[&str], within: Duration) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let p = self.payout(key, id).await?;
+            if statuses.iter().any(|s| p["status"] == *s) {
+                return Ok(p);
+            }
+            if Instant::now() > deadline {
+                return Ok(p);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// What the run saw on `payouts.outcomes.v1`: steps and reversals per payout.
+#[derive(Default)]
+struct Seen {
+    steps: HashMap<String, Vec<String>>,
+    reversals: HashMap<String, usize>,
+}
+
+async fn watch(
+    env: &Env,
+    prefix: String,
+) -> anyhow::Result<(tokio::task::JoinHandle<Seen>, tokio::sync::oneshot::Sender<()>)> {
+    let codec = Codec::new(
+        SchemaCatalog::embedded()?,
+        RegistryClient::new(env.var("SCHEMA_REGISTRY_URL")?, Duration::from_secs(10))?,
+    );
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env.var("KAFKA_BOOTSTRAP_SERVERS")?)
+        .set("group.id", format!("demo-payouts-{prefix}"))
+        .set("auto.offset.reset", "latest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[PayoutStepChanged::TOPIC])?;
+    let ready = Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().map(|a| a.count()).unwrap_or(0) == 0 && Instant::now() < ready {
+        let _ = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await;
+    }
+    let (stop, mut stopped) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut seen = Seen::default();
+        loop {
+            let m = tokio::select! {
+                _ = &mut stopped => break,
+                m = consumer.recv() => m,
+            };
+            let Ok(m) = m else { continue };
+            let Ok((_, record)) = codec.decode(PayoutStepChanged::TOPIC, m.payload()).await else {
+                continue;
+            };
+            if let Some(Ok(s)) = record.as_event::<PayoutStepChanged>()
+                && s.payout_id.starts_with(&prefix)
+            {
+                seen.steps.entry(s.payout_id).or_default().push(s.step);
+            } else if let Some(Ok(r)) = record.as_event::<PayoutReversed>()
+                && r.payout_id.starts_with(&prefix)
+            {
+                *seen.reversals.entry(r.payout_id).or_default() += 1;
+            }
+        }
+        seen
+    });
+    Ok((task, stop))
+}
+
+/// Runs the payout part of the demo; false when anything disagrees.
+pub async fn run(env: &Env, run: &str) -> anyhow::Result<bool> {
+    let key = env.key_with(TENANT, "payouts:write,payouts:read,payouts:review")?;
+    let prefix = format!("dpo-{run}-");
+    let id = |n: &str| format!("{prefix}{n}");
+    let base = chrono::Utc::now().timestamp_micros().unsigned_abs() % 1_000_000_000 * 10;
+    let acct = |i: u64| account(base + i);
+    println!("\n== payouts for {TENANT} (run {run}) ==");
+    println!(
+        "routing: the cheaper partner that can pay the currency, country and amount (payouts-stripe, then payouts-wise), or the faster when asked; fraud screening by fraud-sift, then fraud-seon"
+    );
+    let (watcher, stop) = watch(env, prefix.clone()).await?;
+    let started = Instant::now();
+    let mut cases: Vec<(String, Case)> = vec![];
+    let submit =
+        async |label: &'static str, name: &str, body: Value, status, code, partner| -> anyhow::Result<(String, Case)> {
+            let (code_http, resp) = env.post(&key, "/v1/payouts", &body).await?;
+            anyhow::ensure!(code_http == 202, "{label}: {code_http} {resp}");
+            Ok((
+                id(name),
+                Case {
+                    label,
+                    body,
+                    status,
+                    code,
+                    partner,
+                },
+            ))
+        };
+
+    println!("phase 1: payouts in several currencies, a fraud block and a review");
+    cases.push(
+        submit(
+            "EUR, cheapest",
+            "eur",
+            payout(&id("eur"), "cust-1", "EUR", "250.00", acct(1), None),
+            "returned",
+            None,
+            Some("payouts-stripe"),
+        )
+        .await?,
+    );
+    cases.push(
+        submit(
+            "GBP to a sort code, fastest",
+            "gbp",
+            payout(
+                &id("gbp"),
+                "cust-2",
+                "GBP",
+                "120.50",
+                json!({"scheme": "sort_code_account", "value": "31926819", "bank_code": "601613"}),
+                Some("speed"),
+            ),
+            "settled",
+            None,
+            Some("payouts-wise"),
+        )
+        .await?,
+    );
+    cases.push(
+        submit(
+            "JPY (no minor unit)",
+            "jpy",
+            payout(&id("jpy"), "cust-3", "JPY", "9000", acct(3), None),
+            "settled",
+            None,
+            Some("payouts-wise"),
+        )
+        .await?,
+    );
+    cases.push(
+        submit(
+            "USD to ACH",
+            "usd",
+            payout(
+                &id("usd"),
+                "cust-4",
+                "USD",
+                "75.00",
+                json!({"scheme": "ach_routing_account", "value": "000123456789", "bank_code": "021000021"}),
+                None,
+            ),
+            "settled",
+            None,
+            Some("payouts-stripe"),
+        )
+        .await?,
+    );
+    cases.push(
+        submit(
+            "KWD (3 decimals), no partner",
+            "kwd",
+            payout(&id("kwd"), "cust-5", "KWD", "12.345", acct(5), None),
+            "failed",
+            Some("no_route"),
+            None,
+        )
+        .await?,
+    );
+    cases.push(
+        submit(
+            "fraud: blocked",
+            "blocked",
+            payout(&id("blocked"), "fraudster", "EUR", "300.00", acct(6), None),
+            "failed",
+            Some("fraud_blocked"),
+            None,
+        )
+        .await?,
+    );
+    cases.push(
+        submit(
+            "fraud: review, released",
+            "review",
+            payout(&id("review"), "risky", "EUR", "180.00", acct(7), None),
+            "settled",
+            None,
+            Some("payouts-stripe"),
+        )
+        .await?,
+    );
+    let held = env
+        .until(&key, &id("review"), &["held_for_review"], Duration::from_secs(60))
+        .await?;
+    anyhow::ensure!(
+        held["status"] == "held_for_review",
+        "the risky payout was not held: {held}"
+    );
+    let (c, r) = env
+        .post(
+            &key,
+            &format!("/v1/payouts/{}/review", id("review")),
+            &json!({"release": true, "note": "customer confirmed by phone"}),
+        )
+        .await?;
+    anyhow::ensure!(c == 202, "review: {c} {r}");
+    println!("  a reviewer released {} (held after fraud screening)", id("review"));
+    for (pid, _) in &cases {
+        env.until(
+            &key,
+            pid,
+            &["settled", "failed", "returned", "cancelled"],
+            Duration::from_secs(60),
+        )
+        .await?;
+    }
+
+    println!("phase 2: payouts-stripe outage (every call answers 503): failover, because nothing was executed there");
+    env.sim(
+        STRIPE,
+        "/_sim/faults",
+        json!({"matcher": "", "fault": {"kind": "error", "status": 503}}),
+    )
+    .await?;
+    let outage = async {
+        cases.push(
+            submit(
+                "EUR during the outage",
+                "outage",
+                payout(&id("outage"), "cust-8", "EUR", "99.00", acct(8), None),
+                "settled",
+                None,
+                Some("payouts-wise"),
+            )
+            .await?,
+        );
+        env.until(&key, &id("outage"), &["settled", "failed"], Duration::from_secs(60))
+            .await
+    }
+    .await;
+    env.clear(STRIPE).await;
+    outage?;
+    tokio::time::sleep(Duration::from_secs(4)).await; // the circuit closes again
+
+    println!(
+        "phase 3: a payout in doubt (paid, answer lost, the adapter's own question refused), then the key expires"
+    );
+    let doubt_flow = format!("{}.{TENANT}.{}", TENANT.len(), id("doubt"));
+    env.sim(
+        STRIPE,
+        "/_sim/faults",
+        json!({"matcher": doubt_flow, "fault": {"kind": "hang_after_effect", "ms": 5000}, "times": 1}),
+    )
+    .await?;
+    env.sim(
+        STRIPE,
+        "/_sim/faults",
+        json!({"matcher": doubt_flow, "fault": {"kind": "error", "status": 400}, "times": 1}),
+    )
+    .await?;
+    cases.push(
+        submit(
+            "EUR left in doubt",
+            "doubt",
+            payout(&id("doubt"), "cust-9", "EUR", "64.00", acct(9), None),
+            "settled",
+            None,
+            Some("payouts-stripe"),
+        )
+        .await?,
+    );
+    let p = env
+        .until(&key, &id("doubt"), &["in_doubt"], Duration::from_secs(60))
+        .await?;
+    println!(
+        "  {} is {} at payouts-stripe; its Idempotency-Key now expires (a re-send would pay again)",
+        id("doubt"),
+        p["status"]
+    );
+    env.sim(STRIPE, "/_sim/clock", json!({"advance_hours": 25})).await?;
+    env.until(&key, &id("doubt"), &["settled", "failed"], Duration::from_secs(60))
+        .await?;
+    env.clear(STRIPE).await;
+
+    println!("phase 4: the bank returns a settled payout (account closed)");
+    let eur = env.payout(&key, &id("eur")).await?;
+    let reference = eur["provider_reference"]
+        .as_str()
+        .context("the EUR payout has no partner reference")?
+        .to_string();
+    env.sim(
+        STRIPE,
+        &format!("/_sim/payouts/{reference}/fail"),
+        json!({"failure_code": "account_closed"}),
+    )
+    .await?;
+    env.until(&key, &id("eur"), &["returned"], Duration::from_secs(60))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop.send(());
+    let seen = watcher.await?;
+    let wall = started.elapsed().as_secs_f64();
+
+    // The summary, and every count checked against the partners' own ledgers.
+    println!(
+        "\n{:<42} {:<12} {:<10} {:<17} {:<15} {:<15} ok",
+        "payout", "amount", "expected", "status", "partner", "failure"
+    );
+    let mut wrong = 0;
+    let mut by_outcome: BTreeMap<String, usize> = BTreeMap::new();
+    let mut executed_expected = 0u64;
+    let mut ledger_of: HashMap<String, (u64, u64)> = HashMap::new();
+    for (pid, c) in &cases {
+        let p = env.payout(&key, pid).await?;
+        let flow = format!("{}.{TENANT}.{pid}", TENANT.len());
+        let count = |v: Value| v["counts"]["payout"].as_u64().unwrap_or(0);
+        let w = count(
+            env.http
+                .get(format!("{WISE}/_sim/ledger"))
+                .query(&[("key", &flow)])
+                .send()
+                .await?
+                .json()
+                .await?,
+        );
+        let s = count(
+            env.http
+                .get(format!("{STRIPE}/_sim/ledger"))
+                .query(&[("key", &flow)])
+                .send()
+                .await?
+                .json()
+                .await?,
+        );
+        ledger_of.insert(pid.clone(), (w, s));
+        let status = p["status"].as_str().unwrap_or("?");
+        let partner = p["partner"].as_str();
+        let code = p["failure_code"].as_str();
+        let executed = matches!(status, "settled" | "returned");
+        if executed {
+            executed_expected += 1;
+        }
+        let mut ok = status == c.status && code == c.code && (c.partner.is_none() || partner == c.partner);
+        ok &= w + s == u64::from(executed);
+        if c.status == "returned" {
+            ok &= seen.reversals.get(pid).copied() == Some(1) && p["reversed"] == true;
+        }
+        if !ok {
+            wrong += 1;
+        }
+        *by_outcome.entry(status.to_string()).or_default() += 1;
+        println!(
+            "{:<42} {:<12} {:<10} {:<17} {:<15} {:<15} {}",
+            format!("{} ({})", pid.trim_start_matches(&prefix), c.label)
+                .chars()
+                .take(32)
+                .collect::<String>(),
+            format!(
+                "{} {}",
+                c.body["amount"]["value"].as_str().unwrap_or(""),
+                c.body["amount"]["currency"].as_str().unwrap_or("")
+            ),
+            c.status,
+            status,
+            partner.unwrap_or("-"),
+            code.unwrap_or("-"),
+            if ok { "yes" } else { "NO" }
+        );
+    }
+    let (wise, stripe) = ledger_of.values().fold((0, 0), |(a, b), (w, s)| (a + w, b + s));
+    println!("\npayouts: {} in {wall:.1} s", cases.len());
+    println!(
+        "by outcome: {}",
+        by_outcome
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let ledgers_agree = wise + stripe == executed_expected && ledger_of.values().all(|(w, s)| w + s <= 1);
+    println!(
+        "executions in the partners' own ledgers: payouts-wise {wise}, payouts-stripe {stripe} = {} for {executed_expected} payouts executed{}",
+        wise + stripe,
+        if ledgers_agree {
+            " (each once)"
+        } else {
+            "  <- DISAGREES"
+        }
+    );
+    let doubted: Vec<&String> = seen
+        .steps
+        .iter()
+        .filter(|(_, s)| s.iter().any(|x| x == "in_doubt"))
+        .map(|(k, _)| k)
+        .collect();
+    for d in &doubted {
+        let steps = &seen.steps[*d];
+        let how = if steps.iter().any(|s| s == "manual_repair") {
+            "left to an operator (manual_repair)".to_string()
+        } else {
+            format!(
+                "resolved by a status query by our reference: found {} at the partner, never re-sent",
+                if steps.iter().any(|s| s == "processing") {
+                    "accepted"
+                } else {
+                    "paid"
+                }
+            )
+        };
+        println!("in doubt: {} -> {how}", d.trim_start_matches(&prefix));
+    }
+    let reversals: usize = seen.reversals.values().sum();
+    println!("reversals (compensation after a settled payout came back): {reversals}");
+    if doubted.is_empty() {
+        wrong += 1;
+        println!("in doubt: none seen  <- the in-doubt case did not happen");
+    }
+    if !ledgers_agree {
+        wrong += 1;
+    }
+    if wrong > 0 {
+        eprintln!("\n{wrong} payout check(s) disagree");
+    }
+    Ok(wrong == 0)
+}
