@@ -466,7 +466,7 @@ pub async fn run(env: &Env, run: &str) -> anyhow::Result<bool> {
             "{:<42} {:<12} {:<10} {:<17} {:<15} {:<15} {}",
             format!("{} ({})", pid.trim_start_matches(&prefix), c.label)
                 .chars()
-                .take(32)
+                .take(42)
                 .collect::<String>(),
             format!(
                 "{} {}",
