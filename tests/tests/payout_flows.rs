@@ -538,3 +538,45 @@ async fn a_standalone_fraud_score_is_decided() {
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
+
+/// A Wise-shaped transfer the bank sends back weeks after it was paid (the simulator's clock moved
+/// three weeks on): bounced back, cancelled, refunded, each announced; the flow emits one reversal
+/// with the canonical reason, and the payout shows returned.
+#[tokio::test]
+async fn a_transfer_bounced_back_weeks_later_is_reversed_once() {
+    let _shared = PARTNERS.read().await;
+    let (stack, m) = (Stack::get(), Mesh::get());
+    let t = tenant();
+    let key = key_for(&m, &t);
+    let id = format!("bounce-{}", short_id());
+    let mut b = body(&id, "cust-b", "GBP", "42.00", &iban_de(fresh_account()));
+    b["priority"] = json!("speed");
+    create(&m, &key, &b).await;
+    let p = m.payout_in(&key, &id, FINAL, WAIT).await;
+    assert_eq!(
+        (p["status"].as_str(), p["partner"].as_str()),
+        (Some("settled"), Some("payouts-wise")),
+        "{p}"
+    );
+    let transfer = p["provider_reference"].as_str().unwrap().to_string();
+    m.sim_post(WISE, "/_sim/clock", json!({"advance_hours": 21.0 * 24.0}))
+        .await;
+    m.sim_post(WISE, &format!("/_sim/transfers/{transfer}/bounce"), json!({}))
+        .await;
+    let p = m.payout_in(&key, &id, &["returned"], WAIT).await;
+    assert_eq!(p["reversed"], true, "{p}");
+    let codec = model_codec(&stack);
+    let reversals: Vec<PayoutReversed> = read_events(
+        &stack,
+        &codec,
+        WAIT,
+        Duration::from_secs(3),
+        |r: &PayoutReversed| r.envelope.tenant_id == t,
+        |rs| !rs.is_empty(),
+    )
+    .await;
+    assert_eq!(reversals.len(), 1, "three notices, one reversal: {reversals:?}");
+    assert_eq!(reversals[0].reason.as_deref(), Some("bounced"));
+    assert_eq!(reversals[0].amount.amount_minor, 4200);
+    assert_eq!(executions(&m, &t, &id).await, (1, 0));
+}

@@ -42,11 +42,6 @@ impl Env {
         })
     }
 
-    /// A workspace binary beside this one.
-    pub(crate) fn bin(&self, name: &str) -> PathBuf {
-        self.bin_dir.join(name)
-    }
-
     pub(crate) fn var(&self, k: &str) -> anyhow::Result<&str> {
         self.vars
             .get(k)
@@ -55,8 +50,21 @@ impl Env {
     }
 
     pub(crate) fn api_key(&self, tenant: &str) -> anyhow::Result<String> {
+        self.api_key_with(tenant, "onboarding:write,onboarding:read")
+    }
+
+    /// A new API key for `tenant` with `scopes` (comma-separated).
+    pub(crate) fn api_key_with(&self, tenant: &str, scopes: &str) -> anyhow::Result<String> {
         let out = Command::new(self.bin_dir.join("ingress"))
-            .args(["create-api-key", "--tenant", tenant, "--label", "demo"])
+            .args([
+                "create-api-key",
+                "--tenant",
+                tenant,
+                "--label",
+                "demo",
+                "--scopes",
+                scopes,
+            ])
             .env("SWITCHYARD_DATABASE__URL", self.var("INGRESS_DATABASE_URL")?)
             .env_remove("SWITCHYARD_CONFIG")
             .output()

@@ -54,29 +54,6 @@ fn payout(id: &str, customer: &str, currency: &str, value: &str, acct: Value, pr
 }
 
 impl Env {
-    fn key_with(&self, tenant: &str, scopes: &str) -> anyhow::Result<String> {
-        let out = std::process::Command::new(self.bin("ingress"))
-            .args([
-                "create-api-key",
-                "--tenant",
-                tenant,
-                "--label",
-                "demo-payouts",
-                "--scopes",
-                scopes,
-            ])
-            .env("SWITCHYARD_DATABASE__URL", self.var("INGRESS_DATABASE_URL")?)
-            .env_remove("SWITCHYARD_CONFIG")
-            .output()
-            .context("running ingress create-api-key")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "create-api-key: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-
     async fn post(&self, key: &str, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
         let r = self
             .http
@@ -182,7 +159,7 @@ async fn watch(
 
 /// Runs the payout part of the demo; false when anything disagrees.
 pub async fn run(env: &Env, run: &str) -> anyhow::Result<bool> {
-    let key = env.key_with(TENANT, "payouts:write,payouts:read,payouts:review")?;
+    let key = env.api_key_with(TENANT, "payouts:write,payouts:read,payouts:review")?;
     let prefix = format!("dpo-{run}-");
     let id = |n: &str| format!("{prefix}{n}");
     let base = chrono::Utc::now().timestamp_micros().unsigned_abs() % 1_000_000_000 * 10;

@@ -1,9 +1,9 @@
 //! `yardctl privacy`: personal data stays where it belongs. The mesh is restarted at debug log
 //! level; onboardings whose people carry marker values (names, dates of birth, emails, phone
 //! numbers, an IBAN-like string in the address) run through every vendor path (KYC at both vendors,
-//! step-up, shadow mode, PEP and sanctions hits), each person is also paid out to (a marker account
-//! with valid check digits, at both payout vendors, and one whose check digits fail, refused with the
-//! account masked), and a poison message full of markers is sent to a consumer. Then every new log line of every service, every header of every dead-letter topic, every
+//! step-up, shadow mode, PEP and sanctions hits), each person is also paid out to through the API (a
+//! marker account with valid check digits, whole payout flows at both payout vendors, and one whose
+//! check digits fail, refused at the door with the account never echoed), and a poison message full of markers is sent to a consumer. Then every new log line of every service, every header of every dead-letter topic, every
 //! event on every topic that carries no personal data (per the model's classification) and the API's
 //! answers are scanned for the markers: exit 1 on any. The scan proves it can see: the markers must
 //! be found on the topics that do carry personal data, and the poison message in its dead-letter topic.
@@ -231,22 +231,18 @@ fn read_range(
     Ok(out)
 }
 
-/// Pays out to each person's marker account (alternately at the two payout vendors), and once to an
-/// account whose check digits fail (refused before any call, the account masked in the reason).
-/// Returns the payout ids.
-async fn send_payouts(env: &Env, kafka: &str, people: &[Person], run: &str) -> anyhow::Result<Vec<String>> {
-    use switchyard_model::events::{
-        common::Money,
-        payouts::{AccountIdentifier, AccountScheme, Beneficiary, PayoutRequested},
-    };
-    let registry =
-        switchyard_runtime::registry::RegistryClient::new(env.var("SCHEMA_REGISTRY_URL")?, Duration::from_secs(5))?;
-    let codec = switchyard_runtime::Codec::new(SchemaCatalog::embedded()?, registry);
-    let producer = switchyard_runtime::kafka::producer(kafka, "yardctl-privacy")?;
+/// Pays out to each person's marker account through the ingress (whole payout flows: fraud
+/// screening, both payout vendors by asking for speed or cost in turn, settlement webhooks), and
+/// once to an account whose check digits fail (refused at the door, the account never echoed).
+/// Returns the ids of the payouts accepted, and every API answer (scanned).
+async fn send_payouts(env: &Env, people: &[Person], run: &str) -> anyhow::Result<(String, Vec<String>, Vec<String>)> {
+    let key = env.api_key_with("tenant-privacy", "payouts:write,payouts:read")?;
+    let url = format!("{}/v1/payouts", env.var("INGRESS_URL")?);
     let mut ids = Vec::new();
+    let mut answers = Vec::new();
     for (i, p) in people.iter().enumerate() {
         let bad = i == people.len() - 1;
-        // The last one's check digits are broken: refused with the account masked.
+        // The last one's check digits are broken: refused with the account never echoed.
         let account = if bad {
             let mut a = p.account.clone();
             a.replace_range(2..4, if &a[2..4] == "01" { "02" } else { "01" });
@@ -255,38 +251,19 @@ async fn send_payouts(env: &Env, kafka: &str, people: &[Person], run: &str) -> a
             p.account.clone()
         };
         let id = format!("privacy-payout-{run}-{i}");
-        let req = PayoutRequested {
-            envelope: switchyard_model::Envelope::new(PayoutRequested::RECORD, "tenant-privacy", &id, "yardctl"),
-            payout_id: id.clone(),
-            amount: Money {
-                amount_minor: 4_200,
-                currency: "EUR".into(),
-            },
-            beneficiary: Beneficiary {
-                name: format!("{} {}", p.given, p.family),
-                account: AccountIdentifier {
-                    scheme: AccountScheme::Iban,
-                    value: account,
-                    bank_code: None,
-                },
-                address: None,
-            },
-            rail: "sepa".into(),
-            reference: None,
-            partner: if i % 2 == 0 { "payouts-wise" } else { "payouts-stripe" }.into(),
-            attempt: 1,
-        };
-        let bytes = codec.encode(PayoutRequested::TOPIC, &EventRecord::of(&req)?).await?;
-        producer
-            .send(
-                FutureRecord::to(PayoutRequested::TOPIC).key(&id).payload(&bytes),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("producing a payout: {e}"))?;
-        ids.push(id);
+        let body = json!({"payout_id": id, "customer_id": format!("privacy-{run}-{i}"),
+            "amount": {"currency": "EUR", "value": "42.00"}, "priority": if i % 2 == 0 { "speed" } else { "cost" },
+            "beneficiary": {"name": format!("{} {}", p.given, p.family), "account": {"scheme": "iban", "value": account}}});
+        let r = env.http.post(&url).bearer_auth(&key).json(&body).send().await?;
+        let status = r.status().as_u16();
+        answers.push(r.text().await?);
+        match (bad, status) {
+            (false, 202) => ids.push(id),
+            (true, 422) => {}
+            _ => anyhow::bail!("payout {id}: answered {status}"),
+        }
     }
-    Ok(ids)
+    Ok((key, ids, answers))
 }
 
 /// A message a consumer must refuse: the person of an onboarding request, in the request topic's
@@ -369,7 +346,7 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
         let id = env.submit(key, &p.body(&run, i, region)).await?;
         flows.push((key.clone(), id));
     }
-    let payouts = send_payouts(&env, &kafka, &people, &run).await?;
+    let (payout_key, payouts, payout_answers) = send_payouts(&env, &people, &run).await?;
     let poison = Person::new(&run, PATHS.len(), "Clearwater");
     let poison_key = send_poison(&env, &kafka, &poison, &run).await?;
     let mut everyone = people;
@@ -392,26 +369,22 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    // Every payout answered (on a topic without personal data: scanned below).
-    let results_topic = topics::topic(topics::Domain::Payouts, topics::TopicKind::Results);
-    loop {
-        let now = ends(&kafka, std::slice::from_ref(&results_topic))?;
-        let answered = read_range(&kafka, &topics_from, &now, &results_topic)?
-            .iter()
-            .filter(|(payload, _)| {
-                let text = String::from_utf8_lossy(payload);
-                payouts.iter().any(|id| text.contains(id.as_str()))
-            })
-            .count();
-        if answered >= payouts.len() {
-            break;
+    // Every payout completed; its answers kept for the scan.
+    answers.extend(payout_answers);
+    for id in &payouts {
+        let url = format!("{}/v1/payouts/{id}", env.var("INGRESS_URL")?);
+        loop {
+            let v: Value = env.http.get(&url).bearer_auth(&payout_key).send().await?.json().await?;
+            if ["settled", "failed", "returned"].iter().any(|s| v["status"] == *s) {
+                answers.push(v.to_string());
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "payout {id} not completed in 180 s: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "{answered} of {} payouts answered in 180 s",
-            payouts.len()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     for path in ["/routing", "/shadow"] {
         let url = format!("{}{path}", env.var("ORCHESTRATOR_URL")?);

@@ -446,7 +446,8 @@ async fn fetch(
 /// What the ingress forgets, and when (`retention.<name>_hours`):
 /// * `idempotency_keys` (default 0): a key is forgotten this long after it expires (24 h after its
 ///   request, see `IDEMPOTENCY_RETENTION_HOURS`);
-/// * `completed_onboardings` (default 400 days): the read model of flows decided that long ago.
+/// * `completed_onboardings` (default 400 days): the read model of flows decided that long ago;
+/// * `completed_payouts` (default 400 days): the read models of payouts and scores completed that long ago.
 pub fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
     use switchyard_runtime::retention::Rule;
     vec![
@@ -459,6 +460,18 @@ pub fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
         Rule::hours(
             "completed_onboardings",
             "onboardings",
+            "completed_at < now() - make_interval(secs => $1)",
+            400 * 24,
+        ),
+        Rule::hours(
+            "completed_payouts",
+            "payouts",
+            "completed_at < now() - make_interval(secs => $1)",
+            400 * 24,
+        ),
+        Rule::hours(
+            "completed_payouts",
+            "fraud_scores",
             "completed_at < now() - make_interval(secs => $1)",
             400 * 24,
         ),
@@ -617,6 +630,23 @@ mod idempotency_tests {
             .await
             .unwrap();
         assert_eq!(flows, ["new-done", "running"]);
+        for (payout, done_days_ago) in [("old-paid", Some(401)), ("new-paid", Some(30)), ("processing", None)] {
+            sqlx::query(
+                "INSERT INTO payouts (tenant_id, payout_id, flow_id, status, amount_minor, currency, beneficiary, request_hash, \
+                 completed_at) VALUES ('t', $1, $1, 'settled', 100, 'EUR', '••••3000', 'h', now() - make_interval(days => $2))",
+            )
+            .bind(payout)
+            .bind(done_days_ago)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+        switchyard_runtime::retention::run_once(&db.pool, &super::retention_rules()).await;
+        let payouts: Vec<String> = sqlx::query_scalar("SELECT payout_id FROM payouts ORDER BY payout_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(payouts, ["new-paid", "processing"]);
         db.drop_db().await;
     }
 

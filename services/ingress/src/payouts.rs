@@ -1,7 +1,7 @@
 //! `/v1/payouts` and `/v1/fraud/scores`: the same keys, scopes, idempotency and tenant rules as
 //! onboarding. A payout is created once per tenant and `payout_id` (a second create with the same
 //! body answers as the first did; with another body it is a conflict). Account numbers are never
-//! stored here, logged or echoed: the read model keeps the beneficiary's name and the account's
+//! stored here, logged or echoed, nor is the beneficiary's name: the read model keeps the account's
 //! last four characters.
 
 use std::net::SocketAddr;
@@ -112,7 +112,7 @@ async fn accept(
     .bind(&flow)
     .bind(p.amount.amount_minor)
     .bind(&p.amount.currency)
-    .bind(format!("{} {}", p.beneficiary.name, p.beneficiary.account.masked()))
+    .bind(p.beneficiary.account.masked())
     .bind(&hash)
     .execute(&mut *tx)
     .await?

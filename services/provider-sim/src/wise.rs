@@ -5,6 +5,11 @@
 //! announced by a `transfers#state-change` webhook signed with the simulator's RSA key
 //! (`X-Signature-SHA256`, base64 RSA-SHA256 over the body). Every funding is an execution in the
 //! ledger (`payout`, keyed by the customerTransactionId and the reference).
+//!
+//! Returns: `POST /_sim/transfers/{id}/bounce` bounces a sent transfer back (the beneficiary's bank
+//! refused it): bounced_back, then cancelled, then funds_refunded, each announced. The simulator's
+//! clock (`POST /_sim/clock {"advance_hours"}`) dates later notices that much later, so a return can
+//! come "weeks later" in a test that takes seconds.
 
 use std::{
     collections::HashMap,
@@ -43,6 +48,8 @@ struct Book {
     recipients: HashMap<i64, Value>,
     transfers: HashMap<i64, Value>,
     by_ctid: HashMap<String, i64>,
+    /// How far the simulator's clock is ahead of the real one (the time-acceleration knob).
+    offset_hours: f64,
 }
 
 #[derive(Clone)]
@@ -78,8 +85,62 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
         .route("/v1/transfers", post(transfer))
         .route("/v1/transfers/{id}", get(show))
         .route("/v3/profiles/{profile}/transfers/{id}/payments", post(fund))
+        .with_state(app.clone());
+    let control = Router::new()
+        .route("/_sim/clock", post(clock))
+        .route("/_sim/transfers/{id}/bounce", post(bounce))
         .with_state(app);
-    with_faults(api, sim, error_body)
+    with_faults(api, sim, error_body).merge(control)
+}
+
+#[derive(serde::Deserialize)]
+struct ClockMove {
+    advance_hours: f64,
+}
+
+async fn clock(State(app): State<App>, Json(m): Json<ClockMove>) -> StatusCode {
+    if let Ok(mut b) = app.book.lock() {
+        b.offset_hours += m.advance_hours;
+    }
+    StatusCode::NO_CONTENT
+}
+
+/// The beneficiary's bank sends a transfer back: bounced_back → cancelled → funds_refunded.
+async fn bounce(State(app): State<App>, Path(id): Path<i64>) -> Response {
+    let found = app.book.lock().ok().and_then(|b| {
+        let t = b.transfers.get(&id)?;
+        let key = format!(
+            "{} {}",
+            t["customerTransactionId"].as_str().unwrap_or_default(),
+            t["reference"].as_str().unwrap_or_default()
+        );
+        Some((t["status"].as_str().unwrap_or_default().to_string(), key))
+    });
+    let Some((status, key)) = found else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if status != "outgoing_payment_sent" {
+        return invalid(
+            "transfer.invalid-state",
+            "Only a sent transfer can bounce",
+            "transferId",
+        );
+    }
+    let mut previous = status;
+    for state in ["bounced_back", "cancelled", "funds_refunded"] {
+        let changed = app.book.lock().ok().and_then(|mut b| {
+            let t = b.transfers.get_mut(&id)?;
+            t["status"] = json!(state);
+            Some(t.clone())
+        });
+        if let Some(t) = changed {
+            announce(&app, &t, &previous, &key);
+        }
+        previous = state.to_string();
+        // Each step a moment later (their own times order them).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// Announces a transfer's state change as Wise does: signed with its RSA key, delivered with retries.
@@ -87,7 +148,9 @@ fn announce(app: &App, t: &Value, previous: &str, key: &str) {
     if app.cfg.webhook_url.is_empty() {
         return;
     }
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let offset = app.book.lock().map(|b| b.offset_hours).unwrap_or(0.0);
+    let now = (chrono::Utc::now() + chrono::Duration::milliseconds((offset * 3_600_000.0) as i64))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let body = json!({"data": {"resource": {"type": "transfer", "id": t["id"], "profile_id": 2001,
             "account_id": t["targetAccount"]}, "current_state": t["status"], "previous_state": previous,
             "occurred_at": now},

@@ -429,5 +429,37 @@ pub fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
         "parked_at < now() - make_interval(secs => $1)",
         30 * 24,
     ));
+    // Payouts: a payout completed (settled, failed, returned) that long ago goes with its history,
+    // references and timers; a settled one may still come back within the period.
+    const OF_COMPLETED_PAYOUT: &str =
+        "flow_id IN (SELECT flow_id FROM payouts WHERE completed_at < now() - make_interval(secs => $1))";
+    for child in ["flow_history", "payout_refs", "payout_timers"] {
+        rules.push(Rule::hours("completed_payouts", child, OF_COMPLETED_PAYOUT, COMPLETED));
+    }
+    rules.push(Rule::hours(
+        "completed_payouts",
+        "payouts",
+        "completed_at < now() - make_interval(secs => $1)",
+        COMPLETED,
+    ));
+    rules.push(Rule::hours(
+        "completed_payouts",
+        "fraud_checks",
+        "completed_at < now() - make_interval(secs => $1)",
+        COMPLETED,
+    ));
+    rules.push(Rule::hours(
+        "parked_payout_notices",
+        "payout_parked",
+        "parked_at < now() - make_interval(secs => $1)",
+        30 * 24,
+    ));
+    // Velocity windows long over (longer than any window configured).
+    rules.push(Rule::hours(
+        "payout_velocity",
+        "payout_velocity",
+        "window_start < now() - make_interval(secs => $1)",
+        31 * 24,
+    ));
     rules
 }
