@@ -580,3 +580,39 @@ async fn a_transfer_bounced_back_weeks_later_is_reversed_once() {
     assert_eq!(reversals[0].amount.amount_minor, 4200);
     assert_eq!(executions(&m, &t, &id).await, (1, 0));
 }
+
+/// A payout its partner has not sent yet (held there) is cancelled at the partner: Stripe-shaped
+/// while pending, Wise-shaped while processing. It shows cancelled, its velocity is given back, and
+/// it never goes to another partner.
+#[tokio::test]
+async fn a_payout_not_yet_sent_is_cancelled_at_its_partner() {
+    let _shared = PARTNERS.read().await;
+    let m = Mesh::get();
+    let t = tenant();
+    let key = key_for(&m, &t);
+    for (priority, sim, partner) in [("cost", STRIPE, "payouts-stripe"), ("speed", WISE, "payouts-wise")] {
+        let id = format!("cx-{priority}-{}", short_id());
+        m.sim_post(sim, "/_sim/hold", json!({"matcher": flow(&t, &id)})).await;
+        let mut b = body(&id, "cust-x", "EUR", "33.00", &iban_de(fresh_account()));
+        b["priority"] = json!(priority);
+        create(&m, &key, &b).await;
+        let p = m.payout_in(&key, &id, &["processing"], WAIT).await;
+        assert_eq!(p["partner"], partner, "{p}");
+        let (code, resp) = m.post(&key, &format!("/v1/payouts/{id}/cancel"), &json!({})).await;
+        assert_eq!(code, 202, "{resp}");
+        let p = m.payout_in(&key, &id, FINAL, WAIT).await;
+        assert_eq!(
+            (p["status"].as_str(), p["failure_code"].as_str()),
+            (Some("cancelled"), Some("cancelled")),
+            "{p}"
+        );
+        let ledger = m.ledger(sim, &flow(&t, &id)).await;
+        assert_eq!(
+            (ledger.get("payout").copied(), ledger.get("cancel").copied()),
+            (Some(1), Some(1)),
+            "{partner}: created once, cancelled once"
+        );
+        let (w, s) = executions(&m, &t, &id).await;
+        assert_eq!(w + s, 1, "no second partner");
+    }
+}

@@ -510,9 +510,9 @@ mod typed_tests {
         kyc::{KycStatus, KycVerificationResult},
         onboarding::{OnboardingCompleted, OnboardingDecision, RiskTier, StartOnboarding},
         payouts::{
-            AccountIdentifier, AccountScheme, Beneficiary, CancelPayout, InitiatePayout, PayoutCompleted,
-            PayoutRequested, PayoutResult, PayoutReversed, PayoutStatus, PayoutStatusRequested, PayoutStepChanged,
-            ReviewPayout,
+            AccountIdentifier, AccountScheme, Beneficiary, CancelPayout, InitiatePayout, PayoutCancelRequested,
+            PayoutCompleted, PayoutRequested, PayoutResult, PayoutReversed, PayoutStatus, PayoutStatusRequested,
+            PayoutStepChanged, ReviewPayout,
         },
     };
 
@@ -690,6 +690,23 @@ mod typed_tests {
             amount: eur.clone(),
             beneficiary,
             reference: None,
+        });
+        round_trip(PayoutCancelRequested {
+            envelope: Envelope::new(PayoutCancelRequested::RECORD, "t", "f", "test"),
+            payout_id: "po-1".into(),
+            partner: "payouts-wise".into(),
+            request_event_id: "0190c0de-0000-7000-8000-000000000001".into(),
+            provider_reference: "4711".into(),
+            amount: eur.clone(),
+            beneficiary: Beneficiary {
+                name: "Grace Hopper".into(),
+                account: AccountIdentifier {
+                    scheme: AccountScheme::Iban,
+                    value: "DE89370400440532013000".into(),
+                    bank_code: None,
+                },
+                address: None,
+            },
         });
         round_trip(PayoutCompleted {
             envelope: Envelope::new(PayoutCompleted::RECORD, "t", "f", "test"),

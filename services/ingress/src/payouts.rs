@@ -223,13 +223,14 @@ pub async fn fetch(
     .into_response())
 }
 
-/// While no partner was asked to pay it, a payout is ours alone to stop.
+/// While no partner was asked to pay it, a payout is ours alone to stop; while its partner has it
+/// and has not sent it, the partner is asked to cancel it (and decides).
 fn cancellable(status: &str) -> bool {
-    matches!(status, "accepted" | "screening" | "held_for_review")
+    matches!(status, "accepted" | "screening" | "held_for_review" | "processing")
 }
 
 /// `POST /v1/payouts/{id}/cancel`: accepted (202) while the payout is cancellable; the outcome
-/// (`cancelled`, or unchanged if a partner was asked to pay it meanwhile) shows on the payout.
+/// (`cancelled`, or unchanged if its partner had already sent it) shows on the payout.
 pub async fn cancel(
     State(api): State<Api>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -240,7 +241,7 @@ pub async fn cancel(
     let (id, status, ..) = row(&api, &caller.tenant_id, &id).await?;
     if !cancellable(&status) {
         return Err(ApiError::Conflict(format!(
-            "the payout is {status}: only a payout no partner was asked to pay can be cancelled"
+            "the payout is {status}: only a payout not yet sent by its partner can be cancelled"
         )));
     }
     let tenant = &caller.tenant_id;

@@ -18,7 +18,9 @@ use switchyard_model::{
     events::{
         Event,
         common::{Failure, FailureClass},
-        payouts::{AccountScheme, PayoutRequested, PayoutResult, PayoutStatus, PayoutStatusRequested},
+        payouts::{
+            AccountScheme, PayoutCancelRequested, PayoutRequested, PayoutResult, PayoutStatus, PayoutStatusRequested,
+        },
     },
 };
 use switchyard_runtime::{
@@ -112,6 +114,46 @@ impl PayoutsAdapter {
     }
 }
 
+impl PayoutsAdapter {
+    /// Cancels the payout `q` names at its partner if it still can (a read-like call: asking twice
+    /// is harmless); the payout as the partner has it afterwards, FAILED with `cancelled` if it was.
+    async fn cancel(&self, q: &PayoutCancelRequested) -> Result<Result<PayoutOutcome, Failure>, HandlerError> {
+        let vendor = match self.partners.get(&q.partner) {
+            Ok(v) => v,
+            Err(f) => return Ok(Err(f)),
+        };
+        let payout = Payout {
+            payout_id: q.payout_id.clone(),
+            idempotency_key: uuid::Uuid::parse_str(&q.request_event_id)
+                .map(idempotency_key)
+                .map_err(|e| HandlerError::Permanent(format!("request_event_id: {e}")))?,
+            amount: q.amount.clone(),
+            beneficiary: q.beneficiary.clone(),
+            reference: None,
+        };
+        let now = self
+            .partners
+            .call(&q.partner, "cancel", || vendor.cancel(&payout, &q.provider_reference))
+            .await;
+        Ok(match now {
+            Ok(o) if o.status == PayoutStatus::Failed => Err(Failure::new(
+                FailureClass::Permanent,
+                "cancelled",
+                format!("cancelled at {} before it was sent", q.partner),
+            )),
+            Ok(o) => Ok(o),
+            // Could not ask: the payout goes on as it was (the product may ask again).
+            Err(f) => {
+                tracing::warn!(payout_id = %q.payout_id, code = %f.code, "cancel not delivered");
+                Ok(PayoutOutcome {
+                    provider_reference: Some(q.provider_reference.clone()),
+                    status: PayoutStatus::Unknown,
+                })
+            }
+        })
+    }
+}
+
 /// Why a request cannot be paid as it stands (checked before any call).
 fn refusal(req: &PayoutRequested) -> Option<String> {
     if switchyard_model::money::exponent(&req.amount.currency).is_none() {
@@ -131,6 +173,7 @@ fn refusal(req: &PayoutRequested) -> Option<String> {
 enum Asked {
     Pay(PayoutRequested, String, Result<PayoutOutcome, Failure>),
     Status(PayoutStatusRequested, Result<PayoutOutcome, Failure>),
+    Cancel(PayoutCancelRequested, Result<PayoutOutcome, Failure>),
 }
 
 impl Handler for PayoutsAdapter {
@@ -143,6 +186,11 @@ impl Handler for PayoutsAdapter {
             let q = q.map_err(perm)?;
             let outcome = self.recheck(&q).await?;
             return Ok(Asked::Status(q, outcome));
+        }
+        if let Some(q) = msg.event.as_event::<PayoutCancelRequested>() {
+            let q = q.map_err(perm)?;
+            let outcome = self.cancel(&q).await?;
+            return Ok(Asked::Cancel(q, outcome));
         }
         let Some(req) = msg.event.as_event::<PayoutRequested>() else {
             return Err(HandlerError::Permanent(format!(
@@ -163,6 +211,12 @@ impl Handler for PayoutsAdapter {
         let (cause, payout_id, partner, key, outcome) = match asked {
             Asked::Pay(req, key, outcome) => (req.envelope, req.payout_id, req.partner, key, outcome),
             Asked::Status(q, outcome) => {
+                let key = uuid::Uuid::parse_str(&q.request_event_id)
+                    .map(idempotency_key)
+                    .unwrap_or_default();
+                (q.envelope, q.payout_id, q.partner, key, outcome)
+            }
+            Asked::Cancel(q, outcome) => {
                 let key = uuid::Uuid::parse_str(&q.request_event_id)
                     .map(idempotency_key)
                     .unwrap_or_default();

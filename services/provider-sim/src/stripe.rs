@@ -8,7 +8,10 @@
 //! `payout.updated`, `payout.paid`; `Stripe-Signature: t=,v1=` over "t.body" with the endpoint's
 //! secret). `POST /_sim/payouts/{id}/fail {"failure_code"}` fails a payout, even a paid one (a bank
 //! returning it), with a `payout.failed` event. Every payout created is an execution in the ledger
-//! (`payout`, keyed by its `payout_id` metadata).
+//! (`payout`, keyed by its `payout_id` metadata). `POST /v1/payouts/{id}/cancel` cancels a pending
+//! payout (`payout.canceled`; a later one is refused with `invalid_request_error`);
+//! `POST /_sim/hold {"matcher"}` keeps payouts whose metadata id contains it pending (a test's time
+//! to cancel).
 
 use std::{
     collections::HashMap,
@@ -50,6 +53,8 @@ struct Book {
     keys: HashMap<String, KeyUse>,
     /// Hours the simulator's clock is ahead of the real one.
     offset_hours: f64,
+    /// Payouts whose metadata id contains one of these stay pending.
+    holds: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -93,10 +98,12 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
         .route("/v1/payouts", post(create))
         .route("/v1/payouts/search", get(search))
         .route("/v1/payouts/{id}", get(show))
+        .route("/v1/payouts/{id}/cancel", post(cancel))
         .with_state(app.clone());
     let control = Router::new()
         .route("/_sim/clock", post(clock))
         .route("/_sim/payouts/{id}/fail", post(fail))
+        .route("/_sim/hold", post(hold))
         .with_state(app);
     with_faults(api, sim, error_body).merge(control)
 }
@@ -282,9 +289,13 @@ async fn create(State(app): State<App>, h: HeaderMap, Form(f): Form<HashMap<Stri
         for (state, kind) in [("in_transit", "payout.updated"), ("paid", "payout.paid")] {
             tokio::time::sleep(after).await;
             let changed = moving.book.lock().ok().and_then(|mut b| {
+                let held = b
+                    .holds
+                    .iter()
+                    .any(|h| metadata_id_of(&b.payouts, &pid).contains(h.as_str()));
                 let p = b.payouts.iter_mut().find(|p| p["id"] == pid)?;
-                // A payout failed meanwhile stays failed.
-                (p["status"] != "failed").then(|| {
+                // A payout failed or cancelled meanwhile stays so; a held one stays pending.
+                (p["status"] != "failed" && p["status"] != "canceled" && !held).then(|| {
                     p["status"] = json!(state);
                     p.clone()
                 })
@@ -295,6 +306,59 @@ async fn create(State(app): State<App>, h: HeaderMap, Form(f): Form<HashMap<Stri
         }
     });
     Json(payout).into_response()
+}
+
+fn metadata_id_of(payouts: &[Value], id: &Value) -> String {
+    payouts
+        .iter()
+        .find(|p| p["id"] == *id)
+        .map(metadata_id)
+        .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct Hold {
+    matcher: String,
+}
+
+async fn hold(State(app): State<App>, Json(h): Json<Hold>) -> StatusCode {
+    if let Ok(mut b) = app.book.lock() {
+        b.holds.push(h.matcher);
+    }
+    StatusCode::NO_CONTENT
+}
+
+/// Cancels a pending payout, as Stripe does; any other is refused.
+async fn cancel(State(app): State<App>, headers: HeaderMap, Path(pid): Path<String>) -> Response {
+    if let Err(r) = authorised(&app, &headers) {
+        return r;
+    }
+    let result = app.book.lock().ok().and_then(|mut b| {
+        let p = b.payouts.iter_mut().find(|p| p["id"] == pid)?;
+        if p["status"] != "pending" {
+            return Some(Err(p["status"].as_str().unwrap_or_default().to_string()));
+        }
+        p["status"] = json!("canceled");
+        Some(Ok(p.clone()))
+    });
+    match result {
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": format!("No such payout: '{pid}'"), "param": "id"}})),
+        )
+            .into_response(),
+        Some(Err(status)) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"type": "invalid_request_error", "code": "payout_not_cancelable",
+                "message": format!("Payouts can only be canceled while they are pending; this one is {status}.")}})),
+        )
+            .into_response(),
+        Some(Ok(p)) => {
+            app.sim.record("cancel", &metadata_id(&p));
+            announce(&app, "payout.canceled", &p);
+            Json(p).into_response()
+        }
+    }
 }
 
 fn metadata_id(p: &Value) -> String {

@@ -50,6 +50,9 @@ struct Book {
     by_ctid: HashMap<String, i64>,
     /// How far the simulator's clock is ahead of the real one (the time-acceleration knob).
     offset_hours: f64,
+    /// Transfers whose key (customerTransactionId and reference) contains one of these stay in
+    /// processing.
+    holds: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -85,12 +88,61 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
         .route("/v1/transfers", post(transfer))
         .route("/v1/transfers/{id}", get(show))
         .route("/v3/profiles/{profile}/transfers/{id}/payments", post(fund))
+        .route("/v1/transfers/{id}/cancel", axum::routing::put(cancel))
         .with_state(app.clone());
     let control = Router::new()
         .route("/_sim/clock", post(clock))
         .route("/_sim/transfers/{id}/bounce", post(bounce))
+        .route("/_sim/hold", post(hold))
         .with_state(app);
     with_faults(api, sim, error_body).merge(control)
+}
+
+#[derive(serde::Deserialize)]
+struct Hold {
+    matcher: String,
+}
+
+async fn hold(State(app): State<App>, Json(h): Json<Hold>) -> StatusCode {
+    if let Ok(mut b) = app.book.lock() {
+        b.holds.push(h.matcher);
+    }
+    StatusCode::NO_CONTENT
+}
+
+/// Cancels a transfer not yet converted (waiting for its funds, or processing); a later one is
+/// refused with `transfer.invalid-state`, as Wise does.
+async fn cancel(State(app): State<App>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
+    if let Err(r) = authorised(&app, &headers) {
+        return r;
+    }
+    let result = app.book.lock().ok().and_then(|mut b| {
+        let t = b.transfers.get_mut(&id)?;
+        let status = t["status"].as_str().unwrap_or_default().to_string();
+        if status != "incoming_payment_waiting" && status != "processing" {
+            return Some(Err(()));
+        }
+        t["status"] = json!("cancelled");
+        let key = format!(
+            "{} {}",
+            t["customerTransactionId"].as_str().unwrap_or_default(),
+            t["reference"].as_str().unwrap_or_default()
+        );
+        Some(Ok((t.clone(), status, key)))
+    });
+    match result {
+        None => (StatusCode::NOT_FOUND, Json(error_body(404))).into_response(),
+        Some(Err(())) => invalid(
+            "transfer.invalid-state",
+            "Transfer can no longer be cancelled",
+            "transferId",
+        ),
+        Some(Ok((t, previous, key))) => {
+            app.sim.record("cancel", &key);
+            announce(&app, &t, &previous, &key);
+            Json(t).into_response()
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -141,6 +193,19 @@ async fn bounce(State(app): State<App>, Path(id): Path<i64>) -> Response {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+fn key_of_transfer(b: &Book, id: i64) -> String {
+    b.transfers
+        .get(&id)
+        .map(|t| {
+            format!(
+                "{} {}",
+                t["customerTransactionId"].as_str().unwrap_or_default(),
+                t["reference"].as_str().unwrap_or_default()
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// Announces a transfer's state change as Wise does: signed with its RSA key, delivered with retries.
@@ -336,7 +401,12 @@ async fn fund(State(app): State<App>, Path((_, id)): Path<(String, i64)>, h: Hea
         for state in ["funds_converted", "outgoing_payment_sent"] {
             tokio::time::sleep(after).await;
             let changed = moving.book.lock().ok().and_then(|mut b| {
+                let held = b.holds.iter().any(|h| key_of_transfer(&b, id).contains(h.as_str()));
                 let t = b.transfers.get_mut(&id)?;
+                // A cancelled transfer stays cancelled; a held one stays where it is.
+                if held || t["status"] == "cancelled" {
+                    return None;
+                }
                 t["status"] = json!(state);
                 Some(t.clone())
             });

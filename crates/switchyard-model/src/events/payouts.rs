@@ -167,6 +167,23 @@ event!(
     "payouts.requests.v1"
 );
 
+/// Cancel a payout at its partner while the partner still can.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayoutCancelRequested {
+    pub envelope: Envelope,
+    pub payout_id: String,
+    pub partner: String,
+    pub request_event_id: String,
+    pub provider_reference: String,
+    pub amount: Money,
+    pub beneficiary: Beneficiary,
+}
+event!(
+    PayoutCancelRequested,
+    "com.switchyard.payouts.PayoutCancelRequested",
+    "payouts.requests.v1"
+);
+
 /// A payout reached a terminal state. `SETTLED` may later be followed by [`PayoutReversed`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PayoutCompleted {

@@ -43,7 +43,8 @@ pub struct PayoutNotice {
 }
 
 /// Canonical reasons a payout fails or comes back: no vendor words past the adapter.
-pub const RETURN_REASONS: [&str; 6] = [
+pub const RETURN_REASONS: [&str; 7] = [
+    "cancelled",
     "account_closed",
     "account_invalid",
     "declined",
@@ -75,6 +76,16 @@ pub trait PayoutVendor: Send + Sync {
         payout: &'a Payout,
         progress: std::sync::Arc<dyn Progress>,
     ) -> BoxFuture<'a, Result<Recovery<PayoutOutcome>, VendorError>>;
+    /// Cancels the payout (`reference`: the partner's id) if the partner still can; the payout as
+    /// the partner has it afterwards (FAILED: cancelled). A payout past cancelling is answered with
+    /// its current status. Asking twice is harmless: a cancelled payout stays cancelled.
+    fn cancel<'a>(
+        &'a self,
+        _payout: &'a Payout,
+        _reference: &'a str,
+    ) -> BoxFuture<'a, Result<PayoutOutcome, VendorError>> {
+        Box::pin(async { Err(VendorError::Permanent("this partner offers no cancellation".into())) })
+    }
     /// Verifies a status webhook's signature and reads it.
     fn verify_webhook(
         &self,

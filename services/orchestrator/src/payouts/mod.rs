@@ -28,8 +28,8 @@ use switchyard_model::{
             ScoreTransaction,
         },
         payouts::{
-            AccountScheme, CancelPayout, InitiatePayout, PayoutCompleted, PayoutProviderEvent, PayoutRequested,
-            PayoutResult, PayoutReversed, PayoutStatusRequested, PayoutStepChanged, ReviewPayout,
+            AccountScheme, CancelPayout, InitiatePayout, PayoutCancelRequested, PayoutCompleted, PayoutProviderEvent,
+            PayoutRequested, PayoutResult, PayoutReversed, PayoutStatusRequested, PayoutStepChanged, ReviewPayout,
         },
     },
 };
@@ -458,6 +458,20 @@ impl Payouts {
                     };
                     out.push((PayoutStatusRequested::TOPIC, EventRecord::of(&q).map_err(perm)?));
                     changes.note("status_query", serde_json::json!({"partner": live.partner}));
+                }
+                Effect::CancelAt { live } => {
+                    let o = &flow.order;
+                    let q = PayoutCancelRequested {
+                        envelope: envelope(flow, PayoutCancelRequested::RECORD, cause),
+                        payout_id: flow.flow_id.clone(),
+                        partner: live.partner.clone(),
+                        request_event_id: live.request.to_string(),
+                        provider_reference: live.reference.clone().unwrap_or_default(),
+                        amount: o.amount.clone(),
+                        beneficiary: o.beneficiary.clone(),
+                    };
+                    out.push((PayoutCancelRequested::TOPIC, EventRecord::of(&q).map_err(perm)?));
+                    changes.note("cancel_requested", serde_json::json!({"partner": live.partner}));
                 }
                 Effect::Reference { partner, reference } => {
                     store::remember_reference(conn, &partner, &reference, &flow.flow_id).await?;

@@ -182,6 +182,10 @@ pub enum Effect {
     Query {
         live: Execution,
     },
+    /// Ask the partner to cancel `live` if it still can.
+    CancelAt {
+        live: Execution,
+    },
     /// Remember which payout the partner's reference belongs to (its webhooks name only that).
     Reference {
         partner: String,

@@ -351,6 +351,46 @@ fn a_lost_settlement_webhook_is_found_by_asking() {
     );
 }
 
+/// A processing payout: the partner is asked to cancel it; its answer decides (cancelled, or it
+/// goes on), and one in doubt is never asked (it may not exist yet).
+#[test]
+fn a_processing_payout_is_cancelled_by_its_partner_if_it_still_can() {
+    let cancelled = || Some(Failure::new(FailureClass::Permanent, "cancelled", "cancelled"));
+    let (state, effects) = drive(
+        &plan(),
+        &[
+            &|_| fraud("fraud-a", FraudDecision::Allow),
+            &|s| answer(s, PayoutStatus::Accepted, None),
+            &|_| Input::Cancel,
+            &|s| answer(s, PayoutStatus::Failed, cancelled()),
+        ],
+    );
+    assert_eq!(state.name(), "cancelled");
+    assert!(effects.iter().any(|e| matches!(e, Effect::CancelAt { .. })));
+    assert!(effects.contains(&Effect::ReleaseVelocity));
+    assert_eq!(paid_to(&effects), ["pay-a"], "no failover after a cancel");
+    let (state, _) = drive(
+        &plan(),
+        &[
+            &|_| fraud("fraud-a", FraudDecision::Allow),
+            &|s| answer(s, PayoutStatus::Accepted, None),
+            &|_| Input::Cancel,
+            &|s| answer(s, PayoutStatus::Settled, None),
+        ],
+    );
+    assert_eq!(state.name(), "settled", "too late to cancel: it goes on");
+    let (state, effects) = drive(
+        &plan(),
+        &[
+            &|_| fraud("fraud-a", FraudDecision::Allow),
+            &|s| answer(s, PayoutStatus::Unknown, None),
+            &|_| Input::Cancel,
+        ],
+    );
+    assert_eq!(state.name(), "in_doubt");
+    assert!(!effects.iter().any(|e| matches!(e, Effect::CancelAt { .. })));
+}
+
 #[test]
 fn cancel_only_before_a_partner_was_asked() {
     let (state, effects) = drive(

@@ -185,6 +185,18 @@ pub fn step(state: &State, input: Input, ctx: &Ctx<'_>) -> (State, Vec<Effect>) 
             ),
             vec![],
         ),
+        // With the partner and not yet sent: the partner decides (its answer, or its webhook, says).
+        (State::Processing { live, .. }, Input::Cancel) if live.reference.is_some() => (
+            state.clone(),
+            vec![
+                Effect::CancelAt { live: live.clone() },
+                Effect::Step {
+                    step: "cancel_requested",
+                    partner: Some(live.partner.clone()),
+                    reasons: vec![],
+                },
+            ],
+        ),
         (s, Input::Cancel) => unchanged(
             "cancel_refused",
             format!("the payout is {} with a partner: not ours to cancel", s.name()),
@@ -210,7 +222,7 @@ pub fn step(state: &State, input: Input, ctx: &Ctx<'_>) -> (State, Vec<Effect>) 
                 reference: live.reference.clone().unwrap_or_default(),
                 status: a.status,
                 at_ms: *at_ms,
-                reason: None,
+                reason: a.failure.map(|f| f.code),
             };
             match n.status {
                 PayoutStatus::Unknown => (state.clone(), vec![]),
@@ -461,8 +473,14 @@ fn notice(state: &State, live: &Execution, n: Notice) -> (State, Vec<Effect>) {
                     Effect::ReleaseVelocity,
                     Effect::Complete {
                         status,
-                        failure: (status == PayoutStatus::Failed)
-                            .then(|| failure(FailureClass::Permanent, &code, "the partner reports the payout failed")),
+                        failure: (status == PayoutStatus::Failed).then(|| {
+                            let why = if code == "cancelled" {
+                                "cancelled at the partner before it was sent"
+                            } else {
+                                "the partner reports the payout failed"
+                            };
+                            failure(FailureClass::Permanent, &code, why)
+                        }),
                         reasons: n.reason.into_iter().collect(),
                     },
                 ],

@@ -110,6 +110,28 @@ impl Stripe {
         Self::outcome(&payout)
     }
 
+    /// Cancels a pending payout; one past pending is answered with its current status.
+    async fn cancel_payout(&self, p: &Payout, reference: &str) -> Result<PayoutOutcome, VendorError> {
+        let cancelled = send(
+            self.request(reqwest::Method::POST, &format!("/v1/payouts/{reference}/cancel"))
+                .header("Idempotency-Key", format!("{}-cancel", p.idempotency_key)),
+            false,
+        )
+        .await;
+        match cancelled {
+            Ok(resp) => {
+                let payout: PayoutObject = json(resp).await?;
+                Self::outcome(&payout)
+            }
+            // "Payouts can only be canceled while they are pending": where is it then?
+            Err(VendorError::Permanent(_)) => match self.lookup(p).await? {
+                Recovery::Found(o) => Ok(o),
+                _ => Err(VendorError::Permanent(format!("no payout {reference} to cancel"))),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
     /// The payout with our id in its metadata, if Stripe has one: never a re-send to find out (the
     /// idempotency key may have expired, and a re-send would pay again).
     async fn lookup(&self, p: &Payout) -> Result<Recovery<PayoutOutcome>, VendorError> {
@@ -151,6 +173,14 @@ impl PayoutVendor for Stripe {
         _: Arc<dyn Progress>,
     ) -> BoxFuture<'a, Result<Recovery<PayoutOutcome>, VendorError>> {
         Box::pin(self.lookup(payout))
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        payout: &'a Payout,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<PayoutOutcome, VendorError>> {
+        Box::pin(self.cancel_payout(payout, reference))
     }
 
     fn verify_webhook(

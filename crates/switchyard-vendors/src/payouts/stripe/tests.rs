@@ -256,3 +256,30 @@ mod webhooks {
         ));
     }
 }
+
+/// A pending payout is cancelled with `POST /v1/payouts/{id}/cancel` on the connected account (FAILED:
+/// cancelled); one past pending is refused by Stripe, and answered with its current status from a
+/// search, never by anything that could pay.
+#[tokio::test]
+async fn a_pending_payout_is_cancelled_and_a_later_one_answers_its_status() {
+    let (base, seen) = scripted(vec![(200, fixture!("payout_canceled.json"))]).await;
+    let out = stripe(base).cancel(&payout(), "po_1QxT8a2eZvKYlo2C").await.unwrap();
+    assert_eq!(out.status, PayoutStatus::Failed);
+    assert_eq!(out.provider_reference.as_deref(), Some("po_1QxT8a2eZvKYlo2C"));
+    let seen = seen.await.unwrap();
+    assert!(
+        seen[0].starts_with("POST /v1/payouts/po_1QxT8a2eZvKYlo2C/cancel "),
+        "{}",
+        seen[0]
+    );
+    assert!(seen[0].to_lowercase().contains("stripe-account: acct_1nv0fgq9rkhgcvdk"));
+    let (base, seen) = scripted(vec![
+        (400, fixture!("error_not_cancelable.json")),
+        (200, fixture!("search_one.json")),
+    ])
+    .await;
+    let out = stripe(base).cancel(&payout(), "po_1QxT8a2eZvKYlo2C").await.unwrap();
+    assert_eq!(out.status, PayoutStatus::Accepted, "in transit: it goes on");
+    let seen = seen.await.unwrap();
+    assert!(seen[1].starts_with("GET /v1/payouts/search?query="), "{}", seen[1]);
+}

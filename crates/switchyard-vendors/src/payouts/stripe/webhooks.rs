@@ -88,7 +88,11 @@ pub fn verify(
         provider_reference: event.data.object.id,
         status,
         occurred_at_ms: event.created * 1000,
-        reason: event.data.object.failure_code.as_deref().map(reason),
+        reason: match event.data.object.failure_code.as_deref() {
+            Some(code) => Some(reason(code)),
+            None if event.data.object.status == "canceled" => Some("cancelled"),
+            None => None,
+        },
     })
 }
 

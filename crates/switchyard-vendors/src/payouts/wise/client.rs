@@ -193,6 +193,25 @@ impl Wise {
         Self::outcome(&self.transfer(&transfer_id).await?)
     }
 
+    /// Cancels a transfer not yet converted (`PUT /v1/transfers/{id}/cancel`); one past that is
+    /// answered with its current status.
+    async fn cancel_transfer(&self, id: &str) -> Result<PayoutOutcome, VendorError> {
+        let resp = send_accepting(
+            self.http
+                .put(self.url(&format!("/v1/transfers/{id}/cancel")))
+                .bearer_auth(self.cfg.api_token.expose()),
+            false,
+            &[422],
+        )
+        .await?;
+        if resp.status().as_u16() == 422 {
+            // transfer.invalid-state: too late to cancel; its current state says where it is.
+            return Self::outcome(&self.transfer(id).await?);
+        }
+        let t: Transfer = json(resp).await?;
+        Self::outcome(&t)
+    }
+
     async fn lookup(&self, progress: Arc<dyn Progress>) -> Result<Recovery<PayoutOutcome>, VendorError> {
         // No transfer recorded: none was created for us, or re-creating it with the same
         // customerTransactionId hands it back; either way sending again is safe.
@@ -227,6 +246,10 @@ impl PayoutVendor for Wise {
         progress: Arc<dyn Progress>,
     ) -> BoxFuture<'a, Result<Recovery<PayoutOutcome>, VendorError>> {
         Box::pin(self.lookup(progress))
+    }
+
+    fn cancel<'a>(&'a self, _: &'a Payout, reference: &'a str) -> BoxFuture<'a, Result<PayoutOutcome, VendorError>> {
+        Box::pin(self.cancel_transfer(reference))
     }
 
     fn verify_webhook(

@@ -247,3 +247,25 @@ mod webhooks {
         ));
     }
 }
+
+/// A transfer not yet converted is cancelled with `PUT /v1/transfers/{id}/cancel` (FAILED:
+/// cancelled); one too far along is refused with `transfer.invalid-state` and answered with its
+/// current state.
+#[tokio::test]
+async fn a_transfer_is_cancelled_while_it_can_be_and_otherwise_answers_its_state() {
+    let (base, seen) = scripted(vec![(200, fixture!("transfer_cancelled.json"))]).await;
+    let out = wise(base).cancel(&payout(), "50000731").await.unwrap();
+    assert_eq!(out.status, PayoutStatus::Failed);
+    let seen = seen.await.unwrap();
+    assert!(seen[0].starts_with("PUT /v1/transfers/50000731/cancel "), "{}", seen[0]);
+    assert!(seen[0].to_lowercase().contains("authorization: bearer tok-1"));
+    let (base, seen) = scripted(vec![
+        (422, fixture!("fund_invalid_state.json")),
+        (200, fixture!("transfer_processing.json")),
+    ])
+    .await;
+    let out = wise(base).cancel(&payout(), "50000731").await.unwrap();
+    assert_eq!(out.status, PayoutStatus::Accepted, "too late to cancel: it goes on");
+    let seen = seen.await.unwrap();
+    assert!(seen[1].starts_with("GET /v1/transfers/50000731 "), "{}", seen[1]);
+}

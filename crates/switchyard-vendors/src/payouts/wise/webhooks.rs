@@ -64,6 +64,7 @@ pub fn verify(public_key_der: &[u8], headers: &HeaderMap, body: &[u8]) -> Result
         reason: match event.data.current_state.as_str() {
             "bounced_back" | "funds_refunded" => Some("bounced"),
             "charged_back" => Some("charged_back"),
+            "cancelled" => Some("cancelled"),
             _ => None,
         },
     })
