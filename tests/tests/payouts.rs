@@ -310,3 +310,43 @@ async fn wise_state_changes_become_provider_events_once_each() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 }
+
+/// The vendor does the work, then answers 500 (it failed to say so): the adapter treats a 5xx as
+/// "may have happened", asks by our reference (Stripe: the search by metadata) or re-sends under
+/// the vendor's de-duplication (Wise: the same customerTransactionId hands the same transfer back),
+/// and the payout is executed exactly once.
+#[tokio::test]
+async fn a_payout_answered_5xx_after_its_effect_is_found_not_paid_again() {
+    let (stack, m) = (Stack::get(), Mesh::get());
+    let codec = model_codec(&stack);
+    let n = short_id();
+    let (wise, stripe) = (format!("po-5w-{n}"), format!("po-5s-{n}"));
+    let rw = request("payouts-wise", &wise, IBAN);
+    let ctid = rw.envelope.event_id.hyphenated().to_string();
+    for (sim, matcher) in [(WISE, ctid.as_str()), (STRIPE, stripe.as_str())] {
+        m.sim_post(
+            sim,
+            "/_sim/faults",
+            serde_json::json!({"matcher": matcher, "fault": {"kind": "error_after_effect", "status": 500}, "times": 1}),
+        )
+        .await;
+    }
+    produce_event(&stack, &codec, &rw).await;
+    produce_event(&stack, &codec, &request("payouts-stripe", &stripe, IBAN)).await;
+    let got = results(&stack, &codec, &[&wise, &stripe], Duration::from_secs(90)).await;
+    for (id, sim) in [(&wise, WISE), (&stripe, STRIPE)] {
+        let r = got.get(id.as_str()).unwrap_or_else(|| panic!("no result for {id}"));
+        assert_eq!(r.len(), 1, "{id}");
+        assert!(
+            matches!(r[0].status, PayoutStatus::Accepted | PayoutStatus::Settled),
+            "{id}: {:?} {:?}",
+            r[0].status,
+            r[0].failure
+        );
+        assert_eq!(
+            m.ledger(sim, id).await.get("payout").copied(),
+            Some(1),
+            "{id}: executed exactly once"
+        );
+    }
+}

@@ -40,6 +40,9 @@ pub enum Fault {
     /// Process the request (its effect happens), then hold the answer this long: the caller times
     /// out not knowing whether it worked.
     HangAfterEffect { ms: u64 },
+    /// Process the request (its effect happens), then answer this error status instead of the
+    /// result: the caller is told it failed when it did not.
+    ErrorAfterEffect { status: u16 },
 }
 
 /// Webhook delivery quirks for deliveries whose body (or the person's name) contains `matcher`.
@@ -347,6 +350,11 @@ async fn apply_faults(sim: Sim, error_body: ErrorBody, req: Request, next: Next)
         Some(Fault::Latency { ms }) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             next.run(req).await
+        }
+        Some(Fault::ErrorAfterEffect { status }) => {
+            let _done = next.run(req).await;
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, Json(error_body(status))).into_response()
         }
         Some(Fault::HangAfterEffect { ms }) => {
             let resp = next.run(req).await;
