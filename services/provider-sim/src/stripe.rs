@@ -95,7 +95,7 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
     };
     let api = Router::new()
         .route("/v1/accounts/{acct}/external_accounts", post(external_account))
-        .route("/v1/payouts", post(create))
+        .route("/v1/payouts", post(create).get(list))
         .route("/v1/payouts/search", get(search))
         .route("/v1/payouts/{id}", get(show))
         .route("/v1/payouts/{id}/cancel", post(cancel))
@@ -104,6 +104,9 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
         .route("/_sim/clock", post(clock))
         .route("/_sim/payouts/{id}/fail", post(fail))
         .route("/_sim/hold", post(hold))
+        .route("/_sim/payouts/{id}/duplicate", post(duplicate))
+        .route("/_sim/payouts/{id}/amount", post(set_amount))
+        .route("/_sim/payouts/ghost", post(ghost))
         .with_state(app);
     with_faults(api, sim, error_body).merge(control)
 }
@@ -275,7 +278,8 @@ async fn create(State(app): State<App>, h: HeaderMap, Form(f): Form<HashMap<Stri
         "destination": f.get("destination"), "method": f.get("method").cloned().unwrap_or("standard".into()),
         "statement_descriptor": f.get("statement_descriptor"), "metadata": metadata, "status": "pending",
         "failure_code": null, "failure_message": null, "reconciliation_status": "not_applicable",
-        "arrival_date": chrono::Utc::now().timestamp() + 86_400, "type": "bank_account", "livemode": false});
+        "arrival_date": chrono::Utc::now().timestamp() + 86_400, "type": "bank_account", "livemode": false,
+        "created": chrono::Utc::now().timestamp()});
     b.payouts.push(payout.clone());
     if let Some(k) = key {
         b.keys.insert(k, (now, params, payout.clone()));
@@ -314,6 +318,90 @@ fn metadata_id_of(payouts: &[Value], id: &Value) -> String {
         .find(|p| p["id"] == *id)
         .map(metadata_id)
         .unwrap_or_default()
+}
+
+/// `GET /v1/payouts?created[gte]=&limit=&starting_after=`: payouts newest first, as Stripe lists
+/// them, in pages.
+async fn list(State(app): State<App>, h: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    if let Err(r) = authorised(&app, &h) {
+        return r;
+    }
+    let since: i64 = q.get("created[gte]").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(10).clamp(1, 100);
+    let all: Vec<Value> = app
+        .book
+        .lock()
+        .map(|b| {
+            b.payouts
+                .iter()
+                .rev()
+                .filter(|p| p["created"].as_i64().unwrap_or(0) >= since)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let start = match q.get("starting_after") {
+        Some(after) => all.iter().position(|p| p["id"] == *after).map_or(all.len(), |i| i + 1),
+        None => 0,
+    };
+    let page: Vec<Value> = all.iter().skip(start).take(limit).cloned().collect();
+    let has_more = start + page.len() < all.len();
+    Json(json!({"object": "list", "url": "/v1/payouts", "has_more": has_more, "data": page})).into_response()
+}
+
+/// Injected discrepancy: the payout executed a second time (a new payout, the same metadata).
+async fn duplicate(State(app): State<App>, Path(pid): Path<String>) -> Response {
+    let copy = app.book.lock().ok().and_then(|mut b| {
+        let mut p = b.payouts.iter().find(|p| p["id"] == pid)?.clone();
+        p["id"] = json!(id(&app, "po"));
+        b.payouts.push(p.clone());
+        Some(p)
+    });
+    match copy {
+        Some(p) => {
+            app.sim.record("payout", &metadata_id(&p));
+            Json(p).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewAmount {
+    amount: i64,
+}
+
+/// Injected discrepancy: the payout's amount reported differently from now on.
+async fn set_amount(State(app): State<App>, Path(pid): Path<String>, Json(a): Json<NewAmount>) -> StatusCode {
+    let changed = app.book.lock().ok().and_then(|mut b| {
+        let p = b.payouts.iter_mut().find(|p| p["id"] == pid)?;
+        p["amount"] = json!(a.amount);
+        Some(())
+    });
+    if changed.is_some() {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+#[derive(Deserialize)]
+struct Ghost {
+    payout_id: String,
+    amount: i64,
+    currency: String,
+}
+
+/// Injected discrepancy: a paid payout nobody asked for (our id in its metadata).
+async fn ghost(State(app): State<App>, Json(g): Json<Ghost>) -> Response {
+    let p = json!({"id": id(&app, "po"), "object": "payout", "amount": g.amount, "currency": g.currency.to_lowercase(),
+        "metadata": {"payout_id": g.payout_id}, "status": "paid", "failure_code": null, "type": "bank_account",
+        "livemode": false, "created": chrono::Utc::now().timestamp()});
+    if let Ok(mut b) = app.book.lock() {
+        b.payouts.push(p.clone());
+    }
+    app.sim.record("payout", &metadata_id(&p));
+    Json(p).into_response()
 }
 
 #[derive(Deserialize)]

@@ -85,7 +85,7 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
     let api = Router::new()
         .route("/v3/profiles/{profile}/quotes", post(quote))
         .route("/v1/accounts", post(recipient))
-        .route("/v1/transfers", post(transfer))
+        .route("/v1/transfers", post(transfer).get(list))
         .route("/v1/transfers/{id}", get(show))
         .route("/v3/profiles/{profile}/transfers/{id}/payments", post(fund))
         .route("/v1/transfers/{id}/cancel", axum::routing::put(cancel))
@@ -96,6 +96,38 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
         .route("/_sim/hold", post(hold))
         .with_state(app);
     with_faults(api, sim, error_body).merge(control)
+}
+
+/// `GET /v1/transfers?profile=&createdDateStart=&limit=&offset=`: transfers created since a date,
+/// as Wise lists them, in pages.
+async fn list(
+    State(app): State<App>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = authorised(&app, &headers) {
+        return r;
+    }
+    let since = q.get("createdDateStart").cloned().unwrap_or_default();
+    let limit: usize = q
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let offset: usize = q.get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut all: Vec<Value> = app
+        .book
+        .lock()
+        .map(|b| {
+            b.transfers
+                .values()
+                .filter(|t| t["created"].as_str().unwrap_or_default() >= since.as_str())
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    all.sort_by_key(|t| t["id"].as_i64().unwrap_or(0));
+    Json(all.into_iter().skip(offset).take(limit).collect::<Vec<_>>()).into_response()
 }
 
 #[derive(serde::Deserialize)]

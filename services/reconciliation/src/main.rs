@@ -1,7 +1,228 @@
-//! The reconciliation service. For now it boots, relays its outbox and serves `/healthz`, `/readyz` and
-//! `/metrics`; see the README for what it will own.
+//! The reconciliation service: what payout partners say happened against what the mesh believes.
+//!
+//! * Our side: `payouts.outcomes.v1` (never another service's database) into `payouts_seen`.
+//! * The partners' side: each payout partner's own list of payouts, pulled on a schedule
+//!   (`reconciliation.interval_seconds`) or on demand (`POST /runs`, with `dry_run`).
+//! * Matching: by the partner's reference, then by ours (the flow id the partner keeps); amounts
+//!   compared as integers in minor units.
+//! * Findings: `missing_internally`, `missing_at_provider`, `status_mismatch`, `amount_mismatch`,
+//!   `duplicate_execution`, each with evidence (the partner's record and ours), a lifecycle (open →
+//!   acknowledged → resolved with a reason) and published once on `reconciliation.findings.v1`. A
+//!   finding never changes money state. Runs are idempotent: a disagreement already found is seen
+//!   again, not found again.
+//!
+//! Configuration beyond the runtime's: `[[partners]]` (the payout partners, as the payouts adapter's),
+//! `[reconciliation] interval_seconds` (0: only on demand; default 300), `window_hours` (how far back
+//! each run looks; 48), `grace_seconds` (how old a record must be before its absence counts: our
+//! outcome and the partner's webhook may still be on their way; 120).
+
+mod matching;
+mod store;
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    routing::{get, post},
+};
+use serde::Deserialize;
+use sqlx::{PgConnection, PgPool};
+use switchyard_model::events::{
+    Event,
+    payouts::{PayoutCompleted, PayoutReversed, PayoutStatus, PayoutStepChanged},
+};
+use switchyard_runtime::{Handler, HandlerError, Incoming, Outbox, ServiceConfig, service};
+use switchyard_vendors::{adapter::Partners, payouts::PayoutVendor, registry};
+
+const SERVICE: &str = "reconciliation";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+struct ReconConfig {
+    interval_seconds: u64,
+    window_hours: f64,
+    grace_seconds: f64,
+}
+
+impl Default for ReconConfig {
+    fn default() -> Self {
+        ReconConfig {
+            interval_seconds: 300,
+            window_hours: 48.0,
+            grace_seconds: 120.0,
+        }
+    }
+}
+
+/// Our side, from the payout outcomes.
+struct Outcomes;
+
+impl Handler for Outcomes {
+    type Prepared = ();
+
+    async fn prepare(&self, _: &Incoming) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    async fn handle(&self, conn: &mut PgConnection, msg: &Incoming, (): ()) -> Result<(), HandlerError> {
+        let perm = |e: switchyard_model::SchemaError| HandlerError::Permanent(e.to_string());
+        let e = &msg.event;
+        if let Some(s) = e.as_event::<PayoutStepChanged>() {
+            let s = s.map_err(perm)?;
+            if matches!(s.step.as_str(), "routed" | "processing" | "in_doubt")
+                && let Some(partner) = s.partner.filter(|p| !p.starts_with("fraud"))
+            {
+                store::in_flight(conn, &s.envelope.flow_id, &s.envelope.tenant_id, &s.payout_id, &partner).await?;
+            }
+        } else if let Some(c) = e.as_event::<PayoutCompleted>() {
+            let c = c.map_err(perm)?;
+            let status = match c.status {
+                PayoutStatus::Settled => "settled",
+                PayoutStatus::Returned => "returned",
+                _ => "failed",
+            };
+            store::completed(conn, &c, status).await?;
+        } else if let Some(r) = e.as_event::<PayoutReversed>() {
+            let r = r.map_err(perm)?;
+            store::reversed(conn, &r.envelope.flow_id).await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    pool: PgPool,
+    outbox: Outbox,
+    partners: Arc<Partners<dyn PayoutVendor>>,
+    cfg: ReconConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RunRequest {
+    dry_run: bool,
+    window_hours: Option<f64>,
+    grace_seconds: Option<f64>,
+}
+
+async fn run_now(
+    State(app): State<App>,
+    body: Option<Json<RunRequest>>,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    let req = body.map(|b| b.0).unwrap_or_default();
+    let opts = matching::Options {
+        dry_run: req.dry_run,
+        window: Duration::from_secs_f64(req.window_hours.unwrap_or(app.cfg.window_hours).max(0.0) * 3600.0),
+        grace: Duration::from_secs_f64(req.grace_seconds.unwrap_or(app.cfg.grace_seconds).max(0.0)),
+    };
+    matching::run(&app.pool, &app.outbox, &app.partners, &opts)
+        .await
+        .map(Json)
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FindingsQuery {
+    state: Option<String>,
+    kind: Option<String>,
+}
+
+async fn list_findings(
+    State(app): State<App>,
+    Query(q): Query<FindingsQuery>,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    store::findings(&app.pool, q.state.as_deref(), q.kind.as_deref())
+        .await
+        .map(|f| Json(serde_json::json!({"findings": f})))
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+}
+
+#[derive(Debug, Deserialize)]
+struct Decision {
+    by: String,
+    /// For `resolve`: matched_late | written_off | corrected.
+    resolution: Option<String>,
+}
+
+async fn decide(
+    State(app): State<App>,
+    Path((id, action)): Path<(i64, String)>,
+    Json(d): Json<Decision>,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    let bad = |m: &str| (StatusCode::UNPROCESSABLE_ENTITY, m.to_string());
+    if d.by.trim().is_empty() {
+        return Err(bad("`by` (who decides) is required"));
+    }
+    let changed = match action.as_str() {
+        "acknowledge" => store::acknowledge(&app.pool, id, &d.by).await,
+        "resolve" => {
+            let r = d.resolution.as_deref().unwrap_or_default();
+            if !["matched_late", "written_off", "corrected"].contains(&r) {
+                return Err(bad("`resolution` must be matched_late, written_off or corrected"));
+            }
+            store::resolve(&app.pool, id, &d.by, r).await
+        }
+        _ => return Err((StatusCode::NOT_FOUND, format!("no action {action}"))),
+    }
+    .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    if !changed {
+        return Err((
+            StatusCode::CONFLICT,
+            format!("finding {id} does not exist or is already resolved"),
+        ));
+    }
+    Ok(Json(serde_json::json!({"id": id, "action": action})))
+}
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    switchyard_runtime::service::run_skeleton("reconciliation").await
+async fn main() -> ExitCode {
+    service::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
+    let rt = service::boot(SERVICE).await?;
+    sqlx::migrate!("./migrations").run(&rt.pool).await?;
+    let file = rt.config_file.as_deref();
+    let cfg: ReconConfig = ServiceConfig::section(file, "reconciliation", ReconConfig::default())?;
+    let partners = Partners::load(file, &rt.metrics, &rt.pool, registry::payouts).map_err(anyhow::Error::msg)?;
+    let app = App {
+        pool: rt.pool.clone(),
+        outbox: rt.outbox.clone(),
+        partners: Arc::new(partners),
+        cfg: cfg.clone(),
+    };
+    let consumer = rt.consumer(SERVICE, &[PayoutCompleted::TOPIC], Outcomes);
+    let scheduled = {
+        let (app, shutdown) = (app.clone(), rt.shutdown.clone());
+        tokio::spawn(async move {
+            if app.cfg.interval_seconds == 0 {
+                return;
+            }
+            while shutdown.sleep(Duration::from_secs(app.cfg.interval_seconds)).await {
+                let opts = matching::Options {
+                    dry_run: false,
+                    window: Duration::from_secs_f64(app.cfg.window_hours * 3600.0),
+                    grace: Duration::from_secs_f64(app.cfg.grace_seconds),
+                };
+                if let Err(e) = matching::run(&app.pool, &app.outbox, &app.partners, &opts).await {
+                    tracing::warn!(error = %e, "scheduled reconciliation run failed; next one as planned");
+                }
+            }
+        })
+    };
+    let routes = Router::new()
+        .route("/runs", post(run_now))
+        .route("/findings", get(list_findings))
+        .route("/findings/{id}/{action}", post(decide))
+        .with_state(app);
+    let tasks = vec![
+        rt.spawn_relay(),
+        rt.spawn_consumer(consumer),
+        scheduled,
+        rt.spawn_retention(vec![])?,
+    ];
+    rt.serve_until_shutdown(routes, tasks).await
 }

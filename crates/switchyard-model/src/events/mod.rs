@@ -7,6 +7,7 @@ pub mod fraud;
 pub mod kyc;
 pub mod onboarding;
 pub mod payouts;
+pub mod reconciliation;
 
 use serde::{Serialize, de::DeserializeOwned};
 

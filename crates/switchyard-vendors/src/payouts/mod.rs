@@ -60,6 +60,28 @@ pub struct PayoutOutcome {
     pub status: PayoutStatus,
 }
 
+/// A payout as the partner lists it: reconciliation's view of the partner's truth.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListedPayout {
+    /// The partner's id for it.
+    pub provider_reference: String,
+    /// Our id for it as the partner keeps it (the payout's flow id), if it has one.
+    pub our_reference: Option<String>,
+    pub amount: Money,
+    pub status: PayoutStatus,
+    /// When the partner created it (ms since the epoch).
+    pub created_ms: i64,
+    /// The partner's record as it answered (evidence; it holds no account number).
+    pub raw: serde_json::Value,
+}
+
+/// One page of a partner's list, and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    pub items: Vec<ListedPayout>,
+    pub next: Option<String>,
+}
+
 pub trait PayoutVendor: Send + Sync {
     fn partner(&self) -> &str;
     /// Executes the payout (several calls: what each learns is noted in `progress` before the
@@ -85,6 +107,11 @@ pub trait PayoutVendor: Send + Sync {
         _reference: &'a str,
     ) -> BoxFuture<'a, Result<PayoutOutcome, VendorError>> {
         Box::pin(async { Err(VendorError::Permanent("this partner offers no cancellation".into())) })
+    }
+    /// The partner's payouts created since `since_ms`, one page at a time (`cursor`: where the
+    /// previous page said the next starts).
+    fn list<'a>(&'a self, _since_ms: i64, _cursor: Option<&'a str>) -> BoxFuture<'a, Result<ListPage, VendorError>> {
+        Box::pin(async { Err(VendorError::Permanent("this partner offers no payout list".into())) })
     }
     /// Verifies a status webhook's signature and reads it.
     fn verify_webhook(

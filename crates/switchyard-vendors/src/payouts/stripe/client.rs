@@ -5,11 +5,11 @@ use std::{sync::Arc, time::Duration};
 use futures::future::BoxFuture;
 use switchyard_runtime::Secret;
 
-use super::transformers::{ExternalAccount, PayoutObject, SearchResult, external_account, status};
+use super::transformers::{ExternalAccount, PayoutList, PayoutObject, SearchResult, external_account, status};
 use crate::{
     adapter::{Progress, Recovery},
     error::{VendorError, json, send},
-    payouts::{Payout, PayoutOutcome, PayoutVendor},
+    payouts::{ListPage, ListedPayout, Payout, PayoutOutcome, PayoutVendor},
 };
 
 #[derive(Debug, Clone)]
@@ -110,6 +110,40 @@ impl Stripe {
         Self::outcome(&payout)
     }
 
+    /// Payouts created since `since_ms`, newest first, 100 a page (`starting_after` the last one).
+    async fn list_page(&self, since_ms: i64, after: Option<&str>) -> Result<ListPage, VendorError> {
+        let mut query = vec![
+            ("created[gte]", (since_ms / 1000).to_string()),
+            ("limit", "100".to_string()),
+        ];
+        if let Some(a) = after {
+            query.push(("starting_after", a.to_string()));
+        }
+        let page: PayoutList =
+            json(send(self.request(reqwest::Method::GET, "/v1/payouts").query(&query), false).await?).await?;
+        let mut items = Vec::with_capacity(page.data.len());
+        for raw in page.data {
+            let p: PayoutObject =
+                serde_json::from_value(raw.clone()).map_err(|e| VendorError::Permanent(format!("payout list: {e}")))?;
+            items.push(ListedPayout {
+                our_reference: p.metadata.get("payout_id").cloned(),
+                amount: switchyard_model::events::common::Money {
+                    amount_minor: p.amount,
+                    currency: p.currency.to_uppercase(),
+                },
+                status: Self::outcome(&p)?.status,
+                created_ms: p.created * 1000,
+                provider_reference: p.id,
+                raw,
+            });
+        }
+        let next = page
+            .has_more
+            .then(|| items.last().map(|i| i.provider_reference.clone()))
+            .flatten();
+        Ok(ListPage { items, next })
+    }
+
     /// Cancels a pending payout; one past pending is answered with its current status.
     async fn cancel_payout(&self, p: &Payout, reference: &str) -> Result<PayoutOutcome, VendorError> {
         let cancelled = send(
@@ -173,6 +207,10 @@ impl PayoutVendor for Stripe {
         _: Arc<dyn Progress>,
     ) -> BoxFuture<'a, Result<Recovery<PayoutOutcome>, VendorError>> {
         Box::pin(self.lookup(payout))
+    }
+
+    fn list<'a>(&'a self, since_ms: i64, cursor: Option<&'a str>) -> BoxFuture<'a, Result<ListPage, VendorError>> {
+        Box::pin(self.list_page(since_ms, cursor))
     }
 
     fn cancel<'a>(

@@ -14,6 +14,22 @@ pub struct PayoutObject {
     pub status: String,
     #[serde(default)]
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// Minor units.
+    #[serde(default)]
+    pub amount: i64,
+    /// Lower case, as Stripe writes it.
+    #[serde(default)]
+    pub currency: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PayoutList {
+    pub data: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub has_more: bool,
 }
 
 #[derive(Debug, Deserialize)]

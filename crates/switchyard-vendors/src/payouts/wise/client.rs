@@ -13,7 +13,7 @@ use crate::{
     adapter::{Progress, Recovery},
     decimal::major_amount,
     error::{VendorError, json, send, send_accepting},
-    payouts::{Payout, PayoutOutcome, PayoutVendor},
+    payouts::{ListPage, ListedPayout, Payout, PayoutOutcome, PayoutVendor},
 };
 
 #[derive(Debug, Clone)]
@@ -193,6 +193,64 @@ impl Wise {
         Self::outcome(&self.transfer(&transfer_id).await?)
     }
 
+    /// Transfers created since `since_ms` (by date: Wise filters by day), 100 a page by offset.
+    async fn list_page(&self, since_ms: i64, offset: Option<&str>) -> Result<ListPage, VendorError> {
+        let since = chrono::DateTime::from_timestamp_millis(since_ms)
+            .unwrap_or_default()
+            .format("%Y-%m-%d")
+            .to_string();
+        let offset: usize = offset.and_then(|o| o.parse().ok()).unwrap_or(0);
+        let raw: Vec<serde_json::Value> = json(
+            send(
+                self.http
+                    .get(self.url("/v1/transfers"))
+                    .bearer_auth(self.cfg.api_token.expose())
+                    .query(&[
+                        ("profile", self.cfg.profile_id.clone()),
+                        ("createdDateStart", since),
+                        ("limit", "100".into()),
+                        ("offset", offset.to_string()),
+                    ]),
+                false,
+            )
+            .await?,
+        )
+        .await?;
+        let full = raw.len() == 100;
+        let mut items = Vec::with_capacity(raw.len());
+        for r in raw {
+            let t: Transfer =
+                serde_json::from_value(r.clone()).map_err(|e| VendorError::Permanent(format!("transfer list: {e}")))?;
+            let currency = t.target_currency.clone().unwrap_or_default();
+            let amount_minor = t
+                .target_value
+                .as_ref()
+                .and_then(|v| super::transformers::minor_units(v, &currency))
+                .ok_or_else(|| VendorError::Permanent(format!("transfer {}: no amount in {currency}", t.id)))?;
+            let created_ms = t
+                .created
+                .as_deref()
+                .and_then(|c| chrono::NaiveDateTime::parse_from_str(c, "%Y-%m-%d %H:%M:%S").ok())
+                .map(|d| d.and_utc().timestamp_millis())
+                .unwrap_or(0);
+            if created_ms < since_ms {
+                continue;
+            }
+            items.push(ListedPayout {
+                provider_reference: t.id.to_string(),
+                our_reference: t.reference.clone(),
+                amount: switchyard_model::events::common::Money { amount_minor, currency },
+                status: Self::outcome(&t)?.status,
+                created_ms,
+                raw: r,
+            });
+        }
+        Ok(ListPage {
+            items,
+            next: full.then(|| (offset + 100).to_string()),
+        })
+    }
+
     /// Cancels a transfer not yet converted (`PUT /v1/transfers/{id}/cancel`); one past that is
     /// answered with its current status.
     async fn cancel_transfer(&self, id: &str) -> Result<PayoutOutcome, VendorError> {
@@ -246,6 +304,10 @@ impl PayoutVendor for Wise {
         progress: Arc<dyn Progress>,
     ) -> BoxFuture<'a, Result<Recovery<PayoutOutcome>, VendorError>> {
         Box::pin(self.lookup(progress))
+    }
+
+    fn list<'a>(&'a self, since_ms: i64, cursor: Option<&'a str>) -> BoxFuture<'a, Result<ListPage, VendorError>> {
+        Box::pin(self.list_page(since_ms, cursor))
     }
 
     fn cancel<'a>(&'a self, _: &'a Payout, reference: &'a str) -> BoxFuture<'a, Result<PayoutOutcome, VendorError>> {

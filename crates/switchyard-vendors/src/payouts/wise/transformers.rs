@@ -96,6 +96,27 @@ pub struct Transfer {
     pub status: String,
     #[serde(default)]
     pub customer_transaction_id: Option<String>,
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// A decimal in the major unit.
+    #[serde(default)]
+    pub target_value: Option<serde_json::Number>,
+    #[serde(default)]
+    pub target_currency: Option<String>,
+    /// `YYYY-MM-DD HH:MM:SS`, UTC.
+    #[serde(default)]
+    pub created: Option<String>,
+}
+
+/// Minor units of a major-unit JSON number ("150.25" EUR → 15025; "9000.0" JPY → 9000).
+pub fn minor_units(n: &serde_json::Number, currency: &str) -> Option<i64> {
+    let text = n.to_string();
+    let text = match text.split_once('.') {
+        Some((i, f)) if f.trim_end_matches('0').is_empty() => i.to_string(),
+        Some((i, f)) => format!("{i}.{}", f.trim_end_matches('0')),
+        None => text,
+    };
+    switchyard_model::money::parse_decimal(&text, currency).ok()
 }
 
 #[derive(Debug, Serialize)]

@@ -1,0 +1,410 @@
+//! One reconciliation run: each payout partner's list against our side, by reference, with every
+//! disagreement a finding. Pure matching in [`compare`]; [`run`] pulls, records and publishes.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
+
+use sqlx::PgPool;
+use switchyard_model::{
+    Envelope, EventRecord,
+    events::{
+        Event,
+        common::Money,
+        payouts::PayoutStatus,
+        reconciliation::{FindingKind, ReconciliationFinding},
+    },
+};
+use switchyard_runtime::Outbox;
+use switchyard_vendors::{
+    adapter::Partners,
+    payouts::{ListedPayout, PayoutVendor},
+};
+
+use crate::store::{self, Found, Ours};
+
+pub struct Options {
+    /// Compute and report; store and publish nothing.
+    pub dry_run: bool,
+    /// How far back the partners' lists are read.
+    pub window: Duration,
+    /// A record younger than this is not missed yet (the other side may still be on its way).
+    pub grace: Duration,
+}
+
+/// A flow id as the orchestrator makes them (`<length of tenant>.<tenant>.<payout id>`): a
+/// partner's free-text reference that is not one names no flow of ours.
+fn is_flow_id(s: &str) -> bool {
+    s.split_once('.')
+        .and_then(|(n, rest)| Some((n.parse::<usize>().ok()?, rest)))
+        .is_some_and(|(n, rest)| rest.len() > n && rest.as_bytes()[n] == b'.')
+}
+
+fn executed(s: PayoutStatus) -> bool {
+    matches!(
+        s,
+        PayoutStatus::Accepted | PayoutStatus::Settled | PayoutStatus::Pending
+    )
+}
+
+fn money(minor: Option<i64>, currency: Option<&str>) -> Option<Money> {
+    Some(Money {
+        amount_minor: minor?,
+        currency: currency?.to_string(),
+    })
+}
+
+/// The findings of one partner's list against our payouts there (and those its records name).
+pub fn compare(partner: &str, theirs: &[ListedPayout], ours: &[Ours], now_ms: i64, grace: Duration) -> Vec<Found> {
+    let grace_ms = grace.as_millis() as i64;
+    let by_ref: HashMap<&str, &Ours> = ours
+        .iter()
+        .filter_map(|o| Some((o.provider_reference.as_deref()?, o)))
+        .collect();
+    let by_flow: HashMap<&str, &Ours> = ours.iter().map(|o| (o.flow_id.as_str(), o)).collect();
+    let evidence = |t: Option<&ListedPayout>, o: Option<&Ours>| serde_json::json!({"partner_record": t.map(|t| &t.raw), "ours": o});
+    let mut out = Vec::new();
+    // Executions per flow at this partner: more than one is a duplicate execution.
+    let mut per_flow: BTreeMap<&str, Vec<&ListedPayout>> = BTreeMap::new();
+    for t in theirs {
+        if let Some(r) = t.our_reference.as_deref().filter(|r| is_flow_id(r))
+            && executed(t.status)
+        {
+            per_flow.entry(r).or_default().push(t);
+        }
+    }
+    for (flow, ts) in &per_flow {
+        if ts.len() > 1 {
+            let extra: i64 = ts.iter().skip(1).map(|t| t.amount.amount_minor).sum();
+            out.push(Found {
+                kind: FindingKind::DuplicateExecution,
+                partner: partner.to_string(),
+                internal_reference: Some(flow.to_string()),
+                provider_reference: None,
+                detail: format!(
+                    "{} executions of one payout at {partner}: {}",
+                    ts.len(),
+                    ts.iter().map(|t| t.provider_reference.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+                currency: Some(ts[0].amount.currency.clone()),
+                amount_at_risk: Some(extra),
+                expected_minor: by_flow.get(flow).and_then(|o| o.amount_minor),
+                provider_minor: Some(ts[0].amount.amount_minor),
+                evidence: serde_json::json!({"partner_records": ts.iter().map(|t| &t.raw).collect::<Vec<_>>(), "ours": by_flow.get(flow)}),
+            });
+        }
+    }
+    for t in theirs {
+        let o = by_ref
+            .get(t.provider_reference.as_str())
+            .or_else(|| t.our_reference.as_deref().and_then(|r| by_flow.get(r)))
+            .copied();
+        let Some(o) = o else {
+            if executed(t.status) && t.created_ms < now_ms - grace_ms {
+                out.push(Found {
+                    kind: FindingKind::MissingInternally,
+                    partner: partner.to_string(),
+                    internal_reference: t.our_reference.clone(),
+                    provider_reference: Some(t.provider_reference.clone()),
+                    detail: format!("{partner} has a payout no flow of ours knows ({:?})", t.status),
+                    currency: Some(t.amount.currency.clone()),
+                    amount_at_risk: Some(t.amount.amount_minor),
+                    expected_minor: None,
+                    provider_minor: Some(t.amount.amount_minor),
+                    evidence: evidence(Some(t), None),
+                });
+            }
+            continue;
+        };
+        if o.status == "in_flight" {
+            continue;
+        }
+        if let (Some(amount), Some(currency)) = (o.amount_minor, o.currency.as_deref())
+            && (amount != t.amount.amount_minor || currency != t.amount.currency)
+        {
+            out.push(Found {
+                kind: FindingKind::AmountMismatch,
+                partner: partner.to_string(),
+                internal_reference: Some(o.flow_id.clone()),
+                provider_reference: Some(t.provider_reference.clone()),
+                detail: format!(
+                    "we paid {amount} {currency} minor units; {partner} reports {} {}",
+                    t.amount.amount_minor, t.amount.currency
+                ),
+                currency: Some(currency.to_string()),
+                amount_at_risk: Some((t.amount.amount_minor - amount).abs()),
+                expected_minor: Some(amount),
+                provider_minor: Some(t.amount.amount_minor),
+                evidence: evidence(Some(t), Some(o)),
+            });
+        }
+        let theirs_says = match t.status {
+            PayoutStatus::Failed | PayoutStatus::Returned => "failed",
+            PayoutStatus::Settled | PayoutStatus::Accepted | PayoutStatus::Pending => "paid",
+            PayoutStatus::Unknown => "unknown",
+        };
+        // A payout of ours at another partner (failed over) is not this record's.
+        let same = o.provider_reference.as_deref() == Some(t.provider_reference.as_str());
+        let mismatch = match (o.status.as_str(), theirs_says) {
+            _ if !same => None,
+            ("failed", "paid") => Some("we say failed; the partner paid"),
+            ("settled", "failed") if !o.reversed => {
+                Some("we say settled; the partner says it failed, and no return reached us")
+            }
+            _ => None,
+        };
+        if let Some(why) = mismatch {
+            out.push(Found {
+                kind: FindingKind::StatusMismatch,
+                partner: partner.to_string(),
+                internal_reference: Some(o.flow_id.clone()),
+                provider_reference: Some(t.provider_reference.clone()),
+                detail: format!("{why} ({:?} at {partner})", t.status),
+                currency: Some(t.amount.currency.clone()),
+                amount_at_risk: Some(t.amount.amount_minor),
+                expected_minor: o.amount_minor,
+                provider_minor: Some(t.amount.amount_minor),
+                evidence: evidence(Some(t), Some(o)),
+            });
+        }
+    }
+    // Ours, paid at this partner, that its list does not have.
+    for o in ours {
+        if o.partner.as_deref() != Some(partner) || !matches!(o.status.as_str(), "settled" | "returned") {
+            continue;
+        }
+        let Some(r) = o.provider_reference.as_deref() else {
+            continue;
+        };
+        if theirs.iter().any(|t| t.provider_reference == r) || o.updated_at.timestamp_millis() > now_ms - grace_ms {
+            continue;
+        }
+        out.push(Found {
+            kind: FindingKind::MissingAtProvider,
+            partner: partner.to_string(),
+            internal_reference: Some(o.flow_id.clone()),
+            provider_reference: Some(r.to_string()),
+            detail: format!("we say {} at {partner}; its list has no payout {r}", o.status),
+            currency: o.currency.clone(),
+            amount_at_risk: o.amount_minor,
+            expected_minor: o.amount_minor,
+            provider_minor: None,
+            evidence: evidence(None, Some(o)),
+        });
+    }
+    out
+}
+
+/// Pulls every payout partner's list, compares, records new findings (published once) unless dry,
+/// and returns the run's summary: counts by kind, value at risk per currency, new vs seen again.
+pub async fn run(
+    pool: &PgPool,
+    outbox: &Outbox,
+    partners: &Partners<dyn PayoutVendor>,
+    opts: &Options,
+) -> anyhow::Result<serde_json::Value> {
+    let now = chrono::Utc::now();
+    let since = now - chrono::Duration::from_std(opts.window)?;
+    let run_id = if opts.dry_run {
+        0
+    } else {
+        store::start_run(pool, false).await?
+    };
+    let mut found: Vec<Found> = Vec::new();
+    let mut pulled: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ids: Vec<String> = partners.ids().cloned().collect();
+    ids.sort();
+    for partner in &ids {
+        let vendor = partners.get(partner).map_err(|f| anyhow::anyhow!(f.message))?;
+        let mut theirs: Vec<ListedPayout> = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = partners
+                .call(partner, "list", || {
+                    vendor.list(since.timestamp_millis(), cursor.as_deref())
+                })
+                .await
+                .map_err(|f| anyhow::anyhow!("{partner}: {} ({})", f.message, f.code))?;
+            theirs.extend(page.items);
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        pulled.insert(partner.clone(), theirs.len());
+        let mut ours = store::ours_at(pool, partner, since).await?;
+        let refs: Vec<String> = theirs.iter().map(|t| t.provider_reference.clone()).collect();
+        let flows: Vec<String> = theirs.iter().filter_map(|t| t.our_reference.clone()).collect();
+        for o in store::ours_named(pool, &refs, &flows).await? {
+            if !ours.iter().any(|x| x.flow_id == o.flow_id) {
+                ours.push(o);
+            }
+        }
+        found.extend(compare(partner, &theirs, &ours, now.timestamp_millis(), opts.grace));
+    }
+    let mut new = 0usize;
+    if !opts.dry_run {
+        for f in &found {
+            let mut tx = pool.begin().await?;
+            if store::record(&mut tx, f, run_id).await? {
+                new += 1;
+                let event = ReconciliationFinding {
+                    envelope: Envelope::new(
+                        ReconciliationFinding::RECORD,
+                        "reconciliation",
+                        f.internal_reference.clone().unwrap_or_else(|| f.fingerprint()),
+                        crate::SERVICE,
+                    ),
+                    domain: "payouts".into(),
+                    partner: f.partner.clone(),
+                    kind: f.kind,
+                    internal_reference: f.internal_reference.clone(),
+                    provider_reference: f.provider_reference.clone(),
+                    detail: f.detail.clone(),
+                    expected_amount: money(f.expected_minor, f.currency.as_deref()),
+                    provider_amount: money(f.provider_minor, f.currency.as_deref()),
+                };
+                outbox
+                    .enqueue(&mut tx, ReconciliationFinding::TOPIC, &EventRecord::of(&event)?)
+                    .await?;
+                tracing::warn!(kind = f.kind.as_str(), partner = %f.partner, reference = ?f.provider_reference, "reconciliation finding");
+            }
+            tx.commit().await?;
+        }
+        outbox.committed();
+    }
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut at_risk: BTreeMap<String, i64> = BTreeMap::new();
+    for f in &found {
+        *by_kind.entry(f.kind.as_str()).or_default() += 1;
+        if let (Some(c), Some(a)) = (&f.currency, f.amount_at_risk) {
+            *at_risk.entry(c.clone()).or_default() += a;
+        }
+    }
+    let summary = serde_json::json!({
+        "run": run_id, "dry_run": opts.dry_run, "window_hours": opts.window.as_secs_f64() / 3600.0,
+        "partner_records": pulled, "findings": found.len(), "new_findings": new,
+        "by_kind": by_kind, "value_at_risk_minor": at_risk,
+        "found": found.iter().map(|f| serde_json::json!({"kind": f.kind.as_str(), "partner": f.partner,
+            "internal_reference": f.internal_reference, "provider_reference": f.provider_reference, "detail": f.detail}))
+            .collect::<Vec<_>>(),
+    });
+    if !opts.dry_run {
+        store::finish_run(pool, run_id, &summary).await?;
+    }
+    tracing::info!(
+        findings = found.len(),
+        new,
+        dry_run = opts.dry_run,
+        "reconciliation run"
+    );
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(r: &str, flow: &str, minor: i64, status: PayoutStatus) -> ListedPayout {
+        ListedPayout {
+            provider_reference: r.into(),
+            our_reference: Some(flow.into()),
+            amount: Money {
+                amount_minor: minor,
+                currency: "EUR".into(),
+            },
+            status,
+            created_ms: 0,
+            raw: serde_json::json!({"id": r}),
+        }
+    }
+
+    fn ours(flow: &str, r: &str, status: &str, minor: i64) -> Ours {
+        Ours {
+            flow_id: flow.into(),
+            tenant_id: "t".into(),
+            payout_id: "p".into(),
+            partner: Some("pay".into()),
+            provider_reference: Some(r.into()),
+            status: status.into(),
+            amount_minor: Some(minor),
+            currency: Some("EUR".into()),
+            reversed: false,
+            first_seen: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn kinds(f: &[Found]) -> Vec<&'static str> {
+        let mut k: Vec<_> = f.iter().map(|f| f.kind.as_str()).collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn every_disagreement_is_one_finding_and_agreement_none() {
+        let now = 10_000_000;
+        let grace = Duration::from_secs(60);
+        let clean = compare(
+            "pay",
+            &[listed("r1", "1.t.a", 100, PayoutStatus::Settled)],
+            &[ours("1.t.a", "r1", "settled", 100)],
+            now,
+            grace,
+        );
+        assert!(clean.is_empty(), "{clean:?}");
+        let theirs = [
+            listed("r1", "1.t.a", 100, PayoutStatus::Settled),
+            listed("r1b", "1.t.a", 100, PayoutStatus::Settled),
+            listed("r2", "1.t.b", 250, PayoutStatus::Settled),
+            listed("r3", "1.t.c", 300, PayoutStatus::Settled),
+            listed("r4", "1.t.ghost", 50, PayoutStatus::Settled),
+            listed("r5", "1.t.e", 70, PayoutStatus::Failed),
+        ];
+        let ours = [
+            ours("1.t.a", "r1", "settled", 100),
+            ours("1.t.b", "r2", "settled", 200),
+            ours("1.t.c", "r3", "failed", 300),
+            ours("1.t.d", "r9", "settled", 90),
+            ours("1.t.e", "r5", "settled", 70),
+        ];
+        let f = compare("pay", &theirs, &ours, now, grace);
+        assert_eq!(
+            kinds(&f),
+            [
+                "amount_mismatch",
+                "duplicate_execution",
+                "missing_at_provider",
+                "missing_internally",
+                "status_mismatch",
+                "status_mismatch"
+            ],
+            "{f:#?}"
+        );
+        let dup = f.iter().find(|x| x.kind == FindingKind::DuplicateExecution).unwrap();
+        assert_eq!(dup.amount_at_risk, Some(100));
+        let amount = f.iter().find(|x| x.kind == FindingKind::AmountMismatch).unwrap();
+        assert_eq!(amount.amount_at_risk, Some(50));
+        // Too young to be missed yet.
+        let young = compare(
+            "pay",
+            &[ListedPayout {
+                created_ms: now - 1_000,
+                ..listed("r4", "1.t.ghost", 50, PayoutStatus::Settled)
+            }],
+            &[],
+            now,
+            grace,
+        );
+        assert!(young.is_empty());
+    }
+
+    #[test]
+    fn flow_ids_are_told_from_free_text() {
+        assert!(is_flow_id("12.tenant-chaos.cpo-1"));
+        assert!(is_flow_id("1.t.a"));
+        assert!(!is_flow_id("demo payout"));
+        assert!(!is_flow_id("3.ab"));
+    }
+}

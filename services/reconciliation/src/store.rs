@@ -1,0 +1,242 @@
+//! Our side of each payout, and the findings: all SQL of the service.
+
+use sqlx::{PgConnection, PgPool, Row};
+use switchyard_model::events::payouts::PayoutCompleted;
+use switchyard_runtime::HandlerError;
+
+type R<T> = Result<T, HandlerError>;
+
+/// A payout as the mesh believes it is.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Ours {
+    pub flow_id: String,
+    pub tenant_id: String,
+    pub payout_id: String,
+    pub partner: Option<String>,
+    pub provider_reference: Option<String>,
+    pub status: String,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub reversed: bool,
+    pub first_seen: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn in_flight(conn: &mut PgConnection, flow_id: &str, tenant: &str, payout_id: &str, partner: &str) -> R<()> {
+    sqlx::query(
+        "INSERT INTO payouts_seen (flow_id, tenant_id, payout_id, partner, status) VALUES ($1, $2, $3, $4, 'in_flight') \
+         ON CONFLICT (flow_id) DO UPDATE SET partner = EXCLUDED.partner, updated_at = now() \
+         WHERE payouts_seen.status = 'in_flight'",
+    )
+    .bind(flow_id)
+    .bind(tenant)
+    .bind(payout_id)
+    .bind(partner)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn completed(conn: &mut PgConnection, c: &PayoutCompleted, status: &str) -> R<()> {
+    sqlx::query(
+        "INSERT INTO payouts_seen (flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency) \
+         VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6, $7, $8) \
+         ON CONFLICT (flow_id) DO UPDATE SET partner = COALESCE(EXCLUDED.partner, payouts_seen.partner), \
+         provider_reference = COALESCE(EXCLUDED.provider_reference, payouts_seen.provider_reference), \
+         status = CASE WHEN payouts_seen.reversed THEN payouts_seen.status ELSE EXCLUDED.status END, \
+         amount_minor = EXCLUDED.amount_minor, currency = EXCLUDED.currency, updated_at = now()",
+    )
+    .bind(&c.envelope.flow_id)
+    .bind(&c.envelope.tenant_id)
+    .bind(&c.payout_id)
+    .bind(&c.partner)
+    .bind(&c.provider_reference)
+    .bind(status)
+    .bind(c.amount.amount_minor)
+    .bind(&c.amount.currency)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn reversed(conn: &mut PgConnection, flow_id: &str) -> R<()> {
+    sqlx::query("UPDATE payouts_seen SET status = 'returned', reversed = true, updated_at = now() WHERE flow_id = $1")
+        .bind(flow_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn ours(r: &sqlx::postgres::PgRow) -> Ours {
+    Ours {
+        flow_id: r.get("flow_id"),
+        tenant_id: r.get("tenant_id"),
+        payout_id: r.get("payout_id"),
+        partner: r.get("partner"),
+        provider_reference: r.get("provider_reference"),
+        status: r.get("status"),
+        amount_minor: r.get("amount_minor"),
+        currency: r.get("currency"),
+        reversed: r.get("reversed"),
+        first_seen: r.get("first_seen"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+/// Our payouts at `partner` first seen since `since`.
+pub async fn ours_at(
+    pool: &PgPool,
+    partner: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Ours>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency, reversed, \
+         first_seen, updated_at FROM payouts_seen WHERE partner = $1 AND first_seen >= $2",
+    )
+    .bind(partner)
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(ours).collect())
+}
+
+/// Our payouts named by the partner's references or by flow ids (any partner, any age).
+pub async fn ours_named(pool: &PgPool, references: &[String], flows: &[String]) -> Result<Vec<Ours>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency, reversed, \
+         first_seen, updated_at FROM payouts_seen WHERE provider_reference = ANY($1) OR flow_id = ANY($2)",
+    )
+    .bind(references)
+    .bind(flows)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(ours).collect())
+}
+
+/// A finding as a run states it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Found {
+    pub kind: switchyard_model::events::reconciliation::FindingKind,
+    pub partner: String,
+    pub internal_reference: Option<String>,
+    pub provider_reference: Option<String>,
+    pub detail: String,
+    pub currency: Option<String>,
+    pub amount_at_risk: Option<i64>,
+    pub expected_minor: Option<i64>,
+    pub provider_minor: Option<i64>,
+    pub evidence: serde_json::Value,
+}
+
+impl Found {
+    /// Its identity: the same disagreement found again is the same finding.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.kind.as_str(),
+            self.partner,
+            self.provider_reference
+                .as_deref()
+                .or(self.internal_reference.as_deref())
+                .unwrap_or("")
+        )
+    }
+}
+
+/// Records a finding; true when it is new (first found by this run).
+pub async fn record(conn: &mut PgConnection, f: &Found, run: i64) -> Result<bool, sqlx::Error> {
+    let (inserted,): (bool,) = sqlx::query_as(
+        "INSERT INTO findings (fingerprint, kind, domain, partner, internal_reference, provider_reference, detail, \
+         currency, amount_at_risk, evidence, first_run) VALUES ($1, $2, 'payouts', $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (fingerprint) DO UPDATE SET last_seen = now() RETURNING (xmax = 0)",
+    )
+    .bind(f.fingerprint())
+    .bind(f.kind.as_str())
+    .bind(&f.partner)
+    .bind(&f.internal_reference)
+    .bind(&f.provider_reference)
+    .bind(&f.detail)
+    .bind(&f.currency)
+    .bind(f.amount_at_risk)
+    .bind(&f.evidence)
+    .bind(run)
+    .fetch_one(conn)
+    .await?;
+    Ok(inserted)
+}
+
+pub async fn start_run(pool: &PgPool, dry_run: bool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("INSERT INTO recon_runs (dry_run) VALUES ($1) RETURNING id")
+        .bind(dry_run)
+        .fetch_one(pool)
+        .await
+}
+
+pub async fn finish_run(pool: &PgPool, run: i64, summary: &serde_json::Value) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE recon_runs SET finished_at = now(), summary = $2 WHERE id = $1")
+        .bind(run)
+        .bind(summary)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn findings(
+    pool: &PgPool,
+    state: Option<&str>,
+    kind: Option<&str>,
+) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, kind, partner, internal_reference, provider_reference, detail, currency, amount_at_risk, evidence, \
+         state, owner, resolution, first_seen, last_seen, first_run, \
+         extract(epoch FROM now() - first_seen)::float8 AS age_seconds FROM findings \
+         WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) ORDER BY id",
+    )
+    .bind(state)
+    .bind(kind)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.get::<i64, _>("id"), "kind": r.get::<String, _>("kind"), "partner": r.get::<String, _>("partner"),
+                "internal_reference": r.get::<Option<String>, _>("internal_reference"),
+                "provider_reference": r.get::<Option<String>, _>("provider_reference"),
+                "detail": r.get::<String, _>("detail"), "currency": r.get::<Option<String>, _>("currency"),
+                "amount_at_risk": r.get::<Option<i64>, _>("amount_at_risk"),
+                "evidence": r.get::<serde_json::Value, _>("evidence"), "state": r.get::<String, _>("state"),
+                "owner": r.get::<Option<String>, _>("owner"), "resolution": r.get::<Option<String>, _>("resolution"),
+                "first_seen": r.get::<chrono::DateTime<chrono::Utc>, _>("first_seen"),
+                "last_seen": r.get::<chrono::DateTime<chrono::Utc>, _>("last_seen"),
+                "first_run": r.get::<i64, _>("first_run"), "age_seconds": r.get::<f64, _>("age_seconds"),
+            })
+        })
+        .collect())
+}
+
+pub async fn acknowledge(pool: &PgPool, id: i64, by: &str) -> Result<bool, sqlx::Error> {
+    Ok(
+        sqlx::query("UPDATE findings SET state = 'acknowledged', owner = $2 WHERE id = $1 AND state = 'open'")
+            .bind(id)
+            .bind(by)
+            .execute(pool)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}
+
+pub async fn resolve(pool: &PgPool, id: i64, by: &str, resolution: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE findings SET state = 'resolved', owner = COALESCE(owner, $2), resolution = $3, resolved_at = now() \
+         WHERE id = $1 AND state <> 'resolved'",
+    )
+    .bind(id)
+    .bind(by)
+    .bind(resolution)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}

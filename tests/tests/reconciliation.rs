@@ -1,0 +1,196 @@
+//! Reconciliation through the running mesh (`make services`): payouts made through the API, the
+//! payout partners' own lists pulled by the reconciliation service, discrepancies injected at the
+//! Stripe-shaped simulator (a payout executed twice, an amount reported differently, a payout we never
+//! sent), each found exactly once, published once, never found again by a second run; a dry run
+//! stores nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard_model::events::reconciliation::ReconciliationFinding;
+use switchyard_tests::*;
+
+const STRIPE: &str = "http://127.0.0.1:9308";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn flow(tenant: &str, id: &str) -> String {
+    format!("{}.{tenant}.{id}", tenant.len())
+}
+
+async fn run(m: &Mesh, body: Value) -> Value {
+    let url = format!("{}/runs", m.var("RECONCILIATION_URL"));
+    let r = m.http.post(&url).json(&body).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    r.json().await.unwrap()
+}
+
+/// The findings of a run's summary (or the stored ones) about this tenant's flows.
+fn ours<'a>(found: &'a [Value], tenant: &str) -> Vec<&'a Value> {
+    let marker = format!(".{tenant}.");
+    found
+        .iter()
+        .filter(|f| f["internal_reference"].as_str().is_some_and(|r| r.contains(&marker)))
+        .collect()
+}
+
+async fn stored(m: &Mesh, tenant: &str) -> Vec<Value> {
+    let v = m.get_json(&format!("{}/findings", m.var("RECONCILIATION_URL"))).await;
+    let all = v["findings"].as_array().cloned().unwrap_or_default();
+    ours(&all, tenant).into_iter().cloned().collect()
+}
+
+#[tokio::test]
+async fn each_injected_discrepancy_is_found_once_and_a_clean_run_finds_nothing() {
+    let (stack, m) = (Stack::get(), Mesh::get());
+    let t = format!("tenant-rc-{}", short_id());
+    let key = m.api_key(&t, "payouts:write,payouts:read");
+    let mut ids = vec![];
+    for i in 0..4 {
+        let id = format!("rc-{i}");
+        let body = json!({"payout_id": id, "customer_id": "cust-rc", "amount": {"currency": "EUR", "value": format!("{}.00", 20 + i)},
+            "priority": if i == 3 { "speed" } else { "cost" },
+            "beneficiary": {"name": "Grace Hopper", "account": {"scheme": "iban", "value": iban_de(fresh_account())}}});
+        let (code, resp) = m.post(&key, "/v1/payouts", &body).await;
+        assert_eq!(code, 202, "{resp}");
+        ids.push(id);
+    }
+    let mut refs = vec![];
+    for id in &ids {
+        let p = m.payout_in(&key, id, &["settled"], WAIT).await;
+        refs.push(p["provider_reference"].as_str().unwrap().to_string());
+    }
+    // Clean: once our outcomes have reached the service, a run finds nothing about these payouts.
+    let clean = eventually(Duration::from_secs(30), || async {
+        let s = run(&m, json!({"dry_run": true, "grace_seconds": 0})).await;
+        ours(s["found"].as_array().unwrap(), &t).is_empty()
+    })
+    .await;
+    assert!(clean, "a clean run finds nothing");
+
+    // Injected at the Stripe-shaped partner: payout 0 executed twice, payout 1 reported 1 cent more,
+    // a payout we never sent naming a flow of this tenant.
+    m.sim_post(STRIPE, &format!("/_sim/payouts/{}/duplicate", refs[0]), json!({}))
+        .await;
+    m.sim_post(
+        STRIPE,
+        &format!("/_sim/payouts/{}/amount", refs[1]),
+        json!({"amount": 2101}),
+    )
+    .await;
+    let ghost = flow(&t, "ghost");
+    m.sim_post(
+        STRIPE,
+        "/_sim/payouts/ghost",
+        json!({"payout_id": ghost, "amount": 999, "currency": "EUR"}),
+    )
+    .await;
+
+    // A dry run reports them and stores nothing.
+    let dry = run(&m, json!({"dry_run": true, "grace_seconds": 0})).await;
+    assert_eq!(ours(dry["found"].as_array().unwrap(), &t).len(), 3, "{dry}");
+    assert!(stored(&m, &t).await.is_empty(), "a dry run stores nothing");
+
+    let first = run(&m, json!({"grace_seconds": 0})).await;
+    let found = stored(&m, &t).await;
+    let mut kinds: Vec<(&str, &str)> = found
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["internal_reference"].as_str().unwrap()))
+        .collect();
+    kinds.sort();
+    let mut want = [
+        ("amount_mismatch", flow(&t, &ids[1])),
+        ("duplicate_execution", flow(&t, &ids[0])),
+        ("missing_internally", ghost.clone()),
+    ];
+    want.sort();
+    assert_eq!(
+        kinds,
+        want.iter().map(|(k, r)| (*k, r.as_str())).collect::<Vec<_>>(),
+        "{found:#?}"
+    );
+    for f in &found {
+        assert_eq!(f["state"], "open");
+        assert_eq!(f["first_run"], first["run"], "found by the first run");
+        assert!(
+            f["evidence"]["partner_record"].is_object() || f["evidence"]["partner_records"].is_array(),
+            "{f}"
+        );
+    }
+    let amount = found.iter().find(|f| f["kind"] == "amount_mismatch").unwrap();
+    assert_eq!(
+        (amount["currency"].as_str(), amount["amount_at_risk"].as_i64()),
+        (Some("EUR"), Some(1))
+    );
+    let dup = found.iter().find(|f| f["kind"] == "duplicate_execution").unwrap();
+    assert_eq!(
+        dup["amount_at_risk"].as_i64(),
+        Some(2000),
+        "the second execution is at risk"
+    );
+
+    // A second run finds the same three again: no new finding.
+    let second = run(&m, json!({"grace_seconds": 0})).await;
+    assert_eq!(ours(second["found"].as_array().unwrap(), &t).len(), 3);
+    let again = stored(&m, &t).await;
+    assert_eq!(again.len(), 3);
+    assert!(again.iter().all(|f| f["first_run"] == first["run"]));
+
+    // Published once each on reconciliation.findings.v1.
+    let codec = model_codec(&stack);
+    let marker = format!(".{t}.");
+    let events: Vec<ReconciliationFinding> = read_events(
+        &stack,
+        &codec,
+        WAIT,
+        Duration::from_secs(2),
+        |f: &ReconciliationFinding| f.internal_reference.as_deref().is_some_and(|r| r.contains(&marker)),
+        |fs| fs.len() >= 3,
+    )
+    .await;
+    assert_eq!(events.len(), 3, "{events:?}");
+
+    // An operator takes one and resolves it; a bad resolution is refused.
+    let id = dup["id"].as_i64().unwrap();
+    let base = m.var("RECONCILIATION_URL");
+    let post = |path: String, body: Value| {
+        let m = &m;
+        async move { m.http.post(path).json(&body).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        post(format!("{base}/findings/{id}/acknowledge"), json!({"by": "ops-anna"})).await,
+        200
+    );
+    assert_eq!(
+        post(
+            format!("{base}/findings/{id}/resolve"),
+            json!({"by": "ops-anna", "resolution": "forgotten"})
+        )
+        .await,
+        422
+    );
+    assert_eq!(
+        post(
+            format!("{base}/findings/{id}/resolve"),
+            json!({"by": "ops-anna", "resolution": "written_off"})
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        post(
+            format!("{base}/findings/{id}/resolve"),
+            json!({"by": "ops-anna", "resolution": "corrected"})
+        )
+        .await,
+        409,
+        "resolved once"
+    );
+    let after = stored(&m, &t).await;
+    let d = after.iter().find(|f| f["id"] == id).unwrap();
+    assert_eq!(
+        (d["state"].as_str(), d["resolution"].as_str(), d["owner"].as_str()),
+        (Some("resolved"), Some("written_off"), Some("ops-anna"))
+    );
+}
