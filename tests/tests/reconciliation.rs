@@ -194,3 +194,94 @@ async fn each_injected_discrepancy_is_found_once_and_a_clean_run_finds_nothing()
         (Some("resolved"), Some("written_off"), Some("ops-anna"))
     );
 }
+
+async fn report(m: &Mesh, sim: &str) -> String {
+    let r = m.http.post(format!("{sim}/_sim/reports")).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let v: Value = r.json().await.unwrap();
+    v["file"].as_str().unwrap().to_string()
+}
+
+/// Each payout partner drops a settlement report in its own format (Stripe-shaped itemized CSV,
+/// Wise-shaped statement): clean ones add no finding; a line we never sent and a return that never
+/// reached the flow are found once each; the same file again, under another name, is not read twice.
+#[tokio::test]
+async fn settlement_reports_are_reconciled_once_each_by_content() {
+    const WISE: &str = "http://127.0.0.1:9307";
+    let m = Mesh::get();
+    let t = format!("tenant-rr-{}", short_id());
+    let key = m.api_key(&t, "payouts:write,payouts:read");
+    let mut refs = vec![];
+    for (id, priority) in [("rr-s", "cost"), ("rr-w", "speed")] {
+        let body = json!({"payout_id": id, "customer_id": "cust-rr", "amount": {"currency": "EUR", "value": "31.50"},
+            "priority": priority,
+            "beneficiary": {"name": "Grace Hopper", "account": {"scheme": "iban", "value": iban_de(fresh_account())}}});
+        assert_eq!(m.post(&key, "/v1/payouts", &body).await.0, 202);
+        let p = m.payout_in(&key, id, &["settled"], WAIT).await;
+        refs.push(p["provider_reference"].as_str().unwrap().to_string());
+    }
+    let clean = eventually(Duration::from_secs(30), || async {
+        let s = run(&m, json!({"dry_run": true, "grace_seconds": 0})).await;
+        ours(s["found"].as_array().unwrap(), &t).is_empty()
+    })
+    .await;
+    assert!(clean, "our outcomes reached the service");
+    report(&m, STRIPE).await;
+    report(&m, WISE).await;
+    let s = run(&m, json!({"grace_seconds": 0})).await;
+    assert!(s["files"].as_array().unwrap().len() >= 2, "{s}");
+    assert!(
+        ours(s["found"].as_array().unwrap(), &t).is_empty(),
+        "clean reports: {s}"
+    );
+
+    // The next reports carry a settlement line we never sent, and a return of the Wise payout that
+    // never reached its flow.
+    let ghost = flow(&t, "ghost-line");
+    m.sim_post(
+        STRIPE,
+        "/_sim/reports/lines",
+        json!({"category": "payout", "payout": format!("po_ghost_{}", short_id()), "payout_id": ghost, "amount_minor": 555, "currency": "EUR"}),
+    )
+    .await;
+    m.sim_post(
+        WISE,
+        "/_sim/reports/lines",
+        json!({"kind": "return", "transfer_id": refs[1].parse::<i64>().unwrap(), "reference": flow(&t, "rr-w"), "amount_minor": 3150, "currency": "EUR"}),
+    )
+    .await;
+    let stripe_file = report(&m, STRIPE).await;
+    report(&m, WISE).await;
+    run(&m, json!({"grace_seconds": 0})).await;
+    let found = stored(&m, &t).await;
+    let mut kinds: Vec<(&str, &str)> = found
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["internal_reference"].as_str().unwrap()))
+        .collect();
+    kinds.sort();
+    let rr_w = flow(&t, "rr-w");
+    assert_eq!(
+        kinds,
+        [("late_return", rr_w.as_str()), ("missing_internally", ghost.as_str())],
+        "{found:#?}"
+    );
+    let late = found.iter().find(|f| f["kind"] == "late_return").unwrap();
+    assert_eq!(late["amount_at_risk"].as_i64(), Some(3150));
+    assert!(
+        !late["evidence"].to_string().contains("DE"),
+        "no account in the evidence: {late}"
+    );
+
+    // The same file under another name: not read again; nothing new.
+    let copy = stripe_file.replace(".csv", "-copy.csv");
+    std::fs::copy(&stripe_file, &copy).unwrap();
+    let again = run(&m, json!({"grace_seconds": 0})).await;
+    let files: Vec<&str> = again["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["file"].as_str())
+        .collect();
+    assert!(!files.iter().any(|f| copy.ends_with(f)), "{files:?}");
+    assert_eq!(stored(&m, &t).await.len(), 2);
+}

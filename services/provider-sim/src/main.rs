@@ -53,6 +53,9 @@ struct Args {
     /// How long a verification takes before its result (and webhook).
     #[arg(long, default_value_t = 400)]
     complete_after_ms: u64,
+    /// Where payout vendors drop their settlement reports (`POST /_sim/reports` writes one).
+    #[arg(long, default_value = "")]
+    reports_dir: String,
 }
 
 fn env(name: &str) -> anyhow::Result<String> {
@@ -108,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
                 api_token: env("WISE_API_TOKEN")?,
                 complete_after,
                 webhook_url: args.webhook_url.clone(),
+                reports_dir: args.reports_dir.clone(),
                 private_key: switchyard_vendors::signing::unb64(&env("WISE_WEBHOOK_PRIVATE_KEY")?)
                     .ok_or_else(|| anyhow::anyhow!("WISE_WEBHOOK_PRIVATE_KEY is not base64"))?,
             },
@@ -119,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
                 complete_after,
                 webhook_url: args.webhook_url.clone(),
                 webhook_secret: env("STRIPE_WEBHOOK_SECRET")?,
+                reports_dir: args.reports_dir.clone(),
             },
         ),
         Vendor::Seon => seon::router(

@@ -312,6 +312,36 @@ async fn deliveries(State(sim): State<Sim>, Query(q): Query<LedgerQuery>) -> Jso
     )
 }
 
+/// Writes a settlement report into `dir` as `<prefix>-<n>.csv` (numbered after those there);
+/// returns its path.
+pub fn write_report(dir: &str, prefix: &str, text: &str) -> std::io::Result<String> {
+    anyhow_free_create(dir)?;
+    let n = std::fs::read_dir(dir)?.count() + 1;
+    let path = format!(
+        "{dir}/{prefix}-{:06}-{}.csv",
+        n,
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%3f")
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn anyhow_free_create(dir: &str) -> std::io::Result<()> {
+    if dir.is_empty() {
+        return Err(std::io::Error::other("no --reports-dir"));
+    }
+    std::fs::create_dir_all(dir)
+}
+
+/// A CSV field, quoted when it must be.
+pub fn csv(v: &str) -> String {
+    if v.contains([',', '"', '\n']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v.to_string()
+    }
+}
+
 /// A vendor's error body for an injected status.
 pub type ErrorBody = fn(u16) -> serde_json::Value;
 

@@ -41,6 +41,8 @@ pub struct Config {
     /// Where events are delivered (none when empty), and the endpoint's signing secret.
     pub webhook_url: String,
     pub webhook_secret: String,
+    /// Where settlement reports are dropped.
+    pub reports_dir: String,
 }
 
 /// A remembered idempotency key: when it was first used (simulator hours), the request's
@@ -55,6 +57,21 @@ struct Book {
     offset_hours: f64,
     /// Payouts whose metadata id contains one of these stay pending.
     holds: Vec<String>,
+    /// Payouts already in a settlement report, and lines to add to the next one.
+    reported: std::collections::HashSet<String>,
+    extra_lines: Vec<ExtraLine>,
+}
+
+/// A line for the next report that no payout here made (a correction, a late return, a line we
+/// never sent).
+#[derive(Debug, Clone, Deserialize)]
+struct ExtraLine {
+    /// payout | payout_reversal | adjustment
+    category: String,
+    payout: String,
+    payout_id: Option<String>,
+    amount_minor: i64,
+    currency: String,
 }
 
 #[derive(Clone)]
@@ -107,6 +124,8 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
         .route("/_sim/payouts/{id}/duplicate", post(duplicate))
         .route("/_sim/payouts/{id}/amount", post(set_amount))
         .route("/_sim/payouts/ghost", post(ghost))
+        .route("/_sim/reports", post(report))
+        .route("/_sim/reports/lines", post(add_line))
         .with_state(app);
     with_faults(api, sim, error_body).merge(control)
 }
@@ -347,6 +366,76 @@ async fn list(State(app): State<App>, h: HeaderMap, Query(q): Query<HashMap<Stri
     let page: Vec<Value> = all.iter().skip(start).take(limit).cloned().collect();
     let has_more = start + page.len() < all.len();
     Json(json!({"object": "list", "url": "/v1/payouts", "has_more": has_more, "data": page})).into_response()
+}
+
+async fn add_line(State(app): State<App>, Json(l): Json<ExtraLine>) -> StatusCode {
+    if let Ok(mut b) = app.book.lock() {
+        b.extra_lines.push(l);
+    }
+    StatusCode::NO_CONTENT
+}
+
+/// Drops an itemized payout reconciliation report: every payout not reported yet (failed and
+/// cancelled ones are not money out), then the lines added for it.
+async fn report(State(app): State<App>) -> Response {
+    let text = app.book.lock().ok().map(|mut b| {
+        let mut rows = vec![
+            "balance_transaction_id,created_utc,reporting_category,currency,gross,fee,net,automatic_payout_id,payout_metadata[payout_id],description"
+                .to_string(),
+        ];
+        let when = |secs: i64| {
+            chrono::DateTime::from_timestamp(secs, 0)
+                .unwrap_or_default()
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        };
+        let fresh: Vec<Value> = b
+            .payouts
+            .iter()
+            .filter(|p| p["status"] != "failed" && p["status"] != "canceled")
+            .filter(|p| !b.reported.contains(p["id"].as_str().unwrap_or_default()))
+            .cloned()
+            .collect();
+        let mut line = |category: &str, id: &str, payout_id: &str, minor: i64, currency: &str, secs: i64, text: &str| {
+            let cur = currency.to_uppercase();
+            let gross = switchyard_model::money::decimal(minor, &cur).unwrap_or_default();
+            let signed = if category == "payout_reversal" { gross.clone() } else { format!("-{gross}") };
+            rows.push(format!(
+                "txn_{},{},{category},{},{signed},0.00,{signed},{id},{},{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..16],
+                when(secs),
+                currency.to_lowercase(),
+                crate::sim::csv(payout_id),
+                crate::sim::csv(text)
+            ));
+        };
+        for p in &fresh {
+            line(
+                "payout",
+                p["id"].as_str().unwrap_or_default(),
+                &metadata_id(p),
+                p["amount"].as_i64().unwrap_or(0),
+                p["currency"].as_str().unwrap_or_default(),
+                p["created"].as_i64().unwrap_or(0),
+                "STRIPE PAYOUT",
+            );
+        }
+        let now = chrono::Utc::now().timestamp();
+        for l in std::mem::take(&mut b.extra_lines) {
+            line(&l.category, &l.payout, l.payout_id.as_deref().unwrap_or(""), l.amount_minor, &l.currency, now, "adjusted by the bank");
+        }
+        for p in &fresh {
+            b.reported.insert(p["id"].as_str().unwrap_or_default().to_string());
+        }
+        (rows.len() - 1, rows.join("\n") + "\n")
+    });
+    let Some((lines, text)) = text else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    match crate::sim::write_report(&app.cfg.reports_dir, "stripe-payout-reconciliation", &text) {
+        Ok(file) => Json(json!({"file": file, "lines": lines})).into_response(),
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
 }
 
 /// Injected discrepancy: the payout executed a second time (a new payout, the same metadata).

@@ -39,6 +39,8 @@ pub struct Config {
     /// Where state changes are delivered (none when empty), and the key they are signed with
     /// (PKCS#8 DER).
     pub webhook_url: String,
+    /// Where balance statements are dropped.
+    pub reports_dir: String,
     pub private_key: Vec<u8>,
 }
 
@@ -53,6 +55,20 @@ struct Book {
     /// Transfers whose key (customerTransactionId and reference) contains one of these stay in
     /// processing.
     holds: Vec<String>,
+    /// Transfers already in a statement, and lines to add to the next one.
+    reported: std::collections::HashSet<i64>,
+    extra_lines: Vec<ExtraLine>,
+}
+
+/// A line for the next statement: money back for a transfer (`return`), a correction, or money
+/// sent that no transfer here made (`payout`).
+#[derive(Debug, Clone, serde::Deserialize)]
+struct ExtraLine {
+    kind: String,
+    transfer_id: i64,
+    reference: Option<String>,
+    amount_minor: i64,
+    currency: String,
 }
 
 #[derive(Clone)]
@@ -94,6 +110,8 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
         .route("/_sim/clock", post(clock))
         .route("/_sim/transfers/{id}/bounce", post(bounce))
         .route("/_sim/hold", post(hold))
+        .route("/_sim/reports", post(report))
+        .route("/_sim/reports/lines", post(add_line))
         .with_state(app);
     with_faults(api, sim, error_body).merge(control)
 }
@@ -128,6 +146,73 @@ async fn list(
         .unwrap_or_default();
     all.sort_by_key(|t| t["id"].as_i64().unwrap_or(0));
     Json(all.into_iter().skip(offset).take(limit).collect::<Vec<_>>()).into_response()
+}
+
+async fn add_line(State(app): State<App>, Json(l): Json<ExtraLine>) -> StatusCode {
+    if let Ok(mut b) = app.book.lock() {
+        b.extra_lines.push(l);
+    }
+    StatusCode::NO_CONTENT
+}
+
+/// Drops a balance statement: every funded transfer not in one yet (money sent, negative), then
+/// the lines added for it.
+async fn report(State(app): State<App>) -> Response {
+    use crate::sim::csv;
+    let text = app.book.lock().ok().map(|mut b| {
+        let mut rows = vec![
+            "\"TransferWise ID\",\"Date\",\"Amount\",\"Currency\",\"Description\",\"Payment Reference\",\"Running Balance\",\"Payee Name\",\"Payee Account Number\",\"Total fees\""
+                .to_string(),
+        ];
+        let today = chrono::Utc::now().format("%d-%m-%Y").to_string();
+        let mut ids: Vec<i64> = b
+            .transfers
+            .iter()
+            .filter(|(id, t)| {
+                !b.reported.contains(*id) && t["status"] != "incoming_payment_waiting" && t["status"] != "cancelled"
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        for id in &ids {
+            let t = &b.transfers[id];
+            let cur = t["targetCurrency"].as_str().unwrap_or_default().to_string();
+            // The major-unit decimal as the statement writes it ("9000", not "9000.0").
+            let value = t["targetValue"].to_string();
+            let value = match value.split_once('.') {
+                Some((i, f)) if f.trim_end_matches('0').is_empty() => i.to_string(),
+                _ => value,
+            };
+            rows.push(format!(
+                "TRANSFER-{id},{today},-{value},{cur},Sent money,{},,,,0.00",
+                csv(t["reference"].as_str().unwrap_or_default())
+            ));
+        }
+        for l in std::mem::take(&mut b.extra_lines) {
+            let amount = switchyard_model::money::decimal(l.amount_minor, &l.currency).unwrap_or_default();
+            let (signed, description) = match l.kind.as_str() {
+                "return" => (amount, "Money returned".to_string()),
+                "correction" => (format!("-{amount}"), format!("Correction of transfer {}", l.transfer_id)),
+                _ => (format!("-{amount}"), "Sent money".to_string()),
+            };
+            rows.push(format!(
+                "TRANSFER-{},{today},{signed},{},{},{},,,,0.00",
+                l.transfer_id,
+                l.currency,
+                csv(&description),
+                csv(l.reference.as_deref().unwrap_or_default())
+            ));
+        }
+        b.reported.extend(ids);
+        (rows.len() - 1, rows.join("\n") + "\n")
+    });
+    let Some((lines, text)) = text else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    match crate::sim::write_report(&app.cfg.reports_dir, "wise-statement", &text) {
+        Ok(file) => Json(json!({"file": file, "lines": lines})).into_response(),
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
 }
 
 #[derive(serde::Deserialize)]

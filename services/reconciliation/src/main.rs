@@ -14,7 +14,9 @@
 //! Configuration beyond the runtime's: `[[partners]]` (the payout partners, as the payouts adapter's),
 //! `[reconciliation] interval_seconds` (0: only on demand; default 300), `window_hours` (how far back
 //! each run looks; 48), `grace_seconds` (how old a record must be before its absence counts: our
-//! outcome and the partner's webhook may still be on their way; 120).
+//! outcome and the partner's webhook may still be on their way; 120), `reports_dir` (where partners
+//! drop settlement reports, `<dir>/<partner id>/*.csv`, each partner in its own format; a file is
+//! reconciled once by its content, whatever its name).
 
 mod matching;
 mod store;
@@ -44,6 +46,8 @@ struct ReconConfig {
     interval_seconds: u64,
     window_hours: f64,
     grace_seconds: f64,
+    /// Where partners drop settlement reports (`<dir>/<partner id>/*.csv`); relative to the config file.
+    reports_dir: Option<String>,
 }
 
 impl Default for ReconConfig {
@@ -52,6 +56,7 @@ impl Default for ReconConfig {
             interval_seconds: 300,
             window_hours: 48.0,
             grace_seconds: 120.0,
+            reports_dir: None,
         }
     }
 }
@@ -98,6 +103,7 @@ struct App {
     outbox: Outbox,
     partners: Arc<Partners<dyn PayoutVendor>>,
     cfg: ReconConfig,
+    reports_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +120,7 @@ async fn run_now(
 ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
     let req = body.map(|b| b.0).unwrap_or_default();
     let opts = matching::Options {
+        reports_dir: app.reports_dir.clone(),
         dry_run: req.dry_run,
         window: Duration::from_secs_f64(req.window_hours.unwrap_or(app.cfg.window_hours).max(0.0) * 3600.0),
         grace: Duration::from_secs_f64(req.grace_seconds.unwrap_or(app.cfg.grace_seconds).max(0.0)),
@@ -188,7 +195,15 @@ async fn run() -> anyhow::Result<()> {
     let file = rt.config_file.as_deref();
     let cfg: ReconConfig = ServiceConfig::section(file, "reconciliation", ReconConfig::default())?;
     let partners = Partners::load(file, &rt.metrics, &rt.pool, registry::payouts).map_err(anyhow::Error::msg)?;
+    let reports_dir =
+        cfg.reports_dir
+            .as_ref()
+            .map(|d| match (std::path::PathBuf::from(d), file.and_then(|f| f.parent())) {
+                (p, Some(dir)) if p.is_relative() => dir.join(p),
+                (p, _) => p,
+            });
     let app = App {
+        reports_dir,
         pool: rt.pool.clone(),
         outbox: rt.outbox.clone(),
         partners: Arc::new(partners),
@@ -203,6 +218,7 @@ async fn run() -> anyhow::Result<()> {
             }
             while shutdown.sleep(Duration::from_secs(app.cfg.interval_seconds)).await {
                 let opts = matching::Options {
+                    reports_dir: app.reports_dir.clone(),
                     dry_run: false,
                     window: Duration::from_secs_f64(app.cfg.window_hours * 3600.0),
                     grace: Duration::from_secs_f64(app.cfg.grace_seconds),

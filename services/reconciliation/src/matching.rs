@@ -19,12 +19,14 @@ use switchyard_model::{
 use switchyard_runtime::Outbox;
 use switchyard_vendors::{
     adapter::Partners,
-    payouts::{ListedPayout, PayoutVendor},
+    payouts::{ListedPayout, PayoutVendor, SettlementKind, SettlementLine},
 };
 
 use crate::store::{self, Found, Ours};
 
 pub struct Options {
+    /// Where partners drop settlement reports (`<dir>/<partner id>/*.csv`), if anywhere.
+    pub reports_dir: Option<std::path::PathBuf>,
     /// Compute and report; store and publish nothing.
     pub dry_run: bool,
     /// How far back the partners' lists are read.
@@ -196,6 +198,114 @@ pub fn compare(partner: &str, theirs: &[ListedPayout], ours: &[Ours], now_ms: i6
     out
 }
 
+/// The findings of one settlement report's lines against our payouts (those its lines name).
+pub fn compare_report(partner: &str, lines: &[SettlementLine], ours: &[Ours], file: &str) -> Vec<Found> {
+    let by_ref: HashMap<&str, &Ours> = ours
+        .iter()
+        .filter_map(|o| Some((o.provider_reference.as_deref()?, o)))
+        .collect();
+    let by_flow: HashMap<&str, &Ours> = ours.iter().map(|o| (o.flow_id.as_str(), o)).collect();
+    let evidence = |l: &SettlementLine, o: Option<&Ours>| serde_json::json!({"report": file, "line": l, "ours": o});
+    let mut out = Vec::new();
+    let mut per_flow: BTreeMap<&str, Vec<&SettlementLine>> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.kind == SettlementKind::Payout) {
+        if let Some(r) = l.our_reference.as_deref().filter(|r| is_flow_id(r)) {
+            let v = per_flow.entry(r).or_default();
+            if !v.iter().any(|x| x.provider_reference == l.provider_reference) {
+                v.push(l);
+            }
+        }
+    }
+    for (flow, ls) in &per_flow {
+        if ls.len() > 1 {
+            out.push(Found {
+                kind: FindingKind::DuplicateExecution,
+                partner: partner.to_string(),
+                internal_reference: Some(flow.to_string()),
+                provider_reference: None,
+                detail: format!("{} payouts of one flow in {partner}'s report {file}", ls.len()),
+                currency: Some(ls[0].amount.currency.clone()),
+                amount_at_risk: Some(ls.iter().skip(1).map(|l| l.amount.amount_minor).sum()),
+                expected_minor: by_flow.get(flow).and_then(|o| o.amount_minor),
+                provider_minor: Some(ls[0].amount.amount_minor),
+                evidence: serde_json::json!({"report": file, "lines": ls, "ours": by_flow.get(flow)}),
+            });
+        }
+    }
+    for l in lines {
+        let o = by_ref
+            .get(l.provider_reference.as_str())
+            .or_else(|| l.our_reference.as_deref().and_then(|r| by_flow.get(r)))
+            .copied();
+        let found = |kind, detail: String, o: Option<&Ours>, at_risk: i64| Found {
+            kind,
+            partner: partner.to_string(),
+            internal_reference: o.map(|o| o.flow_id.clone()).or_else(|| l.our_reference.clone()),
+            provider_reference: Some(l.provider_reference.clone()),
+            detail,
+            currency: Some(l.amount.currency.clone()),
+            amount_at_risk: Some(at_risk),
+            expected_minor: o.and_then(|o| o.amount_minor),
+            provider_minor: Some(l.amount.amount_minor),
+            evidence: evidence(l, o),
+        };
+        let Some(o) = o else {
+            if l.kind != SettlementKind::Correction {
+                out.push(found(
+                    FindingKind::MissingInternally,
+                    format!(
+                        "{partner}'s report {file} line {} settles a payout no flow of ours knows",
+                        l.line
+                    ),
+                    None,
+                    l.amount.amount_minor,
+                ));
+            }
+            continue;
+        };
+        if o.status == "in_flight" {
+            continue;
+        }
+        let ours_amount = o.amount_minor.unwrap_or(l.amount.amount_minor);
+        match l.kind {
+            SettlementKind::Payout | SettlementKind::Correction
+                if ours_amount != l.amount.amount_minor || o.currency.as_deref() != Some(l.amount.currency.as_str()) =>
+            {
+                let what = if l.kind == SettlementKind::Correction { "corrected to" } else { "settled" };
+                out.push(found(
+                    FindingKind::AmountMismatch,
+                    format!(
+                        "we paid {ours_amount} {} minor units; {partner}'s report {file} line {} {what} {} {}",
+                        o.currency.as_deref().unwrap_or("?"),
+                        l.line,
+                        l.amount.amount_minor,
+                        l.amount.currency
+                    ),
+                    Some(o),
+                    (l.amount.amount_minor - ours_amount).abs(),
+                ));
+            }
+            SettlementKind::Payout if o.status == "failed" => out.push(found(
+                FindingKind::StatusMismatch,
+                format!("we say failed; {partner}'s report {file} line {} settles it", l.line),
+                Some(o),
+                l.amount.amount_minor,
+            )),
+            SettlementKind::Return if o.status == "settled" && !o.reversed => out.push(found(
+                FindingKind::LateReturn,
+                format!(
+                    "{partner}'s report {file} line {} returns a payout we still hold as settled (no return reached the flow)",
+                    l.line
+                ),
+                Some(o),
+                l.amount.amount_minor,
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Pulls every payout partner's list, compares, records new findings (published once) unless dry,
 /// and returns the run's summary: counts by kind, value at risk per currency, new vs seen again.
 pub async fn run(
@@ -244,31 +354,77 @@ pub async fn run(
         found.extend(compare(partner, &theirs, &ours, now.timestamp_millis(), opts.grace));
     }
     let mut new = 0usize;
+    // Settlement reports not reconciled yet: each file in one transaction with its findings.
+    let mut files: Vec<serde_json::Value> = Vec::new();
+    if let Some(dir) = &opts.reports_dir {
+        for partner in &ids {
+            let vendor = partners.get(partner).map_err(|f| anyhow::anyhow!(f.message))?;
+            let Ok(entries) = std::fs::read_dir(dir.join(partner)) else {
+                continue;
+            };
+            let mut paths: Vec<std::path::PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+            paths.sort();
+            for path in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "csv")) {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                let bytes = std::fs::read(&path)?;
+                let sha: String = sqlx::query_scalar("SELECT encode(sha256($1), 'hex')")
+                    .bind(&bytes)
+                    .fetch_one(pool)
+                    .await?;
+                let seen: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM report_files WHERE partner = $1 AND sha256 = $2")
+                        .bind(partner)
+                        .bind(&sha)
+                        .fetch_optional(pool)
+                        .await?;
+                if seen.is_some() {
+                    continue;
+                }
+                let lines = vendor
+                    .parse_report(&String::from_utf8_lossy(&bytes))
+                    .map_err(|e| anyhow::anyhow!("{partner} report {name}: {e}"))?;
+                let refs: Vec<String> = lines.iter().map(|l| l.provider_reference.clone()).collect();
+                let flows: Vec<String> = lines.iter().filter_map(|l| l.our_reference.clone()).collect();
+                let ours = store::ours_named(pool, &refs, &flows).await?;
+                let in_file = compare_report(partner, &lines, &ours, &name);
+                files.push(serde_json::json!({"partner": partner, "file": name, "lines": lines.len(), "findings": in_file.len()}));
+                if !opts.dry_run {
+                    let mut tx = pool.begin().await?;
+                    let taken = sqlx::query(
+                        "INSERT INTO report_files (partner, sha256, name, lines, findings) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(partner)
+                    .bind(&sha)
+                    .bind(&name)
+                    .bind(i32::try_from(lines.len()).unwrap_or(i32::MAX))
+                    .bind(i32::try_from(in_file.len()).unwrap_or(i32::MAX))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if taken == 1 {
+                        for f in &in_file {
+                            if store::record(&mut tx, f, run_id).await? {
+                                new += 1;
+                                publish(outbox, &mut tx, f).await?;
+                            }
+                        }
+                        tx.commit().await?;
+                    }
+                }
+                found.extend(in_file);
+            }
+        }
+    }
     if !opts.dry_run {
         for f in &found {
             let mut tx = pool.begin().await?;
             if store::record(&mut tx, f, run_id).await? {
                 new += 1;
-                let event = ReconciliationFinding {
-                    envelope: Envelope::new(
-                        ReconciliationFinding::RECORD,
-                        "reconciliation",
-                        f.internal_reference.clone().unwrap_or_else(|| f.fingerprint()),
-                        crate::SERVICE,
-                    ),
-                    domain: "payouts".into(),
-                    partner: f.partner.clone(),
-                    kind: f.kind,
-                    internal_reference: f.internal_reference.clone(),
-                    provider_reference: f.provider_reference.clone(),
-                    detail: f.detail.clone(),
-                    expected_amount: money(f.expected_minor, f.currency.as_deref()),
-                    provider_amount: money(f.provider_minor, f.currency.as_deref()),
-                };
-                outbox
-                    .enqueue(&mut tx, ReconciliationFinding::TOPIC, &EventRecord::of(&event)?)
-                    .await?;
-                tracing::warn!(kind = f.kind.as_str(), partner = %f.partner, reference = ?f.provider_reference, "reconciliation finding");
+                publish(outbox, &mut tx, f).await?;
             }
             tx.commit().await?;
         }
@@ -283,6 +439,7 @@ pub async fn run(
         }
     }
     let summary = serde_json::json!({
+        "files": files,
         "run": run_id, "dry_run": opts.dry_run, "window_hours": opts.window.as_secs_f64() / 3600.0,
         "partner_records": pulled, "findings": found.len(), "new_findings": new,
         "by_kind": by_kind, "value_at_risk_minor": at_risk,
@@ -300,6 +457,31 @@ pub async fn run(
         "reconciliation run"
     );
     Ok(summary)
+}
+
+/// A new finding on `reconciliation.findings.v1`, in the transaction that recorded it.
+async fn publish(outbox: &Outbox, tx: &mut sqlx::PgConnection, f: &Found) -> anyhow::Result<()> {
+    let event = ReconciliationFinding {
+        envelope: Envelope::new(
+            ReconciliationFinding::RECORD,
+            "reconciliation",
+            f.internal_reference.clone().unwrap_or_else(|| f.fingerprint()),
+            crate::SERVICE,
+        ),
+        domain: "payouts".into(),
+        partner: f.partner.clone(),
+        kind: f.kind,
+        internal_reference: f.internal_reference.clone(),
+        provider_reference: f.provider_reference.clone(),
+        detail: f.detail.clone(),
+        expected_amount: money(f.expected_minor, f.currency.as_deref()),
+        provider_amount: money(f.provider_minor, f.currency.as_deref()),
+    };
+    outbox
+        .enqueue(tx, ReconciliationFinding::TOPIC, &EventRecord::of(&event)?)
+        .await?;
+    tracing::warn!(kind = f.kind.as_str(), partner = %f.partner, reference = ?f.provider_reference, "reconciliation finding");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -398,6 +580,59 @@ mod tests {
             grace,
         );
         assert!(young.is_empty());
+    }
+
+    fn line(n: usize, kind: SettlementKind, r: &str, flow: Option<&str>, minor: i64) -> SettlementLine {
+        SettlementLine {
+            line: n,
+            kind,
+            provider_reference: r.into(),
+            our_reference: flow.map(str::to_string),
+            amount: Money {
+                amount_minor: minor,
+                currency: "EUR".into(),
+            },
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_report_s_lines_are_matched_and_every_disagreement_found() {
+        use SettlementKind as K;
+        let ours = [
+            ours("1.t.a", "r1", "settled", 100),
+            ours("1.t.b", "r2", "settled", 200),
+            ours("1.t.c", "r3", "failed", 300),
+        ];
+        let clean = compare_report("pay", &[line(1, K::Payout, "r1", Some("1.t.a"), 100)], &ours, "f.csv");
+        assert!(clean.is_empty(), "{clean:?}");
+        let lines = [
+            line(1, K::Payout, "r1", Some("1.t.a"), 100),
+            line(2, K::Return, "r2", Some("1.t.b"), 200),
+            line(3, K::Payout, "r3", Some("1.t.c"), 300),
+            line(4, K::Correction, "r1", None, 90),
+            line(5, K::Payout, "r9", Some("1.t.ghost"), 40),
+            line(6, K::Payout, "r1x", Some("1.t.a"), 100),
+        ];
+        let f = compare_report("pay", &lines, &ours, "f.csv");
+        assert_eq!(
+            kinds(&f),
+            [
+                "amount_mismatch",
+                "duplicate_execution",
+                "late_return",
+                "missing_internally",
+                "status_mismatch"
+            ],
+            "{f:#?}"
+        );
+        let late = f.iter().find(|x| x.kind == FindingKind::LateReturn).unwrap();
+        assert_eq!(late.internal_reference.as_deref(), Some("1.t.b"));
+        // A return of a payout whose return reached the flow is no finding.
+        let mut returned = ours[1].clone();
+        returned.status = "returned".into();
+        returned.reversed = true;
+        assert!(compare_report("pay", &[line(1, K::Return, "r2", None, 200)], &[returned], "f.csv").is_empty());
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub enum FindingKind {
     AmountMismatch,
     /// The partner executed one payout more than once.
     DuplicateExecution,
+    /// The partner returned a payout we still hold as settled (no return reached the flow).
+    LateReturn,
 }
 
 impl FindingKind {
@@ -26,6 +28,7 @@ impl FindingKind {
             FindingKind::StatusMismatch => "status_mismatch",
             FindingKind::AmountMismatch => "amount_mismatch",
             FindingKind::DuplicateExecution => "duplicate_execution",
+            FindingKind::LateReturn => "late_return",
         }
     }
 }

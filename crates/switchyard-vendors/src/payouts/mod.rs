@@ -75,6 +75,72 @@ pub struct ListedPayout {
     pub raw: serde_json::Value,
 }
 
+/// What a line of a partner's settlement report is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettlementKind {
+    /// Money paid out.
+    Payout,
+    /// Money that came back (a return or reversal).
+    Return,
+    /// The partner corrects an earlier line's amount.
+    Correction,
+}
+
+/// One line of a partner's settlement report, in canonical terms (amounts in minor units). The
+/// beneficiary's name and account, where a format carries them, are never read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SettlementLine {
+    /// 1-based, the header not counted.
+    pub line: usize,
+    pub kind: SettlementKind,
+    pub provider_reference: String,
+    pub our_reference: Option<String>,
+    /// Always positive: the kind says which way the money went.
+    pub amount: Money,
+    pub at_ms: i64,
+}
+
+/// Reads a CSV line into fields (double quotes, with "" inside them).
+pub fn csv_fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// The rows of a CSV report as maps from its header's column names.
+pub fn csv_rows(text: &str) -> Result<Vec<std::collections::HashMap<String, String>>, VendorError> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = csv_fields(
+        lines
+            .next()
+            .ok_or_else(|| VendorError::Permanent("empty report".into()))?,
+    );
+    Ok(lines
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(csv_fields(l))
+                .collect::<std::collections::HashMap<_, _>>()
+        })
+        .collect())
+}
+
 /// One page of a partner's list, and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListPage {
@@ -112,6 +178,10 @@ pub trait PayoutVendor: Send + Sync {
     /// previous page said the next starts).
     fn list<'a>(&'a self, _since_ms: i64, _cursor: Option<&'a str>) -> BoxFuture<'a, Result<ListPage, VendorError>> {
         Box::pin(async { Err(VendorError::Permanent("this partner offers no payout list".into())) })
+    }
+    /// Reads the partner's settlement report (its own CSV format) into canonical lines.
+    fn parse_report(&self, _text: &str) -> Result<Vec<SettlementLine>, VendorError> {
+        Err(VendorError::Permanent("this partner sends no settlement report".into()))
     }
     /// Verifies a status webhook's signature and reads it.
     fn verify_webhook(

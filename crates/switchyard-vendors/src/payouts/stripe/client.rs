@@ -9,7 +9,7 @@ use super::transformers::{ExternalAccount, PayoutList, PayoutObject, SearchResul
 use crate::{
     adapter::{Progress, Recovery},
     error::{VendorError, json, send},
-    payouts::{ListPage, ListedPayout, Payout, PayoutOutcome, PayoutVendor},
+    payouts::{ListPage, ListedPayout, Payout, PayoutOutcome, PayoutVendor, SettlementKind, SettlementLine, csv_rows},
 };
 
 #[derive(Debug, Clone)]
@@ -211,6 +211,45 @@ impl PayoutVendor for Stripe {
 
     fn list<'a>(&'a self, since_ms: i64, cursor: Option<&'a str>) -> BoxFuture<'a, Result<ListPage, VendorError>> {
         Box::pin(self.list_page(since_ms, cursor))
+    }
+
+    /// Stripe's itemized payout reconciliation report: `reporting_category` payout,
+    /// payout_reversal or adjustment; `gross` a decimal in the major unit (negative for money out);
+    /// `currency` lower case; `created_utc` `YYYY-MM-DD HH:MM:SS`.
+    fn parse_report(&self, text: &str) -> Result<Vec<SettlementLine>, VendorError> {
+        let bad = |n: usize, what: &str| VendorError::Permanent(format!("report line {n}: {what}"));
+        csv_rows(text)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let n = i + 1;
+                let get = |k: &str| r.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+                let kind = match get("reporting_category") {
+                    Some("payout") => SettlementKind::Payout,
+                    Some("payout_reversal") => SettlementKind::Return,
+                    Some("adjustment") => SettlementKind::Correction,
+                    other => return Err(bad(n, &format!("unknown reporting_category {other:?}"))),
+                };
+                let currency = get("currency").ok_or_else(|| bad(n, "no currency"))?.to_uppercase();
+                let gross = get("gross").ok_or_else(|| bad(n, "no gross"))?;
+                let amount_minor = switchyard_model::money::parse_decimal(gross.trim_start_matches('-'), &currency)
+                    .map_err(|e| bad(n, &format!("gross: {e}")))?;
+                let at_ms = get("created_utc")
+                    .and_then(|c| chrono::NaiveDateTime::parse_from_str(c, "%Y-%m-%d %H:%M:%S").ok())
+                    .map(|d| d.and_utc().timestamp_millis())
+                    .ok_or_else(|| bad(n, "created_utc"))?;
+                Ok(SettlementLine {
+                    line: n,
+                    kind,
+                    provider_reference: get("automatic_payout_id")
+                        .ok_or_else(|| bad(n, "no automatic_payout_id"))?
+                        .to_string(),
+                    our_reference: get("payout_metadata[payout_id]").map(str::to_string),
+                    amount: switchyard_model::events::common::Money { amount_minor, currency },
+                    at_ms,
+                })
+            })
+            .collect()
     }
 
     fn cancel<'a>(

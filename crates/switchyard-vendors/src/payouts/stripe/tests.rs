@@ -283,3 +283,52 @@ async fn a_pending_payout_is_cancelled_and_a_later_one_answers_its_status() {
     let seen = seen.await.unwrap();
     assert!(seen[1].starts_with("GET /v1/payouts/search?query="), "{}", seen[1]);
 }
+
+/// The itemized report: a payout, its reversal and an adjustment, in minor units of each currency
+/// (JPY has none), the direction in the kind, our reference from the payout's metadata.
+#[test]
+fn the_settlement_report_reads_into_canonical_lines() {
+    use crate::payouts::SettlementKind as K;
+    let lines = stripe("http://127.0.0.1:1".into())
+        .parse_report(fixture!("report_itemized.csv"))
+        .unwrap();
+    let got: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            (
+                l.kind,
+                l.provider_reference.as_str(),
+                l.our_reference.as_deref(),
+                l.amount.amount_minor,
+                l.amount.currency.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                K::Payout,
+                "po_1QxT8a2eZvKYlo2C",
+                Some("9.tenant-a.inv-7"),
+                15_025,
+                "EUR"
+            ),
+            (
+                K::Return,
+                "po_1QxT8a2eZvKYlo2C",
+                Some("9.tenant-a.inv-7"),
+                15_025,
+                "EUR"
+            ),
+            (K::Correction, "po_1QxV1d2eZvKYlo2D", None, 9_000, "JPY"),
+        ]
+    );
+    assert_eq!(lines[0].at_ms, 1_795_166_042_000, "2026-11-20 09:14:02 UTC");
+    assert!(
+        stripe("http://127.0.0.1:1".into())
+            .parse_report("balance_transaction_id,created_utc,reporting_category\nx,2026-11-20 09:14:02,charge\n")
+            .is_err(),
+        "an unknown category is refused, not guessed"
+    );
+}

@@ -13,7 +13,7 @@ use crate::{
     adapter::{Progress, Recovery},
     decimal::major_amount,
     error::{VendorError, json, send, send_accepting},
-    payouts::{ListPage, ListedPayout, Payout, PayoutOutcome, PayoutVendor},
+    payouts::{ListPage, ListedPayout, Payout, PayoutOutcome, PayoutVendor, SettlementKind, SettlementLine, csv_rows},
 };
 
 #[derive(Debug, Clone)]
@@ -308,6 +308,49 @@ impl PayoutVendor for Wise {
 
     fn list<'a>(&'a self, since_ms: i64, cursor: Option<&'a str>) -> BoxFuture<'a, Result<ListPage, VendorError>> {
         Box::pin(self.list_page(since_ms, cursor))
+    }
+
+    /// Wise's balance statement: `TransferWise ID` (`TRANSFER-<id>`), `Date` `DD-MM-YYYY`, `Amount`
+    /// a decimal in the major unit, negative for money sent and positive for money back,
+    /// `Description` ("Money returned" for a return), `Payment Reference` (ours). The payee's name and
+    /// account columns are never read.
+    fn parse_report(&self, text: &str) -> Result<Vec<SettlementLine>, VendorError> {
+        let bad = |n: usize, what: &str| VendorError::Permanent(format!("statement line {n}: {what}"));
+        csv_rows(text)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let n = i + 1;
+                let get = |k: &str| r.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+                let id = get("TransferWise ID").ok_or_else(|| bad(n, "no TransferWise ID"))?;
+                let reference = id.strip_prefix("TRANSFER-").ok_or_else(|| bad(n, "not a transfer"))?;
+                let currency = get("Currency").ok_or_else(|| bad(n, "no Currency"))?.to_string();
+                let amount = get("Amount").ok_or_else(|| bad(n, "no Amount"))?;
+                let amount_minor = switchyard_model::money::parse_decimal(amount.trim_start_matches('-'), &currency)
+                    .map_err(|e| bad(n, &format!("Amount: {e}")))?;
+                let description = get("Description").unwrap_or_default();
+                let kind = if description.starts_with("Correction") {
+                    SettlementKind::Correction
+                } else if amount.starts_with('-') {
+                    SettlementKind::Payout
+                } else {
+                    SettlementKind::Return
+                };
+                let at_ms = get("Date")
+                    .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%d-%m-%Y").ok())
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .map(|d| d.and_utc().timestamp_millis())
+                    .ok_or_else(|| bad(n, "Date"))?;
+                Ok(SettlementLine {
+                    line: n,
+                    kind,
+                    provider_reference: reference.to_string(),
+                    our_reference: get("Payment Reference").map(str::to_string),
+                    amount: switchyard_model::events::common::Money { amount_minor, currency },
+                    at_ms,
+                })
+            })
+            .collect()
     }
 
     fn cancel<'a>(&'a self, _: &'a Payout, reference: &'a str) -> BoxFuture<'a, Result<PayoutOutcome, VendorError>> {

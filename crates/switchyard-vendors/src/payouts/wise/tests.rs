@@ -269,3 +269,38 @@ async fn a_transfer_is_cancelled_while_it_can_be_and_otherwise_answers_its_state
     let seen = seen.await.unwrap();
     assert!(seen[1].starts_with("GET /v1/transfers/50000731 "), "{}", seen[1]);
 }
+
+/// The balance statement: money sent (negative), money returned (positive), a correction; KWD's
+/// three decimals; the payee's name and account never reach the canonical line.
+#[test]
+fn the_statement_reads_into_canonical_lines_without_the_payee() {
+    use crate::payouts::SettlementKind as K;
+    let lines = wise("http://127.0.0.1:1".into())
+        .parse_report(fixture!("statement.csv"))
+        .unwrap();
+    let got: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            (
+                l.kind,
+                l.provider_reference.as_str(),
+                l.our_reference.as_deref(),
+                l.amount.amount_minor,
+                l.amount.currency.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (K::Payout, "50000731", Some("9.tenant-a.inv-8"), 15_025, "EUR"),
+            (K::Return, "50000731", Some("9.tenant-a.inv-8"), 15_025, "EUR"),
+            (K::Correction, "50000799", None, 12_345, "KWD"),
+        ]
+    );
+    let text = format!("{lines:?}");
+    assert!(
+        !text.contains("DE89370400440532013000") && !text.contains("Grace"),
+        "{text}"
+    );
+}
