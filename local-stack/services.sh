@@ -28,8 +28,8 @@ SIMS=(onfido sumsub mesh watchman sift seon wise stripe)
 declare -A SIM_PORT=([onfido]=9301 [sumsub]=9302 [mesh]=9303 [watchman]=9304 [sift]=9305 [seon]=9306 [wise]=9307
   [stripe]=9308)
 declare -A SIM_ARGS=([onfido]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-onfido"
-  [sumsub]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub" [mesh]="" [watchman]="" [sift]="" [seon]="" [wise]="--webhook-url http://127.0.0.1:8090/webhooks/payouts-wise --reports-dir $HERE/data/reports/payouts-wise"
-  [stripe]="--webhook-url http://127.0.0.1:8090/webhooks/payouts-stripe --reports-dir $HERE/data/reports/payouts-stripe")
+  [sumsub]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub" [mesh]="" [watchman]="" [sift]="" [seon]="" [wise]="--webhook-url http://127.0.0.1:8090/webhooks/payouts-wise --reports-dir $HERE/data/reports/payouts-wise --state-file $HERE/data/sim-wise.json"
+  [stripe]="--webhook-url http://127.0.0.1:8090/webhooks/payouts-stripe --reports-dir $HERE/data/reports/payouts-stripe --state-file $HERE/data/sim-stripe.json")
 
 [ -f "$HERE/endpoints.env" ] || { echo "local stack is not up (run make up)" >&2; exit 1; }
 set -a

@@ -130,6 +130,22 @@ async fn each_injected_discrepancy_is_found_once_and_a_clean_run_finds_nothing()
         "the second execution is at risk"
     );
 
+    // Metrics: open findings by kind, and the value at risk.
+    let metrics = m.metrics("RECONCILIATION_URL").await;
+    for kind in ["amount_mismatch", "duplicate_execution", "missing_internally"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("switchyard_reconciliation_findings_open")
+                    && l.contains(&format!("kind=\"{kind}\""))),
+            "{kind} missing from the metrics"
+        );
+    }
+    assert!(
+        metrics.contains("switchyard_reconciliation_value_at_risk_minor"),
+        "value at risk"
+    );
+
     // A second run finds the same three again: no new finding.
     let second = run(&m, json!({"grace_seconds": 0})).await;
     assert_eq!(ours(second["found"].as_array().unwrap(), &t).len(), 3);

@@ -162,6 +162,8 @@ pub async fn run(env: &Env, run: &str) -> anyhow::Result<bool> {
     let key = env.api_key_with(TENANT, "payouts:write,payouts:read,payouts:review")?;
     let prefix = format!("dpo-{run}-");
     let id = |n: &str| format!("{prefix}{n}");
+    // Fresh beneficiaries every run: the velocity limits (5 payouts per beneficiary a day) never
+    // refuse a later demo.
     let base = chrono::Utc::now().timestamp_micros().unsigned_abs() % 1_000_000_000 * 10;
     let acct = |i: u64| account(base + i);
     println!("\n== payouts for {TENANT} (run {run}) ==");
@@ -208,7 +210,7 @@ pub async fn run(env: &Env, run: &str) -> anyhow::Result<bool> {
                 "cust-2",
                 "GBP",
                 "120.50",
-                json!({"scheme": "sort_code_account", "value": "31926819", "bank_code": "601613"}),
+                json!({"scheme": "sort_code_account", "value": format!("{:08}", (base + 2) % 100_000_000), "bank_code": "601613"}),
                 Some("speed"),
             ),
             "settled",
@@ -237,7 +239,7 @@ pub async fn run(env: &Env, run: &str) -> anyhow::Result<bool> {
                 "cust-4",
                 "USD",
                 "75.00",
-                json!({"scheme": "ach_routing_account", "value": "000123456789", "bank_code": "021000021"}),
+                json!({"scheme": "ach_routing_account", "value": format!("{:012}", (base + 4) % 1_000_000_000_000), "bank_code": "021000021"}),
                 None,
             ),
             "settled",
@@ -505,6 +507,7 @@ pub async fn run(env: &Env, run: &str) -> anyhow::Result<bool> {
         wrong += 1;
         println!("in doubt: none seen  <- the in-doubt case did not happen");
     }
+    wrong += reconcile(env, &key, &prefix, &cases).await?;
     if !ledgers_agree {
         wrong += 1;
     }
@@ -512,4 +515,173 @@ pub async fn run(env: &Env, run: &str) -> anyhow::Result<bool> {
         eprintln!("\n{wrong} payout check(s) disagree");
     }
     Ok(wrong == 0)
+}
+
+/// The reconciliation run over everything the payout run did, with discrepancies injected at the
+/// partners (the USD payout executed a second time, a payout nobody sent, a return of the GBP
+/// payout that never reached its flow, in the next settlement reports). Prints the findings about
+/// the run's payouts by kind with the value at risk, the injected ones marked expected; returns how
+/// many checks disagree.
+async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)]) -> anyhow::Result<usize> {
+    let recon = env.var("RECONCILIATION_URL")?.to_string();
+    let flow = |id: &str| format!("{}.{TENANT}.{id}", TENANT.len());
+    let about_us = |found: &Value| -> Vec<Value> {
+        found
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|f| f["internal_reference"].as_str().is_some_and(|r| r.contains(prefix)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let run = async |body: Value| -> anyhow::Result<Value> {
+        let r = env.http.post(format!("{recon}/runs")).json(&body).send().await?;
+        anyhow::ensure!(r.status().is_success(), "reconciliation run: {}", r.status());
+        Ok(r.json().await?)
+    };
+    println!("\nphase 5: reconciliation: the partners' lists and settlement reports against our outcomes");
+    // Our outcomes reach the service first: until then a run would miss them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !about_us(&run(json!({"dry_run": true, "grace_seconds": 0})).await?["found"]).is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the run's payouts did not reach reconciliation in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let reference = |name: &str| -> anyhow::Result<String> {
+        let pid = format!("{prefix}{name}");
+        cases.iter().find(|(p, _)| *p == pid).context("no such payout")?;
+        Ok(pid)
+    };
+    let usd = env.payout(key, &reference("usd")?).await?;
+    let gbp = env.payout(key, &reference("gbp")?).await?;
+    let usd_ref = usd["provider_reference"]
+        .as_str()
+        .context("USD payout without a reference")?;
+    let gbp_ref = gbp["provider_reference"]
+        .as_str()
+        .context("GBP payout without a reference")?;
+    env.sim(STRIPE, &format!("/_sim/payouts/{usd_ref}/duplicate"), json!({}))
+        .await?;
+    let ghost = flow(&format!("{prefix}ghost"));
+    env.sim(
+        STRIPE,
+        "/_sim/payouts/ghost",
+        json!({"payout_id": ghost, "amount": 4200, "currency": "EUR"}),
+    )
+    .await?;
+    env.sim(
+        WISE,
+        "/_sim/reports/lines",
+        json!({"kind": "return", "transfer_id": gbp_ref.parse::<i64>()?, "reference": flow(&format!("{prefix}gbp")),
+            "amount_minor": 12050, "currency": "GBP"}),
+    )
+    .await?;
+    for sim in [STRIPE, WISE] {
+        env.sim(sim, "/_sim/reports", json!({})).await?;
+    }
+    let summary = run(json!({"grace_seconds": 0})).await?;
+    let found = about_us(&summary["found"]);
+    let expected = [
+        ("duplicate_execution", flow(&format!("{prefix}usd"))),
+        ("missing_internally", ghost.clone()),
+        ("late_return", flow(&format!("{prefix}gbp"))),
+    ];
+    let stored: Value = env.http.get(format!("{recon}/findings")).send().await?.json().await?;
+    let stored = about_us(&stored["findings"]);
+    println!(
+        "  run {}: {} partner records, {} new report files; {} findings about this run's payouts, {} about others (earlier runs, tests that pay without a flow)",
+        summary["run"],
+        summary["partner_records"]
+            .as_object()
+            .map(|m| m.values().filter_map(Value::as_u64).sum::<u64>())
+            .unwrap_or(0),
+        summary["files"].as_array().map(Vec::len).unwrap_or(0),
+        found.len(),
+        summary["findings"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(found.len() as u64)
+    );
+    println!(
+        "\n  {:<22} {:<30} {:<16} {:<10}",
+        "finding", "payout", "value at risk", "expected"
+    );
+    let mut wrong = 0;
+    let mut by_kind: BTreeMap<String, (usize, BTreeMap<String, i64>)> = BTreeMap::new();
+    for f in &stored {
+        let kind = f["kind"].as_str().unwrap_or("?");
+        let r = f["internal_reference"].as_str().unwrap_or("?");
+        let is_expected = expected.iter().any(|(k, e)| *k == kind && e == r);
+        if !is_expected {
+            wrong += 1;
+        }
+        let (currency, minor) = (
+            f["currency"].as_str().unwrap_or("?"),
+            f["amount_at_risk"].as_i64().unwrap_or(0),
+        );
+        let e = by_kind.entry(kind.to_string()).or_default();
+        e.0 += 1;
+        *e.1.entry(currency.to_string()).or_default() += minor;
+        println!(
+            "  {:<22} {:<30} {:<16} {}",
+            kind,
+            r.rsplit('.').next().unwrap_or(r),
+            format!(
+                "{} {currency}",
+                switchyard_model::money::decimal(minor, currency).unwrap_or_default()
+            ),
+            if is_expected { "yes (injected)" } else { "NO" }
+        );
+    }
+    for (k, r) in &expected {
+        if !stored
+            .iter()
+            .any(|f| f["kind"] == *k && f["internal_reference"] == r.as_str())
+        {
+            wrong += 1;
+            println!(
+                "  {k:<22} {:<30} missing  <- an injected discrepancy was not found",
+                r.rsplit('.').next().unwrap_or(r)
+            );
+        }
+    }
+    println!(
+        "  by kind: {}",
+        by_kind
+            .iter()
+            .map(|(k, (n, risk))| format!(
+                "{k} {n} ({})",
+                risk.iter()
+                    .map(|(c, m)| format!("{} {c}", switchyard_model::money::decimal(*m, c).unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    // The same run again finds nothing new about these payouts.
+    let again = run(json!({"grace_seconds": 0})).await?;
+    let new_again = about_us(&again["found"]).len();
+    let stored_again: Value = env.http.get(format!("{recon}/findings")).send().await?.json().await?;
+    if about_us(&stored_again["findings"]).len() != stored.len() {
+        wrong += 1;
+        println!("  a second run added findings  <- runs must be idempotent");
+    } else {
+        println!(
+            "  a second run found {new_again} of them again in the partners' lists (a report is read once) and added none"
+        );
+    }
+    if found.len() != expected.len() {
+        wrong += 1;
+        println!(
+            "  the run found {} about these payouts, {} expected",
+            found.len(),
+            expected.len()
+        );
+    }
+    Ok(wrong)
 }

@@ -56,6 +56,9 @@ struct Args {
     /// Where payout vendors drop their settlement reports (`POST /_sim/reports` writes one).
     #[arg(long, default_value = "")]
     reports_dir: String,
+    /// Where a payout vendor keeps its book across restarts (vendors do not forget).
+    #[arg(long, default_value = "")]
+    state_file: String,
 }
 
 fn env(name: &str) -> anyhow::Result<String> {
@@ -112,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
                 complete_after,
                 webhook_url: args.webhook_url.clone(),
                 reports_dir: args.reports_dir.clone(),
+                state_file: args.state_file.clone(),
                 private_key: switchyard_vendors::signing::unb64(&env("WISE_WEBHOOK_PRIVATE_KEY")?)
                     .ok_or_else(|| anyhow::anyhow!("WISE_WEBHOOK_PRIVATE_KEY is not base64"))?,
             },
@@ -124,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
                 webhook_url: args.webhook_url.clone(),
                 webhook_secret: env("STRIPE_WEBHOOK_SECRET")?,
                 reports_dir: args.reports_dir.clone(),
+                state_file: args.state_file.clone(),
             },
         ),
         Vendor::Seon => seon::router(

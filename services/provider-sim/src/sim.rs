@@ -312,6 +312,47 @@ async fn deliveries(State(sim): State<Sim>, Query(q): Query<LedgerQuery>) -> Jso
     )
 }
 
+/// Keeps a simulator's book in `file` (loaded at start, written when it changed, at most twice a
+/// second): a vendor does not forget its payouts when its simulator restarts.
+pub fn persist<B>(file: &str, book: std::sync::Arc<std::sync::Mutex<B>>)
+where
+    B: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    if file.is_empty() {
+        return;
+    }
+    if let Ok(text) = std::fs::read_to_string(file) {
+        match serde_json::from_str::<B>(&text) {
+            Ok(loaded) => {
+                if let Ok(mut b) = book.lock() {
+                    *b = loaded;
+                }
+            }
+            Err(e) => tracing::warn!(file, error = %e, "simulator state unreadable; starting empty"),
+        }
+    }
+    let file = file.to_string();
+    tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let Ok(text) = book.lock().map(|b| serde_json::to_string(&*b).unwrap_or_default()) else {
+                continue;
+            };
+            if text == last || text.is_empty() {
+                continue;
+            }
+            let tmp = format!("{file}.tmp");
+            if std::fs::write(&tmp, &text)
+                .and_then(|()| std::fs::rename(&tmp, &file))
+                .is_ok()
+            {
+                last = text;
+            }
+        }
+    });
+}
+
 /// Writes a settlement report into `dir` as `<prefix>-<n>.csv` (numbered after those there);
 /// returns its path.
 pub fn write_report(dir: &str, prefix: &str, text: &str) -> std::io::Result<String> {

@@ -43,13 +43,16 @@ pub struct Config {
     pub webhook_secret: String,
     /// Where settlement reports are dropped.
     pub reports_dir: String,
+    /// Where the book is kept across restarts (empty: in memory only).
+    pub state_file: String,
 }
 
 /// A remembered idempotency key: when it was first used (simulator hours), the request's
 /// parameters, and the answer given.
 type KeyUse = (f64, Vec<(String, String)>, Value);
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 struct Book {
     payouts: Vec<Value>,
     keys: HashMap<String, KeyUse>,
@@ -64,7 +67,7 @@ struct Book {
 
 /// A line for the next report that no payout here made (a correction, a late return, a line we
 /// never sent).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 struct ExtraLine {
     /// payout | payout_reversal | adjustment
     category: String,
@@ -110,6 +113,7 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
         book: Arc::default(),
         ids: Arc::default(),
     };
+    crate::sim::persist(&app.cfg.state_file, app.book.clone());
     let api = Router::new()
         .route("/v1/accounts/{acct}/external_accounts", post(external_account))
         .route("/v1/payouts", post(create).get(list))

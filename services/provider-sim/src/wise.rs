@@ -41,10 +41,13 @@ pub struct Config {
     pub webhook_url: String,
     /// Where balance statements are dropped.
     pub reports_dir: String,
+    /// Where the book is kept across restarts (empty: in memory only).
+    pub state_file: String,
     pub private_key: Vec<u8>,
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 struct Book {
     quotes: HashMap<String, Value>,
     recipients: HashMap<i64, Value>,
@@ -62,7 +65,7 @@ struct Book {
 
 /// A line for the next statement: money back for a transfer (`return`), a correction, or money
 /// sent that no transfer here made (`payout`).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 struct ExtraLine {
     kind: String,
     transfer_id: i64,
@@ -98,6 +101,7 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
         // Unique across restarts of the simulator (webhook receivers and tests key on them).
         ids: Arc::new(AtomicI64::new(chrono::Utc::now().timestamp_micros())),
     };
+    crate::sim::persist(&app.cfg.state_file, app.book.clone());
     let api = Router::new()
         .route("/v3/profiles/{profile}/quotes", post(quote))
         .route("/v1/accounts", post(recipient))

@@ -29,6 +29,7 @@ use axum::{
     http::StatusCode,
     routing::{get, post},
 };
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use switchyard_model::events::{
@@ -97,8 +98,89 @@ impl Handler for Outcomes {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct RunLabels {
+    result: String,
+}
+
+/// `switchyard_reconciliation_findings_open{kind}` (not resolved), `..._findings_new_total{kind}`,
+/// `..._runs_total{result}`, `..._value_at_risk_minor{currency}` (open findings).
+#[derive(Clone, Default)]
+struct ReconMetrics {
+    open: Family<KindLabels, Gauge>,
+    new: Family<KindLabels, Counter>,
+    runs: Family<RunLabels, Counter>,
+    at_risk: Family<KindLabels, Gauge>,
+}
+
+impl ReconMetrics {
+    fn register(m: &switchyard_runtime::Metrics) -> Self {
+        let r = ReconMetrics::default();
+        m.register(
+            "reconciliation_findings_open",
+            "Findings not resolved, by kind",
+            r.open.clone(),
+        );
+        m.register(
+            "reconciliation_findings_new",
+            "Findings first found, by kind",
+            r.new.clone(),
+        );
+        m.register("reconciliation_runs", "Reconciliation runs, by result", r.runs.clone());
+        m.register(
+            "reconciliation_value_at_risk_minor",
+            "Amount at risk in open findings, minor units, by currency (label kind holds the currency)",
+            r.at_risk.clone(),
+        );
+        r
+    }
+
+    async fn observe(&self, pool: &PgPool, summary: Option<&serde_json::Value>) {
+        self.runs
+            .get_or_create(&RunLabels {
+                result: if summary.is_some() { "ok" } else { "failed" }.into(),
+            })
+            .inc();
+        let open: Result<Vec<(String, i64)>, _> =
+            sqlx::query_as("SELECT kind, count(*) FROM findings WHERE state <> 'resolved' GROUP BY kind")
+                .fetch_all(pool)
+                .await;
+        if let Ok(rows) = open {
+            self.open.clear();
+            for (kind, n) in rows {
+                self.open.get_or_create(&KindLabels { kind }).set(n);
+            }
+        }
+        let risk: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+            "SELECT currency, COALESCE(sum(amount_at_risk), 0)::bigint FROM findings \
+             WHERE state <> 'resolved' AND currency IS NOT NULL GROUP BY currency",
+        )
+        .fetch_all(pool)
+        .await;
+        if let Ok(rows) = risk {
+            self.at_risk.clear();
+            for (currency, v) in rows {
+                self.at_risk.get_or_create(&KindLabels { kind: currency }).set(v);
+            }
+        }
+        if let Some(new) = summary.and_then(|s| s["new_by_kind"].as_object()) {
+            for (kind, n) in new {
+                self.new
+                    .get_or_create(&KindLabels { kind: kind.clone() })
+                    .inc_by(n.as_u64().unwrap_or(0));
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 struct App {
+    metrics: ReconMetrics,
     pool: PgPool,
     outbox: Outbox,
     partners: Arc<Partners<dyn PayoutVendor>>,
@@ -125,8 +207,9 @@ async fn run_now(
         window: Duration::from_secs_f64(req.window_hours.unwrap_or(app.cfg.window_hours).max(0.0) * 3600.0),
         grace: Duration::from_secs_f64(req.grace_seconds.unwrap_or(app.cfg.grace_seconds).max(0.0)),
     };
-    matching::run(&app.pool, &app.outbox, &app.partners, &opts)
-        .await
+    let result = matching::run(&app.pool, &app.outbox, &app.partners, &opts).await;
+    app.metrics.observe(&app.pool, result.as_ref().ok()).await;
+    result
         .map(Json)
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
@@ -203,6 +286,7 @@ async fn run() -> anyhow::Result<()> {
                 (p, _) => p,
             });
     let app = App {
+        metrics: ReconMetrics::register(&rt.metrics),
         reports_dir,
         pool: rt.pool.clone(),
         outbox: rt.outbox.clone(),
@@ -223,7 +307,9 @@ async fn run() -> anyhow::Result<()> {
                     window: Duration::from_secs_f64(app.cfg.window_hours * 3600.0),
                     grace: Duration::from_secs_f64(app.cfg.grace_seconds),
                 };
-                if let Err(e) = matching::run(&app.pool, &app.outbox, &app.partners, &opts).await {
+                let result = matching::run(&app.pool, &app.outbox, &app.partners, &opts).await;
+                app.metrics.observe(&app.pool, result.as_ref().ok()).await;
+                if let Err(e) = result {
                     tracing::warn!(error = %e, "scheduled reconciliation run failed; next one as planned");
                 }
             }

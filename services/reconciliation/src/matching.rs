@@ -354,6 +354,7 @@ pub async fn run(
         found.extend(compare(partner, &theirs, &ours, now.timestamp_millis(), opts.grace));
     }
     let mut new = 0usize;
+    let mut new_by_kind: BTreeMap<&'static str, usize> = BTreeMap::new();
     // Settlement reports not reconciled yet: each file in one transaction with its findings.
     let mut files: Vec<serde_json::Value> = Vec::new();
     if let Some(dir) = &opts.reports_dir {
@@ -409,6 +410,7 @@ pub async fn run(
                         for f in &in_file {
                             if store::record(&mut tx, f, run_id).await? {
                                 new += 1;
+                                *new_by_kind.entry(f.kind.as_str()).or_default() += 1;
                                 publish(outbox, &mut tx, f).await?;
                             }
                         }
@@ -424,12 +426,16 @@ pub async fn run(
             let mut tx = pool.begin().await?;
             if store::record(&mut tx, f, run_id).await? {
                 new += 1;
+                *new_by_kind.entry(f.kind.as_str()).or_default() += 1;
                 publish(outbox, &mut tx, f).await?;
             }
             tx.commit().await?;
         }
         outbox.committed();
     }
+    // The same disagreement seen by the list and by a report is one finding.
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|f| seen.insert(f.fingerprint()));
     let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
     let mut at_risk: BTreeMap<String, i64> = BTreeMap::new();
     for f in &found {
@@ -441,7 +447,7 @@ pub async fn run(
     let summary = serde_json::json!({
         "files": files,
         "run": run_id, "dry_run": opts.dry_run, "window_hours": opts.window.as_secs_f64() / 3600.0,
-        "partner_records": pulled, "findings": found.len(), "new_findings": new,
+        "partner_records": pulled, "findings": found.len(), "new_findings": new, "new_by_kind": new_by_kind,
         "by_kind": by_kind, "value_at_risk_minor": at_risk,
         "found": found.iter().map(|f| serde_json::json!({"kind": f.kind.as_str(), "partner": f.partner,
             "internal_reference": f.internal_reference, "provider_reference": f.provider_reference, "detail": f.detail}))
