@@ -267,6 +267,41 @@ async fn decide(
     Ok(Json(serde_json::json!({"id": id, "action": action})))
 }
 
+/// What the service forgets, and when (`retention.<name>_hours`): `payouts_seen` (400 days after
+/// its last change), `recon_runs` (400 days), `resolved_findings` (400 days after resolution; open
+/// and acknowledged ones are kept however old), `report_files` (400 days: a file older than that
+/// dropped again would be reconciled again).
+fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
+    use switchyard_runtime::retention::Rule;
+    const DAYS_400: u64 = 400 * 24;
+    vec![
+        Rule::hours(
+            "payouts_seen",
+            "payouts_seen",
+            "updated_at < now() - make_interval(secs => $1)",
+            DAYS_400,
+        ),
+        Rule::hours(
+            "recon_runs",
+            "recon_runs",
+            "started_at < now() - make_interval(secs => $1)",
+            DAYS_400,
+        ),
+        Rule::hours(
+            "resolved_findings",
+            "findings",
+            "state = 'resolved' AND resolved_at < now() - make_interval(secs => $1)",
+            DAYS_400,
+        ),
+        Rule::hours(
+            "report_files",
+            "report_files",
+            "processed_at < now() - make_interval(secs => $1)",
+            DAYS_400,
+        ),
+    ]
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     service::exit_code(run().await)
@@ -324,7 +359,7 @@ async fn run() -> anyhow::Result<()> {
         rt.spawn_relay(),
         rt.spawn_consumer(consumer),
         scheduled,
-        rt.spawn_retention(vec![])?,
+        rt.spawn_retention(retention_rules())?,
     ];
     rt.serve_until_shutdown(routes, tasks).await
 }
