@@ -13,6 +13,9 @@ use switchyard_model::events::reconciliation::ReconciliationFinding;
 use switchyard_tests::*;
 
 const STRIPE: &str = "http://127.0.0.1:9308";
+
+/// The kill test takes the service away: it runs alone.
+static SERVICE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 const WAIT: Duration = Duration::from_secs(60);
 
 fn flow(tenant: &str, id: &str) -> String {
@@ -43,6 +46,7 @@ async fn stored(m: &Mesh, tenant: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn each_injected_discrepancy_is_found_once_and_a_clean_run_finds_nothing() {
+    let _shared = SERVICE.read().await;
     let (stack, m) = (Stack::get(), Mesh::get());
     let t = format!("tenant-rc-{}", short_id());
     let key = m.api_key(&t, "payouts:write,payouts:read");
@@ -223,6 +227,7 @@ async fn report(m: &Mesh, sim: &str) -> String {
 /// reached the flow are found once each; the same file again, under another name, is not read twice.
 #[tokio::test]
 async fn settlement_reports_are_reconciled_once_each_by_content() {
+    let _shared = SERVICE.read().await;
     const WISE: &str = "http://127.0.0.1:9307";
     let m = Mesh::get();
     let t = format!("tenant-rr-{}", short_id());
@@ -300,4 +305,81 @@ async fn settlement_reports_are_reconciled_once_each_by_content() {
         .collect();
     assert!(!files.iter().any(|f| copy.ends_with(f)), "{files:?}");
     assert_eq!(stored(&m, &t).await.len(), 2);
+}
+
+/// The reconciliation service SIGKILLed in the middle of reading a large settlement report: the
+/// file's findings are all or nothing (one transaction), so after a restart the next run reads it
+/// again and records every finding once, published once: none lost, none twice.
+#[tokio::test]
+async fn a_sigkill_mid_run_loses_no_finding_and_duplicates_none() {
+    let _alone = SERVICE.write().await;
+    let (stack, m) = (Stack::get(), Mesh::get());
+    let n = short_id();
+    let t = format!("tenant-rk-{n}");
+    const LINES: usize = 3000;
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-stack/data/reports/payouts-stripe");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = String::from(
+        "balance_transaction_id,created_utc,reporting_category,currency,gross,fee,net,automatic_payout_id,payout_metadata[payout_id],description\n",
+    );
+    for i in 0..LINES {
+        text.push_str(&format!(
+            "txn_{n}{i},2026-11-26 08:00:00,payout,eur,-1.{:02},0.00,-1.{:02},po_rk_{n}_{i},{},line nobody sent\n",
+            i % 100,
+            i % 100,
+            flow(&t, &format!("k{i}"))
+        ));
+    }
+    std::fs::write(dir.join(format!("zz-kill-{n}.csv")), &text).unwrap();
+    let pid_file =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-stack/data/run/svc-reconciliation.pid");
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    let url = format!("{}/runs", m.var("RECONCILIATION_URL"));
+    let http = m.http.clone();
+    let first = tokio::spawn(async move { http.post(&url).json(&json!({"grace_seconds": 0})).send().await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let answered = first.await.unwrap();
+    assert!(answered.is_err(), "the run was killed before it answered: {answered:?}");
+    // Started again (as the supervisor would), with nothing of the file recorded.
+    let started = std::process::Command::new(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-stack/services.sh"),
+    )
+    .arg("start")
+    .output()
+    .unwrap();
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    assert!(
+        stored(&m, &t).await.is_empty(),
+        "the killed run recorded nothing of the file"
+    );
+    let again = run(&m, json!({"grace_seconds": 0})).await;
+    assert!(
+        again["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["file"].as_str().is_some_and(|x| x.contains(&n))),
+        "{again}"
+    );
+    let found = stored(&m, &t).await;
+    assert_eq!(found.len(), LINES, "every line's finding, once");
+    assert!(found.iter().all(|f| f["kind"] == "missing_internally"));
+    let codec = model_codec(&stack);
+    let marker = format!(".{t}.");
+    let events: Vec<ReconciliationFinding> = read_events(
+        &stack,
+        &codec,
+        Duration::from_secs(90),
+        Duration::from_secs(3),
+        |f: &ReconciliationFinding| f.internal_reference.as_deref().is_some_and(|r| r.contains(&marker)),
+        |fs| fs.len() >= LINES,
+    )
+    .await;
+    let distinct: std::collections::HashSet<_> = events.iter().map(|e| e.provider_reference.clone()).collect();
+    assert_eq!((events.len(), distinct.len()), (LINES, LINES), "published once each");
 }
