@@ -18,6 +18,7 @@
 //! drop settlement reports, `<dir>/<partner id>/*.csv`, each partner in its own format; a file is
 //! reconciled once by its content, whatever its name).
 
+mod bench;
 mod matching;
 mod store;
 
@@ -304,6 +305,16 @@ fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("bench") {
+        return match bench::run(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     service::exit_code(run().await)
 }
 
