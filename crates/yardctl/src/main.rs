@@ -7,6 +7,7 @@
 //!   yardctl chaos [...]                 flows through the mesh while services are killed; exit 1 on any
 //!                                       lost flow, wrong decision or duplicate vendor effect
 //!   yardctl privacy                     personal data scan of logs, dead letters, topics and the API
+//!   yardctl recon run|findings|ack|resolve   reconciliation runs and findings (its API)
 //!
 //! Endpoints come from flags or the environment (`local-stack/endpoints.env` names them).
 
@@ -17,6 +18,7 @@ mod demo;
 mod demo_payouts;
 mod flowbench;
 mod privacy;
+mod recon;
 mod schemas;
 mod sidebyside;
 
@@ -73,6 +75,13 @@ enum Command {
     /// Personal data stays where it belongs: flows with marker values at debug log level, then every
     /// log line, dead-letter header, non-personal topic and API answer scanned for them.
     Privacy,
+    /// Reconciliation: run now, list findings, acknowledge or resolve one.
+    Recon {
+        #[arg(long, env = "RECONCILIATION_URL", default_value = "http://127.0.0.1:8108")]
+        url: String,
+        #[command(subcommand)]
+        command: recon::ReconCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -117,6 +126,7 @@ async fn main() -> ExitCode {
         Command::Demo => demo::demo().await,
         Command::Chaos(args) => chaos::chaos(args).await,
         Command::Privacy => privacy::privacy().await,
+        Command::Recon { url, command } => recon::run(command, &url).await,
     };
     match result {
         Ok(code) => code,
