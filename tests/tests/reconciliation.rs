@@ -184,6 +184,29 @@ async fn each_injected_discrepancy_is_found_once_and_a_clean_run_finds_nothing()
     .await;
     assert_eq!(events.len(), 3, "{events:?}");
 
+    // The command line shows them, and refuses a resolution it does not know.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(workspace_bin("yardctl"))
+            .arg("recon")
+            .args(args)
+            .env("RECONCILIATION_URL", m.var("RECONCILIATION_URL"))
+            .output()
+            .expect("yardctl (build the workspace binaries first)")
+    };
+    let listed = cli(&["findings", "--kind", "duplicate_execution"]);
+    assert!(listed.status.success());
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&flow(&t, &ids[0])));
+    let refused = cli(&[
+        "resolve",
+        &dup["id"].to_string(),
+        "--by",
+        "ops-anna",
+        "--resolution",
+        "forgotten",
+    ]);
+    assert!(!refused.status.success(), "a resolution it does not know");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("matched_late"));
+
     // An operator takes one and resolves it; a bad resolution is refused.
     let id = dup["id"].as_i64().unwrap();
     let base = m.var("RECONCILIATION_URL");
