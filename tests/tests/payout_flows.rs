@@ -55,6 +55,21 @@ async fn executions(m: &Mesh, tenant: &str, id: &str) -> (u64, u64) {
     (w, s)
 }
 
+/// The reversals of `tenant`'s payouts on `payouts.outcomes.v1` (until one arrives, then 3 s more: a
+/// second would be a duplicate).
+async fn reversals_of(stack: &Stack, tenant: &str) -> Vec<PayoutReversed> {
+    let codec = model_codec(stack);
+    read_events(
+        stack,
+        &codec,
+        WAIT,
+        Duration::from_secs(3),
+        |r: &PayoutReversed| r.envelope.tenant_id == tenant,
+        |rs| !rs.is_empty(),
+    )
+    .await
+}
+
 const FINAL: &[&str] = &["settled", "failed", "returned", "cancelled"];
 
 /// EUR goes to the cheaper partner (Stripe-shaped), yen to the only one that pays it (Wise-shaped),
@@ -361,16 +376,7 @@ async fn a_return_after_settlement_emits_one_reversal() {
     .await;
     let p = m.payout_in(&key, &id, &["returned"], WAIT).await;
     assert_eq!(p["reversed"], true, "{p}");
-    let codec = model_codec(&stack);
-    let reversals: Vec<PayoutReversed> = read_events(
-        &stack,
-        &codec,
-        WAIT,
-        Duration::from_secs(3),
-        |r: &PayoutReversed| r.envelope.tenant_id == t,
-        |rs| !rs.is_empty(),
-    )
-    .await;
+    let reversals = reversals_of(&stack, &t).await;
     assert_eq!(reversals.len(), 1, "{reversals:?}");
     assert_eq!(reversals[0].reason.as_deref(), Some("account_closed"));
     assert_eq!(reversals[0].amount.amount_minor, 6400);
@@ -565,16 +571,7 @@ async fn a_transfer_bounced_back_weeks_later_is_reversed_once() {
         .await;
     let p = m.payout_in(&key, &id, &["returned"], WAIT).await;
     assert_eq!(p["reversed"], true, "{p}");
-    let codec = model_codec(&stack);
-    let reversals: Vec<PayoutReversed> = read_events(
-        &stack,
-        &codec,
-        WAIT,
-        Duration::from_secs(3),
-        |r: &PayoutReversed| r.envelope.tenant_id == t,
-        |rs| !rs.is_empty(),
-    )
-    .await;
+    let reversals = reversals_of(&stack, &t).await;
     assert_eq!(reversals.len(), 1, "three notices, one reversal: {reversals:?}");
     assert_eq!(reversals[0].reason.as_deref(), Some("bounced"));
     assert_eq!(reversals[0].amount.amount_minor, 4200);

@@ -331,6 +331,12 @@ async fn a_payout_answered_5xx_after_its_effect_is_found_not_paid_again() {
         )
         .await;
     }
+    // The adapter must have been in doubt at each: its recovery counter moves (Stripe: found by the
+    // search; Wise: nothing recorded yet, the same customerTransactionId sent again).
+    let before = (
+        recoveries(&m, "payouts-stripe", "found").await,
+        recoveries(&m, "payouts-wise", "send_again").await,
+    );
     produce_event(&stack, &codec, &rw).await;
     produce_event(&stack, &codec, &request("payouts-stripe", &stripe, IBAN)).await;
     let got = results(&stack, &codec, &[&wise, &stripe], Duration::from_secs(90)).await;
@@ -349,4 +355,29 @@ async fn a_payout_answered_5xx_after_its_effect_is_found_not_paid_again() {
             "{id}: executed exactly once"
         );
     }
+    let after = (
+        recoveries(&m, "payouts-stripe", "found").await,
+        recoveries(&m, "payouts-wise", "send_again").await,
+    );
+    assert!(
+        after.0 > before.0,
+        "the Stripe 500 left the payout in doubt and the search found it"
+    );
+    assert!(
+        after.1 > before.1,
+        "the Wise 500 left the transfer in doubt and it was handed back"
+    );
+}
+
+/// The payouts adapter's count of earlier calls resolved by asking `partner`, by result.
+async fn recoveries(m: &Mesh, partner: &str, result: &str) -> u64 {
+    let text = m.metrics("PAYOUTS_ADAPTER_URL").await;
+    text.lines()
+        .filter(|l| {
+            l.starts_with("switchyard_provider_effect_recoveries_total")
+                && l.contains(&format!("partner=\"{partner}\""))
+                && l.contains(&format!("result=\"{result}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }

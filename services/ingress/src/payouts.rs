@@ -250,7 +250,7 @@ pub async fn cancel(
         payout_id: id.clone(),
         reason: None,
     };
-    send(&api, CancelPayout::TOPIC, &EventRecord::of(&command)).await?;
+    send(&api, &command).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "status": "cancel_requested", "links": {"self": format!("/v1/payouts/{id}")}})),
@@ -297,7 +297,7 @@ pub async fn review(
         reviewer: format!("key:{reviewer}"),
         note,
     };
-    send(&api, ReviewPayout::TOPIC, &EventRecord::of(&command)).await?;
+    send(&api, &command).await?;
     tracing::info!(payout_id = %id, release, "payout review decision");
     Ok((
         StatusCode::ACCEPTED,
@@ -306,15 +306,12 @@ pub async fn review(
         .into_response())
 }
 
-async fn send(
-    api: &Api,
-    topic: &str,
-    record: &Result<EventRecord, switchyard_model::SchemaError>,
-) -> Result<(), ApiError> {
-    let record = record.as_ref().map_err(|e| ApiError::Unavailable(e.to_string()))?;
+/// Publishes one command (through the outbox, in its own transaction).
+async fn send<E: Event>(api: &Api, command: &E) -> Result<(), ApiError> {
+    let record = EventRecord::of(command).map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let mut tx = api.pool.begin().await?;
     api.outbox
-        .enqueue(&mut tx, topic, record)
+        .enqueue(&mut tx, E::TOPIC, &record)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     tx.commit().await?;

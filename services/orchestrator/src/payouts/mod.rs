@@ -210,10 +210,21 @@ impl Payouts {
 
     /// Applies one input to a payout (locked for the transaction).
     async fn feed(&self, conn: &mut PgConnection, flow_id: &str, input: Input, cause: &Envelope) -> R<()> {
-        let Some((mut flow, state)) = store::load(conn, flow_id).await? else {
+        let Some(loaded) = store::load(conn, flow_id).await? else {
             tracing::warn!(flow_id, "input for an unknown payout ignored");
             return Ok(());
         };
+        self.step_on(conn, loaded, input, cause).await
+    }
+
+    /// Applies one input to a payout already loaded (and locked).
+    async fn step_on(
+        &self,
+        conn: &mut PgConnection,
+        (mut flow, state): (Flow, State),
+        input: Input,
+        cause: &Envelope,
+    ) -> R<()> {
         let plan = self.plan(&flow);
         let ctx = Ctx {
             plan: &plan,
@@ -280,13 +291,11 @@ impl Payouts {
         if r.shadow {
             return self.late_score(conn, &flow_id, r).await;
         }
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM payouts WHERE flow_id = $1")
-            .bind(&flow_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if exists.is_none() {
+        // Not a payout's: a standalone score's (one look-up either way).
+        let Some(loaded) = store::load(conn, &flow_id).await? else {
             return self.standalone_result(conn, r).await;
-        }
+        };
+        let cause = r.envelope.clone();
         let answer = FraudAnswer {
             partner: r.partner,
             decision: r.decision,
@@ -294,7 +303,7 @@ impl Payouts {
             reasons: r.reasons,
             failure: r.failure,
         };
-        self.feed(conn, &flow_id, Input::Fraud(answer), &r.envelope).await
+        self.step_on(conn, loaded, Input::Fraud(answer), &cause).await
     }
 
     /// A payout's timer fired.
@@ -600,46 +609,62 @@ impl Payouts {
         .bind(serde_json::to_value(&c).map_err(perm)?)
         .bind(&first)
         .bind(vec![first.clone()])
-        .bind(d.and_then(|d| d.fail_open_below_minor))
+        .bind(d.as_ref().and_then(|d| d.fail_open_below_minor))
         .execute(&mut *conn)
         .await?
         .rows_affected();
         if inserted == 0 {
             return Ok(());
         }
-        let mut e = Envelope::caused_by(&c.envelope, FraudScoreRequested::RECORD, SERVICE);
-        e.flow_id = flow_id.clone();
         if first.is_empty() {
+            let fail_open = d.as_ref().and_then(|d| d.fail_open_below_minor);
             return self
-                .standalone_decided(conn, &c, &flow_id, "", None, Some("no fraud partner is routed"))
+                .standalone_decided(conn, &c, &flow_id, "", fail_open, Err("no fraud partner is routed"))
                 .await;
         }
+        self.standalone_request(conn, &c, &flow_id, &c.envelope, first, 1).await
+    }
+
+    /// Asks `partner` to score a standalone transaction.
+    async fn standalone_request(
+        &self,
+        conn: &mut PgConnection,
+        c: &ScoreTransaction,
+        flow_id: &str,
+        cause: &Envelope,
+        partner: String,
+        attempt: i32,
+    ) -> R<()> {
+        let mut envelope = Envelope::caused_by(cause, FraudScoreRequested::RECORD, SERVICE);
+        envelope.flow_id = flow_id.to_string();
         let req = FraudScoreRequested {
-            envelope: e,
+            envelope,
             customer_id: c.customer_id.clone(),
             transaction_id: c.transaction_id.clone(),
             amount: c.amount.clone(),
             counterparty_id: c.counterparty_id.clone(),
             channel: c.channel,
             device_id: c.device_id.clone(),
-            partner: first,
-            attempt: 1,
+            partner,
+            attempt,
             shadow: false,
         };
         self.outbox
             .enqueue(conn, FraudScoreRequested::TOPIC, &EventRecord::of(&req).map_err(perm)?)
             .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))?;
-        Ok(())
+            .map(|_| ())
+            .map_err(|e| HandlerError::Transient(e.to_string()))
     }
 
     async fn standalone_result(&self, conn: &mut PgConnection, r: FraudScoreResult) -> R<()> {
-        let row: Option<(serde_json::Value, String, Vec<String>, Option<String>)> =
-            sqlx::query_as("SELECT command, partner, tried, decision FROM fraud_checks WHERE flow_id = $1 FOR UPDATE")
+        type Row = (serde_json::Value, String, Vec<String>, Option<String>, Option<i64>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT command, partner, tried, decision, fail_open_below_minor FROM fraud_checks WHERE flow_id = $1 FOR UPDATE",
+        )
                 .bind(&r.envelope.flow_id)
                 .fetch_optional(&mut *conn)
                 .await?;
-        let Some((command, partner, tried, decision)) = row else {
+        let Some((command, partner, tried, decision, fail_open)) = row else {
             tracing::warn!(flow_id = %r.envelope.flow_id, "fraud result for an unknown flow ignored");
             return Ok(());
         };
@@ -667,32 +692,16 @@ impl Payouts {
                     .bind(&next)
                     .execute(&mut *conn)
                     .await?;
-                let mut e = Envelope::caused_by(&r.envelope, FraudScoreRequested::RECORD, SERVICE);
-                e.flow_id = flow_id.clone();
-                let req = FraudScoreRequested {
-                    envelope: e,
-                    customer_id: c.customer_id.clone(),
-                    transaction_id: c.transaction_id.clone(),
-                    amount: c.amount.clone(),
-                    counterparty_id: c.counterparty_id.clone(),
-                    channel: c.channel,
-                    device_id: c.device_id.clone(),
-                    partner: next,
-                    attempt: i32::try_from(tried.len() + 1).unwrap_or(i32::MAX),
-                    shadow: false,
-                };
+                let attempt = i32::try_from(tried.len() + 1).unwrap_or(i32::MAX);
                 return self
-                    .outbox
-                    .enqueue(conn, FraudScoreRequested::TOPIC, &EventRecord::of(&req).map_err(perm)?)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| HandlerError::Transient(e.to_string()));
+                    .standalone_request(conn, &c, &flow_id, &r.envelope, next, attempt)
+                    .await;
             }
             return self
-                .standalone_decided(conn, &c, &flow_id, &r.partner, None, Some(&f.code))
+                .standalone_decided(conn, &c, &flow_id, &r.partner, fail_open, Err(&f.code))
                 .await;
         }
-        self.standalone_decided(conn, &c, &flow_id, &r.partner, Some(&r), None)
+        self.standalone_decided(conn, &c, &flow_id, &r.partner, fail_open, Ok(&r))
             .await
     }
 
@@ -702,24 +711,20 @@ impl Payouts {
         c: &ScoreTransaction,
         flow_id: &str,
         partner: &str,
-        scored: Option<&FraudScoreResult>,
-        unavailable: Option<&str>,
+        fail_open: Option<i64>,
+        // The partner's score, or why no partner could score.
+        verdict: Result<&FraudScoreResult, &str>,
     ) -> R<()> {
-        let fail_open: Option<i64> =
-            sqlx::query_scalar("SELECT fail_open_below_minor FROM fraud_checks WHERE flow_id = $1")
-                .bind(flow_id)
-                .fetch_one(&mut *conn)
-                .await?;
-        let (decision, score, band, reasons, failure) = match (scored, unavailable) {
-            (Some(r), _) => (r.decision, r.score, r.band, r.reasons.clone(), None),
-            (None, why) => {
+        let (decision, score, band, reasons, failure) = match verdict {
+            Ok(r) => (r.decision, r.score, r.band, r.reasons.clone(), None),
+            Err(why) => {
                 let open = fail_open.is_some_and(|l| c.amount.amount_minor < l);
                 let f = Failure::new(
                     FailureClass::Transient,
                     "fraud_unavailable",
                     format!(
                         "no fraud partner could score ({}); the route fails {}",
-                        why.unwrap_or("unknown"),
+                        why,
                         if open { "open below its limit" } else { "closed" }
                     ),
                 );
