@@ -419,3 +419,79 @@ async fn a_sigkill_mid_run_loses_no_finding_and_duplicates_none() {
     let distinct: std::collections::HashSet<_> = events.iter().map(|e| e.provider_reference.clone()).collect();
     assert_eq!((events.len(), distinct.len()), (LINES, LINES), "published once each");
 }
+
+/// The one automatic action. A payout's answer is lost (the partner paid) and every question the
+/// flow asks the partner about it fails: the flow holds it in doubt and would leave it to an
+/// operator. A run reads the partner's list, finds the payout there under our reference, and tells
+/// the flow (`ResolvePayout`): the payout settles, paid once; the finding explains it and closes
+/// when the flow ends. A second run sends nothing more.
+#[tokio::test]
+async fn a_payout_held_in_doubt_is_settled_from_the_partner_s_list_through_its_own_flow() {
+    let _alone = SERVICE.write().await;
+    let m = Mesh::get();
+    let t = format!("tenant-rd-{}", short_id());
+    let key = m.api_key(&t, "payouts:write,payouts:read");
+    let id = "rd-0";
+    let f = flow(&t, id);
+    // The creation (its form names the payout) happens and its answer is lost; every search for
+    // it (the adapter's and the flow's) is refused for good. The list by date does not name it.
+    m.sim_post(
+        STRIPE,
+        "/_sim/faults",
+        json!({"matcher": format!("payout_id%5D={f}"), "fault": {"kind": "hang_after_effect", "ms": 5000}, "times": 1}),
+    )
+    .await;
+    m.sim_post(
+        STRIPE,
+        "/_sim/faults",
+        json!({"matcher": format!("%27{f}%27"), "fault": {"kind": "error", "status": 400}}),
+    )
+    .await;
+    let body = json!({"payout_id": id, "customer_id": "cust-rd", "amount": {"currency": "EUR", "value": "43.10"},
+        "beneficiary": {"name": "Grace Hopper", "account": {"scheme": "iban", "value": iban_de(fresh_account())}}});
+    let (code, resp) = m.post(&key, "/v1/payouts", &body).await;
+    assert_eq!(code, 202, "{resp}");
+    m.payout_in(&key, id, &["in_doubt", "manual_repair"], WAIT).await;
+
+    // The service has our side (the step) once the outcome reaches it; then a run resolves it.
+    let last = std::sync::Mutex::new(Value::Null);
+    let told = eventually(Duration::from_secs(30), || async {
+        let s = run(&m, json!({"grace_seconds": 0})).await;
+        let hit = ours(s["found"].as_array().unwrap(), &t)
+            .iter()
+            .any(|x| x["kind"] == "in_doubt_resolved");
+        *last.lock().unwrap() = s;
+        hit
+    })
+    .await;
+    assert!(
+        told,
+        "a run finds the payout in the partner's list: {}",
+        last.lock().unwrap()
+    );
+    let p = m.payout_in(&key, id, &["settled"], WAIT).await;
+    assert_eq!(p["partner"], "payouts-stripe", "{p}");
+    assert_eq!(
+        m.ledger(STRIPE, &f).await.get("payout").copied().unwrap_or(0),
+        1,
+        "paid once: the resolution never pays"
+    );
+    m.sim_clear(STRIPE).await;
+
+    // The finding explains it, and is closed once the flow's outcome reaches the service.
+    let closed = eventually(Duration::from_secs(30), || async {
+        let found = stored(&m, &t).await;
+        found.len() == 1
+            && found[0]["kind"] == "in_doubt_resolved"
+            && found[0]["state"] == "resolved"
+            && found[0]["resolution"] == "corrected"
+    })
+    .await;
+    let found = stored(&m, &t).await;
+    assert!(closed, "{found:#?}");
+    assert!(found[0]["evidence"]["partner_record"].is_object(), "{found:#?}");
+    // A later run finds nothing new about it (the payout is settled, as the partner says).
+    let again = run(&m, json!({"grace_seconds": 0})).await;
+    assert!(ours(again["found"].as_array().unwrap(), &t).is_empty(), "{again}");
+    assert_eq!(stored(&m, &t).await.len(), 1);
+}

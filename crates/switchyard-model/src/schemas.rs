@@ -512,7 +512,7 @@ mod typed_tests {
         payouts::{
             AccountIdentifier, AccountScheme, Beneficiary, CancelPayout, InitiatePayout, PayoutCancelRequested,
             PayoutCompleted, PayoutRequested, PayoutResult, PayoutReversed, PayoutStatus, PayoutStatusRequested,
-            PayoutStepChanged, ReviewPayout,
+            PayoutStepChanged, ResolvePayout, ReviewPayout,
         },
     };
 
@@ -674,6 +674,18 @@ mod typed_tests {
             envelope: Envelope::new(CancelPayout::RECORD, "t", "f", "test"),
             payout_id: "po-1".into(),
             reason: Some("customer asked".into()),
+        });
+        round_trip(ResolvePayout {
+            envelope: Envelope::new(ResolvePayout::RECORD, "t", "f", "test"),
+            payout_id: "po-1".into(),
+            partner: "stripe".into(),
+            provider_reference: "po_1".into(),
+            status: PayoutStatus::Settled,
+            amount: Money {
+                amount_minor: 1250,
+                currency: "EUR".into(),
+            },
+            evidence: "reconciliation run 3".into(),
         });
         round_trip(ReviewPayout {
             envelope: Envelope::new(ReviewPayout::RECORD, "t", "f", "test"),

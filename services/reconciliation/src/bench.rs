@@ -60,6 +60,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             amount_minor: Some(minor),
             currency: Some("EUR".into()),
             reversed: false,
+            step: None,
             first_seen: now,
             updated_at: now,
         });

@@ -78,10 +78,11 @@ impl Handler for Outcomes {
         let e = &msg.event;
         if let Some(s) = e.as_event::<PayoutStepChanged>() {
             let s = s.map_err(perm)?;
-            if matches!(s.step.as_str(), "routed" | "processing" | "in_doubt")
+            if matches!(s.step.as_str(), "routed" | "processing" | "in_doubt" | "manual_repair")
                 && let Some(partner) = s.partner.filter(|p| !p.starts_with("fraud"))
             {
-                store::in_flight(conn, &s.envelope.flow_id, &s.envelope.tenant_id, &s.payout_id, &partner).await?;
+                let e = &s.envelope;
+                store::in_flight(conn, &e.flow_id, &e.tenant_id, &s.payout_id, &partner, &s.step).await?;
             }
         } else if let Some(c) = e.as_event::<PayoutCompleted>() {
             let c = c.map_err(perm)?;

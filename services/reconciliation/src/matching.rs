@@ -12,7 +12,7 @@ use switchyard_model::{
     events::{
         Event,
         common::Money,
-        payouts::PayoutStatus,
+        payouts::{PayoutStatus, ResolvePayout},
         reconciliation::{FindingKind, ReconciliationFinding},
     },
 };
@@ -22,7 +22,7 @@ use switchyard_vendors::{
     payouts::{ListedPayout, PayoutVendor, SettlementKind, SettlementLine},
 };
 
-use crate::store::{self, Found, Ours};
+use crate::store::{self, Found, Ours, Resolve};
 
 pub struct Options {
     /// Where partners drop settlement reports (`<dir>/<partner id>/*.csv`), if anywhere.
@@ -94,6 +94,7 @@ pub fn compare(partner: &str, theirs: &[ListedPayout], ours: &[Ours], now_ms: i6
                 expected_minor: by_flow.get(flow).and_then(|o| o.amount_minor),
                 provider_minor: Some(ts[0].amount.amount_minor),
                 evidence: serde_json::json!({"partner_records": ts.iter().map(|t| &t.raw).collect::<Vec<_>>(), "ours": by_flow.get(flow)}),
+                resolve: None,
             });
         }
     }
@@ -115,11 +116,42 @@ pub fn compare(partner: &str, theirs: &[ListedPayout], ours: &[Ours], now_ms: i6
                     expected_minor: None,
                     provider_minor: Some(t.amount.amount_minor),
                     evidence: evidence(Some(t), None),
+                    resolve: None,
                 });
             }
             continue;
         };
         if o.status == "in_flight" {
+            // Held in doubt (or left to an operator) at this partner, and not just now: its record
+            // settles it, through the flow's own command.
+            if matches!(o.step.as_deref(), Some("in_doubt" | "manual_repair"))
+                && o.partner.as_deref() == Some(partner)
+                && t.status != PayoutStatus::Unknown
+                && o.updated_at.timestamp_millis() < now_ms - grace_ms
+            {
+                out.push(Found {
+                    kind: FindingKind::InDoubtResolved,
+                    partner: partner.to_string(),
+                    internal_reference: Some(o.flow_id.clone()),
+                    provider_reference: Some(t.provider_reference.clone()),
+                    detail: format!(
+                        "we hold it {}; {partner}'s record says {:?}: the flow is told",
+                        o.step.as_deref().unwrap_or_default(),
+                        t.status
+                    ),
+                    currency: Some(t.amount.currency.clone()),
+                    amount_at_risk: Some(t.amount.amount_minor),
+                    expected_minor: None,
+                    provider_minor: Some(t.amount.amount_minor),
+                    evidence: evidence(Some(t), Some(o)),
+                    resolve: Some(Resolve {
+                        tenant_id: o.tenant_id.clone(),
+                        payout_id: o.payout_id.clone(),
+                        status: t.status,
+                        amount: t.amount.clone(),
+                    }),
+                });
+            }
             continue;
         }
         if let (Some(amount), Some(currency)) = (o.amount_minor, o.currency.as_deref())
@@ -139,6 +171,7 @@ pub fn compare(partner: &str, theirs: &[ListedPayout], ours: &[Ours], now_ms: i6
                 expected_minor: Some(amount),
                 provider_minor: Some(t.amount.amount_minor),
                 evidence: evidence(Some(t), Some(o)),
+                resolve: None,
             });
         }
         let theirs_says = match t.status {
@@ -168,6 +201,7 @@ pub fn compare(partner: &str, theirs: &[ListedPayout], ours: &[Ours], now_ms: i6
                 expected_minor: o.amount_minor,
                 provider_minor: Some(t.amount.amount_minor),
                 evidence: evidence(Some(t), Some(o)),
+                resolve: None,
             });
         }
     }
@@ -193,6 +227,7 @@ pub fn compare(partner: &str, theirs: &[ListedPayout], ours: &[Ours], now_ms: i6
             expected_minor: o.amount_minor,
             provider_minor: None,
             evidence: evidence(None, Some(o)),
+            resolve: None,
         });
     }
     out
@@ -229,6 +264,7 @@ pub fn compare_report(partner: &str, lines: &[SettlementLine], ours: &[Ours], fi
                 expected_minor: by_flow.get(flow).and_then(|o| o.amount_minor),
                 provider_minor: Some(ls[0].amount.amount_minor),
                 evidence: serde_json::json!({"report": file, "lines": ls, "ours": by_flow.get(flow)}),
+                resolve: None,
             });
         }
     }
@@ -248,6 +284,7 @@ pub fn compare_report(partner: &str, lines: &[SettlementLine], ours: &[Ours], fi
             expected_minor: o.and_then(|o| o.amount_minor),
             provider_minor: Some(l.amount.amount_minor),
             evidence: evidence(l, o),
+            resolve: None,
         };
         let Some(o) = o else {
             if l.kind != SettlementKind::Correction {
@@ -484,8 +521,27 @@ async fn publish(outbox: &Outbox, tx: &mut sqlx::PgConnection, f: &Found) -> any
         provider_amount: money(f.provider_minor, f.currency.as_deref()),
     };
     outbox
-        .enqueue(tx, ReconciliationFinding::TOPIC, &EventRecord::of(&event)?)
+        .enqueue(&mut *tx, ReconciliationFinding::TOPIC, &EventRecord::of(&event)?)
         .await?;
+    if let Some(r) = &f.resolve {
+        let command = ResolvePayout {
+            envelope: Envelope::new(
+                ResolvePayout::RECORD,
+                &r.tenant_id,
+                f.internal_reference.as_deref().unwrap_or_default(),
+                crate::SERVICE,
+            ),
+            payout_id: r.payout_id.clone(),
+            partner: f.partner.clone(),
+            provider_reference: f.provider_reference.clone().unwrap_or_default(),
+            status: r.status,
+            amount: r.amount.clone(),
+            evidence: format!("reconciliation: {}'s list of payouts", f.partner),
+        };
+        outbox
+            .enqueue(tx, ResolvePayout::TOPIC, &EventRecord::of(&command)?)
+            .await?;
+    }
     tracing::warn!(kind = f.kind.as_str(), partner = %f.partner, reference = ?f.provider_reference, "reconciliation finding");
     Ok(())
 }
@@ -519,6 +575,7 @@ mod tests {
             amount_minor: Some(minor),
             currency: Some("EUR".into()),
             reversed: false,
+            step: None,
             first_seen: chrono::DateTime::UNIX_EPOCH,
             updated_at: chrono::DateTime::UNIX_EPOCH,
         }
@@ -586,6 +643,38 @@ mod tests {
             grace,
         );
         assert!(young.is_empty());
+    }
+
+    #[test]
+    fn a_payout_held_in_doubt_is_settled_from_its_partner_s_record_only() {
+        let now = 10_000_000;
+        let grace = Duration::from_secs(60);
+        let doubt = |step: &str, partner: &str| Ours {
+            status: "in_flight".into(),
+            step: Some(step.into()),
+            partner: Some(partner.into()),
+            provider_reference: None,
+            amount_minor: None,
+            ..ours("1.t.a", "", "", 0)
+        };
+        let theirs = [listed("r1", "1.t.a", 100, PayoutStatus::Settled)];
+        for step in ["in_doubt", "manual_repair"] {
+            let f = compare("pay", &theirs, &[doubt(step, "pay")], now, grace);
+            assert_eq!(kinds(&f), ["in_doubt_resolved"], "{f:#?}");
+            let r = f[0].resolve.as_ref().expect("the flow is told");
+            assert_eq!(
+                (r.status, r.amount.amount_minor, r.payout_id.as_str()),
+                (PayoutStatus::Settled, 100, "p")
+            );
+        }
+        // Processing (the flow knows), another partner's doubt, or a doubt of a moment ago: nothing.
+        assert!(compare("pay", &theirs, &[doubt("processing", "pay")], now, grace).is_empty());
+        assert!(compare("pay", &theirs, &[doubt("in_doubt", "other")], now, grace).is_empty());
+        let fresh = Ours {
+            updated_at: chrono::DateTime::from_timestamp_millis(now - 1_000).unwrap(),
+            ..doubt("in_doubt", "pay")
+        };
+        assert!(compare("pay", &theirs, &[fresh], now, grace).is_empty());
     }
 
     fn line(n: usize, kind: SettlementKind, r: &str, flow: Option<&str>, minor: i64) -> SettlementLine {

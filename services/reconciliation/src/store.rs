@@ -18,20 +18,31 @@ pub struct Ours {
     pub amount_minor: Option<i64>,
     pub currency: Option<String>,
     pub reversed: bool,
+    /// While in flight: the flow's last step (routed, processing, in_doubt, manual_repair).
+    pub step: Option<String>,
     pub first_seen: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
-pub async fn in_flight(conn: &mut PgConnection, flow_id: &str, tenant: &str, payout_id: &str, partner: &str) -> R<()> {
+pub async fn in_flight(
+    conn: &mut PgConnection,
+    flow_id: &str,
+    tenant: &str,
+    payout_id: &str,
+    partner: &str,
+    step: &str,
+) -> R<()> {
     sqlx::query(
-        "INSERT INTO payouts_seen (flow_id, tenant_id, payout_id, partner, status) VALUES ($1, $2, $3, $4, 'in_flight') \
-         ON CONFLICT (flow_id) DO UPDATE SET partner = EXCLUDED.partner, updated_at = now() \
+        "INSERT INTO payouts_seen (flow_id, tenant_id, payout_id, partner, status, step) \
+         VALUES ($1, $2, $3, $4, 'in_flight', $5) \
+         ON CONFLICT (flow_id) DO UPDATE SET partner = EXCLUDED.partner, step = EXCLUDED.step, updated_at = now() \
          WHERE payouts_seen.status = 'in_flight'",
     )
     .bind(flow_id)
     .bind(tenant)
     .bind(payout_id)
     .bind(partner)
+    .bind(step)
     .execute(conn)
     .await?;
     Ok(())
@@ -44,7 +55,7 @@ pub async fn completed(conn: &mut PgConnection, c: &PayoutCompleted, status: &st
          ON CONFLICT (flow_id) DO UPDATE SET partner = COALESCE(EXCLUDED.partner, payouts_seen.partner), \
          provider_reference = COALESCE(EXCLUDED.provider_reference, payouts_seen.provider_reference), \
          status = CASE WHEN payouts_seen.reversed THEN payouts_seen.status ELSE EXCLUDED.status END, \
-         amount_minor = EXCLUDED.amount_minor, currency = EXCLUDED.currency, updated_at = now()",
+         amount_minor = EXCLUDED.amount_minor, currency = EXCLUDED.currency, step = NULL, updated_at = now()",
     )
     .bind(&c.envelope.flow_id)
     .bind(&c.envelope.tenant_id)
@@ -54,6 +65,14 @@ pub async fn completed(conn: &mut PgConnection, c: &PayoutCompleted, status: &st
     .bind(status)
     .bind(c.amount.amount_minor)
     .bind(&c.amount.currency)
+    .execute(&mut *conn)
+    .await?;
+    // A doubt a run told the flow about is closed once the flow says how it ended.
+    sqlx::query(
+        "UPDATE findings SET state = 'resolved', owner = COALESCE(owner, 'reconciliation'), resolution = 'corrected', \
+         resolved_at = now() WHERE kind = 'in_doubt_resolved' AND internal_reference = $1 AND state <> 'resolved'",
+    )
+    .bind(&c.envelope.flow_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -78,6 +97,7 @@ fn ours(r: &sqlx::postgres::PgRow) -> Ours {
         amount_minor: r.get("amount_minor"),
         currency: r.get("currency"),
         reversed: r.get("reversed"),
+        step: r.get("step"),
         first_seen: r.get("first_seen"),
         updated_at: r.get("updated_at"),
     }
@@ -91,7 +111,7 @@ pub async fn ours_at(
 ) -> Result<Vec<Ours>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency, reversed, \
-         first_seen, updated_at FROM payouts_seen WHERE partner = $1 AND first_seen >= $2",
+         step, first_seen, updated_at FROM payouts_seen WHERE partner = $1 AND first_seen >= $2",
     )
     .bind(partner)
     .bind(since)
@@ -104,7 +124,7 @@ pub async fn ours_at(
 pub async fn ours_named(pool: &PgPool, references: &[String], flows: &[String]) -> Result<Vec<Ours>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency, reversed, \
-         first_seen, updated_at FROM payouts_seen WHERE provider_reference = ANY($1) OR flow_id = ANY($2)",
+         step, first_seen, updated_at FROM payouts_seen WHERE provider_reference = ANY($1) OR flow_id = ANY($2)",
     )
     .bind(references)
     .bind(flows)
@@ -126,6 +146,18 @@ pub struct Found {
     pub expected_minor: Option<i64>,
     pub provider_minor: Option<i64>,
     pub evidence: serde_json::Value,
+    /// The one automatic action: tell the flow of a payout it holds in doubt what the partner's
+    /// record says (`ResolvePayout`), once, with the finding.
+    pub resolve: Option<Resolve>,
+}
+
+/// What a `ResolvePayout` carries.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Resolve {
+    pub tenant_id: String,
+    pub payout_id: String,
+    pub status: switchyard_model::events::payouts::PayoutStatus,
+    pub amount: switchyard_model::events::common::Money,
 }
 
 impl Found {

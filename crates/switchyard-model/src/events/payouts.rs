@@ -120,6 +120,25 @@ event!(
     "payouts.commands.v1"
 );
 
+/// The partner's own record of a payout the flow holds in doubt (or left to an operator), found
+/// by reconciliation: applied only while the payout is in doubt or in manual repair at `partner`;
+/// it never starts a payment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvePayout {
+    pub envelope: Envelope,
+    pub payout_id: String,
+    pub partner: String,
+    pub provider_reference: String,
+    pub status: PayoutStatus,
+    pub amount: Money,
+    pub evidence: String,
+}
+event!(
+    ResolvePayout,
+    "com.switchyard.payouts.ResolvePayout",
+    "payouts.commands.v1"
+);
+
 /// Cancel a payout no partner was asked to pay yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CancelPayout {

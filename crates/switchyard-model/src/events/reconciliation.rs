@@ -18,6 +18,9 @@ pub enum FindingKind {
     DuplicateExecution,
     /// The partner returned a payout we still hold as settled (no return reached the flow).
     LateReturn,
+    /// The partner's record settled a payout the flow held in doubt; the flow was told
+    /// (`ResolvePayout`), the one thing reconciliation does rather than raise.
+    InDoubtResolved,
 }
 
 impl FindingKind {
@@ -29,6 +32,7 @@ impl FindingKind {
             FindingKind::AmountMismatch => "amount_mismatch",
             FindingKind::DuplicateExecution => "duplicate_execution",
             FindingKind::LateReturn => "late_return",
+            FindingKind::InDoubtResolved => "in_doubt_resolved",
         }
     }
 }

@@ -29,14 +29,15 @@ use switchyard_model::{
         },
         payouts::{
             AccountScheme, CancelPayout, InitiatePayout, PayoutCancelRequested, PayoutCompleted, PayoutProviderEvent,
-            PayoutRequested, PayoutResult, PayoutReversed, PayoutStatusRequested, PayoutStepChanged, ReviewPayout,
+            PayoutRequested, PayoutResult, PayoutReversed, PayoutStatusRequested, PayoutStepChanged, ResolvePayout,
+            ReviewPayout,
         },
     },
 };
 use switchyard_runtime::{HandlerError, Incoming, Metrics, Outbox};
 
 use self::{
-    state::{Effect, FraudAnswer, Input, Notice, PayAnswer, Plan, State, Timer},
+    state::{Effect, FraudAnswer, Input, Notice, PayAnswer, Plan, Resolution, State, Timer},
     store::{Flow, Order},
     transition::Ctx,
 };
@@ -116,6 +117,18 @@ impl Payouts {
                 reviewer: c.reviewer.clone(),
             };
             self.feed(conn, &flow_id, input, &c.envelope).await?;
+        } else if let Some(c) = e.as_event::<ResolvePayout>() {
+            let c = c.map_err(perm)?;
+            let mut cause = c.envelope.clone();
+            cause.flow_id = store::flow_id(&c.envelope.tenant_id, &c.payout_id);
+            let input = Input::Resolve(Resolution {
+                partner: c.partner.clone(),
+                reference: c.provider_reference.clone(),
+                status: c.status,
+                evidence: c.evidence,
+            });
+            self.feed_answer(conn, &cause, &c.partner, Some(&c.provider_reference), input)
+                .await?;
         } else if let Some(r) = e.as_event::<PayoutResult>() {
             self.payout_result(conn, r.map_err(perm)?).await?;
         } else if let Some(p) = e.as_event::<PayoutProviderEvent>() {
@@ -246,9 +259,6 @@ impl Payouts {
         else {
             return Err(perm("a payout result without its request's key"));
         };
-        if let Some(reference) = &r.provider_reference {
-            store::lock_reference(conn, &r.partner, reference).await?;
-        }
         let answer = PayAnswer {
             partner: r.partner.clone(),
             request,
@@ -256,12 +266,27 @@ impl Payouts {
             status: r.status,
             failure: r.failure,
         };
-        let flow_id = r.envelope.flow_id.clone();
-        self.feed(conn, &flow_id, Input::Paid(answer), &r.envelope).await?;
-        // Webhooks that came before this answer named their payout.
-        if let Some(reference) = &r.provider_reference {
-            for n in store::unpark(conn, &r.partner, reference).await? {
-                self.feed(conn, &flow_id, Input::Notice(n), &r.envelope).await?;
+        let (partner, reference) = (r.partner.as_str(), r.provider_reference.as_deref());
+        self.feed_answer(conn, &r.envelope, partner, reference, Input::Paid(answer))
+            .await
+    }
+
+    /// Feeds an answer that may name the partner's reference, then the webhooks parked until one did.
+    async fn feed_answer(
+        &self,
+        conn: &mut PgConnection,
+        cause: &Envelope,
+        partner: &str,
+        reference: Option<&str>,
+        input: Input,
+    ) -> R<()> {
+        if let Some(reference) = reference {
+            store::lock_reference(conn, partner, reference).await?;
+        }
+        self.feed(conn, &cause.flow_id, input, cause).await?;
+        if let Some(reference) = reference {
+            for n in store::unpark(conn, partner, reference).await? {
+                self.feed(conn, &cause.flow_id, Input::Notice(n), cause).await?;
             }
         }
         Ok(())

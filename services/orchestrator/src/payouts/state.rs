@@ -10,6 +10,7 @@
 //!          │                          └─ failed / returned ────────▶ failed / returned
 //!          ├─ refused, no live case ─▶ next partner (failover) or failed
 //!          └─ unknown ─▶ in_doubt ─ status query ─▶ (as above), or manual_repair
+//!                        └──────┴─ the partner's record, from reconciliation ─▶ (as above)
 //! ```
 //!
 //! A payout whose execution may have happened never goes to another partner: only a failure the
@@ -132,6 +133,16 @@ pub struct PayAnswer {
     pub failure: Option<Failure>,
 }
 
+/// A partner's record of a payout, read from its list by reconciliation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolution {
+    pub partner: String,
+    pub reference: String,
+    pub status: PayoutStatus,
+    /// Where it was read.
+    pub evidence: String,
+}
+
 /// A partner's status webhook, by its own time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
@@ -152,6 +163,8 @@ pub enum Input {
     Cancel,
     Paid(PayAnswer),
     Notice(Notice),
+    /// The partner's own record of the payout, found by reconciliation (`ResolvePayout`).
+    Resolve(Resolution),
     /// The in-doubt timer.
     StatusCheck,
     /// The processing timer.

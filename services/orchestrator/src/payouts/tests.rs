@@ -10,7 +10,7 @@ use switchyard_model::events::{
 };
 
 use super::{
-    state::{Effect, FraudAnswer, Input, Notice, PayAnswer, Plan, State, Timer},
+    state::{Effect, FraudAnswer, Input, Notice, PayAnswer, Plan, Resolution, State, Timer},
     transition::{Ctx, start, step},
 };
 
@@ -425,8 +425,72 @@ fn a_stale_answer_to_an_earlier_request_changes_nothing() {
     assert_eq!(paid_to(&effects), ["pay-a", "pay-b"], "the duplicate moved nothing");
 }
 
+#[test]
+fn a_partner_record_settles_a_doubt_only_at_the_live_partner() {
+    let record = |partner: &str, status| {
+        let partner = partner.to_string();
+        move |_: &State| {
+            Input::Resolve(Resolution {
+                partner: partner.clone(),
+                reference: "po_9".into(),
+                status,
+                evidence: "run 1".into(),
+            })
+        }
+    };
+    let unknowns: [&dyn Fn(&State) -> Input; 6] = [
+        &|_| fraud("fraud-a", FraudDecision::Allow),
+        &|s| answer(s, PayoutStatus::Unknown, None),
+        &|s| answer(s, PayoutStatus::Unknown, None),
+        &|s| answer(s, PayoutStatus::Unknown, None),
+        &|s| answer(s, PayoutStatus::Unknown, None),
+        &|s| answer(s, PayoutStatus::Unknown, None),
+    ];
+    // Left to an operator, then the partner's list shows it paid: settled, once, at that partner.
+    let settled = record("pay-a", PayoutStatus::Settled);
+    let mut inputs = unknowns.to_vec();
+    inputs.push(&settled);
+    let (state, effects) = drive(&plan(), &inputs);
+    assert_eq!(state.name(), "settled");
+    assert_eq!(paid_to(&effects), ["pay-a"]);
+    assert_eq!(completes(&effects), [PayoutStatus::Settled]);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Reference { reference, .. } if reference == "po_9"))
+    );
+
+    // Another partner's record is not this payout's; a failed one is final (no failover).
+    let elsewhere = record("pay-b", PayoutStatus::Settled);
+    let failed = record("pay-a", PayoutStatus::Failed);
+    let (state, effects) = drive(
+        &plan(),
+        &[
+            &|_| fraud("fraud-a", FraudDecision::Allow),
+            &|s| answer(s, PayoutStatus::Unknown, None),
+            &elsewhere,
+            &failed,
+        ],
+    );
+    assert_eq!(state.name(), "failed");
+    assert_eq!(paid_to(&effects), ["pay-a"], "never another partner on a list's word");
+    assert!(matches!(&effects[..], [.., Effect::Complete { failure: Some(f), .. }] if f.code == "failed_at_partner"));
+
+    // A payout not in doubt ignores it.
+    let (state, effects) = drive(
+        &plan(),
+        &[
+            &|_| fraud("fraud-a", FraudDecision::Allow),
+            &|s| answer(s, PayoutStatus::Accepted, None),
+            &settled,
+        ],
+    );
+    assert_eq!(state.name(), "processing");
+    assert!(completes(&effects).is_empty());
+}
+
 fn any_input() -> impl Strategy<Value = u8> {
-    0u8..15
+    0u8..17
 }
 
 /// Random sequences: the invariants that keep money safe hold whatever arrives, in any order, any
@@ -457,6 +521,16 @@ fn input_for(state: &State, pick: u8, at: i64) -> Input {
         11 => notice(&p(state), PayoutStatus::Returned, at),
         12 => notice(&p(state), PayoutStatus::Accepted, at),
         13 => Input::StatusCheck,
+        15 | 16 => Input::Resolve(Resolution {
+            partner: p(state),
+            reference: "po_r".into(),
+            status: if pick == 15 {
+                PayoutStatus::Settled
+            } else {
+                PayoutStatus::Failed
+            },
+            evidence: "run".into(),
+        }),
         _ => Input::Poll,
     }
 }

@@ -205,6 +205,34 @@ pub fn step(state: &State, input: Input, ctx: &Ctx<'_>) -> (State, Vec<Effect>) 
             State::Paying { live, tried } | State::InDoubt { live, tried, .. } | State::ManualRepair { live, tried },
             Input::Paid(a),
         ) if a.request == live.request && a.partner == live.partner => paid(state, ctx, live, tried, a),
+        // The partner's record settles a doubt its answers could not: applied as its answer to
+        // the live request. A failure it shows is final (never a failover on a list's word).
+        (State::InDoubt { live, tried, .. } | State::ManualRepair { live, tried }, Input::Resolve(r))
+            if r.partner == live.partner && r.status != PayoutStatus::Unknown =>
+        {
+            let a = PayAnswer {
+                partner: r.partner,
+                request: live.request,
+                reference: Some(r.reference),
+                status: r.status,
+                failure: (r.status == PayoutStatus::Failed).then(|| {
+                    failure(
+                        FailureClass::Permanent,
+                        "failed_at_partner",
+                        "the partner's record shows the payout failed",
+                    )
+                }),
+            };
+            let (next, mut effects) = paid(state, ctx, live, tried, a);
+            effects.insert(
+                0,
+                Effect::Note {
+                    event: "resolved_from_partner_record",
+                    detail: format!("{:?} per {}", r.status, r.evidence),
+                },
+            );
+            (next, effects)
+        }
         (State::InDoubt { live, .. }, Input::StatusCheck) => {
             (state.clone(), vec![Effect::Query { live: live.clone() }])
         }
@@ -251,6 +279,7 @@ fn input_name(i: &Input) -> &'static str {
         Input::Cancel => "cancel",
         Input::Paid(_) => "payout answer",
         Input::Notice(_) => "partner notice",
+        Input::Resolve(_) => "partner record",
         Input::StatusCheck => "status check",
         Input::Poll => "processing check",
     }
