@@ -386,8 +386,8 @@ impl<H: Handler> Consumer<H> {
     /// Runs until shutdown; then lets the messages in hand finish, commits the stored offsets and
     /// returns. Messages received but not started are left for redelivery.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let consumer = crate::kafka::consumer(&self.bootstrap, &self.name, self.instance_id.as_deref())?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        let consumer = crate::kafka::consumer(&self.bootstrap, &self.name, self.instance_id.as_deref(), &topics)?;
         consumer.subscribe(&topics)?;
         let Concurrency {
             max_in_flight,

@@ -33,10 +33,19 @@ pub fn producer(bootstrap: &str, client_id: &str) -> anyhow::Result<FutureProduc
 ///
 /// With `instance_id` the member is static (`group.instance.id`): a restart with the same id gets its
 /// partitions back without a rebalance, instead of waiting `session.timeout.ms` for the dead member.
-pub fn consumer(bootstrap: &str, group_id: &str, instance_id: Option<&str>) -> anyhow::Result<StreamConsumer> {
+/// The id names the subscription too: a static member that comes back subscribed to other topics
+/// gets its old assignment back without a rebalance, and a topic added to the service would never
+/// be consumed; under a new id it joins as a new member, and the group rebalances (once the old
+/// member's session expires).
+pub fn consumer(
+    bootstrap: &str,
+    group_id: &str,
+    instance_id: Option<&str>,
+    topics: &[&str],
+) -> anyhow::Result<StreamConsumer> {
     let mut cfg = ClientConfig::new();
     if let Some(id) = instance_id.filter(|i| !i.is_empty()) {
-        cfg.set("group.instance.id", format!("{group_id}.{id}"));
+        cfg.set("group.instance.id", static_member_id(group_id, id, topics));
     }
     Ok(cfg
         .set("bootstrap.servers", bootstrap)
@@ -53,6 +62,18 @@ pub fn consumer(bootstrap: &str, group_id: &str, instance_id: Option<&str>) -> a
         // a backlog left on one partition drained at a few dozen messages a second.
         .set("fetch.wait.max.ms", "25")
         .create()?)
+}
+
+/// `<group>.<instance>.<subscription digest>`: the digest (FNV-1a of the sorted topic names, 8 hex
+/// digits) changes with the subscription, never between restarts of the same build.
+pub fn static_member_id(group_id: &str, instance_id: &str, topics: &[&str]) -> String {
+    let mut sorted = topics.to_vec();
+    sorted.sort_unstable();
+    let mut h: u32 = 0x811c_9dc5;
+    for b in sorted.join(",").bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("{group_id}.{instance_id}.{h:08x}")
 }
 
 /// Creates each topic that does not exist yet (existing topics are left as they are).
@@ -75,4 +96,30 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::static_member_id;
+
+    #[test]
+    fn a_static_member_s_id_names_its_subscription_in_any_order() {
+        let a = static_member_id("recon", "1", &["payouts.outcomes.v1"]);
+        assert_eq!(
+            a,
+            static_member_id("recon", "1", &["payouts.outcomes.v1"]),
+            "stable across restarts"
+        );
+        assert!(a.starts_with("recon.1."), "{a}");
+        let both = static_member_id("recon", "1", &["payouts.outcomes.v1", "payouts.commands.v1"]);
+        assert_ne!(a, both, "a topic added is a new member");
+        assert_eq!(
+            both,
+            static_member_id("recon", "1", &["payouts.commands.v1", "payouts.outcomes.v1"])
+        );
+        assert_ne!(
+            both,
+            static_member_id("recon", "2", &["payouts.outcomes.v1", "payouts.commands.v1"])
+        );
+    }
 }
