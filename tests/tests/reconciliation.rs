@@ -495,3 +495,112 @@ async fn a_payout_held_in_doubt_is_settled_from_the_partner_s_list_through_its_o
     assert!(ours(again["found"].as_array().unwrap(), &t).is_empty(), "{again}");
     assert_eq!(stored(&m, &t).await.len(), 1);
 }
+
+/// Rule matching through the running service, on a Wise-shaped statement the partner drops: a
+/// line with no reference of ours matched by amount, date and the payee's account; one batch line
+/// paying two payouts; one payout paid in two lines (a split); a fee within the partner's
+/// tolerance (25 minor units in the local configuration) and one beyond it. Only the last is a
+/// finding; which line matched which payout, and by which rule, is in the run's summary.
+#[tokio::test]
+async fn report_lines_without_our_reference_are_matched_by_rules() {
+    let _alone = SERVICE.write().await;
+    let m = Mesh::get();
+    let t = format!("tenant-rr-{}", short_id());
+    let key = m.api_key(&t, "payouts:write,payouts:read");
+    // JPY: only the Wise-shaped partner pays it. Amounts no other test uses.
+    let amounts = [
+        ("a", 1_037),
+        ("b", 2_003),
+        ("c", 211),
+        ("d", 317),
+        ("e", 3_001),
+        ("f", 800),
+    ];
+    let mut account = std::collections::HashMap::new();
+    for (id, yen) in amounts {
+        let iban = iban_de(fresh_account());
+        let body = json!({"payout_id": id, "customer_id": "cust-rr", "amount": {"currency": "JPY", "value": yen.to_string()},
+            "beneficiary": {"name": "Grace Hopper", "account": {"scheme": "iban", "value": iban}}});
+        let (code, resp) = m.post(&key, "/v1/payouts", &body).await;
+        assert_eq!(code, 202, "{resp}");
+        account.insert(id, iban);
+    }
+    let mut transfer = std::collections::HashMap::new();
+    for (id, _) in amounts {
+        let p = m.payout_in(&key, id, &["settled"], WAIT).await;
+        assert_eq!(p["partner"], "payouts-wise", "{p}");
+        transfer.insert(id, p["provider_reference"].as_str().unwrap().to_string());
+    }
+    let today = chrono::Utc::now().format("%d-%m-%Y");
+    let n = short_id();
+    let rows = [
+        // a: the partner's line lost our reference and has its own id; amount, date and payee say a.
+        format!(
+            "\"TRANSFER-9{n}1\",\"{today}\",\"-1037\",\"JPY\",\"Sent money\",\"\",\"\",\"\",\"{}\",\"0\"",
+            account["a"]
+        ),
+        // c + d in one line.
+        format!("\"BATCH-{n}\",\"{today}\",\"-528\",\"JPY\",\"Batch payment\",\"\",\"\",\"\",\"\",\"0\""),
+        // f in two lines under its reference.
+        format!(
+            "\"TRANSFER-{}\",\"{today}\",\"-500\",\"JPY\",\"Sent money\",\"{}\",\"\",\"\",\"\",\"0\"",
+            transfer["f"],
+            flow(&t, "f")
+        ),
+        format!(
+            "\"TRANSFER-9{n}2\",\"{today}\",\"-300\",\"JPY\",\"Sent money\",\"{}\",\"\",\"\",\"\",\"0\"",
+            flow(&t, "f")
+        ),
+        // e less a 20 yen fee (within tolerance); b less 30 (beyond).
+        format!(
+            "\"TRANSFER-{}\",\"{today}\",\"-2981\",\"JPY\",\"Sent money\",\"{}\",\"\",\"\",\"\",\"0\"",
+            transfer["e"],
+            flow(&t, "e")
+        ),
+        format!(
+            "\"TRANSFER-{}\",\"{today}\",\"-1973\",\"JPY\",\"Sent money\",\"{}\",\"\",\"\",\"\",\"0\"",
+            transfer["b"],
+            flow(&t, "b")
+        ),
+    ];
+    let header = "\"TransferWise ID\",\"Date\",\"Amount\",\"Currency\",\"Description\",\"Payment Reference\",\"Running Balance\",\"Payee Name\",\"Payee Account Number\",\"Total fees\"";
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-stack/data/reports/payouts-wise");
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = format!("rules-{t}.csv");
+    // Our side must have reached the service (the payees' accounts, the settlements) first.
+    let ready = eventually(Duration::from_secs(30), || async {
+        let s = run(&m, json!({"dry_run": true, "grace_seconds": 0})).await;
+        ours(s["found"].as_array().unwrap(), &t).is_empty()
+    })
+    .await;
+    assert!(ready);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::write(dir.join(&name), format!("{header}\n{}\n", rows.join("\n"))).unwrap();
+
+    let s = run(&m, json!({"grace_seconds": 0})).await;
+    let file = s["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["file"] == name.as_str())
+        .unwrap_or_else(|| panic!("the file was read: {s}"))
+        .clone();
+    assert_eq!(file["lines"], 6, "{file}");
+    assert_eq!(
+        file["matched_by_rule"],
+        json!({"counterparty": 1, "batch": 2, "split": 2, "reference": 2}),
+        "{file}"
+    );
+    assert_eq!(file["findings"], 1, "only b's amount is a finding: {s}");
+    let found = stored(&m, &t).await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(
+        (
+            found[0]["kind"].as_str(),
+            found[0]["internal_reference"].as_str(),
+            found[0]["amount_at_risk"].as_i64()
+        ),
+        (Some("amount_mismatch"), Some(flow(&t, "b").as_str()), Some(30))
+    );
+    std::fs::remove_file(dir.join(&name)).ok();
+}

@@ -31,10 +31,7 @@ use crate::{
     validate,
 };
 
-/// The flow id the orchestrator gives a tenant's payout (`<length of tenant>.<tenant>.<payout id>`).
-fn flow_id(tenant: &str, payout_id: &str) -> String {
-    format!("{}.{tenant}.{payout_id}", tenant.len())
-}
+use switchyard_model::events::payouts::flow_id;
 
 fn envelope(record: &str, tenant: &str, flow_id: &str, headers: &HeaderMap, key: Option<&str>) -> Envelope {
     let mut e = Envelope::new(record, tenant.to_string(), flow_id.to_string(), SERVICE);

@@ -10,6 +10,11 @@
 //! refused it): bounced_back, then cancelled, then funds_refunded, each announced. The simulator's
 //! clock (`POST /_sim/clock {"advance_hours"}`) dates later notices that much later, so a return can
 //! come "weeks later" in a test that takes seconds.
+//!
+//! Statements: `POST /_sim/reports` drops a balance statement (CSV, Wise's columns, the payee's
+//! account included) of the transfers not in one yet; `POST /_sim/reports/lines {kind (payout,
+//! return, correction, batch), transfer_id, reference, amount_minor, currency, payee_account}` adds
+//! a line to the next one.
 
 use std::{
     collections::HashMap,
@@ -63,8 +68,9 @@ struct Book {
     extra_lines: Vec<ExtraLine>,
 }
 
-/// A line for the next statement: money back for a transfer (`return`), a correction, or money
-/// sent that no transfer here made (`payout`).
+/// A line for the next statement: money back for a transfer (`return`), a correction, money sent
+/// that no transfer here made (`payout`), or one line funding several transfers (`batch`, its id
+/// `BATCH-<transfer_id>`).
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 struct ExtraLine {
     kind: String,
@@ -72,6 +78,8 @@ struct ExtraLine {
     reference: Option<String>,
     amount_minor: i64,
     currency: String,
+    #[serde(default)]
+    payee_account: Option<String>,
 }
 
 #[derive(Clone)]
@@ -187,24 +195,36 @@ async fn report(State(app): State<App>) -> Response {
                 Some((i, f)) if f.trim_end_matches('0').is_empty() => i.to_string(),
                 _ => value,
             };
+            let payee = t["targetAccount"]
+                .as_i64()
+                .and_then(|a| b.recipients.get(&a))
+                .and_then(|r| r["details"]["IBAN"].as_str().or(r["details"]["accountNumber"].as_str()))
+                .unwrap_or_default();
             rows.push(format!(
-                "TRANSFER-{id},{today},-{value},{cur},Sent money,{},,,,0.00",
-                csv(t["reference"].as_str().unwrap_or_default())
+                "TRANSFER-{id},{today},-{value},{cur},Sent money,{},,,{},0.00",
+                csv(t["reference"].as_str().unwrap_or_default()),
+                csv(payee)
             ));
         }
         for l in std::mem::take(&mut b.extra_lines) {
             let amount = switchyard_model::money::decimal(l.amount_minor, &l.currency).unwrap_or_default();
-            let (signed, description) = match l.kind.as_str() {
-                "return" => (amount, "Money returned".to_string()),
-                "correction" => (format!("-{amount}"), format!("Correction of transfer {}", l.transfer_id)),
-                _ => (format!("-{amount}"), "Sent money".to_string()),
+            let (id, signed, description) = match l.kind.as_str() {
+                "return" => ("TRANSFER", amount, "Money returned".to_string()),
+                "correction" => (
+                    "TRANSFER",
+                    format!("-{amount}"),
+                    format!("Correction of transfer {}", l.transfer_id),
+                ),
+                "batch" => ("BATCH", format!("-{amount}"), "Batch payment".to_string()),
+                _ => ("TRANSFER", format!("-{amount}"), "Sent money".to_string()),
             };
             rows.push(format!(
-                "TRANSFER-{},{today},{signed},{},{},{},,,,0.00",
+                "{id}-{},{today},{signed},{},{},{},,,{},0.00",
                 l.transfer_id,
                 l.currency,
                 csv(&description),
-                csv(l.reference.as_deref().unwrap_or_default())
+                csv(l.reference.as_deref().unwrap_or_default()),
+                csv(l.payee_account.as_deref().unwrap_or_default())
             ));
         }
         b.reported.extend(ids);

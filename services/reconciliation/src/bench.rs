@@ -61,6 +61,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             currency: Some("EUR".into()),
             reversed: false,
             step: None,
+            counterparty: None,
             first_seen: now,
             updated_at: now,
         });
@@ -72,12 +73,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let parsed = stripe.parse_report(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let parse = started.elapsed();
-    let found = matching::compare_report("payouts-stripe", &parsed, &ours, "bench.csv");
+    let rules = matching::Rules {
+        tolerance: matching::Tolerance::default(),
+        date_window_ms: 3 * 86_400_000,
+    };
+    let (found, matched) = matching::compare_report("payouts-stripe", &parsed, &ours, &[], &rules, "bench.csv");
     let total = started.elapsed();
     let mismatches = found.iter().filter(|f| f.kind.as_str() == "amount_mismatch").count();
     println!(
-        "read {} lines in {:.3} s, matched in {:.3} s: {:.0} lines/s end to end",
+        "read {} lines in {:.3} s, matched {} in {:.3} s: {:.0} lines/s end to end",
         parsed.len(),
+        matched.len(),
         parse.as_secs_f64(),
         (total - parse).as_secs_f64(),
         parsed.len() as f64 / total.as_secs_f64()

@@ -1,10 +1,17 @@
 //! The reconciliation service: what payout partners say happened against what the mesh believes.
 //!
-//! * Our side: `payouts.outcomes.v1` (never another service's database) into `payouts_seen`.
+//! * Our side: `payouts.outcomes.v1` (never another service's database) into `payouts_seen`, and
+//!   from `payouts.commands.v1` the last four characters of each payee's account.
 //! * The partners' side: each payout partner's own list of payouts, pulled on a schedule
 //!   (`reconciliation.interval_seconds`) or on demand (`POST /runs`, with `dry_run`).
 //! * Matching: by the partner's reference, then by ours (the flow id the partner keeps); amounts
-//!   compared as integers in minor units.
+//!   compared as integers in minor units, exactly or within a partner's tolerance. A report line
+//!   that names no payout of ours is matched by rules: amount, currency, date window, the payee's
+//!   account breaking ties (one to one); several lines of one payout that add up to it are a split
+//!   (one to many); one line that pays several of ours exactly is a batch (many to one). Which line
+//!   accounts for which payout is kept (`line_matches`).
+//! * The one automatic action: a payout the flow holds in doubt that the partner's list shows is
+//!   settled from that record through the flow's own command (`ResolvePayout`).
 //! * Findings: `missing_internally`, `missing_at_provider`, `status_mismatch`, `amount_mismatch`,
 //!   `duplicate_execution`, each with evidence (the partner's record and ours), a lifecycle (open →
 //!   acknowledged → resolved with a reason) and published once on `reconciliation.findings.v1`. A
@@ -16,7 +23,9 @@
 //! each run looks; 48), `grace_seconds` (how old a record must be before its absence counts: our
 //! outcome and the partner's webhook may still be on their way; 120), `reports_dir` (where partners
 //! drop settlement reports, `<dir>/<partner id>/*.csv`, each partner in its own format; a file is
-//! reconciled once by its content, whatever its name).
+//! reconciled once by its content, whatever its name), `date_window_days` (rule matching: how far
+//! a line's date may be from our payout's completion; 3), `[reconciliation.tolerance.<partner>]
+//! fixed_minor, bps` (how far its amounts may differ from ours: fees, FX; exact by default).
 
 mod bench;
 mod matching;
@@ -35,21 +44,29 @@ use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use switchyard_model::events::{
     Event,
-    payouts::{PayoutCompleted, PayoutReversed, PayoutStatus, PayoutStepChanged},
+    payouts::{InitiatePayout, PayoutCompleted, PayoutReversed, PayoutStatus, PayoutStepChanged, flow_id},
 };
 use switchyard_runtime::{Handler, HandlerError, Incoming, Outbox, ServiceConfig, service};
-use switchyard_vendors::{adapter::Partners, payouts::PayoutVendor, registry};
+use switchyard_vendors::{
+    adapter::Partners,
+    payouts::{PayoutVendor, last_four},
+    registry,
+};
 
 const SERVICE: &str = "reconciliation";
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct ReconConfig {
     interval_seconds: u64,
     window_hours: f64,
     grace_seconds: f64,
     /// Where partners drop settlement reports (`<dir>/<partner id>/*.csv`); relative to the config file.
     reports_dir: Option<String>,
+    /// Per partner id: how far its amounts may differ from ours (fees, FX) and still match.
+    tolerance: std::collections::HashMap<String, matching::Tolerance>,
+    /// How far a report line's date may be from our payout's completion for rule matching.
+    date_window_days: f64,
 }
 
 impl Default for ReconConfig {
@@ -59,6 +76,23 @@ impl Default for ReconConfig {
             window_hours: 48.0,
             grace_seconds: 120.0,
             reports_dir: None,
+            tolerance: Default::default(),
+            date_window_days: 3.0,
+        }
+    }
+}
+
+impl App {
+    /// A run's options: the configuration's, `window_hours` and `grace_seconds` overridden if given.
+    fn options(&self, dry_run: bool, window_hours: Option<f64>, grace_seconds: Option<f64>) -> matching::Options {
+        let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+        matching::Options {
+            reports_dir: self.reports_dir.clone(),
+            dry_run,
+            window: secs(window_hours.unwrap_or(self.cfg.window_hours) * 3600.0),
+            grace: secs(grace_seconds.unwrap_or(self.cfg.grace_seconds)),
+            tolerance: self.cfg.tolerance.clone(),
+            date_window: secs(self.cfg.date_window_days * 86_400.0),
         }
     }
 }
@@ -95,6 +129,13 @@ impl Handler for Outcomes {
         } else if let Some(r) = e.as_event::<PayoutReversed>() {
             let r = r.map_err(perm)?;
             store::reversed(conn, &r.envelope.flow_id).await?;
+        } else if let Some(i) = e.as_event::<InitiatePayout>() {
+            // The payee as asked for: its account's last four characters, never more.
+            let i = i.map_err(perm)?;
+            if let Some(last) = last_four(&i.beneficiary.account.value) {
+                let flow = flow_id(&i.envelope.tenant_id, &i.payout_id);
+                store::counterparty(conn, &flow, &last).await?;
+            }
         }
         Ok(())
     }
@@ -203,12 +244,7 @@ async fn run_now(
     body: Option<Json<RunRequest>>,
 ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
     let req = body.map(|b| b.0).unwrap_or_default();
-    let opts = matching::Options {
-        reports_dir: app.reports_dir.clone(),
-        dry_run: req.dry_run,
-        window: Duration::from_secs_f64(req.window_hours.unwrap_or(app.cfg.window_hours).max(0.0) * 3600.0),
-        grace: Duration::from_secs_f64(req.grace_seconds.unwrap_or(app.cfg.grace_seconds).max(0.0)),
-    };
+    let opts = app.options(req.dry_run, req.window_hours, req.grace_seconds);
     let result = matching::run(&app.pool, &app.outbox, &app.partners, &opts).await;
     app.metrics.observe(&app.pool, result.as_ref().ok()).await;
     result
@@ -272,7 +308,7 @@ async fn decide(
 /// What the service forgets, and when (`retention.<name>_hours`): `payouts_seen` (400 days after
 /// its last change), `recon_runs` (400 days), `resolved_findings` (400 days after resolution; open
 /// and acknowledged ones are kept however old), `report_files` (400 days: a file older than that
-/// dropped again would be reconciled again).
+/// dropped again would be reconciled again), `counterparties` and `line_matches` (400 days).
 fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
     use switchyard_runtime::retention::Rule;
     const DAYS_400: u64 = 400 * 24;
@@ -299,6 +335,18 @@ fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
             "report_files",
             "report_files",
             "processed_at < now() - make_interval(secs => $1)",
+            DAYS_400,
+        ),
+        Rule::hours(
+            "counterparties",
+            "counterparties",
+            "recorded_at < now() - make_interval(secs => $1)",
+            DAYS_400,
+        ),
+        Rule::hours(
+            "line_matches",
+            "line_matches",
+            "matched_at < now() - make_interval(secs => $1)",
             DAYS_400,
         ),
     ]
@@ -340,7 +388,7 @@ async fn run() -> anyhow::Result<()> {
         partners: Arc::new(partners),
         cfg: cfg.clone(),
     };
-    let consumer = rt.consumer(SERVICE, &[PayoutCompleted::TOPIC], Outcomes);
+    let consumer = rt.consumer(SERVICE, &[PayoutCompleted::TOPIC, InitiatePayout::TOPIC], Outcomes);
     let scheduled = {
         let (app, shutdown) = (app.clone(), rt.shutdown.clone());
         tokio::spawn(async move {
@@ -348,12 +396,7 @@ async fn run() -> anyhow::Result<()> {
                 return;
             }
             while shutdown.sleep(Duration::from_secs(app.cfg.interval_seconds)).await {
-                let opts = matching::Options {
-                    reports_dir: app.reports_dir.clone(),
-                    dry_run: false,
-                    window: Duration::from_secs_f64(app.cfg.window_hours * 3600.0),
-                    grace: Duration::from_secs_f64(app.cfg.grace_seconds),
-                };
+                let opts = app.options(false, None, None);
                 let result = matching::run(&app.pool, &app.outbox, &app.partners, &opts).await;
                 app.metrics.observe(&app.pool, result.as_ref().ok()).await;
                 if let Err(e) = result {

@@ -12,7 +12,7 @@ use switchyard_model::{
     events::{
         Event,
         common::Money,
-        payouts::{PayoutStatus, ResolvePayout},
+        payouts::{PayoutStatus, ResolvePayout, is_flow_id},
         reconciliation::{FindingKind, ReconciliationFinding},
     },
 };
@@ -33,14 +33,10 @@ pub struct Options {
     pub window: Duration,
     /// A record younger than this is not missed yet (the other side may still be on its way).
     pub grace: Duration,
-}
-
-/// A flow id as the orchestrator makes them (`<length of tenant>.<tenant>.<payout id>`): a
-/// partner's free-text reference that is not one names no flow of ours.
-fn is_flow_id(s: &str) -> bool {
-    s.split_once('.')
-        .and_then(|(n, rest)| Some((n.parse::<usize>().ok()?, rest)))
-        .is_some_and(|(n, rest)| rest.len() > n && rest.as_bytes()[n] == b'.')
+    /// Per partner: how far its amounts may differ from ours (none listed: exact).
+    pub tolerance: HashMap<String, Tolerance>,
+    /// How far a report line's date may be from our payout's completion for rule matching.
+    pub date_window: Duration,
 }
 
 fn executed(s: PayoutStatus) -> bool {
@@ -58,7 +54,14 @@ fn money(minor: Option<i64>, currency: Option<&str>) -> Option<Money> {
 }
 
 /// The findings of one partner's list against our payouts there (and those its records name).
-pub fn compare(partner: &str, theirs: &[ListedPayout], ours: &[Ours], now_ms: i64, grace: Duration) -> Vec<Found> {
+pub fn compare(
+    partner: &str,
+    theirs: &[ListedPayout],
+    ours: &[Ours],
+    now_ms: i64,
+    grace: Duration,
+    tol: Tolerance,
+) -> Vec<Found> {
     let grace_ms = grace.as_millis() as i64;
     let by_ref: HashMap<&str, &Ours> = ours
         .iter()
@@ -155,7 +158,7 @@ pub fn compare(partner: &str, theirs: &[ListedPayout], ours: &[Ours], now_ms: i6
             continue;
         }
         if let (Some(amount), Some(currency)) = (o.amount_minor, o.currency.as_deref())
-            && (amount != t.amount.amount_minor || currency != t.amount.currency)
+            && (!tol.allows(amount, t.amount.amount_minor) || currency != t.amount.currency)
         {
             out.push(Found {
                 kind: FindingKind::AmountMismatch,
@@ -233,15 +236,185 @@ pub fn compare(partner: &str, theirs: &[ListedPayout], ours: &[Ours], now_ms: i6
     out
 }
 
-/// The findings of one settlement report's lines against our payouts (those its lines name).
-pub fn compare_report(partner: &str, lines: &[SettlementLine], ours: &[Ours], file: &str) -> Vec<Found> {
+/// How far a partner's amount may differ from ours and still match (its fees, an FX rounding):
+/// `fixed_minor` plus `bps` of our amount. Zero by default: an exact integer match.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tolerance {
+    pub fixed_minor: i64,
+    pub bps: i64,
+}
+
+impl Tolerance {
+    pub fn allows(&self, ours: i64, theirs: i64) -> bool {
+        (ours - theirs).abs() <= self.fixed_minor + ours.abs() * self.bps / 10_000
+    }
+}
+
+/// What rule matching of a partner's report lines uses besides the records.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub tolerance: Tolerance,
+    /// How far a line's date may be from our payout's completion.
+    pub date_window_ms: i64,
+}
+
+/// A report line that accounts for a payout of ours, and the rule that said so: `reference`,
+/// `split` (one payout paid in several lines), `amount_date` or `counterparty` (a line with no
+/// reference of ours, matched by amount within tolerance, currency and date, the payee's account
+/// breaking ties), `batch` (one line paying several payouts).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Matched {
+    pub line: usize,
+    pub flow_id: String,
+    pub rule: &'static str,
+}
+
+/// What the rules make of a line no reference of ours names.
+#[derive(Debug)]
+enum RuleMatch<'a> {
+    One(&'a Ours, &'static str),
+    Batch(Vec<&'a Ours>),
+    /// This many of our payouts fit it equally well: an operator chooses.
+    Ambiguous(usize),
+    None,
+}
+
+/// Subsets of at most this many candidates are searched for a batch line.
+const BATCH_CANDIDATES: usize = 24;
+/// Search steps for a batch line before it counts as ambiguous.
+const BATCH_STEPS: usize = 200_000;
+
+fn rule_match<'a>(l: &SettlementLine, candidates: &[&'a Ours], rules: &Rules) -> RuleMatch<'a> {
+    let pool: Vec<&Ours> = candidates
+        .iter()
+        .copied()
+        .filter(|o| {
+            o.currency.as_deref() == Some(l.amount.currency.as_str())
+                && o.amount_minor.is_some()
+                && (o.updated_at.timestamp_millis() - l.at_ms).abs() <= rules.date_window_ms
+                && match (&l.counterparty, &o.counterparty) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+        })
+        .collect();
+    let amount = |o: &Ours| o.amount_minor.unwrap_or_default();
+    let mut one: Vec<&Ours> = pool
+        .iter()
+        .copied()
+        .filter(|o| rules.tolerance.allows(amount(o), l.amount.amount_minor))
+        .collect();
+    if !one.is_empty() {
+        // The payee's account, then the exact amount, then the nearest date.
+        let rank = |o: &Ours| {
+            (
+                !(l.counterparty.is_some() && l.counterparty == o.counterparty),
+                (amount(o) - l.amount.amount_minor).abs(),
+                (o.updated_at.timestamp_millis() - l.at_ms).abs(),
+            )
+        };
+        one.sort_by_key(|o| rank(o));
+        if one.len() > 1 && rank(one[0]) == rank(one[1]) {
+            return RuleMatch::Ambiguous(one.iter().filter(|o| rank(o) == rank(one[0])).count());
+        }
+        let rule = if l.counterparty.is_some() && l.counterparty == one[0].counterparty {
+            "counterparty"
+        } else {
+            "amount_date"
+        };
+        return RuleMatch::One(one[0], rule);
+    }
+    // A batch line names no payee: several of ours (each smaller than it) whose sum it pays.
+    let ceiling =
+        l.amount.amount_minor + rules.tolerance.fixed_minor + l.amount.amount_minor * rules.tolerance.bps / 10_000;
+    let pool: Vec<&Ours> = pool.into_iter().filter(|o| amount(o) <= ceiling).collect();
+    if l.counterparty.is_some() || pool.len() < 2 || pool.len() > BATCH_CANDIDATES {
+        return RuleMatch::None;
+    }
+    let mut sorted = pool;
+    sorted.sort_by_key(|o| std::cmp::Reverse(amount(o)));
+    let amounts: Vec<i64> = sorted.iter().map(|o| amount(o)).collect();
+    let mut solutions: Vec<Vec<usize>> = Vec::new();
+    let mut steps = 0usize;
+    subsets(
+        &amounts,
+        l.amount.amount_minor,
+        &rules.tolerance,
+        &mut Vec::new(),
+        0,
+        0,
+        &mut solutions,
+        &mut steps,
+    );
+    match solutions.as_slice() {
+        [one] if steps < BATCH_STEPS => RuleMatch::Batch(one.iter().map(|&i| sorted[i]).collect()),
+        [] if steps < BATCH_STEPS => RuleMatch::None,
+        many => RuleMatch::Ambiguous(many.len().max(2)),
+    }
+}
+
+/// Subsets (of two or more, amounts sorted largest first) whose sum the tolerance lets equal
+/// `target`; stops at two, or after [`BATCH_STEPS`].
+#[allow(clippy::too_many_arguments)]
+fn subsets(
+    amounts: &[i64],
+    target: i64,
+    tol: &Tolerance,
+    picked: &mut Vec<usize>,
+    from: usize,
+    sum: i64,
+    out: &mut Vec<Vec<usize>>,
+    steps: &mut usize,
+) {
+    *steps += 1;
+    if out.len() >= 2 || *steps >= BATCH_STEPS {
+        return;
+    }
+    if picked.len() >= 2 && tol.allows(sum, target) {
+        out.push(picked.clone());
+    }
+    let rest: i64 = amounts[from..].iter().sum();
+    if sum + rest < target - tol.fixed_minor - target.abs() * tol.bps / 10_000 {
+        return;
+    }
+    for i in from..amounts.len() {
+        if sum + amounts[i] > target + tol.fixed_minor + target.abs() * tol.bps / 10_000 {
+            continue;
+        }
+        picked.push(i);
+        subsets(amounts, target, tol, picked, i + 1, sum + amounts[i], out, steps);
+        picked.pop();
+    }
+}
+
+/// The findings of one settlement report's lines against our payouts (`ours`: those its lines
+/// name; `candidates`: ours at this partner no line accounts for yet), and which lines account for
+/// which payouts.
+pub fn compare_report(
+    partner: &str,
+    lines: &[SettlementLine],
+    ours: &[Ours],
+    candidates: &[Ours],
+    rules: &Rules,
+    file: &str,
+) -> (Vec<Found>, Vec<Matched>) {
     let by_ref: HashMap<&str, &Ours> = ours
         .iter()
         .filter_map(|o| Some((o.provider_reference.as_deref()?, o)))
         .collect();
     let by_flow: HashMap<&str, &Ours> = ours.iter().map(|o| (o.flow_id.as_str(), o)).collect();
+    let named = |l: &SettlementLine| {
+        by_ref
+            .get(l.provider_reference.as_str())
+            .or_else(|| l.our_reference.as_deref().and_then(|r| by_flow.get(r)))
+            .copied()
+    };
     let evidence = |l: &SettlementLine, o: Option<&Ours>| serde_json::json!({"report": file, "line": l, "ours": o});
     let mut out = Vec::new();
+    let mut matched = Vec::new();
+    // Payout lines per flow: several at one partner are a split (they add up to ours, each less)
+    // or a duplicate execution.
     let mut per_flow: BTreeMap<&str, Vec<&SettlementLine>> = BTreeMap::new();
     for l in lines.iter().filter(|l| l.kind == SettlementKind::Payout) {
         if let Some(r) = l.our_reference.as_deref().filter(|r| is_flow_id(r)) {
@@ -251,28 +424,41 @@ pub fn compare_report(partner: &str, lines: &[SettlementLine], ours: &[Ours], fi
             }
         }
     }
+    let mut splits: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (flow, ls) in &per_flow {
-        if ls.len() > 1 {
-            out.push(Found {
-                kind: FindingKind::DuplicateExecution,
-                partner: partner.to_string(),
-                internal_reference: Some(flow.to_string()),
-                provider_reference: None,
-                detail: format!("{} payouts of one flow in {partner}'s report {file}", ls.len()),
-                currency: Some(ls[0].amount.currency.clone()),
-                amount_at_risk: Some(ls.iter().skip(1).map(|l| l.amount.amount_minor).sum()),
-                expected_minor: by_flow.get(flow).and_then(|o| o.amount_minor),
-                provider_minor: Some(ls[0].amount.amount_minor),
-                evidence: serde_json::json!({"report": file, "lines": ls, "ours": by_flow.get(flow)}),
-                resolve: None,
-            });
+        if ls.len() < 2 {
+            continue;
         }
+        let sum: i64 = ls.iter().map(|l| l.amount.amount_minor).sum();
+        let ours_amount = by_flow.get(flow).and_then(|o| o.amount_minor);
+        if ours_amount.is_some_and(|a| rules.tolerance.allows(a, sum) && ls.iter().all(|l| l.amount.amount_minor < a)) {
+            splits.insert(flow);
+            continue;
+        }
+        out.push(Found {
+            kind: FindingKind::DuplicateExecution,
+            partner: partner.to_string(),
+            internal_reference: Some(flow.to_string()),
+            provider_reference: None,
+            detail: format!("{} payouts of one flow in {partner}'s report {file}", ls.len()),
+            currency: Some(ls[0].amount.currency.clone()),
+            amount_at_risk: Some(ls.iter().skip(1).map(|l| l.amount.amount_minor).sum()),
+            expected_minor: ours_amount,
+            provider_minor: Some(ls[0].amount.amount_minor),
+            evidence: serde_json::json!({"report": file, "lines": ls, "ours": by_flow.get(flow)}),
+            resolve: None,
+        });
     }
+    // Candidates for the rules: none a line of this file names.
+    let named_here: std::collections::HashSet<&str> = lines
+        .iter()
+        .filter_map(|l| named(l).map(|o| o.flow_id.as_str()))
+        .collect();
+    let mut free: Vec<&Ours> = candidates
+        .iter()
+        .filter(|o| !named_here.contains(o.flow_id.as_str()))
+        .collect();
     for l in lines {
-        let o = by_ref
-            .get(l.provider_reference.as_str())
-            .or_else(|| l.our_reference.as_deref().and_then(|r| by_flow.get(r)))
-            .copied();
         let found = |kind, detail: String, o: Option<&Ours>, at_risk: i64| Found {
             kind,
             partner: partner.to_string(),
@@ -286,7 +472,39 @@ pub fn compare_report(partner: &str, lines: &[SettlementLine], ours: &[Ours], fi
             evidence: evidence(l, o),
             resolve: None,
         };
-        let Some(o) = o else {
+        let Some(o) = named(l) else {
+            if l.kind == SettlementKind::Payout {
+                let hit = |o: &Ours, rule| Matched {
+                    line: l.line,
+                    flow_id: o.flow_id.clone(),
+                    rule,
+                };
+                match rule_match(l, &free, rules) {
+                    RuleMatch::One(o, rule) => {
+                        matched.push(hit(o, rule));
+                        free.retain(|c| c.flow_id != o.flow_id);
+                        continue;
+                    }
+                    RuleMatch::Batch(os) => {
+                        matched.extend(os.iter().map(|o| hit(o, "batch")));
+                        free.retain(|c| !os.iter().any(|o| o.flow_id == c.flow_id));
+                        continue;
+                    }
+                    RuleMatch::Ambiguous(n) => {
+                        out.push(found(
+                            FindingKind::MissingInternally,
+                            format!(
+                                "{partner}'s report {file} line {} names no payout of ours and {n} fit it equally (amount, date, payee): an operator chooses",
+                                l.line
+                            ),
+                            None,
+                            l.amount.amount_minor,
+                        ));
+                        continue;
+                    }
+                    RuleMatch::None => {}
+                }
+            }
             if l.kind != SettlementKind::Correction {
                 out.push(found(
                     FindingKind::MissingInternally,
@@ -303,10 +521,22 @@ pub fn compare_report(partner: &str, lines: &[SettlementLine], ours: &[Ours], fi
         if o.status == "in_flight" {
             continue;
         }
+        if l.kind == SettlementKind::Payout {
+            let split = splits.contains(o.flow_id.as_str());
+            matched.push(Matched {
+                line: l.line,
+                flow_id: o.flow_id.clone(),
+                rule: if split { "split" } else { "reference" },
+            });
+            if split {
+                continue;
+            }
+        }
         let ours_amount = o.amount_minor.unwrap_or(l.amount.amount_minor);
         match l.kind {
             SettlementKind::Payout | SettlementKind::Correction
-                if ours_amount != l.amount.amount_minor || o.currency.as_deref() != Some(l.amount.currency.as_str()) =>
+                if !rules.tolerance.allows(ours_amount, l.amount.amount_minor)
+                    || o.currency.as_deref() != Some(l.amount.currency.as_str()) =>
             {
                 let what = if l.kind == SettlementKind::Correction { "corrected to" } else { "settled" };
                 out.push(found(
@@ -340,7 +570,7 @@ pub fn compare_report(partner: &str, lines: &[SettlementLine], ours: &[Ours], fi
             _ => {}
         }
     }
-    out
+    (out, matched)
 }
 
 /// Pulls every payout partner's list, compares, records new findings (published once) unless dry,
@@ -388,7 +618,15 @@ pub async fn run(
                 ours.push(o);
             }
         }
-        found.extend(compare(partner, &theirs, &ours, now.timestamp_millis(), opts.grace));
+        let tol = opts.tolerance.get(partner).copied().unwrap_or_default();
+        found.extend(compare(
+            partner,
+            &theirs,
+            &ours,
+            now.timestamp_millis(),
+            opts.grace,
+            tol,
+        ));
     }
     let mut new = 0usize;
     let mut new_by_kind: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -427,8 +665,20 @@ pub async fn run(
                 let refs: Vec<String> = lines.iter().map(|l| l.provider_reference.clone()).collect();
                 let flows: Vec<String> = lines.iter().filter_map(|l| l.our_reference.clone()).collect();
                 let ours = store::ours_named(pool, &refs, &flows).await?;
-                let in_file = compare_report(partner, &lines, &ours, &name);
-                files.push(serde_json::json!({"partner": partner, "file": name, "lines": lines.len(), "findings": in_file.len()}));
+                let rules = Rules {
+                    tolerance: opts.tolerance.get(partner).copied().unwrap_or_default(),
+                    date_window_ms: i64::try_from(opts.date_window.as_millis()).unwrap_or(i64::MAX),
+                };
+                let candidates = rule_candidates(pool, partner, &lines, &ours, &rules).await?;
+                let (in_file, matches) = compare_report(partner, &lines, &ours, &candidates, &rules, &name);
+                let mut by_rule: BTreeMap<&str, usize> = BTreeMap::new();
+                for m in &matches {
+                    *by_rule.entry(m.rule).or_default() += 1;
+                }
+                files.push(
+                    serde_json::json!({"partner": partner, "file": name, "lines": lines.len(),
+                    "findings": in_file.len(), "matched_by_rule": by_rule}),
+                );
                 if !opts.dry_run {
                     let mut tx = pool.begin().await?;
                     let taken = sqlx::query(
@@ -444,6 +694,7 @@ pub async fn run(
                     .await?
                     .rows_affected();
                     if taken == 1 {
+                        store::matched(&mut tx, partner, &sha, &matches).await?;
                         for f in &in_file {
                             if store::record(&mut tx, f, run_id).await? {
                                 new += 1;
@@ -500,6 +751,34 @@ pub async fn run(
         "reconciliation run"
     );
     Ok(summary)
+}
+
+/// Our payouts the rules may match a report's unnamed payout lines to (none when every line names
+/// one of ours or the partner's reference).
+async fn rule_candidates(
+    pool: &PgPool,
+    partner: &str,
+    lines: &[SettlementLine],
+    ours: &[Ours],
+    rules: &Rules,
+) -> anyhow::Result<Vec<Ours>> {
+    let unnamed: Vec<i64> = lines
+        .iter()
+        .filter(|l| {
+            l.kind == SettlementKind::Payout
+                && !ours.iter().any(|o| {
+                    o.provider_reference.as_deref() == Some(l.provider_reference.as_str())
+                        || l.our_reference.as_deref() == Some(o.flow_id.as_str())
+                })
+        })
+        .map(|l| l.at_ms)
+        .collect();
+    let (Some(&first), Some(&last)) = (unnamed.iter().min(), unnamed.iter().max()) else {
+        return Ok(vec![]);
+    };
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    let w = rules.date_window_ms;
+    Ok(store::unmatched(pool, partner, at(first - w), at(last.saturating_add(w)), 5_000).await?)
 }
 
 /// A new finding on `reconciliation.findings.v1`, in the transaction that recorded it.
@@ -576,6 +855,7 @@ mod tests {
             currency: Some("EUR".into()),
             reversed: false,
             step: None,
+            counterparty: None,
             first_seen: chrono::DateTime::UNIX_EPOCH,
             updated_at: chrono::DateTime::UNIX_EPOCH,
         }
@@ -597,6 +877,7 @@ mod tests {
             &[ours("1.t.a", "r1", "settled", 100)],
             now,
             grace,
+            Tolerance::default(),
         );
         assert!(clean.is_empty(), "{clean:?}");
         let theirs = [
@@ -614,7 +895,7 @@ mod tests {
             ours("1.t.d", "r9", "settled", 90),
             ours("1.t.e", "r5", "settled", 70),
         ];
-        let f = compare("pay", &theirs, &ours, now, grace);
+        let f = compare("pay", &theirs, &ours, now, grace, Tolerance::default());
         assert_eq!(
             kinds(&f),
             [
@@ -641,6 +922,7 @@ mod tests {
             &[],
             now,
             grace,
+            Tolerance::default(),
         );
         assert!(young.is_empty());
     }
@@ -659,7 +941,7 @@ mod tests {
         };
         let theirs = [listed("r1", "1.t.a", 100, PayoutStatus::Settled)];
         for step in ["in_doubt", "manual_repair"] {
-            let f = compare("pay", &theirs, &[doubt(step, "pay")], now, grace);
+            let f = compare("pay", &theirs, &[doubt(step, "pay")], now, grace, Tolerance::default());
             assert_eq!(kinds(&f), ["in_doubt_resolved"], "{f:#?}");
             let r = f[0].resolve.as_ref().expect("the flow is told");
             assert_eq!(
@@ -668,13 +950,33 @@ mod tests {
             );
         }
         // Processing (the flow knows), another partner's doubt, or a doubt of a moment ago: nothing.
-        assert!(compare("pay", &theirs, &[doubt("processing", "pay")], now, grace).is_empty());
-        assert!(compare("pay", &theirs, &[doubt("in_doubt", "other")], now, grace).is_empty());
+        assert!(
+            compare(
+                "pay",
+                &theirs,
+                &[doubt("processing", "pay")],
+                now,
+                grace,
+                Tolerance::default()
+            )
+            .is_empty()
+        );
+        assert!(
+            compare(
+                "pay",
+                &theirs,
+                &[doubt("in_doubt", "other")],
+                now,
+                grace,
+                Tolerance::default()
+            )
+            .is_empty()
+        );
         let fresh = Ours {
             updated_at: chrono::DateTime::from_timestamp_millis(now - 1_000).unwrap(),
             ..doubt("in_doubt", "pay")
         };
-        assert!(compare("pay", &theirs, &[fresh], now, grace).is_empty());
+        assert!(compare("pay", &theirs, &[fresh], now, grace, Tolerance::default()).is_empty());
     }
 
     fn line(n: usize, kind: SettlementKind, r: &str, flow: Option<&str>, minor: i64) -> SettlementLine {
@@ -688,7 +990,18 @@ mod tests {
                 currency: "EUR".into(),
             },
             at_ms: 0,
+            counterparty: None,
         }
+    }
+
+    const RULES: Rules = Rules {
+        tolerance: Tolerance { fixed_minor: 0, bps: 0 },
+        date_window_ms: 3 * 86_400_000,
+    };
+
+    /// The findings of a report with no rule candidates.
+    fn report(lines: &[SettlementLine], ours: &[Ours]) -> Vec<Found> {
+        compare_report("pay", lines, ours, &[], &RULES, "f.csv").0
     }
 
     #[test]
@@ -699,7 +1012,7 @@ mod tests {
             ours("1.t.b", "r2", "settled", 200),
             ours("1.t.c", "r3", "failed", 300),
         ];
-        let clean = compare_report("pay", &[line(1, K::Payout, "r1", Some("1.t.a"), 100)], &ours, "f.csv");
+        let clean = report(&[line(1, K::Payout, "r1", Some("1.t.a"), 100)], &ours);
         assert!(clean.is_empty(), "{clean:?}");
         let lines = [
             line(1, K::Payout, "r1", Some("1.t.a"), 100),
@@ -709,7 +1022,7 @@ mod tests {
             line(5, K::Payout, "r9", Some("1.t.ghost"), 40),
             line(6, K::Payout, "r1x", Some("1.t.a"), 100),
         ];
-        let f = compare_report("pay", &lines, &ours, "f.csv");
+        let f = report(&lines, &ours);
         assert_eq!(
             kinds(&f),
             [
@@ -727,14 +1040,137 @@ mod tests {
         let mut returned = ours[1].clone();
         returned.status = "returned".into();
         returned.reversed = true;
-        assert!(compare_report("pay", &[line(1, K::Return, "r2", None, 200)], &[returned], "f.csv").is_empty());
+        assert!(report(&[line(1, K::Return, "r2", None, 200)], &[returned]).is_empty());
+    }
+
+    /// A settled payout of ours at `pay`, completed `days` after the epoch, paid to `last4`.
+    fn settled(flow: &str, minor: i64, days: i64, last4: Option<&str>) -> Ours {
+        Ours {
+            provider_reference: Some(format!("ref-{flow}")),
+            counterparty: last4.map(str::to_string),
+            updated_at: chrono::DateTime::from_timestamp_millis(days * 86_400_000).unwrap(),
+            ..ours(flow, "", "settled", minor)
+        }
+    }
+
+    fn unnamed(n: usize, minor: i64, days: i64, last4: Option<&str>) -> SettlementLine {
+        SettlementLine {
+            at_ms: days * 86_400_000,
+            counterparty: last4.map(str::to_string),
+            ..line(n, SettlementKind::Payout, &format!("x{n}"), None, minor)
+        }
+    }
+
+    fn rules_of(m: &[Matched]) -> Vec<(usize, &str, &str)> {
+        let mut v: Vec<_> = m.iter().map(|m| (m.line, m.flow_id.as_str(), m.rule)).collect();
+        v.sort();
+        v
     }
 
     #[test]
-    fn flow_ids_are_told_from_free_text() {
-        assert!(is_flow_id("12.tenant-chaos.cpo-1"));
-        assert!(is_flow_id("1.t.a"));
-        assert!(!is_flow_id("demo payout"));
-        assert!(!is_flow_id("3.ab"));
+    fn lines_naming_nothing_of_ours_are_matched_by_amount_date_payee_and_batches() {
+        let cands = [
+            settled("1.t.a", 1_000, 10, Some("1111")),
+            settled("1.t.b", 2_500, 10, Some("2222")),
+            settled("1.t.c", 2_500, 10, Some("3333")),
+            settled("1.t.d", 700, 11, None),
+            settled("1.t.e", 300, 11, None),
+            settled("1.t.f", 4_200, 30, None),
+        ];
+        let lines = [
+            // One of ours by amount and date.
+            unnamed(1, 1_000, 11, None),
+            // Two of ours have this amount: the payee's account tells them apart.
+            unnamed(2, 2_500, 10, Some("3333")),
+            // a's amount again, but line 1 took a; d + e add up to it: a batch.
+            unnamed(3, 1_000, 11, None),
+        ];
+        let (found, matched) = compare_report("pay", &lines, &[], &cands, &RULES, "f.csv");
+        assert!(found.is_empty(), "{found:#?}");
+        assert_eq!(
+            rules_of(&matched),
+            [
+                (1, "1.t.a", "amount_date"),
+                (2, "1.t.c", "counterparty"),
+                (3, "1.t.d", "batch"),
+                (3, "1.t.e", "batch")
+            ]
+        );
+        // Out of the date window, or another currency: nothing fits, the line is missing with us.
+        let far = unnamed(1, 4_200, 20, None);
+        let (found, matched) = compare_report("pay", &[far], &[], &cands, &RULES, "f.csv");
+        assert!(matched.is_empty());
+        assert_eq!(kinds(&found), ["missing_internally"]);
+        // Two of ours fit equally (same amount, date, no payee on the line): an operator chooses.
+        let (found, matched) = compare_report("pay", &[unnamed(1, 2_500, 10, None)], &[], &cands, &RULES, "f.csv");
+        assert!(matched.is_empty());
+        assert_eq!(kinds(&found), ["missing_internally"]);
+        assert!(found[0].detail.contains("2 fit it equally"), "{}", found[0].detail);
+        // A payee that is none of ours rules its amount's twins out.
+        let (found, _) = compare_report(
+            "pay",
+            &[unnamed(1, 2_500, 10, Some("9999"))],
+            &[],
+            &cands,
+            &RULES,
+            "f.csv",
+        );
+        assert_eq!(kinds(&found), ["missing_internally"]);
+    }
+
+    #[test]
+    fn amounts_match_within_the_partner_s_tolerance_and_splits_are_not_duplicates() {
+        use SettlementKind as K;
+        let ours = [
+            ours("1.t.a", "r1", "settled", 10_000),
+            ours("1.t.b", "r2", "settled", 5_000),
+        ];
+        let fee = Rules {
+            tolerance: Tolerance {
+                fixed_minor: 25,
+                bps: 10,
+            },
+            ..RULES
+        };
+        // 10,000 - 35 (25 fixed + 10 bps of 10,000): within; 36 off: not.
+        let within = [line(1, K::Payout, "r1", Some("1.t.a"), 9_965)];
+        assert!(compare_report("pay", &within, &ours, &[], &fee, "f.csv").0.is_empty());
+        let beyond = [line(1, K::Payout, "r1", Some("1.t.a"), 9_964)];
+        assert_eq!(
+            kinds(&compare_report("pay", &beyond, &ours, &[], &fee, "f.csv").0),
+            ["amount_mismatch"]
+        );
+        assert_eq!(kinds(&report(&within, &ours)), ["amount_mismatch"], "exact by default");
+
+        // b paid in two lines that add up to it: a split. Each at b's full amount: a duplicate.
+        let split = [
+            line(1, K::Payout, "r2", Some("1.t.b"), 3_000),
+            line(2, K::Payout, "r2-part", Some("1.t.b"), 2_000),
+        ];
+        let (found, matched) = compare_report("pay", &split, &ours, &[], &RULES, "f.csv");
+        assert!(found.is_empty(), "{found:#?}");
+        assert_eq!(rules_of(&matched), [(1, "1.t.b", "split"), (2, "1.t.b", "split")]);
+        let twice = [
+            line(1, K::Payout, "r2", Some("1.t.b"), 5_000),
+            line(2, K::Payout, "r2-again", Some("1.t.b"), 5_000),
+        ];
+        assert_eq!(kinds(&report(&twice, &ours)), ["duplicate_execution"]);
+    }
+
+    #[test]
+    fn batch_search_is_bounded_and_ambiguity_is_never_guessed() {
+        // Ten payouts of 100: any two pay a line of 200. Many subsets: ambiguous, not guessed.
+        let cands: Vec<Ours> = (0..10).map(|i| settled(&format!("1.t.{i}"), 100, 10, None)).collect();
+        let (found, matched) = compare_report("pay", &[unnamed(1, 200, 10, None)], &[], &cands, &RULES, "f.csv");
+        assert!(matched.is_empty(), "{matched:?}");
+        assert_eq!(kinds(&found), ["missing_internally"]);
+        assert!(found[0].detail.contains("fit it equally"), "{}", found[0].detail);
+        // Too many candidates to search: no batch guessed either.
+        let many: Vec<Ours> = (0..40)
+            .map(|i| settled(&format!("1.t.{i}"), 100 + i, 10, None))
+            .collect();
+        let (found, matched) = compare_report("pay", &[unnamed(1, 201, 10, None)], &[], &many, &RULES, "f.csv");
+        assert!(matched.is_empty());
+        assert_eq!(kinds(&found), ["missing_internally"]);
     }
 }

@@ -20,6 +20,8 @@ pub struct Ours {
     pub reversed: bool,
     /// While in flight: the flow's last step (routed, processing, in_doubt, manual_repair).
     pub step: Option<String>,
+    /// The last four characters of the payee's account, when its request was seen.
+    pub counterparty: Option<String>,
     pub first_seen: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -98,6 +100,7 @@ fn ours(r: &sqlx::postgres::PgRow) -> Ours {
         currency: r.get("currency"),
         reversed: r.get("reversed"),
         step: r.get("step"),
+        counterparty: r.get("last_four"),
         first_seen: r.get("first_seen"),
         updated_at: r.get("updated_at"),
     }
@@ -111,7 +114,8 @@ pub async fn ours_at(
 ) -> Result<Vec<Ours>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency, reversed, \
-         step, first_seen, updated_at FROM payouts_seen WHERE partner = $1 AND first_seen >= $2",
+         step, last_four, first_seen, updated_at FROM payouts_seen LEFT JOIN counterparties USING (flow_id) \
+         WHERE partner = $1 AND first_seen >= $2",
     )
     .bind(partner)
     .bind(since)
@@ -124,13 +128,78 @@ pub async fn ours_at(
 pub async fn ours_named(pool: &PgPool, references: &[String], flows: &[String]) -> Result<Vec<Ours>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency, reversed, \
-         step, first_seen, updated_at FROM payouts_seen WHERE provider_reference = ANY($1) OR flow_id = ANY($2)",
+         step, last_four, first_seen, updated_at FROM payouts_seen LEFT JOIN counterparties USING (flow_id) \
+         WHERE provider_reference = ANY($1) OR flow_id = ANY($2)",
     )
     .bind(references)
     .bind(flows)
     .fetch_all(pool)
     .await?;
     Ok(rows.iter().map(ours).collect())
+}
+
+/// Our settled payouts at `partner` completed between `from` and `to` that no report line accounts
+/// for yet: the candidates of rule matching (at most `limit`).
+pub async fn unmatched(
+    pool: &PgPool,
+    partner: &str,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> Result<Vec<Ours>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency, reversed, \
+         step, last_four, first_seen, updated_at FROM payouts_seen p LEFT JOIN counterparties USING (flow_id) \
+         WHERE partner = $1 AND status = 'settled' AND updated_at BETWEEN $2 AND $3 \
+         AND NOT EXISTS (SELECT 1 FROM line_matches m WHERE m.flow_id = p.flow_id) ORDER BY updated_at LIMIT $4",
+    )
+    .bind(partner)
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(ours).collect())
+}
+
+/// The payee's account (last four characters) of a payout as it was asked for.
+pub async fn counterparty(conn: &mut PgConnection, flow_id: &str, last_four: &str) -> R<()> {
+    sqlx::query("INSERT INTO counterparties (flow_id, last_four) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(flow_id)
+        .bind(last_four)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records which payouts a report's lines account for.
+pub async fn matched(
+    conn: &mut PgConnection,
+    partner: &str,
+    sha: &str,
+    matches: &[crate::matching::Matched],
+) -> Result<(), sqlx::Error> {
+    if matches.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<i32> = matches
+        .iter()
+        .map(|m| i32::try_from(m.line).unwrap_or(i32::MAX))
+        .collect();
+    let flows: Vec<&str> = matches.iter().map(|m| m.flow_id.as_str()).collect();
+    let rules: Vec<&str> = matches.iter().map(|m| m.rule).collect();
+    sqlx::query(
+        "INSERT INTO line_matches (partner, file_sha256, line, flow_id, rule) \
+         SELECT $1, $2, l, f, r FROM unnest($3::int[], $4::text[], $5::text[]) AS u(l, f, r) ON CONFLICT DO NOTHING",
+    )
+    .bind(partner)
+    .bind(sha)
+    .bind(&lines)
+    .bind(&flows)
+    .bind(&rules)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// A finding as a run states it.

@@ -120,6 +120,20 @@ event!(
     "payouts.commands.v1"
 );
 
+/// The flow id of a tenant's payout: `<length of tenant>.<tenant>.<payout id>`, injective (the
+/// length says where the tenant ends) and the id partners see (a payout id alone may be another
+/// tenant's too).
+pub fn flow_id(tenant: &str, payout_id: &str) -> String {
+    format!("{}.{tenant}.{payout_id}", tenant.len())
+}
+
+/// Whether a partner's free-text reference is a flow id as [`flow_id`] makes them.
+pub fn is_flow_id(s: &str) -> bool {
+    s.split_once('.')
+        .and_then(|(n, rest)| Some((n.parse::<usize>().ok()?, rest)))
+        .is_some_and(|(n, rest)| rest.len() > n && rest.as_bytes()[n] == b'.')
+}
+
 /// The partner's own record of a payout the flow holds in doubt (or left to an operator), found
 /// by reconciliation: applied only while the payout is in doubt or in manual repair at `partner`;
 /// it never starts a payment.
@@ -349,6 +363,15 @@ event!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_ids_are_made_and_told_from_free_text() {
+        assert_eq!(flow_id("tenant-chaos", "cpo-1"), "12.tenant-chaos.cpo-1");
+        assert!(is_flow_id("12.tenant-chaos.cpo-1"));
+        assert!(is_flow_id("1.t.a"));
+        assert!(!is_flow_id("demo payout"));
+        assert!(!is_flow_id("3.ab"));
+    }
 
     #[test]
     fn check_digits_are_computed() {

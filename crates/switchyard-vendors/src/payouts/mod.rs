@@ -88,7 +88,7 @@ pub enum SettlementKind {
 }
 
 /// One line of a partner's settlement report, in canonical terms (amounts in minor units). The
-/// beneficiary's name and account, where a format carries them, are never read.
+/// beneficiary's name is never read; of the account, only its last four characters.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SettlementLine {
     /// 1-based, the header not counted.
@@ -99,6 +99,21 @@ pub struct SettlementLine {
     /// Always positive: the kind says which way the money went.
     pub amount: Money,
     pub at_ms: i64,
+    /// The last four characters of the payee's account, where the format carries it (a rule
+    /// matching a line with no reference of ours compares it).
+    #[serde(default)]
+    pub counterparty: Option<String>,
+}
+
+/// The last four characters of an account number as written (spaces dropped, upper case): what
+/// reconciliation compares, never the account.
+pub fn last_four(account: &str) -> Option<String> {
+    let v: Vec<char> = account
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_uppercase)
+        .collect();
+    (v.len() >= 4).then(|| v[v.len() - 4..].iter().collect())
 }
 
 /// Reads a CSV line into fields (double quotes, with "" inside them).

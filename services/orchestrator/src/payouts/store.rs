@@ -41,12 +41,7 @@ pub struct Flow {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// The flow id of a tenant's payout: `<length of tenant>.<tenant>.<payout id>`, injective (the
-/// length says where the tenant ends) and the id partners see (a payout id alone may be another
-/// tenant's too).
-pub fn flow_id(tenant: &str, payout_id: &str) -> String {
-    format!("{}.{tenant}.{payout_id}", tenant.len())
-}
+pub use switchyard_model::events::payouts::flow_id;
 
 /// Inserts a new payout (its state written by [`save`] in the same transaction); false when the
 /// tenant's payout id exists (nothing written: a payout is executed at most once per id).

@@ -247,6 +247,7 @@ impl PayoutVendor for Stripe {
                     our_reference: get("payout_metadata[payout_id]").map(str::to_string),
                     amount: switchyard_model::events::common::Money { amount_minor, currency },
                     at_ms,
+                    counterparty: None,
                 })
             })
             .collect()

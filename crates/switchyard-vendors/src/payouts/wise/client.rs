@@ -13,7 +13,10 @@ use crate::{
     adapter::{Progress, Recovery},
     decimal::major_amount,
     error::{VendorError, json, send, send_accepting},
-    payouts::{ListPage, ListedPayout, Payout, PayoutOutcome, PayoutVendor, SettlementKind, SettlementLine, csv_rows},
+    payouts::{
+        ListPage, ListedPayout, Payout, PayoutOutcome, PayoutVendor, SettlementKind, SettlementLine, csv_rows,
+        last_four,
+    },
 };
 
 #[derive(Debug, Clone)]
@@ -312,8 +315,9 @@ impl PayoutVendor for Wise {
 
     /// Wise's balance statement: `TransferWise ID` (`TRANSFER-<id>`), `Date` `DD-MM-YYYY`, `Amount`
     /// a decimal in the major unit, negative for money sent and positive for money back,
-    /// `Description` ("Money returned" for a return), `Payment Reference` (ours). The payee's name and
-    /// account columns are never read.
+    /// `Description` ("Money returned" for a return), `Payment Reference` (ours); a batch line
+    /// (`BATCH-<id>`) funds several transfers at once. The payee's name is never read; of its
+    /// account, only the last four characters.
     fn parse_report(&self, text: &str) -> Result<Vec<SettlementLine>, VendorError> {
         let bad = |n: usize, what: &str| VendorError::Permanent(format!("statement line {n}: {what}"));
         csv_rows(text)?
@@ -323,7 +327,12 @@ impl PayoutVendor for Wise {
                 let n = i + 1;
                 let get = |k: &str| r.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
                 let id = get("TransferWise ID").ok_or_else(|| bad(n, "no TransferWise ID"))?;
-                let reference = id.strip_prefix("TRANSFER-").ok_or_else(|| bad(n, "not a transfer"))?;
+                // A batch funds several transfers in one line: its id is the batch's, its
+                // amount their sum.
+                let reference = id
+                    .strip_prefix("TRANSFER-")
+                    .or_else(|| id.starts_with("BATCH-").then_some(id))
+                    .ok_or_else(|| bad(n, "neither a transfer nor a batch"))?;
                 let currency = get("Currency").ok_or_else(|| bad(n, "no Currency"))?.to_string();
                 let amount = get("Amount").ok_or_else(|| bad(n, "no Amount"))?;
                 let amount_minor = switchyard_model::money::parse_decimal(amount.trim_start_matches('-'), &currency)
@@ -348,6 +357,7 @@ impl PayoutVendor for Wise {
                     our_reference: get("Payment Reference").map(str::to_string),
                     amount: switchyard_model::events::common::Money { amount_minor, currency },
                     at_ms,
+                    counterparty: get("Payee Account Number").and_then(last_four),
                 })
             })
             .collect()

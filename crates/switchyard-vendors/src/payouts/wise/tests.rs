@@ -270,8 +270,9 @@ async fn a_transfer_is_cancelled_while_it_can_be_and_otherwise_answers_its_state
     assert!(seen[1].starts_with("GET /v1/transfers/50000731 "), "{}", seen[1]);
 }
 
-/// The balance statement: money sent (negative), money returned (positive), a correction; KWD's
-/// three decimals; the payee's name and account never reach the canonical line.
+/// The balance statement: money sent (negative), money returned (positive), a correction, a batch;
+/// KWD's three decimals; the payee's name and account never reach the canonical line (its last
+/// four characters do).
 #[test]
 fn the_statement_reads_into_canonical_lines_without_the_payee() {
     use crate::payouts::SettlementKind as K;
@@ -296,8 +297,11 @@ fn the_statement_reads_into_canonical_lines_without_the_payee() {
             (K::Payout, "50000731", Some("9.tenant-a.inv-8"), 15_025, "EUR"),
             (K::Return, "50000731", Some("9.tenant-a.inv-8"), 15_025, "EUR"),
             (K::Correction, "50000799", None, 12_345, "KWD"),
+            (K::Payout, "BATCH-4471", None, 30_000, "EUR"),
         ]
     );
+    assert_eq!(lines[0].counterparty.as_deref(), Some("3000"));
+    assert_eq!(lines[1].counterparty, None);
     let text = format!("{lines:?}");
     assert!(
         !text.contains("DE89370400440532013000") && !text.contains("Grace"),
