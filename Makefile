@@ -84,8 +84,8 @@ bench: services
 	@SWITCHYARD_SIM_COMPLETE_AFTER_MS=0 local-stack/bench.sh start
 	@$(ENV) && $(RELEASE_YARDCTL) bench onboarding --flows 1200 --concurrency 40 --target 300
 	@$(ENV) && $(RELEASE_YARDCTL) bench payouts --payouts 600
-	@# Reconciliation's matching: a 100,000-line settlement report read and matched in-process.
-	@$(dir $(RELEASE_YARDCTL))reconciliation bench --lines 100000
+	@# Reconciliation through the running service: 100,000 outcomes taken in, a 100,000-line report.
+	@$(ENV) && $(RELEASE_YARDCTL) bench recon --lines 100000
 	@$(ENV) && $(RELEASE_YARDCTL) bench relay --debezium
 	@local-stack/bench.sh stop
 	@$(ENV) && $(YARDCTL) bench stall

@@ -15,6 +15,8 @@ case "${1:-}" in
     rm -rf "$CFG" && cp -r "$HERE/config" "$CFG"
     sed -i -E 's/^rate_limit_per_second = .*/rate_limit_per_second = 5000/' "$CFG/routing.toml" "$CFG/ingress.toml"
     sed -i -E 's/^rate_limit_burst = .*/rate_limit_burst = 10000/' "$CFG/ingress.toml"
+    # Reports where the partners (and the bench) drop them, whatever the copy's place.
+    sed -i -E "s|^reports_dir = .*|reports_dir = \"$DATA/reports\"|" "$CFG/reconciliation.toml"
     "$HERE/services.sh" stop
     socket="$DATA/postgres" over="its unix socket"
     [ "${SWITCHYARD_BENCH_DB:-socket}" = tcp ] && socket="" over="loopback TCP"

@@ -47,6 +47,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 400)]
         payouts: usize,
     },
+    /// Reconciliation through the running service: settled payouts taken in from
+    /// `payouts.outcomes.v1`, then a settlement report of as many lines, some off by a cent, some
+    /// without our reference (matched by rules); events/s and lines/s.
+    Recon {
+        #[arg(long, default_value_t = 100_000)]
+        lines: usize,
+        #[arg(long, default_value_t = 25)]
+        inject: usize,
+    },
     /// Onboarding flows end to end through the running mesh (`make services` first).
     Onboarding {
         #[arg(long, default_value_t = 200)]

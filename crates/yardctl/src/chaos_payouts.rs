@@ -166,9 +166,7 @@ async fn measure(env: &Env, n: usize, rate: Option<f64>) -> anyhow::Result<Measu
 pub const TENANT: &str = "tenant-chaos";
 
 /// The flow id the orchestrator gives a payout (its key on Kafka, its id at the partners).
-fn flow_of(tenant: &str, id: &str) -> String {
-    format!("{}.{tenant}.{id}", tenant.len())
-}
+use switchyard_model::events::payouts::flow_id as flow_of;
 
 /// A payout command of a run: a beneficiary of its own (velocity limits never bite), every other
 /// one asking for speed (the Wise-shaped partner) instead of cost (the Stripe-shaped one).

@@ -118,6 +118,9 @@ async fn main() -> ExitCode {
             command: bench::BenchCommand::Payouts { payouts },
         } => chaos_payouts::bench(payouts).await,
         Command::Bench {
+            command: bench::BenchCommand::Recon { lines, inject },
+        } => recon::bench(lines, inject).await,
+        Command::Bench {
             command: bench::BenchCommand::Stall { trials },
         } => chaos::stall(trials).await,
         Command::Bench { command } => {

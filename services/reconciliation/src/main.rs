@@ -27,7 +27,6 @@
 //! a line's date may be from our payout's completion; 3), `[reconciliation.tolerance.<partner>]
 //! fixed_minor, bps` (how far its amounts may differ from ours: fees, FX; exact by default).
 
-mod bench;
 mod matching;
 mod store;
 
@@ -354,16 +353,6 @@ fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("bench") {
-        return match bench::run(&args[2..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     service::exit_code(run().await)
 }
 

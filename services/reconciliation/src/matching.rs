@@ -645,6 +645,7 @@ pub async fn run(
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_default();
+                let file_started = std::time::Instant::now();
                 let bytes = std::fs::read(&path)?;
                 let sha: String = sqlx::query_scalar("SELECT encode(sha256($1), 'hex')")
                     .bind(&bytes)
@@ -675,10 +676,8 @@ pub async fn run(
                 for m in &matches {
                     *by_rule.entry(m.rule).or_default() += 1;
                 }
-                files.push(
-                    serde_json::json!({"partner": partner, "file": name, "lines": lines.len(),
-                    "findings": in_file.len(), "matched_by_rule": by_rule}),
-                );
+                let mut file = serde_json::json!({"partner": partner, "file": name, "lines": lines.len(),
+                    "findings": in_file.len(), "matched_by_rule": by_rule});
                 if !opts.dry_run {
                     let mut tx = pool.begin().await?;
                     let taken = sqlx::query(
@@ -705,6 +704,8 @@ pub async fn run(
                         tx.commit().await?;
                     }
                 }
+                file["ms"] = serde_json::json!(file_started.elapsed().as_secs_f64() * 1000.0);
+                files.push(file);
                 found.extend(in_file);
             }
         }
@@ -762,23 +763,32 @@ async fn rule_candidates(
     ours: &[Ours],
     rules: &Rules,
 ) -> anyhow::Result<Vec<Ours>> {
-    let unnamed: Vec<i64> = lines
+    let refs: std::collections::HashSet<&str> = ours.iter().filter_map(|o| o.provider_reference.as_deref()).collect();
+    let flows: std::collections::HashSet<&str> = ours.iter().map(|o| o.flow_id.as_str()).collect();
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    let (w, tol) = (rules.date_window_ms, rules.tolerance);
+    let unnamed: Vec<store::Unnamed> = lines
         .iter()
         .filter(|l| {
             l.kind == SettlementKind::Payout
-                && !ours.iter().any(|o| {
-                    o.provider_reference.as_deref() == Some(l.provider_reference.as_str())
-                        || l.our_reference.as_deref() == Some(o.flow_id.as_str())
-                })
+                && !refs.contains(l.provider_reference.as_str())
+                && !l.our_reference.as_deref().is_some_and(|r| flows.contains(r))
         })
-        .map(|l| l.at_ms)
+        .map(|l| {
+            let a = l.amount.amount_minor;
+            store::Unnamed {
+                currency: l.amount.currency.clone(),
+                ceiling: a + tol.fixed_minor + a.abs() * tol.bps / 10_000,
+                from: at(l.at_ms.saturating_sub(w)),
+                to: at(l.at_ms.saturating_add(w)),
+            }
+        })
         .collect();
-    let (Some(&first), Some(&last)) = (unnamed.iter().min(), unnamed.iter().max()) else {
+    if unnamed.is_empty() {
         return Ok(vec![]);
-    };
-    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
-    let w = rules.date_window_ms;
-    Ok(store::unmatched(pool, partner, at(first - w), at(last.saturating_add(w)), 5_000).await?)
+    }
+    // One more than a batch may hold: a line with more candidates is no batch anyone can tell.
+    Ok(store::unmatched(pool, partner, &unnamed, BATCH_CANDIDATES as i64 + 1).await?)
 }
 
 /// A new finding on `reconciliation.findings.v1`, in the transaction that recorded it.

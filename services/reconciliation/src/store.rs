@@ -138,25 +138,44 @@ pub async fn ours_named(pool: &PgPool, references: &[String], flows: &[String]) 
     Ok(rows.iter().map(ours).collect())
 }
 
-/// Our settled payouts at `partner` completed between `from` and `to` that no report line accounts
-/// for yet: the candidates of rule matching (at most `limit`).
+/// A report line naming nothing of ours, as rule matching looks for candidates: its currency, its
+/// amount plus the tolerance (`ceiling`), and the window around its date.
+pub struct Unnamed {
+    pub currency: String,
+    pub ceiling: i64,
+    pub from: chrono::DateTime<chrono::Utc>,
+    pub to: chrono::DateTime<chrono::Utc>,
+}
+
+/// Our settled payouts at `partner` that no report line accounts for yet and could account for
+/// one of `lines`: same currency, completed in its window, amount up to its ceiling (the
+/// `per_line` largest of them per line; a batch of more is never searched).
 pub async fn unmatched(
     pool: &PgPool,
     partner: &str,
-    from: chrono::DateTime<chrono::Utc>,
-    to: chrono::DateTime<chrono::Utc>,
-    limit: i64,
+    lines: &[Unnamed],
+    per_line: i64,
 ) -> Result<Vec<Ours>, sqlx::Error> {
+    let currencies: Vec<&str> = lines.iter().map(|l| l.currency.as_str()).collect();
+    let ceilings: Vec<i64> = lines.iter().map(|l| l.ceiling).collect();
+    let froms: Vec<_> = lines.iter().map(|l| l.from).collect();
+    let tos: Vec<_> = lines.iter().map(|l| l.to).collect();
     let rows = sqlx::query(
-        "SELECT flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency, reversed, \
-         step, last_four, first_seen, updated_at FROM payouts_seen p LEFT JOIN counterparties USING (flow_id) \
-         WHERE partner = $1 AND status = 'settled' AND updated_at BETWEEN $2 AND $3 \
-         AND NOT EXISTS (SELECT 1 FROM line_matches m WHERE m.flow_id = p.flow_id) ORDER BY updated_at LIMIT $4",
+        "SELECT DISTINCT ON (c.flow_id) c.* FROM unnest($2::text[], $3::bigint[], $4::timestamptz[], $5::timestamptz[]) \
+         AS l(currency, ceiling, f, t) CROSS JOIN LATERAL ( \
+           SELECT flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency, \
+           reversed, step, last_four, first_seen, updated_at FROM payouts_seen p LEFT JOIN counterparties USING (flow_id) \
+           WHERE p.partner = $1 AND p.status = 'settled' AND p.currency = l.currency AND p.amount_minor <= l.ceiling \
+           AND p.updated_at BETWEEN l.f AND l.t \
+           AND NOT EXISTS (SELECT 1 FROM line_matches m WHERE m.flow_id = p.flow_id) \
+           ORDER BY p.amount_minor DESC LIMIT $6) c",
     )
     .bind(partner)
-    .bind(from)
-    .bind(to)
-    .bind(limit)
+    .bind(&currencies)
+    .bind(&ceilings)
+    .bind(&froms)
+    .bind(&tos)
+    .bind(per_line)
     .fetch_all(pool)
     .await?;
     Ok(rows.iter().map(ours).collect())
