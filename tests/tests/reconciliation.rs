@@ -604,3 +604,168 @@ async fn report_lines_without_our_reference_are_matched_by_rules() {
     );
     std::fs::remove_file(dir.join(&name)).ok();
 }
+
+/// The Onfido-shaped partner's own API, as another client of the account would call it.
+async fn onfido(m: &Mesh, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut r = m
+        .http
+        .request(method, format!("{ONFIDO}/v3.6{path}"))
+        .header("Authorization", format!("Token token={}", m.var("ONFIDO_API_TOKEN")));
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+/// Onboarding's cases against the KYC partner's own list: an onboarding approved through the mesh
+/// (its check at the Onfido-shaped partner), then, at the partner, the check's result turned to
+/// `consider` with no webhook, a second check run under the same request's key, and a case no flow
+/// of ours started. Each is found once (status mismatch, duplicate execution, a case with no
+/// flow), with the partner's record as evidence; a second run finds nothing new.
+#[tokio::test]
+async fn kyc_cases_at_the_partner_are_reconciled_with_the_flows() {
+    let _alone = SERVICE.write().await;
+    let m = Mesh::get();
+    let t = format!("tenant-rk-{}", short_id());
+    let key = m.api_key(&t, "onboarding:write,onboarding:read");
+    let family = format!("Recon{}", short_id());
+    let (status, _, body) = m
+        .submit(&key, &applicant("rk-1", "Ada", &family, "UK", "LOW"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let flow = body["id"].as_str().unwrap().to_string();
+    let done = m.decided(&key, &flow, WAIT).await;
+    assert_eq!(
+        (done["decision"].as_str(), done["kyc_partner"].as_str()),
+        (Some("approved"), Some("kyc-onfido")),
+        "{done}"
+    );
+    // The partner's records of it: the applicant (by its family name) and its check.
+    let applicants = onfido(&m, reqwest::Method::GET, "/applicants?per_page=500", None).await;
+    let applicant = applicants["applicants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["last_name"] == family.as_str())
+        .expect("the applicant at the partner")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let checks = onfido(
+        &m,
+        reqwest::Method::GET,
+        &format!("/checks?applicant_id={applicant}"),
+        None,
+    )
+    .await;
+    let check = checks["checks"][0].clone();
+    let (check_id, tags) = (check["id"].as_str().unwrap().to_string(), check["tags"].clone());
+
+    // Clean: once our side has reached the service, nothing about this flow or its check.
+    let clean = eventually(Duration::from_secs(30), || async {
+        let s = run(&m, json!({"dry_run": true, "grace_seconds": 0})).await;
+        !s["found"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["internal_reference"] == flow.as_str() || f["provider_reference"] == check_id.as_str())
+    })
+    .await;
+    assert!(clean, "a clean onboarding is no finding");
+
+    m.sim_post(
+        ONFIDO,
+        &format!("/_sim/checks/{check_id}/result"),
+        json!({"result": "consider"}),
+    )
+    .await;
+    let twice = onfido(
+        &m,
+        reqwest::Method::POST,
+        "/checks",
+        Some(json!({"applicant_id": applicant, "report_names": ["document"], "tags": tags})),
+    )
+    .await;
+    let stranger = onfido(
+        &m,
+        reqwest::Method::POST,
+        "/applicants",
+        Some(json!({"first_name": "Grace", "last_name": format!("{family}x")})),
+    )
+    .await;
+    let orphan = onfido(
+        &m,
+        reqwest::Method::POST,
+        "/checks",
+        Some(json!({"applicant_id": stranger["id"], "report_names": ["document"]})),
+    )
+    .await;
+    let (twice, orphan) = (twice["id"].as_str().unwrap(), orphan["id"].as_str().unwrap());
+
+    let first = run(&m, json!({"grace_seconds": 0})).await;
+    let mine = |found: &[Value]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = found
+            .iter()
+            .filter(|f| {
+                f["internal_reference"] == flow.as_str()
+                    || [check_id.as_str(), twice, orphan].contains(&f["provider_reference"].as_str().unwrap_or(""))
+            })
+            .map(|f| {
+                let r = f["provider_reference"].as_str().or(f["internal_reference"].as_str());
+                (f["kind"].as_str().unwrap().to_string(), r.unwrap().to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut want = vec![
+        ("duplicate_execution".to_string(), flow.clone()),
+        ("missing_internally".to_string(), orphan.to_string()),
+        ("status_mismatch".to_string(), check_id.clone()),
+    ];
+    want.sort();
+    assert_eq!(mine(first["found"].as_array().unwrap()), want, "{first:#}");
+    let stored_all = m.get_json(&format!("{}/findings", m.var("RECONCILIATION_URL"))).await;
+    let stored: Vec<Value> = stored_all["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| !mine(std::slice::from_ref(f)).is_empty())
+        .cloned()
+        .collect();
+    assert_eq!(stored.len(), 3, "{stored:#?}");
+    for f in &stored {
+        assert_eq!(
+            (f["domain"].as_str(), f["partner"].as_str()),
+            (Some("kyc"), Some("kyc-onfido")),
+            "{f}"
+        );
+        assert_eq!(f["state"], "open");
+        let e = &f["evidence"];
+        assert!(
+            e["partner_record"].is_object() || e["partner_records"].is_array(),
+            "{f}"
+        );
+    }
+    let mismatch = stored.iter().find(|f| f["kind"] == "status_mismatch").unwrap();
+    assert_eq!(mismatch["internal_reference"], flow.as_str(), "{mismatch}");
+    // The same disagreements again: seen, not found again.
+    let again = run(&m, json!({"grace_seconds": 0})).await;
+    assert_eq!(mine(again["found"].as_array().unwrap()), want);
+    let after = m.get_json(&format!("{}/findings", m.var("RECONCILIATION_URL"))).await;
+    let ids = |v: &[Value]| {
+        let mut ids: Vec<i64> = v.iter().map(|f| f["id"].as_i64().unwrap()).collect();
+        ids.sort();
+        ids
+    };
+    let after: Vec<Value> = after["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| !mine(std::slice::from_ref(f)).is_empty())
+        .cloned()
+        .collect();
+    assert_eq!(ids(&after), ids(&stored), "no finding twice");
+}

@@ -1,6 +1,8 @@
 //! Onfido-shaped simulator (API v3.6): applicants, checks, reports; `Authorization: Token token=...`;
 //! errors as `{"error":{type,message,fields}}`; thin `check.completed` webhooks signed with
-//! `X-SHA2-Signature`. No idempotency key (as the real API): every POST is a new effect.
+//! `X-SHA2-Signature`. No idempotency key (as the real API): every POST is a new effect. Applicants
+//! are listed newest first (`GET /applicants?page=&per_page=`). `POST /_sim/checks/{id}/result
+//! {"result": "clear"|"consider"}` changes a check's result where it is, with no webhook.
 
 use std::{
     collections::HashMap,
@@ -39,11 +41,14 @@ struct Check {
     tags: Vec<String>,
 }
 
+/// First name, last name, created_at (RFC 3339).
+type Applicant = (String, String, String);
+
 #[derive(Clone)]
 struct St {
     sim: Sim,
     cfg: Config,
-    applicants: Arc<Mutex<HashMap<String, (String, String)>>>,
+    applicants: Arc<Mutex<HashMap<String, Applicant>>>,
     checks: Arc<Mutex<HashMap<String, Check>>>,
 }
 
@@ -74,7 +79,8 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
         checks: Arc::default(),
     };
     let api = Router::new()
-        .route("/v3.6/applicants", post(create_applicant))
+        .route("/v3.6/applicants", post(create_applicant).get(list_applicants))
+        .route("/_sim/checks/{id}/result", post(set_result))
         .route("/v3.6/checks", post(create_check).get(list_checks))
         .route("/v3.6/checks/{id}", get(get_check))
         .route("/v3.6/reports", get(list_reports))
@@ -115,17 +121,82 @@ async fn create_applicant(State(st): State<St>, h: HeaderMap, body: Bytes) -> Re
     };
     let id = uuid::Uuid::new_v4().to_string();
     st.sim.record("applicant_created", &format!("{first} {last}"));
+    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     if let Ok(mut m) = st.applicants.lock() {
-        m.insert(id.clone(), (first.clone(), last.clone()));
+        m.insert(id.clone(), (first.clone(), last.clone(), created_at.clone()));
     }
     (
         StatusCode::CREATED,
-        Json(
-            json!({"id": id, "created_at": chrono::Utc::now().to_rfc3339(), "sandbox": true, "first_name": first,
-            "last_name": last, "href": format!("/v3.6/applicants/{id}")}),
-        ),
+        Json(applicant_json(&id, &first, &last, &created_at)),
     )
         .into_response()
+}
+
+fn applicant_json(id: &str, first: &str, last: &str, created_at: &str) -> Value {
+    json!({"id": id, "created_at": created_at, "sandbox": true, "first_name": first, "last_name": last,
+        "href": format!("/v3.6/applicants/{id}"), "delete_at": null})
+}
+
+#[derive(Deserialize)]
+struct Page {
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+/// `GET /applicants?page=&per_page=`: newest first, 20 a page by default, at most 500.
+async fn list_applicants(State(st): State<St>, h: HeaderMap, Query(q): Query<Page>) -> Response {
+    if !authorized(&st, &h) {
+        return err(StatusCode::UNAUTHORIZED);
+    }
+    let (page, per_page) = (q.page.unwrap_or(1).max(1), q.per_page.unwrap_or(20).clamp(1, 500));
+    let mut all: Vec<(String, Applicant)> = st
+        .applicants
+        .lock()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    all.sort_by(|a, b| b.1.2.cmp(&a.1.2).then(a.0.cmp(&b.0)));
+    let applicants: Vec<Value> = all
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|(id, (first, last, at))| applicant_json(id, first, last, at))
+        .collect();
+    Json(json!({"applicants": applicants})).into_response()
+}
+
+#[derive(Deserialize)]
+struct SetResult {
+    result: String,
+}
+
+/// Changes a completed check's result where it is, with no webhook: the vendor's record and ours
+/// now disagree, and only reconciliation can tell.
+async fn set_result(State(st): State<St>, Path(id): Path<String>, Json(r): Json<SetResult>) -> StatusCode {
+    let result = match r.result.as_str() {
+        "clear" => "clear",
+        "consider" => "consider",
+        _ => return StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    let Ok(mut m) = st.checks.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    let Some(c) = m.get_mut(&id) else {
+        return StatusCode::NOT_FOUND;
+    };
+    c.status = "complete";
+    c.result = Some(result);
+    c.reports = if result == "clear" {
+        vec![
+            report(&id, &id, "document", "clear", Some("clear")),
+            report(&id, &id, "facial_similarity_photo", "clear", None),
+        ]
+    } else {
+        vec![
+            report(&id, &id, "document", "consider", Some("rejected")),
+            report(&id, &id, "facial_similarity_photo", "clear", None),
+        ]
+    };
+    StatusCode::NO_CONTENT
 }
 
 #[derive(Deserialize)]
@@ -161,7 +232,7 @@ async fn create_check(State(st): State<St>, h: HeaderMap, body: Bytes) -> Respon
     if c.report_names.is_empty() {
         return err(StatusCode::UNPROCESSABLE_ENTITY);
     }
-    let Some((first, last)) = st.applicants.lock().ok().and_then(|m| m.get(&applicant_id).cloned()) else {
+    let Some((first, last, _)) = st.applicants.lock().ok().and_then(|m| m.get(&applicant_id).cloned()) else {
         return err(StatusCode::UNPROCESSABLE_ENTITY);
     };
     let name = format!("{first} {last}");

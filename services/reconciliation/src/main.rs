@@ -1,4 +1,10 @@
-//! The reconciliation service: what payout partners say happened against what the mesh believes.
+//! The reconciliation service: what partners say happened against what the mesh believes, for
+//! payouts and for onboarding's KYC cases.
+//!
+//! * Onboarding: the KYC requests, results and partners' webhooks (`kyc.requests.v1`,
+//!   `kyc.results.v1`, `kyc.provider-events.v1`) against each KYC partner's own list of cases
+//!   (`[[kyc_partners]]`; see `cases.rs`): a case no flow knows, a request executed twice, a case
+//!   cleared at the partner and rejected by us (or the reverse), a case of ours the partner lacks.
 //!
 //! * Our side: `payouts.outcomes.v1` (never another service's database) into `payouts_seen`, and
 //!   from `payouts.commands.v1` the last four characters of each payee's account.
@@ -27,6 +33,7 @@
 //! a line's date may be from our payout's completion; 3), `[reconciliation.tolerance.<partner>]
 //! fixed_minor, bps` (how far its amounts may differ from ours: fees, FX; exact by default).
 
+mod cases;
 mod matching;
 mod store;
 
@@ -43,13 +50,16 @@ use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use switchyard_model::events::{
     Event,
+    kyc::{KycProviderEvent, KycVerificationRequested, KycVerificationResult},
     payouts::{InitiatePayout, PayoutCompleted, PayoutReversed, PayoutStatus, PayoutStepChanged, flow_id},
 };
-use switchyard_runtime::{Handler, HandlerError, Incoming, Outbox, ServiceConfig, service};
+use switchyard_runtime::{Handler, HandlerError, Incoming, Outbox, ServiceConfig, provider::idempotency_key, service};
 use switchyard_vendors::{
     adapter::Partners,
+    kyc::KycVendor,
     payouts::{PayoutVendor, last_four},
     registry,
+    registry::PartnerConnection,
 };
 
 const SERVICE: &str = "reconciliation";
@@ -128,6 +138,34 @@ impl Handler for Outcomes {
         } else if let Some(r) = e.as_event::<PayoutReversed>() {
             let r = r.map_err(perm)?;
             store::reversed(conn, &r.envelope.flow_id).await?;
+        } else if let Some(r) = e.as_event::<KycVerificationRequested>() {
+            let r = r.map_err(perm)?;
+            let (env, key) = (&r.envelope, idempotency_key(r.envelope.event_id));
+            store::case_requested(conn, "kyc", &key, &r.partner, &env.flow_id, &env.tenant_id, r.shadow).await?;
+        } else if let Some(r) = e.as_event::<KycVerificationResult>() {
+            let r = r.map_err(perm)?;
+            if let Some(reference) = &r.provider_reference {
+                let env = &r.envelope;
+                let flow = (
+                    env.flow_id.as_str(),
+                    env.tenant_id.as_str(),
+                    env.idempotency_key.as_deref(),
+                    r.shadow,
+                );
+                store::case_seen(
+                    conn,
+                    "kyc",
+                    &r.partner,
+                    reference,
+                    cases::status_name(r.status),
+                    Some(flow),
+                )
+                .await?;
+            }
+        } else if let Some(p) = e.as_event::<KycProviderEvent>() {
+            let p = p.map_err(perm)?;
+            let status = cases::status_name(p.status);
+            store::case_seen(conn, "kyc", &p.partner, &p.provider_reference, status, None).await?;
         } else if let Some(i) = e.as_event::<InitiatePayout>() {
             // The payee as asked for: its account's last four characters, never more.
             let i = i.map_err(perm)?;
@@ -226,6 +264,8 @@ struct App {
     pool: PgPool,
     outbox: Outbox,
     partners: Arc<Partners<dyn PayoutVendor>>,
+    /// KYC partners whose cases are reconciled (`[[kyc_partners]]`, read only).
+    kyc: Arc<std::collections::BTreeMap<String, Arc<dyn KycVendor>>>,
     cfg: ReconConfig,
     reports_dir: Option<std::path::PathBuf>,
 }
@@ -244,7 +284,7 @@ async fn run_now(
 ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
     let req = body.map(|b| b.0).unwrap_or_default();
     let opts = app.options(req.dry_run, req.window_hours, req.grace_seconds);
-    let result = matching::run(&app.pool, &app.outbox, &app.partners, &opts).await;
+    let result = matching::run(&app.pool, &app.outbox, &app.partners, &app.kyc, &opts).await;
     app.metrics.observe(&app.pool, result.as_ref().ok()).await;
     result
         .map(Json)
@@ -307,7 +347,8 @@ async fn decide(
 /// What the service forgets, and when (`retention.<name>_hours`): `payouts_seen` (400 days after
 /// its last change), `recon_runs` (400 days), `resolved_findings` (400 days after resolution; open
 /// and acknowledged ones are kept however old), `report_files` (400 days: a file older than that
-/// dropped again would be reconciled again), `counterparties` and `line_matches` (400 days).
+/// dropped again would be reconciled again), `counterparties`, `line_matches`, `cases_seen` and
+/// `case_requests` (400 days).
 fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
     use switchyard_runtime::retention::Rule;
     const DAYS_400: u64 = 400 * 24;
@@ -348,6 +389,18 @@ fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
             "matched_at < now() - make_interval(secs => $1)",
             DAYS_400,
         ),
+        Rule::hours(
+            "cases_seen",
+            "cases_seen",
+            "updated_at < now() - make_interval(secs => $1)",
+            DAYS_400,
+        ),
+        Rule::hours(
+            "case_requests",
+            "case_requests",
+            "requested_at < now() - make_interval(secs => $1)",
+            DAYS_400,
+        ),
     ]
 }
 
@@ -362,6 +415,11 @@ async fn run() -> anyhow::Result<()> {
     let file = rt.config_file.as_deref();
     let cfg: ReconConfig = ServiceConfig::section(file, "reconciliation", ReconConfig::default())?;
     let partners = Partners::load(file, &rt.metrics, &rt.pool, registry::payouts).map_err(anyhow::Error::msg)?;
+    let mut kyc = std::collections::BTreeMap::new();
+    for c in ServiceConfig::section::<Vec<PartnerConnection>>(file, "kyc_partners", Vec::new())? {
+        let vendor = registry::kyc(&c).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?;
+        kyc.insert(c.id.clone(), vendor);
+    }
     let reports_dir =
         cfg.reports_dir
             .as_ref()
@@ -375,9 +433,17 @@ async fn run() -> anyhow::Result<()> {
         pool: rt.pool.clone(),
         outbox: rt.outbox.clone(),
         partners: Arc::new(partners),
+        kyc: Arc::new(kyc),
         cfg: cfg.clone(),
     };
-    let consumer = rt.consumer(SERVICE, &[PayoutCompleted::TOPIC, InitiatePayout::TOPIC], Outcomes);
+    let topics = [
+        PayoutCompleted::TOPIC,
+        InitiatePayout::TOPIC,
+        KycVerificationRequested::TOPIC,
+        KycVerificationResult::TOPIC,
+        KycProviderEvent::TOPIC,
+    ];
+    let consumer = rt.consumer(SERVICE, &topics, Outcomes);
     let scheduled = {
         let (app, shutdown) = (app.clone(), rt.shutdown.clone());
         tokio::spawn(async move {
@@ -386,7 +452,7 @@ async fn run() -> anyhow::Result<()> {
             }
             while shutdown.sleep(Duration::from_secs(app.cfg.interval_seconds)).await {
                 let opts = app.options(false, None, None);
-                let result = matching::run(&app.pool, &app.outbox, &app.partners, &opts).await;
+                let result = matching::run(&app.pool, &app.outbox, &app.partners, &app.kyc, &opts).await;
                 app.metrics.observe(&app.pool, result.as_ref().ok()).await;
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "scheduled reconciliation run failed; next one as planned");

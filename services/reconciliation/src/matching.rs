@@ -85,6 +85,7 @@ pub fn compare(
             out.push(Found {
                 kind: FindingKind::DuplicateExecution,
                 partner: partner.to_string(),
+                domain: "payouts",
                 internal_reference: Some(flow.to_string()),
                 provider_reference: None,
                 detail: format!(
@@ -111,6 +112,7 @@ pub fn compare(
                 out.push(Found {
                     kind: FindingKind::MissingInternally,
                     partner: partner.to_string(),
+                    domain: "payouts",
                     internal_reference: t.our_reference.clone(),
                     provider_reference: Some(t.provider_reference.clone()),
                     detail: format!("{partner} has a payout no flow of ours knows ({:?})", t.status),
@@ -135,6 +137,7 @@ pub fn compare(
                 out.push(Found {
                     kind: FindingKind::InDoubtResolved,
                     partner: partner.to_string(),
+                    domain: "payouts",
                     internal_reference: Some(o.flow_id.clone()),
                     provider_reference: Some(t.provider_reference.clone()),
                     detail: format!(
@@ -163,6 +166,7 @@ pub fn compare(
             out.push(Found {
                 kind: FindingKind::AmountMismatch,
                 partner: partner.to_string(),
+                domain: "payouts",
                 internal_reference: Some(o.flow_id.clone()),
                 provider_reference: Some(t.provider_reference.clone()),
                 detail: format!(
@@ -196,6 +200,7 @@ pub fn compare(
             out.push(Found {
                 kind: FindingKind::StatusMismatch,
                 partner: partner.to_string(),
+                domain: "payouts",
                 internal_reference: Some(o.flow_id.clone()),
                 provider_reference: Some(t.provider_reference.clone()),
                 detail: format!("{why} ({:?} at {partner})", t.status),
@@ -222,6 +227,7 @@ pub fn compare(
         out.push(Found {
             kind: FindingKind::MissingAtProvider,
             partner: partner.to_string(),
+            domain: "payouts",
             internal_reference: Some(o.flow_id.clone()),
             provider_reference: Some(r.to_string()),
             detail: format!("we say {} at {partner}; its list has no payout {r}", o.status),
@@ -438,6 +444,7 @@ pub fn compare_report(
         out.push(Found {
             kind: FindingKind::DuplicateExecution,
             partner: partner.to_string(),
+            domain: "payouts",
             internal_reference: Some(flow.to_string()),
             provider_reference: None,
             detail: format!("{} payouts of one flow in {partner}'s report {file}", ls.len()),
@@ -462,6 +469,7 @@ pub fn compare_report(
         let found = |kind, detail: String, o: Option<&Ours>, at_risk: i64| Found {
             kind,
             partner: partner.to_string(),
+            domain: "payouts",
             internal_reference: o.map(|o| o.flow_id.clone()).or_else(|| l.our_reference.clone()),
             provider_reference: Some(l.provider_reference.clone()),
             detail,
@@ -579,6 +587,7 @@ pub async fn run(
     pool: &PgPool,
     outbox: &Outbox,
     partners: &Partners<dyn PayoutVendor>,
+    kyc: &BTreeMap<String, std::sync::Arc<dyn switchyard_vendors::kyc::KycVendor>>,
     opts: &Options,
 ) -> anyhow::Result<serde_json::Value> {
     let now = chrono::Utc::now();
@@ -628,6 +637,8 @@ pub async fn run(
             tol,
         ));
     }
+    // Onboarding's vendor cases.
+    found.extend(crate::cases::findings(pool, kyc, since, opts.grace, &mut pulled).await?);
     let mut new = 0usize;
     let mut new_by_kind: BTreeMap<&'static str, usize> = BTreeMap::new();
     // Settlement reports not reconciled yet: each file in one transaction with its findings.
@@ -711,12 +722,15 @@ pub async fn run(
         }
     }
     if !opts.dry_run {
-        for f in &found {
+        // A few hundred per transaction: each finding with its event, or neither.
+        for chunk in found.chunks(500) {
             let mut tx = pool.begin().await?;
-            if store::record(&mut tx, f, run_id).await? {
-                new += 1;
-                *new_by_kind.entry(f.kind.as_str()).or_default() += 1;
-                publish(outbox, &mut tx, f).await?;
+            for f in chunk {
+                if store::record(&mut tx, f, run_id).await? {
+                    new += 1;
+                    *new_by_kind.entry(f.kind.as_str()).or_default() += 1;
+                    publish(outbox, &mut tx, f).await?;
+                }
             }
             tx.commit().await?;
         }
@@ -738,7 +752,7 @@ pub async fn run(
         "run": run_id, "dry_run": opts.dry_run, "window_hours": opts.window.as_secs_f64() / 3600.0,
         "partner_records": pulled, "findings": found.len(), "new_findings": new, "new_by_kind": new_by_kind,
         "by_kind": by_kind, "value_at_risk_minor": at_risk,
-        "found": found.iter().map(|f| serde_json::json!({"kind": f.kind.as_str(), "partner": f.partner,
+        "found": found.iter().map(|f| serde_json::json!({"kind": f.kind.as_str(), "domain": f.domain, "partner": f.partner,
             "internal_reference": f.internal_reference, "provider_reference": f.provider_reference, "detail": f.detail}))
             .collect::<Vec<_>>(),
     });
@@ -800,7 +814,7 @@ async fn publish(outbox: &Outbox, tx: &mut sqlx::PgConnection, f: &Found) -> any
             f.internal_reference.clone().unwrap_or_else(|| f.fingerprint()),
             crate::SERVICE,
         ),
-        domain: "payouts".into(),
+        domain: f.domain.into(),
         partner: f.partner.clone(),
         kind: f.kind,
         internal_reference: f.internal_reference.clone(),

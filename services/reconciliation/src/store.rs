@@ -221,10 +221,151 @@ pub async fn matched(
     Ok(())
 }
 
+/// A vendor case as the mesh knows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaseSeen {
+    pub domain: String,
+    pub partner: String,
+    pub provider_reference: String,
+    pub flow_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub request_key: Option<String>,
+    pub status: String,
+    pub shadow: bool,
+    pub first_seen: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A request the mesh sent a partner for a case.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaseRequest {
+    pub request_key: String,
+    pub partner: String,
+    pub flow_id: String,
+    pub requested_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn case_requested(
+    conn: &mut PgConnection,
+    domain: &str,
+    key: &str,
+    partner: &str,
+    flow_id: &str,
+    tenant: &str,
+    shadow: bool,
+) -> R<()> {
+    sqlx::query(
+        "INSERT INTO case_requests (request_key, domain, partner, flow_id, tenant_id, shadow) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(key)
+    .bind(domain)
+    .bind(partner)
+    .bind(flow_id)
+    .bind(tenant)
+    .bind(shadow)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What a case is known to be: from a result (`flow` given) or a webhook (none). A final status
+/// (approved, rejected) is never replaced by a passing one.
+pub async fn case_seen(
+    conn: &mut PgConnection,
+    domain: &str,
+    partner: &str,
+    reference: &str,
+    status: &str,
+    flow: Option<(&str, &str, Option<&str>, bool)>,
+) -> R<()> {
+    let (flow_id, tenant, key, shadow) = match flow {
+        Some((f, t, k, s)) => (Some(f), Some(t), k, s),
+        None => (None, None, None, false),
+    };
+    sqlx::query(
+        "INSERT INTO cases_seen (domain, partner, provider_reference, flow_id, tenant_id, request_key, status, shadow) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (partner, provider_reference) DO UPDATE SET \
+         flow_id = COALESCE(EXCLUDED.flow_id, cases_seen.flow_id), tenant_id = COALESCE(EXCLUDED.tenant_id, cases_seen.tenant_id), \
+         request_key = COALESCE(EXCLUDED.request_key, cases_seen.request_key), \
+         shadow = cases_seen.shadow OR EXCLUDED.shadow, \
+         status = CASE WHEN cases_seen.status IN ('approved', 'rejected') AND EXCLUDED.status NOT IN ('approved', 'rejected') \
+           THEN cases_seen.status ELSE EXCLUDED.status END, updated_at = now()",
+    )
+    .bind(domain)
+    .bind(partner)
+    .bind(reference)
+    .bind(flow_id)
+    .bind(tenant)
+    .bind(key)
+    .bind(status)
+    .bind(shadow)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn case_seen_of(r: &sqlx::postgres::PgRow) -> CaseSeen {
+    CaseSeen {
+        domain: r.get("domain"),
+        partner: r.get("partner"),
+        provider_reference: r.get("provider_reference"),
+        flow_id: r.get("flow_id"),
+        tenant_id: r.get("tenant_id"),
+        request_key: r.get("request_key"),
+        status: r.get("status"),
+        shadow: r.get("shadow"),
+        first_seen: r.get("first_seen"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+/// Our cases at `partner` first seen since `since`, and those the partner's records name (by its
+/// reference), whatever their age.
+pub async fn cases_at(
+    pool: &PgPool,
+    partner: &str,
+    since: chrono::DateTime<chrono::Utc>,
+    references: &[String],
+) -> Result<Vec<CaseSeen>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT domain, partner, provider_reference, flow_id, tenant_id, request_key, status, shadow, first_seen, \
+         updated_at FROM cases_seen WHERE partner = $1 AND (first_seen >= $2 OR provider_reference = ANY($3))",
+    )
+    .bind(partner)
+    .bind(since)
+    .bind(references)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(case_seen_of).collect())
+}
+
+/// Our requests to `partner` named by these keys.
+pub async fn requests_named(pool: &PgPool, partner: &str, keys: &[String]) -> Result<Vec<CaseRequest>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT request_key, partner, flow_id, requested_at FROM case_requests WHERE partner = $1 AND request_key = ANY($2)",
+    )
+    .bind(partner)
+    .bind(keys)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| CaseRequest {
+            request_key: r.get("request_key"),
+            partner: r.get("partner"),
+            flow_id: r.get("flow_id"),
+            requested_at: r.get("requested_at"),
+        })
+        .collect())
+}
+
 /// A finding as a run states it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Found {
     pub kind: switchyard_model::events::reconciliation::FindingKind,
+    /// payouts, kyc (aml later).
+    pub domain: &'static str,
     pub partner: String,
     pub internal_reference: Option<String>,
     pub provider_reference: Option<String>,
@@ -267,7 +408,7 @@ impl Found {
 pub async fn record(conn: &mut PgConnection, f: &Found, run: i64) -> Result<bool, sqlx::Error> {
     let (inserted,): (bool,) = sqlx::query_as(
         "INSERT INTO findings (fingerprint, kind, domain, partner, internal_reference, provider_reference, detail, \
-         currency, amount_at_risk, evidence, first_run) VALUES ($1, $2, 'payouts', $3, $4, $5, $6, $7, $8, $9, $10) \
+         currency, amount_at_risk, evidence, first_run) VALUES ($1, $2, $11, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (fingerprint) DO UPDATE SET last_seen = now() RETURNING (xmax = 0)",
     )
     .bind(f.fingerprint())
@@ -280,6 +421,7 @@ pub async fn record(conn: &mut PgConnection, f: &Found, run: i64) -> Result<bool
     .bind(f.amount_at_risk)
     .bind(&f.evidence)
     .bind(run)
+    .bind(f.domain)
     .fetch_one(conn)
     .await?;
     Ok(inserted)
@@ -307,7 +449,7 @@ pub async fn findings(
     kind: Option<&str>,
 ) -> Result<Vec<serde_json::Value>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, kind, partner, internal_reference, provider_reference, detail, currency, amount_at_risk, evidence, \
+        "SELECT id, kind, domain, partner, internal_reference, provider_reference, detail, currency, amount_at_risk, evidence, \
          state, owner, resolution, first_seen, last_seen, first_run, \
          extract(epoch FROM now() - first_seen)::float8 AS age_seconds FROM findings \
          WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) ORDER BY id",
@@ -320,7 +462,8 @@ pub async fn findings(
         .iter()
         .map(|r| {
             serde_json::json!({
-                "id": r.get::<i64, _>("id"), "kind": r.get::<String, _>("kind"), "partner": r.get::<String, _>("partner"),
+                "id": r.get::<i64, _>("id"), "kind": r.get::<String, _>("kind"), "domain": r.get::<String, _>("domain"),
+                "partner": r.get::<String, _>("partner"),
                 "internal_reference": r.get::<Option<String>, _>("internal_reference"),
                 "provider_reference": r.get::<Option<String>, _>("provider_reference"),
                 "detail": r.get::<String, _>("detail"), "currency": r.get::<Option<String>, _>("currency"),

@@ -84,6 +84,27 @@ impl WebhookRejection {
     }
 }
 
+/// A case as the partner lists it: reconciliation's view of the partner's truth.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ListedCase {
+    /// The partner's id for the case (the same as a result's `provider_reference`).
+    pub provider_reference: String,
+    /// Our idempotency key for the request that started it, when the case carries it.
+    pub our_reference: Option<String>,
+    pub status: KycStatus,
+    /// When the partner created it (ms since the epoch).
+    pub created_ms: i64,
+    /// The partner's record as it answered (evidence; no personal data).
+    pub raw: serde_json::Value,
+}
+
+/// One page of a partner's list of cases, and where the next starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CasePage {
+    pub items: Vec<ListedCase>,
+    pub next: Option<String>,
+}
+
 /// Events older than this are refused even when correctly signed (vendors' retry schedules end
 /// within a day; a replayed old delivery is never acted on).
 pub const REPLAY_WINDOW_MS: i64 = 72 * 3600 * 1000;
@@ -109,6 +130,16 @@ pub trait KycVendor: Send + Sync {
     fn status<'a>(&'a self, provider_reference: &'a str) -> BoxFuture<'a, Result<KycOutcome, VendorError>>;
     /// Verifies a webhook's signature and reads it.
     fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<WebhookNotice, WebhookRejection>;
+    /// The cases created since `since_ms`, a page at a time (`cursor`: the page the last answer
+    /// named). None when the partner has no such list: reconciliation then knows its cases from
+    /// results and webhooks alone.
+    fn list<'a>(
+        &'a self,
+        _since_ms: i64,
+        _cursor: Option<&'a str>,
+    ) -> Option<BoxFuture<'a, Result<CasePage, VendorError>>> {
+        None
+    }
 }
 
 pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -6,13 +6,13 @@ use futures::future::BoxFuture;
 use reqwest::header::HeaderMap;
 
 use super::transformers::{
-    ApplicantRequest, ApplicantResponse, CheckRequest, CheckResponse, ChecksResponse, ReportsResponse, check_status,
-    key_tag,
+    ApplicantRequest, ApplicantResponse, ApplicantsResponse, CheckRequest, CheckResponse, ChecksResponse,
+    ReportsResponse, check_status, key_of, key_tag,
 };
 use crate::{
     adapter::{Progress, Recovery},
     error::{VendorError, json, send},
-    kyc::{Applicant, KycOutcome, KycVendor, WebhookNotice, WebhookRejection},
+    kyc::{Applicant, CasePage, KycOutcome, KycVendor, ListedCase, WebhookNotice, WebhookRejection},
     signing::SecretPair,
 };
 use switchyard_runtime::Secret;
@@ -143,6 +143,72 @@ impl Onfido {
     }
 }
 
+/// Applicants listed per page when reconciliation reads the partner's cases.
+const PER_PAGE: usize = 100;
+
+impl Onfido {
+    /// One page of applicants (newest first) created since `since_ms`, with their checks: each
+    /// check a case, its status from the check alone (a `consider` reads as review: the reports
+    /// say more, reconciliation needs only clear or not).
+    async fn cases(&self, since_ms: i64, page: Option<&str>) -> Result<CasePage, VendorError> {
+        let base = &self.cfg.base_url;
+        let page: usize = page.and_then(|p| p.parse().ok()).unwrap_or(1);
+        let listed: ApplicantsResponse = json(
+            send(
+                self.auth(
+                    self.http
+                        .get(format!("{base}/applicants"))
+                        .query(&[("page", page), ("per_page", PER_PAGE)]),
+                ),
+                false,
+            )
+            .await?,
+        )
+        .await?;
+        let full = listed.applicants.len() == PER_PAGE;
+        let mut items = Vec::new();
+        let mut older = false;
+        for a in listed.applicants {
+            let created_ms = a
+                .created_at
+                .as_deref()
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                .map(|c| c.timestamp_millis())
+                .ok_or_else(|| VendorError::Permanent(format!("applicant {} has no created_at", a.id)))?;
+            if created_ms < since_ms {
+                older = true;
+                continue;
+            }
+            let checks: ChecksResponse = json(
+                send(
+                    self.auth(
+                        self.http
+                            .get(format!("{base}/checks"))
+                            .query(&[("applicant_id", &a.id)]),
+                    ),
+                    false,
+                )
+                .await?,
+            )
+            .await?;
+            for c in checks.checks {
+                let (status, _) = check_status(&c, &[]);
+                items.push(ListedCase {
+                    provider_reference: c.id.clone(),
+                    our_reference: key_of(&c.tags),
+                    status,
+                    created_ms,
+                    raw: serde_json::json!({"applicant_id": a.id, "check": c}),
+                });
+            }
+        }
+        Ok(CasePage {
+            items,
+            next: (full && !older).then(|| (page + 1).to_string()),
+        })
+    }
+}
+
 /// The checkpoint name of the applicant created for a verification.
 const APPLICANT: &str = "applicant_id";
 
@@ -173,5 +239,13 @@ impl KycVendor for Onfido {
 
     fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<WebhookNotice, WebhookRejection> {
         super::webhooks::verify(&self.cfg.webhook_secret, headers, body, now_ms)
+    }
+
+    fn list<'a>(
+        &'a self,
+        since_ms: i64,
+        cursor: Option<&'a str>,
+    ) -> Option<BoxFuture<'a, Result<CasePage, VendorError>>> {
+        Some(Box::pin(self.cases(since_ms, cursor)))
     }
 }

@@ -158,3 +158,59 @@ fn an_undated_webhook_can_only_trigger_a_status_pull() {
         "a replay is a duplicate"
     );
 }
+
+/// Reconciliation's list: applicants newest first, each one's checks; a check's key tag gives our
+/// reference (a check without one names nothing of ours); an applicant older than the window ends
+/// the list (no further page asked for, its checks not read); no personal data in the evidence.
+#[tokio::test]
+async fn cases_are_listed_by_applicant_with_our_key_from_the_tag() {
+    use crate::kyc::KycVendor;
+    let (base, seen) = crate::testing::scripted(vec![
+        (200, fixture!("applicants_page.json")),
+        (200, fixture!("checks_list_for_applicant.json")),
+    ])
+    .await;
+    let onfido = super::Onfido::new(super::OnfidoConfig {
+        partner: "kyc-onfido".into(),
+        base_url: base,
+        api_token: switchyard_runtime::Secret::new("t"),
+        webhook_secret: SecretPair::new("w", None).unwrap(),
+        timeout: std::time::Duration::from_secs(5),
+    })
+    .unwrap();
+    let since = chrono::DateTime::parse_from_rfc3339("2026-11-10T00:00:00Z")
+        .unwrap()
+        .timestamp_millis();
+    let page = onfido.list(since, None).expect("Onfido lists its cases").await.unwrap();
+    let got: Vec<_> = page
+        .items
+        .iter()
+        .map(|c| (c.provider_reference.as_str(), c.our_reference.as_deref(), c.status))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("7d1e2f30-4a5b-4c6d-8e9f-0a1b2c3d4e5f", None, KycStatus::Review),
+            (
+                "b2a4c1d8-7e55-4d2b-9c6e-1f0a3b7d9e21",
+                Some("sy-4f1c"),
+                KycStatus::Pending
+            ),
+        ]
+    );
+    assert_eq!(page.next, None, "an applicant older than the window ends the list");
+    let seen = seen.await.unwrap();
+    assert_eq!(seen.len(), 2, "the old applicant's checks are not read");
+    assert!(
+        seen[0].starts_with("GET /applicants?page=1&per_page=100 "),
+        "{}",
+        seen[0]
+    );
+    assert!(
+        seen[1].starts_with("GET /checks?applicant_id=0c9d8e7f-6a5b-4c3d-2e1f-0a9b8c7d6e5f "),
+        "{}",
+        seen[1]
+    );
+    let evidence = serde_json::to_string(&page.items).unwrap();
+    assert!(!evidence.contains("Lovelace"), "{evidence}");
+}

@@ -30,6 +30,22 @@ impl From<&Person> for ApplicantRequest {
 #[derive(Debug, Deserialize)]
 pub(super) struct ApplicantResponse {
     pub id: String,
+    /// RFC 3339.
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// `GET /applicants?page=&per_page=` (newest first).
+#[derive(Debug, Deserialize)]
+pub(super) struct ApplicantsResponse {
+    pub applicants: Vec<ApplicantResponse>,
+}
+
+/// The idempotency key a check's tags carry, if it is one of ours.
+pub(super) fn key_of(tags: &[String]) -> Option<String> {
+    tags.iter()
+        .find_map(|t| t.strip_prefix("switchyard:"))
+        .map(str::to_string)
 }
 
 #[derive(Debug, Serialize)]
@@ -39,7 +55,7 @@ pub(super) struct CheckRequest {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum CheckStatus {
     InProgress,
@@ -50,14 +66,14 @@ pub(super) enum CheckStatus {
     Reopened,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum CheckResult {
     Clear,
     Consider,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub(super) struct CheckResponse {
     pub id: String,
     pub status: CheckStatus,
