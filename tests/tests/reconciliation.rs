@@ -769,3 +769,110 @@ async fn kyc_cases_at_the_partner_are_reconciled_with_the_flows() {
         .collect();
     assert_eq!(ids(&after), ids(&stored), "no finding twice");
 }
+
+/// AML screenings read back from the partner that keeps them: an onboarding screened clear at the
+/// Mesh-shaped partner, whose screening the partner later keeps with profiles found (no notice),
+/// is a status mismatch, found once; a clean one is read back once and not again.
+#[tokio::test]
+async fn aml_screenings_are_read_back_from_the_partner() {
+    let _alone = SERVICE.write().await;
+    let m = Mesh::get();
+    let t = format!("tenant-ra-{}", short_id());
+    let key = m.api_key(&t, "onboarding:write,onboarding:read");
+    let family = format!("Screen{}", short_id());
+    let (status, _, body) = m
+        .submit(&key, &applicant("ra-1", "Ada", &family, "UK", "LOW"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let flow = body["id"].as_str().unwrap().to_string();
+    let done = m.decided(&key, &flow, WAIT).await;
+    assert_eq!(
+        (done["decision"].as_str(), done["aml_partner"].as_str()),
+        (Some("approved"), Some("aml-mesh")),
+        "{done}"
+    );
+    let about = |s: &Value| -> Vec<Value> {
+        s["found"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["internal_reference"] == flow.as_str())
+            .cloned()
+            .collect()
+    };
+    // Clean: read back once our result has reached the service, and in agreement (the service's
+    // own table says when it was read back).
+    let db = m.service_db("RECONCILIATION_DATABASE_URL").await;
+    let clean = eventually(Duration::from_secs(30), || async {
+        let s = run(&m, json!({"grace_seconds": 0})).await;
+        let verified: Option<bool> =
+            sqlx::query_scalar("SELECT verified_at IS NOT NULL FROM cases_seen WHERE domain = 'aml' AND flow_id = $1")
+                .bind(&flow)
+                .fetch_optional(&db)
+                .await
+                .unwrap();
+        about(&s).is_empty() && verified == Some(true)
+    })
+    .await;
+    assert!(clean, "a clean screening is read back once, no finding");
+    let r = m
+        .http
+        .post(format!("{MESH}/_sim/screenings/result"))
+        .json(&json!({"matcher": family, "screening_result": "HAS_PROFILES"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // Read back once and found in agreement: never read again, so a later change is not seen.
+    let later = run(&m, json!({"grace_seconds": 0})).await;
+    assert!(about(&later).is_empty(), "{later:#}");
+
+    // A second onboarding, turned before its first read back: found.
+    let family = format!("Screen{}", short_id());
+    let (_, _, body) = m
+        .submit(&key, &applicant("ra-2", "Ada", &family, "UK", "LOW"), None)
+        .await;
+    let flow2 = body["id"].as_str().unwrap().to_string();
+    m.decided(&key, &flow2, WAIT).await;
+    let r = m
+        .http
+        .post(format!("{MESH}/_sim/screenings/result"))
+        .json(&json!({"matcher": family, "screening_result": "HAS_PROFILES"}))
+        .send()
+        .await
+        .unwrap();
+    let workflow: Value = r.json().await.unwrap();
+    let last = std::sync::Mutex::new(Value::Null);
+    let found = eventually(Duration::from_secs(30), || async {
+        let s = run(&m, json!({"grace_seconds": 0})).await;
+        let hit = s["found"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["internal_reference"] == flow2.as_str());
+        *last.lock().unwrap() = s;
+        hit
+    })
+    .await;
+    assert!(found, "{:#}", last.lock().unwrap());
+    let stored = m.get_json(&format!("{}/findings", m.var("RECONCILIATION_URL"))).await;
+    let mine: Vec<&Value> = stored["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["internal_reference"] == flow2.as_str())
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:#?}");
+    assert_eq!(
+        (
+            mine[0]["kind"].as_str(),
+            mine[0]["domain"].as_str(),
+            mine[0]["provider_reference"].as_str()
+        ),
+        (Some("status_mismatch"), Some("aml"), workflow["workflow"].as_str())
+    );
+    assert_eq!(
+        mine[0]["evidence"]["partner_record"]["screening_result"],
+        "HAS_PROFILES"
+    );
+}

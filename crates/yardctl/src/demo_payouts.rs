@@ -28,6 +28,7 @@ use crate::demo::Env;
 
 const STRIPE: &str = "http://127.0.0.1:9308";
 const WISE: &str = "http://127.0.0.1:9307";
+const ONFIDO: &str = "http://127.0.0.1:9301";
 const TENANT: &str = "tenant-alpha";
 
 /// One payout of the run and what must become of it.
@@ -517,20 +518,104 @@ pub async fn run(env: &Env, run: &str) -> anyhow::Result<bool> {
     Ok(wrong == 0)
 }
 
+/// The Onfido-shaped partner's API, as another client of the account would call it.
+async fn onfido(env: &Env, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let mut r = env
+        .http
+        .request(method, format!("{ONFIDO}/v3.6{path}"))
+        .header("Authorization", format!("Token token={}", env.var("ONFIDO_API_TOKEN")?));
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await?;
+    anyhow::ensure!(r.status().is_success(), "onfido {path}: {}", r.status());
+    Ok(r.json().await?)
+}
+
+/// An onboarding approved through the mesh at the Onfido-shaped partner, and at the partner a case
+/// started that no flow asked for. Returns the onboarding's flow id, its check and the stray case.
+async fn kyc_cases(env: &Env, prefix: &str) -> anyhow::Result<(String, String, String)> {
+    let key = env.api_key(TENANT)?;
+    let family = format!("Ledger{}", prefix.trim_end_matches('-').replace('-', ""));
+    let flow = env
+        .submit(
+            &key,
+            &json!({"applicant_id": format!("{prefix}kyc"), "person": {"given_name": "Mary", "family_name": family,
+                "date_of_birth": "1986-02-11", "nationality": "GB"}, "region": "UK", "risk_tier": "LOW"}),
+        )
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let v = env.get(&key, &flow).await?;
+        if v["decision"].is_string() {
+            break v;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "onboarding {flow} undecided after 60 s");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    anyhow::ensure!(
+        done["decision"] == "approved" && done["kyc_partner"] == "kyc-onfido",
+        "the onboarding to reconcile: {done}"
+    );
+    let applicants = onfido(env, reqwest::Method::GET, "/applicants?per_page=500", None).await?;
+    let applicant = applicants["applicants"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["last_name"] == family.as_str()))
+        .and_then(|a| a["id"].as_str())
+        .context("the applicant at the partner")?
+        .to_string();
+    let checks = onfido(
+        env,
+        reqwest::Method::GET,
+        &format!("/checks?applicant_id={applicant}"),
+        None,
+    )
+    .await?;
+    let check = checks["checks"][0]["id"].as_str().context("its check")?.to_string();
+    let stranger = onfido(
+        env,
+        reqwest::Method::POST,
+        "/applicants",
+        Some(json!({"first_name": "Nobody", "last_name": format!("{family}x")})),
+    )
+    .await?;
+    let stray = onfido(
+        env,
+        reqwest::Method::POST,
+        "/checks",
+        Some(json!({"applicant_id": stranger["id"], "report_names": ["document"]})),
+    )
+    .await?;
+    let stray = stray["id"].as_str().context("the stray check")?.to_string();
+    Ok((flow, check, stray))
+}
+
 /// The reconciliation run over everything the payout run did, with discrepancies injected at the
 /// partners (the USD payout executed a second time, a payout nobody sent, a return of the GBP
-/// payout that never reached its flow, in the next settlement reports). Prints the findings about
-/// the run's payouts by kind with the value at risk, the injected ones marked expected; returns how
-/// many checks disagree.
+/// payout that never reached its flow, in the next settlement reports; an onboarding's KYC check
+/// turned against it, a KYC case nobody asked for). Prints the findings about them by kind with
+/// the value at risk, the injected ones marked expected; returns how many checks disagree.
 async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)]) -> anyhow::Result<usize> {
     let recon = env.var("RECONCILIATION_URL")?.to_string();
     let flow = |id: &str| format!("{}.{TENANT}.{id}", TENANT.len());
+    let (kyc_flow, check, stray) = kyc_cases(env, prefix).await?;
+    // What a finding is about: our flow, or the partner's reference when no flow of ours has it.
+    let subject = |f: &Value| -> String {
+        f["internal_reference"]
+            .as_str()
+            .or(f["provider_reference"].as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
     let about_us = |found: &Value| -> Vec<Value> {
         found
             .as_array()
             .map(|a| {
                 a.iter()
-                    .filter(|f| f["internal_reference"].as_str().is_some_and(|r| r.contains(prefix)))
+                    .filter(|f| {
+                        let s = subject(f);
+                        s.contains(prefix) || [&kyc_flow, &check, &stray].contains(&&s)
+                    })
                     .cloned()
                     .collect()
             })
@@ -541,10 +626,12 @@ async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)])
         anyhow::ensure!(r.status().is_success(), "reconciliation run: {}", r.status());
         Ok(r.json().await?)
     };
-    println!("\nphase 5: reconciliation: the partners' lists and settlement reports against our outcomes");
-    // Our outcomes reach the service first: until then a run would miss them.
+    println!("\nphase 5: reconciliation: the partners' lists, settlement reports and KYC cases against our outcomes");
+    // Our outcomes reach the service first: until then a run would miss them (the stray case is
+    // found from the start).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !about_us(&run(json!({"dry_run": true, "grace_seconds": 0})).await?["found"]).is_empty() {
+    let only_stray = |v: &Value| about_us(&v["found"]).iter().all(|f| subject(f) == stray);
+    while !only_stray(&run(json!({"dry_run": true, "grace_seconds": 0})).await?) {
         anyhow::ensure!(
             Instant::now() < deadline,
             "the run's payouts did not reach reconciliation in 30 s"
@@ -583,12 +670,21 @@ async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)])
     for sim in [STRIPE, WISE] {
         env.sim(sim, "/_sim/reports", json!({})).await?;
     }
+    // The onboarding's check turned against it at the partner, with no notice.
+    env.sim(
+        ONFIDO,
+        &format!("/_sim/checks/{check}/result"),
+        json!({"result": "consider"}),
+    )
+    .await?;
     let summary = run(json!({"grace_seconds": 0})).await?;
     let found = about_us(&summary["found"]);
     let expected = [
         ("duplicate_execution", flow(&format!("{prefix}usd"))),
         ("missing_internally", ghost.clone()),
         ("late_return", flow(&format!("{prefix}gbp"))),
+        ("status_mismatch", kyc_flow.clone()),
+        ("missing_internally", stray.clone()),
     ];
     let stored: Value = env.http.get(format!("{recon}/findings")).send().await?.json().await?;
     let stored = about_us(&stored["findings"]);
@@ -607,44 +703,46 @@ async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)])
             .saturating_sub(found.len() as u64)
     );
     println!(
-        "\n  {:<22} {:<30} {:<16} {:<10}",
-        "finding", "payout", "value at risk", "expected"
+        "\n  {:<22} {:<8} {:<38} {:<16} {:<10}",
+        "finding", "domain", "about", "value at risk", "expected"
     );
     let mut wrong = 0;
     let mut by_kind: BTreeMap<String, (usize, BTreeMap<String, i64>)> = BTreeMap::new();
     for f in &stored {
         let kind = f["kind"].as_str().unwrap_or("?");
-        let r = f["internal_reference"].as_str().unwrap_or("?");
-        let is_expected = expected.iter().any(|(k, e)| *k == kind && e == r);
+        let r = subject(f);
+        let is_expected = expected.iter().any(|(k, e)| *k == kind && *e == r);
         if !is_expected {
             wrong += 1;
         }
-        let (currency, minor) = (
-            f["currency"].as_str().unwrap_or("?"),
-            f["amount_at_risk"].as_i64().unwrap_or(0),
-        );
+        let minor = f["amount_at_risk"].as_i64().unwrap_or(0);
         let e = by_kind.entry(kind.to_string()).or_default();
         e.0 += 1;
-        *e.1.entry(currency.to_string()).or_default() += minor;
+        // A KYC case puts no money at risk.
+        let risk = match f["currency"].as_str() {
+            Some(currency) => {
+                *e.1.entry(currency.to_string()).or_default() += minor;
+                format!(
+                    "{} {currency}",
+                    switchyard_model::money::decimal(minor, currency).unwrap_or_default()
+                )
+            }
+            None => "-".to_string(),
+        };
         println!(
-            "  {:<22} {:<30} {:<16} {}",
+            "  {:<22} {:<8} {:<38} {:<16} {}",
             kind,
-            r.rsplit('.').next().unwrap_or(r),
-            format!(
-                "{} {currency}",
-                switchyard_model::money::decimal(minor, currency).unwrap_or_default()
-            ),
+            f["domain"].as_str().unwrap_or("?"),
+            r.rsplit('.').next().unwrap_or(&r),
+            risk,
             if is_expected { "yes (injected)" } else { "NO" }
         );
     }
     for (k, r) in &expected {
-        if !stored
-            .iter()
-            .any(|f| f["kind"] == *k && f["internal_reference"] == r.as_str())
-        {
+        if !stored.iter().any(|f| f["kind"] == *k && subject(f) == *r) {
             wrong += 1;
             println!(
-                "  {k:<22} {:<30} missing  <- an injected discrepancy was not found",
+                "  {k:<22} {:<47} missing  <- an injected discrepancy was not found",
                 r.rsplit('.').next().unwrap_or(r)
             );
         }
@@ -653,13 +751,17 @@ async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)])
         "  by kind: {}",
         by_kind
             .iter()
-            .map(|(k, (n, risk))| format!(
-                "{k} {n} ({})",
-                risk.iter()
-                    .map(|(c, m)| format!("{} {c}", switchyard_model::money::decimal(*m, c).unwrap_or_default()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+            .map(|(k, (n, risk))| if risk.is_empty() {
+                format!("{k} {n}")
+            } else {
+                format!(
+                    "{k} {n} ({})",
+                    risk.iter()
+                        .map(|(c, m)| format!("{} {c}", switchyard_model::money::decimal(*m, c).unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ")
     );
@@ -678,7 +780,7 @@ async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)])
     if found.len() != expected.len() {
         wrong += 1;
         println!(
-            "  the run found {} about these payouts, {} expected",
+            "  the run found {} about these payouts and cases, {} expected",
             found.len(),
             expected.len()
         );

@@ -1,7 +1,8 @@
 //! ComplyAdvantage-Mesh-shaped simulator: `POST /v2/token` login, a synchronous create-and-screen
 //! workflow (idempotent for a byte-identical re-send; 409 for a different body with the same
 //! `external_identifier`), cases → alerts → risks, `application/problem+json` errors, 429 with
-//! `Ratelimit-*` headers.
+//! `Ratelimit-*` headers. `GET /v2/workflows/{id}` reads a workflow back; `POST /_sim/screenings/result
+//! {"matcher", "screening_result"}` changes what a customer's screening found, with no notice.
 
 use std::{
     collections::HashMap,
@@ -74,6 +75,8 @@ pub fn router(sim: Sim, cfg: Config) -> Router {
     let api = Router::new()
         .route("/v2/token", post(token))
         .route("/v2/workflows/sync/create-and-screen", post(create_and_screen))
+        .route("/v2/workflows/{id}", get(workflow))
+        .route("/_sim/screenings/result", post(set_result))
         .route("/v2/cases", get(cases))
         .route("/v2/cases/{case}/alerts", get(alerts))
         .route("/v2/cases/{case}/alerts/{alert}/risks", get(risks))
@@ -205,6 +208,49 @@ async fn create_and_screen(State(st): State<St>, h: HeaderMap, body: Bytes) -> R
         },
     );
     Json(response).into_response()
+}
+
+/// `GET /v2/workflows/{id}`: a workflow as its create-and-screen answered it.
+async fn workflow(State(st): State<St>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    if !authorized(&st, &h) {
+        return problem(StatusCode::UNAUTHORIZED, "missing or expired token");
+    }
+    let found = st.customers.lock().ok().and_then(|m| {
+        m.values()
+            .find(|c| c.response["workflow_instance_identifier"] == id.as_str())
+            .map(|c| c.response.clone())
+    });
+    match found {
+        Some(w) => Json(w).into_response(),
+        None => problem(StatusCode::NOT_FOUND, "workflow not found"),
+    }
+}
+
+#[derive(Deserialize)]
+struct SetResult {
+    /// Part of the screened customer's name.
+    matcher: String,
+    screening_result: String,
+}
+
+/// Changes what the screening of the customer whose name contains `matcher` found, where it is,
+/// with no notice (a list refresh that matched the customer later): the partner's record and ours
+/// now disagree. Answers the workflow's id.
+async fn set_result(State(st): State<St>, Json(r): Json<SetResult>) -> Response {
+    if !matches!(r.screening_result.as_str(), "HAS_PROFILES" | "NO_PROFILES") || r.matcher.is_empty() {
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
+    }
+    let Ok(mut m) = st.customers.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    match m.values_mut().find(|c| c.name.contains(&r.matcher)) {
+        Some(c) => {
+            c.response["step_details"]["customer-screening"]["step_output"]["screening_result"] =
+                json!(r.screening_result);
+            Json(json!({"workflow": c.response["workflow_instance_identifier"]})).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 #[derive(Deserialize)]

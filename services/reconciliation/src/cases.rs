@@ -11,6 +11,12 @@
 //!
 //! A partner with no list (the Sumsub shape) is known from results and webhooks: a webhook for a
 //! case no flow of ours knows is the finding it can give.
+//!
+//! AML screenings: each result of ours read back from the partner that keeps them (the Mesh
+//! shape's workflow, [`screening_findings`]): a screening it does not keep is `missing_at_provider`,
+//! one whose profiles it found while we hold it clear (or the reverse) `status_mismatch`. The Mesh
+//! shape de-duplicates customers by our external id, so a screening cannot run twice there; the
+//! Watchman shape is a stateless search, with nothing kept to reconcile.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -19,8 +25,11 @@ use std::{
 };
 
 use sqlx::PgPool;
-use switchyard_model::events::{kyc::KycStatus, reconciliation::FindingKind};
-use switchyard_vendors::kyc::{KycVendor, ListedCase};
+use switchyard_model::events::{aml::ScreeningStatus, kyc::KycStatus, reconciliation::FindingKind};
+use switchyard_vendors::{
+    aml::{AmlVendor, KeptScreening},
+    kyc::{KycVendor, ListedCase},
+};
 
 use crate::store::{self, CaseRequest, CaseSeen, Found};
 
@@ -46,6 +55,16 @@ fn ours(status: &str) -> Verdict {
         "approved" => Verdict::Clear,
         "rejected" => Verdict::Consider,
         _ => Verdict::Open,
+    }
+}
+
+/// The canonical screening status as stored (`ScreeningStatus` in snake case).
+pub fn screening_status_name(s: ScreeningStatus) -> &'static str {
+    match s {
+        ScreeningStatus::Clear => "clear",
+        ScreeningStatus::PossibleMatch => "possible_match",
+        ScreeningStatus::ConfirmedMatch => "confirmed_match",
+        ScreeningStatus::Pending => "pending",
     }
 }
 
@@ -249,6 +268,87 @@ pub async fn findings(
     Ok(out)
 }
 
+/// The finding about one screening of ours read back from its partner (`kept`: what it keeps under
+/// our result's reference; None: nothing), if they disagree. A screening still pending is no
+/// finding.
+pub fn compare_screening(partner: &str, o: &CaseSeen, kept: Option<&KeptScreening>) -> Option<Found> {
+    let ours_hit = match o.status.as_str() {
+        "clear" => false,
+        "possible_match" | "confirmed_match" => true,
+        _ => return None,
+    };
+    let Some(k) = kept else {
+        return Some(Found {
+            domain: "aml",
+            ..found(
+                FindingKind::MissingAtProvider,
+                partner,
+                o.flow_id.as_deref(),
+                Some(&o.provider_reference),
+                format!(
+                    "a screening result of ours names {} at {partner}; it keeps no such screening",
+                    o.provider_reference
+                ),
+                serde_json::json!({"ours": o}),
+            )
+        });
+    };
+    (k.has_profiles != ours_hit).then(|| Found {
+        domain: "aml",
+        ..found(
+            FindingKind::StatusMismatch,
+            partner,
+            o.flow_id.as_deref(),
+            Some(&o.provider_reference),
+            if ours_hit {
+                format!(
+                    "we hold the screening a {}; {partner} keeps it with no profiles",
+                    o.status
+                )
+            } else {
+                format!("we hold the screening clear; {partner} keeps it with profiles found")
+            },
+            serde_json::json!({"partner_record": k.raw, "ours": o}),
+        )
+    })
+}
+
+/// Every AML partner's findings: each screening of ours first seen in the window (older than the
+/// grace) read back from its partner, once it agrees never again. A partner that keeps nothing
+/// (a stateless search) has nothing to reconcile.
+pub async fn screening_findings(
+    pool: &PgPool,
+    partners: &BTreeMap<String, Arc<dyn AmlVendor>>,
+    since: chrono::DateTime<chrono::Utc>,
+    grace: Duration,
+    dry_run: bool,
+    pulled: &mut BTreeMap<String, usize>,
+) -> anyhow::Result<Vec<Found>> {
+    let before = chrono::Utc::now() - chrono::Duration::from_std(grace)?;
+    let mut out = Vec::new();
+    'partners: for (partner, vendor) in partners {
+        let ours = store::unverified_cases(pool, partner, since, before, 5_000).await?;
+        let mut agreed = Vec::new();
+        for o in &ours {
+            let Some(call) = vendor.kept(&o.provider_reference) else {
+                continue 'partners;
+            };
+            let kept = call
+                .await
+                .map_err(|e| anyhow::anyhow!("{partner}: screening {}: {e}", o.provider_reference))?;
+            match compare_screening(partner, o, kept.as_ref()) {
+                Some(f) => out.push(f),
+                None => agreed.push(o.provider_reference.clone()),
+            }
+        }
+        pulled.insert(partner.clone(), ours.len());
+        if !dry_run {
+            store::verified(pool, partner, &agreed).await?;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,6 +465,30 @@ mod tests {
             ..case("c4", None, KycStatus::Review)
         };
         assert!(compare("kyc-a", Some(&[young]), &[], &[], NOW, GRACE).is_empty());
+    }
+
+    #[test]
+    fn a_screening_read_back_disagrees_only_on_profiles_found_or_not() {
+        let kept = |has_profiles| KeptScreening {
+            has_profiles,
+            raw: serde_json::json!({}),
+        };
+        let o = |status: &str| seen("wf-1", Some("f1"), status);
+        assert!(compare_screening("aml-a", &o("clear"), Some(&kept(false))).is_none());
+        assert!(compare_screening("aml-a", &o("possible_match"), Some(&kept(true))).is_none());
+        assert!(
+            compare_screening("aml-a", &o("pending"), None).is_none(),
+            "not decided: no finding"
+        );
+        let f = compare_screening("aml-a", &o("clear"), Some(&kept(true))).unwrap();
+        assert_eq!(
+            (f.kind, f.domain, f.internal_reference.as_deref()),
+            (FindingKind::StatusMismatch, "aml", Some("f1"))
+        );
+        let f = compare_screening("aml-a", &o("confirmed_match"), Some(&kept(false))).unwrap();
+        assert_eq!(f.kind, FindingKind::StatusMismatch);
+        let f = compare_screening("aml-a", &o("clear"), None).unwrap();
+        assert_eq!(f.kind, FindingKind::MissingAtProvider);
     }
 
     #[test]

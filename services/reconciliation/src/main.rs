@@ -5,6 +5,9 @@
 //!   `kyc.results.v1`, `kyc.provider-events.v1`) against each KYC partner's own list of cases
 //!   (`[[kyc_partners]]`; see `cases.rs`): a case no flow knows, a request executed twice, a case
 //!   cleared at the partner and rejected by us (or the reverse), a case of ours the partner lacks.
+//!   AML screenings (`aml.results.v1`) are read back from the partners that keep them
+//!   (`[[aml_partners]]`): one it does not keep, or whose profiles it found while we hold it clear
+//!   (or the reverse).
 //!
 //! * Our side: `payouts.outcomes.v1` (never another service's database) into `payouts_seen`, and
 //!   from `payouts.commands.v1` the last four characters of each payee's account.
@@ -50,12 +53,14 @@ use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use switchyard_model::events::{
     Event,
+    aml::AmlScreeningResult,
     kyc::{KycProviderEvent, KycVerificationRequested, KycVerificationResult},
     payouts::{InitiatePayout, PayoutCompleted, PayoutReversed, PayoutStatus, PayoutStepChanged, flow_id},
 };
 use switchyard_runtime::{Handler, HandlerError, Incoming, Outbox, ServiceConfig, provider::idempotency_key, service};
 use switchyard_vendors::{
     adapter::Partners,
+    aml::AmlVendor,
     kyc::KycVendor,
     payouts::{PayoutVendor, last_four},
     registry,
@@ -92,6 +97,14 @@ impl Default for ReconConfig {
 }
 
 impl App {
+    /// The onboarding partners whose cases and screenings a run reads.
+    fn onboarding(&self) -> matching::Onboarding<'_> {
+        matching::Onboarding {
+            kyc: &self.kyc,
+            aml: &self.aml,
+        }
+    }
+
     /// A run's options: the configuration's, `window_hours` and `grace_seconds` overridden if given.
     fn options(&self, dry_run: bool, window_hours: Option<f64>, grace_seconds: Option<f64>) -> matching::Options {
         let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
@@ -162,6 +175,19 @@ impl Handler for Outcomes {
                 )
                 .await?;
             }
+        } else if let Some(r) = e.as_event::<AmlScreeningResult>() {
+            let r = r.map_err(perm)?;
+            if let Some(reference) = &r.provider_reference {
+                let env = &r.envelope;
+                let flow = (
+                    env.flow_id.as_str(),
+                    env.tenant_id.as_str(),
+                    env.idempotency_key.as_deref(),
+                    r.shadow,
+                );
+                let status = cases::screening_status_name(r.status);
+                store::case_seen(conn, "aml", &r.partner, reference, status, Some(flow)).await?;
+            }
         } else if let Some(p) = e.as_event::<KycProviderEvent>() {
             let p = p.map_err(perm)?;
             let status = cases::status_name(p.status);
@@ -189,10 +215,13 @@ struct RunLabels {
 }
 
 /// `switchyard_reconciliation_findings_open{kind}` (not resolved), `..._findings_new_total{kind}`,
-/// `..._runs_total{result}`, `..._value_at_risk_minor{currency}` (open findings).
+/// `..._runs_total{result}`, `..._value_at_risk_minor{currency}` (open findings),
+/// `..._oldest_open_seconds{kind}` (the age of the oldest finding not resolved: one open past its
+/// age is what an operator is alerted on).
 #[derive(Clone, Default)]
 struct ReconMetrics {
     open: Family<KindLabels, Gauge>,
+    oldest: Family<KindLabels, Gauge>,
     new: Family<KindLabels, Counter>,
     runs: Family<RunLabels, Counter>,
     at_risk: Family<KindLabels, Gauge>,
@@ -213,6 +242,11 @@ impl ReconMetrics {
         );
         m.register("reconciliation_runs", "Reconciliation runs, by result", r.runs.clone());
         m.register(
+            "reconciliation_oldest_open_seconds",
+            "Age of the oldest finding not resolved, by kind",
+            r.oldest.clone(),
+        );
+        m.register(
             "reconciliation_value_at_risk_minor",
             "Amount at risk in open findings, minor units, by currency (label kind holds the currency)",
             r.at_risk.clone(),
@@ -226,14 +260,18 @@ impl ReconMetrics {
                 result: if summary.is_some() { "ok" } else { "failed" }.into(),
             })
             .inc();
-        let open: Result<Vec<(String, i64)>, _> =
-            sqlx::query_as("SELECT kind, count(*) FROM findings WHERE state <> 'resolved' GROUP BY kind")
-                .fetch_all(pool)
-                .await;
+        let open: Result<Vec<(String, i64, i64)>, _> = sqlx::query_as(
+            "SELECT kind, count(*), extract(epoch FROM now() - min(first_seen))::bigint FROM findings \
+             WHERE state <> 'resolved' GROUP BY kind",
+        )
+        .fetch_all(pool)
+        .await;
         if let Ok(rows) = open {
             self.open.clear();
-            for (kind, n) in rows {
-                self.open.get_or_create(&KindLabels { kind }).set(n);
+            self.oldest.clear();
+            for (kind, n, age) in rows {
+                self.open.get_or_create(&KindLabels { kind: kind.clone() }).set(n);
+                self.oldest.get_or_create(&KindLabels { kind }).set(age);
             }
         }
         let risk: Result<Vec<(String, i64)>, _> = sqlx::query_as(
@@ -266,6 +304,8 @@ struct App {
     partners: Arc<Partners<dyn PayoutVendor>>,
     /// KYC partners whose cases are reconciled (`[[kyc_partners]]`, read only).
     kyc: Arc<std::collections::BTreeMap<String, Arc<dyn KycVendor>>>,
+    /// AML partners whose screenings are read back (`[[aml_partners]]`, read only).
+    aml: Arc<std::collections::BTreeMap<String, Arc<dyn AmlVendor>>>,
     cfg: ReconConfig,
     reports_dir: Option<std::path::PathBuf>,
 }
@@ -284,7 +324,7 @@ async fn run_now(
 ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
     let req = body.map(|b| b.0).unwrap_or_default();
     let opts = app.options(req.dry_run, req.window_hours, req.grace_seconds);
-    let result = matching::run(&app.pool, &app.outbox, &app.partners, &app.kyc, &opts).await;
+    let result = matching::run(&app.pool, &app.outbox, &app.partners, &app.onboarding(), &opts).await;
     app.metrics.observe(&app.pool, result.as_ref().ok()).await;
     result
         .map(Json)
@@ -420,6 +460,11 @@ async fn run() -> anyhow::Result<()> {
         let vendor = registry::kyc(&c).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?;
         kyc.insert(c.id.clone(), vendor);
     }
+    let mut aml = std::collections::BTreeMap::new();
+    for c in ServiceConfig::section::<Vec<PartnerConnection>>(file, "aml_partners", Vec::new())? {
+        let vendor = registry::aml(&c).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?;
+        aml.insert(c.id.clone(), vendor);
+    }
     let reports_dir =
         cfg.reports_dir
             .as_ref()
@@ -434,6 +479,7 @@ async fn run() -> anyhow::Result<()> {
         outbox: rt.outbox.clone(),
         partners: Arc::new(partners),
         kyc: Arc::new(kyc),
+        aml: Arc::new(aml),
         cfg: cfg.clone(),
     };
     let topics = [
@@ -442,6 +488,7 @@ async fn run() -> anyhow::Result<()> {
         KycVerificationRequested::TOPIC,
         KycVerificationResult::TOPIC,
         KycProviderEvent::TOPIC,
+        AmlScreeningResult::TOPIC,
     ];
     let consumer = rt.consumer(SERVICE, &topics, Outcomes);
     let scheduled = {
@@ -452,7 +499,7 @@ async fn run() -> anyhow::Result<()> {
             }
             while shutdown.sleep(Duration::from_secs(app.cfg.interval_seconds)).await {
                 let opts = app.options(false, None, None);
-                let result = matching::run(&app.pool, &app.outbox, &app.partners, &app.kyc, &opts).await;
+                let result = matching::run(&app.pool, &app.outbox, &app.partners, &app.onboarding(), &opts).await;
                 app.metrics.observe(&app.pool, result.as_ref().ok()).await;
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "scheduled reconciliation run failed; next one as planned");

@@ -24,6 +24,12 @@ use switchyard_vendors::{
 
 use crate::store::{self, Found, Ours, Resolve};
 
+/// The onboarding partners a run reads: KYC partners' cases, AML partners' screenings.
+pub struct Onboarding<'a> {
+    pub kyc: &'a BTreeMap<String, std::sync::Arc<dyn switchyard_vendors::kyc::KycVendor>>,
+    pub aml: &'a BTreeMap<String, std::sync::Arc<dyn switchyard_vendors::aml::AmlVendor>>,
+}
+
 pub struct Options {
     /// Where partners drop settlement reports (`<dir>/<partner id>/*.csv`), if anywhere.
     pub reports_dir: Option<std::path::PathBuf>,
@@ -587,7 +593,7 @@ pub async fn run(
     pool: &PgPool,
     outbox: &Outbox,
     partners: &Partners<dyn PayoutVendor>,
-    kyc: &BTreeMap<String, std::sync::Arc<dyn switchyard_vendors::kyc::KycVendor>>,
+    onboarding: &Onboarding<'_>,
     opts: &Options,
 ) -> anyhow::Result<serde_json::Value> {
     let now = chrono::Utc::now();
@@ -637,8 +643,11 @@ pub async fn run(
             tol,
         ));
     }
-    // Onboarding's vendor cases.
-    found.extend(crate::cases::findings(pool, kyc, since, opts.grace, &mut pulled).await?);
+    // Onboarding's vendor cases and screenings.
+    found.extend(crate::cases::findings(pool, onboarding.kyc, since, opts.grace, &mut pulled).await?);
+    found.extend(
+        crate::cases::screening_findings(pool, onboarding.aml, since, opts.grace, opts.dry_run, &mut pulled).await?,
+    );
     let mut new = 0usize;
     let mut new_by_kind: BTreeMap<&'static str, usize> = BTreeMap::new();
     // Settlement reports not reconciled yet: each file in one transaction with its findings.

@@ -340,6 +340,39 @@ pub async fn cases_at(
     Ok(rows.iter().map(case_seen_of).collect())
 }
 
+/// Our cases at `partner` (with a flow) first seen between `since` and `before` that no run has
+/// found in agreement with the partner yet, oldest first, at most `limit`.
+pub async fn unverified_cases(
+    pool: &PgPool,
+    partner: &str,
+    since: chrono::DateTime<chrono::Utc>,
+    before: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> Result<Vec<CaseSeen>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT domain, partner, provider_reference, flow_id, tenant_id, request_key, status, shadow, first_seen, \
+         updated_at FROM cases_seen WHERE partner = $1 AND flow_id IS NOT NULL AND verified_at IS NULL \
+         AND first_seen BETWEEN $2 AND $3 ORDER BY first_seen LIMIT $4",
+    )
+    .bind(partner)
+    .bind(since)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(case_seen_of).collect())
+}
+
+/// Cases found in agreement with their partner: not read back again.
+pub async fn verified(pool: &PgPool, partner: &str, references: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE cases_seen SET verified_at = now() WHERE partner = $1 AND provider_reference = ANY($2)")
+        .bind(partner)
+        .bind(references)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Our requests to `partner` named by these keys.
 pub async fn requests_named(pool: &PgPool, partner: &str, keys: &[String]) -> Result<Vec<CaseRequest>, sqlx::Error> {
     let rows = sqlx::query(
@@ -364,7 +397,7 @@ pub async fn requests_named(pool: &PgPool, partner: &str, keys: &[String]) -> Re
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Found {
     pub kind: switchyard_model::events::reconciliation::FindingKind,
-    /// payouts, kyc (aml later).
+    /// payouts, kyc, aml.
     pub domain: &'static str,
     pub partner: String,
     pub internal_reference: Option<String>,

@@ -15,7 +15,7 @@ use super::transformers::{
 };
 use crate::{
     adapter::Recovery,
-    aml::{AmlOutcome, AmlVendor, Subject},
+    aml::{AmlOutcome, AmlVendor, KeptScreening, Subject},
     error::{VendorError, json, send},
 };
 
@@ -158,6 +158,29 @@ impl Mesh {
     }
 }
 
+impl Mesh {
+    /// `GET /v2/workflows/{id}`: the workflow a screening ran as, and what its screening step found.
+    async fn workflow(&self, id: &str) -> Result<Option<KeptScreening>, VendorError> {
+        let url = format!("{}/v2/workflows/{id}", self.cfg.base_url);
+        let raw: serde_json::Value = match self
+            .authorised(|token| self.http.get(&url).bearer_auth(token), false)
+            .await
+        {
+            Ok(r) => json(r).await?,
+            Err(VendorError::Permanent(m)) if m.starts_with("404") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let w: WorkflowResponse = serde_json::from_value(raw.clone())
+            .map_err(|e| VendorError::Permanent(format!("unexpected workflow shape: {e}")))?;
+        let s = screened(&w).map_err(|e| VendorError::Permanent(format!("unexpected workflow shape: {e}")))?;
+        Ok(Some(KeptScreening {
+            has_profiles: s.result == ScreeningResult::HasProfiles,
+            raw: serde_json::json!({"workflow_instance_identifier": w.workflow_instance_identifier,
+                "customer_identifier": s.customer_identifier, "screening_result": raw["step_details"]["customer-screening"]["step_output"]["screening_result"]}),
+        }))
+    }
+}
+
 /// The Mesh customer a screening runs on: one per screening request (`<subject>.<request key>`).
 /// Every flow's screening is fresh (Mesh would replay an earlier flow's screening for a byte-identical
 /// request, and refuse a changed one for an existing external id), while a re-send of the same
@@ -173,6 +196,13 @@ impl AmlVendor for Mesh {
 
     fn screen<'a>(&'a self, subject: &'a Subject) -> BoxFuture<'a, Result<AmlOutcome, VendorError>> {
         Box::pin(self.run(subject))
+    }
+
+    fn kept<'a>(
+        &'a self,
+        provider_reference: &'a str,
+    ) -> Option<BoxFuture<'a, Result<Option<KeptScreening>, VendorError>>> {
+        Some(Box::pin(self.workflow(provider_reference)))
     }
 
     /// Mesh documents its sync create-and-screen as idempotent for a byte-identical request (a

@@ -132,3 +132,42 @@ async fn a_refused_token_is_replaced_once_and_the_screening_sent_again() {
         ]
     );
 }
+
+/// Reconciliation reads a screening back by its workflow: what the screening step found, and a
+/// workflow Mesh does not have (404) is no screening, not an error.
+#[tokio::test]
+async fn a_kept_screening_is_read_back_by_its_workflow() {
+    #![allow(clippy::unwrap_used)]
+    use crate::aml::AmlVendor;
+    const TOKEN: &str = r#"{"access_token":"tok-a","expires_in":3600,"token_type":"Bearer"}"#;
+    let (base, seen) = crate::testing::scripted(vec![
+        (200, TOKEN),
+        (200, fixture!("workflow_has_profiles_prohibited.json")),
+        (200, fixture!("workflow_no_profiles.json")),
+        (404, r#"{"title":"Not Found","detail":"workflow not found"}"#),
+    ])
+    .await;
+    let mesh = super::Mesh::new(super::MeshConfig {
+        partner: "aml-mesh".into(),
+        base_url: base,
+        realm: "r".into(),
+        username: switchyard_runtime::Secret::new("u"),
+        password: switchyard_runtime::Secret::new("p"),
+        screening_configuration: "c".into(),
+        timeout: std::time::Duration::from_secs(5),
+    })
+    .unwrap();
+    let hit = mesh.kept("wf-1").expect("Mesh keeps workflows").await.unwrap().unwrap();
+    assert!(hit.has_profiles);
+    let clear = mesh.kept("wf-2").expect("Mesh keeps workflows").await.unwrap().unwrap();
+    assert!(!clear.has_profiles);
+    assert_eq!(clear.raw["screening_result"], "NO_PROFILES");
+    assert_eq!(
+        mesh.kept("wf-3").unwrap().await.unwrap(),
+        None,
+        "404: Mesh has no such workflow"
+    );
+    let seen = seen.await.unwrap();
+    assert!(seen[1].starts_with("GET /v2/workflows/wf-1 HTTP/1.1"), "{}", seen[1]);
+    assert_eq!(seen.len(), 4, "one token for all");
+}
