@@ -876,3 +876,47 @@ async fn aml_screenings_are_read_back_from_the_partner() {
         "HAS_PROFILES"
     );
 }
+
+/// A settled payout the bank sends back, and the partner's notice of it lost for good: the flow
+/// still holds it settled, the partner's list says failed. Found once, as a status mismatch with no
+/// return reached us; the flow is not touched (a finding never changes money state).
+#[tokio::test]
+async fn a_return_whose_webhook_was_dropped_is_found_from_the_partner_s_list() {
+    let _alone = SERVICE.write().await;
+    let m = Mesh::get();
+    let t = format!("tenant-rw-{}", short_id());
+    let key = m.api_key(&t, "payouts:write,payouts:read");
+    let body = json!({"payout_id": "rw-0", "customer_id": "cust-rw", "amount": {"currency": "EUR", "value": "31.40"},
+        "beneficiary": {"name": "Grace Hopper", "account": {"scheme": "iban", "value": iban_de(fresh_account())}}});
+    let (code, resp) = m.post(&key, "/v1/payouts", &body).await;
+    assert_eq!(code, 202, "{resp}");
+    let p = m.payout_in(&key, "rw-0", &["settled"], WAIT).await;
+    assert_eq!(p["partner"], "payouts-stripe", "{p}");
+    let reference = p["provider_reference"].as_str().unwrap().to_string();
+    let clean = eventually(Duration::from_secs(30), || async {
+        let s = run(&m, json!({"dry_run": true, "grace_seconds": 0})).await;
+        ours(s["found"].as_array().unwrap(), &t).is_empty()
+    })
+    .await;
+    assert!(clean);
+    // Every notice about this payout from now on is lost.
+    m.sim_post(STRIPE, "/_sim/webhooks", json!({"matcher": reference, "drop": true}))
+        .await;
+    m.sim_post(
+        STRIPE,
+        &format!("/_sim/payouts/{reference}/fail"),
+        json!({"failure_code": "account_closed"}),
+    )
+    .await;
+    run(&m, json!({"grace_seconds": 0})).await;
+    let found = stored(&m, &t).await;
+    m.sim_clear(STRIPE).await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(
+        (found[0]["kind"].as_str(), found[0]["provider_reference"].as_str()),
+        (Some("status_mismatch"), Some(reference.as_str()))
+    );
+    assert_eq!(found[0]["evidence"]["partner_record"]["status"], "failed", "{found:#?}");
+    let (_, after) = m.read(&key, "/v1/payouts/rw-0").await;
+    assert_eq!(after["status"], "settled", "the finding changed nothing: {after}");
+}

@@ -59,6 +59,9 @@ pub struct WebhookRule {
     /// Re-deliver an earlier, non-final notice after the final one.
     #[serde(default)]
     pub out_of_order: bool,
+    /// Never deliver it (the vendor's notice is lost for good; only its own records still tell).
+    #[serde(default)]
+    pub drop: bool,
 }
 
 fn one() -> u32 {
@@ -184,6 +187,16 @@ impl Sim {
         let sim = self.clone();
         tokio::spawn(async move {
             let rule = sim.webhook_rule(&body, &key);
+            if rule.as_ref().is_some_and(|r| r.drop) {
+                sim.with(|i| {
+                    i.deliveries.push(Delivery {
+                        url,
+                        status: 0,
+                        body_contains_key: key,
+                    })
+                });
+                return;
+            }
             let (copies, delay) = rule.as_ref().map(|r| (r.copies.max(1), r.delay_ms)).unwrap_or((1, 0));
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
