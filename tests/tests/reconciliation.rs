@@ -605,6 +605,27 @@ async fn report_lines_without_our_reference_are_matched_by_rules() {
     std::fs::remove_file(dir.join(&name)).ok();
 }
 
+/// An onboarding of a clean applicant (a family name of its own) through the mesh, approved with
+/// its KYC at the Onfido-shaped partner and its screening at the Mesh-shaped one: its flow id and
+/// the family name.
+async fn approved(m: &Mesh, key: &str, id: &str) -> (String, String) {
+    let family = format!("Recon{}", short_id());
+    let (status, _, body) = m.submit(key, &applicant(id, "Ada", &family, "UK", "LOW"), None).await;
+    assert_eq!(status, 202, "{body}");
+    let flow = body["id"].as_str().unwrap().to_string();
+    let done = m.decided(key, &flow, WAIT).await;
+    assert_eq!(
+        (
+            done["decision"].as_str(),
+            done["kyc_partner"].as_str(),
+            done["aml_partner"].as_str()
+        ),
+        (Some("approved"), Some("kyc-onfido"), Some("aml-mesh")),
+        "{done}"
+    );
+    (flow, family)
+}
+
 /// The Onfido-shaped partner's own API, as another client of the account would call it.
 async fn onfido(m: &Mesh, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
     let mut r = m
@@ -628,20 +649,8 @@ async fn onfido(m: &Mesh, method: reqwest::Method, path: &str, body: Option<Valu
 async fn kyc_cases_at_the_partner_are_reconciled_with_the_flows() {
     let _alone = SERVICE.write().await;
     let m = Mesh::get();
-    let t = format!("tenant-rk-{}", short_id());
-    let key = m.api_key(&t, "onboarding:write,onboarding:read");
-    let family = format!("Recon{}", short_id());
-    let (status, _, body) = m
-        .submit(&key, &applicant("rk-1", "Ada", &family, "UK", "LOW"), None)
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let flow = body["id"].as_str().unwrap().to_string();
-    let done = m.decided(&key, &flow, WAIT).await;
-    assert_eq!(
-        (done["decision"].as_str(), done["kyc_partner"].as_str()),
-        (Some("approved"), Some("kyc-onfido")),
-        "{done}"
-    );
+    let key = m.api_key(&format!("tenant-rk-{}", short_id()), "onboarding:write,onboarding:read");
+    let (flow, family) = approved(&m, &key, "rk-1").await;
     // The partner's records of it: the applicant (by its family name) and its check.
     let applicants = onfido(&m, reqwest::Method::GET, "/applicants?per_page=500", None).await;
     let applicant = applicants["applicants"]
@@ -777,20 +786,8 @@ async fn kyc_cases_at_the_partner_are_reconciled_with_the_flows() {
 async fn aml_screenings_are_read_back_from_the_partner() {
     let _alone = SERVICE.write().await;
     let m = Mesh::get();
-    let t = format!("tenant-ra-{}", short_id());
-    let key = m.api_key(&t, "onboarding:write,onboarding:read");
-    let family = format!("Screen{}", short_id());
-    let (status, _, body) = m
-        .submit(&key, &applicant("ra-1", "Ada", &family, "UK", "LOW"), None)
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let flow = body["id"].as_str().unwrap().to_string();
-    let done = m.decided(&key, &flow, WAIT).await;
-    assert_eq!(
-        (done["decision"].as_str(), done["aml_partner"].as_str()),
-        (Some("approved"), Some("aml-mesh")),
-        "{done}"
-    );
+    let key = m.api_key(&format!("tenant-ra-{}", short_id()), "onboarding:write,onboarding:read");
+    let (flow, family) = approved(&m, &key, "ra-1").await;
     let about = |s: &Value| -> Vec<Value> {
         s["found"]
             .as_array()
@@ -828,12 +825,7 @@ async fn aml_screenings_are_read_back_from_the_partner() {
     assert!(about(&later).is_empty(), "{later:#}");
 
     // A second onboarding, turned before its first read back: found.
-    let family = format!("Screen{}", short_id());
-    let (_, _, body) = m
-        .submit(&key, &applicant("ra-2", "Ada", &family, "UK", "LOW"), None)
-        .await;
-    let flow2 = body["id"].as_str().unwrap().to_string();
-    m.decided(&key, &flow2, WAIT).await;
+    let (flow2, family) = approved(&m, &key, "ra-2").await;
     let r = m
         .http
         .post(format!("{MESH}/_sim/screenings/result"))
@@ -919,4 +911,63 @@ async fn a_return_whose_webhook_was_dropped_is_found_from_the_partner_s_list() {
     assert_eq!(found[0]["evidence"]["partner_record"]["status"], "failed", "{found:#?}");
     let (_, after) = m.read(&key, "/v1/payouts/rw-0").await;
     assert_eq!(after["status"], "settled", "the finding changed nothing: {after}");
+}
+
+/// A partner whose records cannot be read is left out of the run, named in its summary, and nothing
+/// is concluded about it (its cases are not "missing at the partner"); the other partners are
+/// reconciled as usual, and the run counts as partial.
+#[tokio::test]
+async fn a_partner_that_cannot_be_read_is_left_out_not_concluded_about() {
+    let _alone = SERVICE.write().await;
+    let m = Mesh::get();
+    let key = m.api_key(&format!("tenant-ru-{}", short_id()), "onboarding:write,onboarding:read");
+    let (flow, _) = approved(&m, &key, "ru-1").await;
+    let before = m.metrics("RECONCILIATION_URL").await;
+    m.sim_post(
+        ONFIDO,
+        "/_sim/faults",
+        json!({"matcher": "GET /v3.6/applicants", "fault": {"kind": "error", "status": 503}}),
+    )
+    .await;
+    let s = run(&m, json!({"grace_seconds": 0})).await;
+    m.sim_clear(ONFIDO).await;
+    assert!(
+        s["partners_unavailable"]["kyc-onfido"]
+            .as_str()
+            .is_some_and(|e| e.contains("503")),
+        "{s:#}"
+    );
+    assert!(
+        s["partner_records"]["payouts-stripe"].is_u64(),
+        "the others are read: {s:#}"
+    );
+    assert!(
+        !s["found"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["partner"] == "kyc-onfido"),
+        "nothing concluded about the partner left out: {s:#}"
+    );
+    let partial = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("switchyard_reconciliation_runs_total") && l.contains("result=\"partial\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let after = m.metrics("RECONCILIATION_URL").await;
+    assert_eq!(partial(&after), partial(&before) + 1.0, "{after}");
+    // Readable again: the flow's case is there, in agreement (once its result has reached the
+    // service).
+    let agreed = eventually(Duration::from_secs(30), || async {
+        let s = run(&m, json!({"dry_run": true, "grace_seconds": 0})).await;
+        s["partners_unavailable"].as_object().unwrap().is_empty()
+            && !s["found"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["internal_reference"] == flow.as_str())
+    })
+    .await;
+    assert!(agreed);
 }

@@ -227,27 +227,39 @@ pub fn compare(
     out
 }
 
+/// What a run read from each partner: records read, and the partners it could not read (left out).
+pub struct Reads<'a> {
+    pub pulled: &'a mut BTreeMap<String, usize>,
+    pub unavailable: &'a mut BTreeMap<String, String>,
+}
+
 /// Every KYC partner's findings, its list read from `since` (cases first seen before then are not
-/// missed: the list does not reach back that far).
+/// missed: the list does not reach back that far). A partner whose list cannot be read is left out.
 pub async fn findings(
     pool: &PgPool,
     partners: &BTreeMap<String, Arc<dyn KycVendor>>,
     since: chrono::DateTime<chrono::Utc>,
     grace: Duration,
-    pulled: &mut BTreeMap<String, usize>,
+    reads: &mut Reads<'_>,
 ) -> anyhow::Result<Vec<Found>> {
     let now = chrono::Utc::now().timestamp_millis();
     let mut out = Vec::new();
-    for (partner, vendor) in partners {
+    'partners: for (partner, vendor) in partners {
         let mut listed: Option<Vec<ListedCase>> = None;
         let mut cursor: Option<String> = None;
         loop {
             let Some(call) = vendor.list(since.timestamp_millis(), cursor.as_deref()) else {
                 break;
             };
-            let page = call
-                .await
-                .map_err(|e| anyhow::anyhow!("{partner}: its list of cases: {e}"))?;
+            let page = match call.await {
+                Ok(page) => page,
+                Err(e) => {
+                    reads
+                        .unavailable
+                        .insert(partner.clone(), format!("its list of cases: {e}"));
+                    continue 'partners;
+                }
+            };
             listed.get_or_insert_with(Vec::new).extend(page.items);
             match page.next {
                 Some(n) => cursor = Some(n),
@@ -262,7 +274,9 @@ pub async fn findings(
             .collect();
         let seen = store::cases_at(pool, partner, since, &refs).await?;
         let requests = store::requests_named(pool, partner, &keys).await?;
-        pulled.insert(partner.clone(), listed.as_ref().map_or(0, Vec::len));
+        reads
+            .pulled
+            .insert(partner.clone(), listed.as_ref().map_or(0, Vec::len));
         out.extend(compare(partner, listed.as_deref(), &seen, &requests, now, grace));
     }
     Ok(out)
@@ -315,14 +329,15 @@ pub fn compare_screening(partner: &str, o: &CaseSeen, kept: Option<&KeptScreenin
 
 /// Every AML partner's findings: each screening of ours first seen in the window (older than the
 /// grace) read back from its partner, once it agrees never again. A partner that keeps nothing
-/// (a stateless search) has nothing to reconcile.
+/// (a stateless search) has nothing to reconcile; one that cannot be read is left out (what it
+/// answered before the failure stands).
 pub async fn screening_findings(
     pool: &PgPool,
     partners: &BTreeMap<String, Arc<dyn AmlVendor>>,
     since: chrono::DateTime<chrono::Utc>,
     grace: Duration,
     dry_run: bool,
-    pulled: &mut BTreeMap<String, usize>,
+    reads: &mut Reads<'_>,
 ) -> anyhow::Result<Vec<Found>> {
     let before = chrono::Utc::now() - chrono::Duration::from_std(grace)?;
     let mut out = Vec::new();
@@ -333,15 +348,21 @@ pub async fn screening_findings(
             let Some(call) = vendor.kept(&o.provider_reference) else {
                 continue 'partners;
             };
-            let kept = call
-                .await
-                .map_err(|e| anyhow::anyhow!("{partner}: screening {}: {e}", o.provider_reference))?;
+            let kept = match call.await {
+                Ok(k) => k,
+                Err(e) => {
+                    reads
+                        .unavailable
+                        .insert(partner.clone(), format!("screening {}: {e}", o.provider_reference));
+                    break;
+                }
+            };
             match compare_screening(partner, o, kept.as_ref()) {
                 Some(f) => out.push(f),
                 None => agreed.push(o.provider_reference.clone()),
             }
         }
-        pulled.insert(partner.clone(), ours.len());
+        reads.pulled.insert(partner.clone(), ours.len());
         if !dry_run {
             store::verified(pool, partner, &agreed).await?;
         }

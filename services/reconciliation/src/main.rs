@@ -158,35 +158,30 @@ impl Handler for Outcomes {
         } else if let Some(r) = e.as_event::<KycVerificationResult>() {
             let r = r.map_err(perm)?;
             if let Some(reference) = &r.provider_reference {
-                let env = &r.envelope;
-                let flow = (
-                    env.flow_id.as_str(),
-                    env.tenant_id.as_str(),
-                    env.idempotency_key.as_deref(),
-                    r.shadow,
-                );
+                let status = cases::status_name(r.status);
                 store::case_seen(
                     conn,
                     "kyc",
                     &r.partner,
                     reference,
-                    cases::status_name(r.status),
-                    Some(flow),
+                    status,
+                    Some((&r.envelope, r.shadow)),
                 )
                 .await?;
             }
         } else if let Some(r) = e.as_event::<AmlScreeningResult>() {
             let r = r.map_err(perm)?;
             if let Some(reference) = &r.provider_reference {
-                let env = &r.envelope;
-                let flow = (
-                    env.flow_id.as_str(),
-                    env.tenant_id.as_str(),
-                    env.idempotency_key.as_deref(),
-                    r.shadow,
-                );
                 let status = cases::screening_status_name(r.status);
-                store::case_seen(conn, "aml", &r.partner, reference, status, Some(flow)).await?;
+                store::case_seen(
+                    conn,
+                    "aml",
+                    &r.partner,
+                    reference,
+                    status,
+                    Some((&r.envelope, r.shadow)),
+                )
+                .await?;
             }
         } else if let Some(p) = e.as_event::<KycProviderEvent>() {
             let p = p.map_err(perm)?;
@@ -255,11 +250,12 @@ impl ReconMetrics {
     }
 
     async fn observe(&self, pool: &PgPool, summary: Option<&serde_json::Value>) {
-        self.runs
-            .get_or_create(&RunLabels {
-                result: if summary.is_some() { "ok" } else { "failed" }.into(),
-            })
-            .inc();
+        let result = match summary {
+            None => "failed",
+            Some(s) if s["partners_unavailable"].as_object().is_some_and(|u| !u.is_empty()) => "partial",
+            Some(_) => "ok",
+        };
+        self.runs.get_or_create(&RunLabels { result: result.into() }).inc();
         let open: Result<Vec<(String, i64, i64)>, _> = sqlx::query_as(
             "SELECT kind, count(*), extract(epoch FROM now() - min(first_seen))::bigint FROM findings \
              WHERE state <> 'resolved' GROUP BY kind",

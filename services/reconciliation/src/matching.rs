@@ -607,17 +607,26 @@ pub async fn run(
     let mut pulled: BTreeMap<String, usize> = BTreeMap::new();
     let mut ids: Vec<String> = partners.ids().cloned().collect();
     ids.sort();
-    for partner in &ids {
+    // A partner whose records cannot be read is left out of this run (nothing about it is
+    // concluded, its absence least of all) and named in the summary; the others go on.
+    let mut unavailable: BTreeMap<String, String> = BTreeMap::new();
+    'partners: for partner in &ids {
         let vendor = partners.get(partner).map_err(|f| anyhow::anyhow!(f.message))?;
         let mut theirs: Vec<ListedPayout> = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let page = partners
+            let page = match partners
                 .call(partner, "list", || {
                     vendor.list(since.timestamp_millis(), cursor.as_deref())
                 })
                 .await
-                .map_err(|f| anyhow::anyhow!("{partner}: {} ({})", f.message, f.code))?;
+            {
+                Ok(page) => page,
+                Err(f) => {
+                    unavailable.insert(partner.clone(), format!("{} ({})", f.message, f.code));
+                    continue 'partners;
+                }
+            };
             theirs.extend(page.items);
             match page.next {
                 Some(n) => cursor = Some(n),
@@ -644,9 +653,13 @@ pub async fn run(
         ));
     }
     // Onboarding's vendor cases and screenings.
-    found.extend(crate::cases::findings(pool, onboarding.kyc, since, opts.grace, &mut pulled).await?);
+    let mut reads = crate::cases::Reads {
+        pulled: &mut pulled,
+        unavailable: &mut unavailable,
+    };
+    found.extend(crate::cases::findings(pool, onboarding.kyc, since, opts.grace, &mut reads).await?);
     found.extend(
-        crate::cases::screening_findings(pool, onboarding.aml, since, opts.grace, opts.dry_run, &mut pulled).await?,
+        crate::cases::screening_findings(pool, onboarding.aml, since, opts.grace, opts.dry_run, &mut reads).await?,
     );
     let mut new = 0usize;
     let mut new_by_kind: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -759,7 +772,7 @@ pub async fn run(
     let summary = serde_json::json!({
         "files": files,
         "run": run_id, "dry_run": opts.dry_run, "window_hours": opts.window.as_secs_f64() / 3600.0,
-        "partner_records": pulled, "findings": found.len(), "new_findings": new, "new_by_kind": new_by_kind,
+        "partner_records": pulled, "partners_unavailable": unavailable, "findings": found.len(), "new_findings": new, "new_by_kind": new_by_kind,
         "by_kind": by_kind, "value_at_risk_minor": at_risk,
         "found": found.iter().map(|f| serde_json::json!({"kind": f.kind.as_str(), "domain": f.domain, "partner": f.partner,
             "internal_reference": f.internal_reference, "provider_reference": f.provider_reference, "detail": f.detail}))

@@ -269,18 +269,24 @@ pub async fn case_requested(
     Ok(())
 }
 
-/// What a case is known to be: from a result (`flow` given) or a webhook (none). A final status
-/// (approved, rejected) is never replaced by a passing one.
+/// What a case is known to be: from a result (its envelope names the flow, tenant and request key;
+/// `shadow` as the result says) or a webhook (none). A final status (approved, rejected) is never
+/// replaced by a passing one.
 pub async fn case_seen(
     conn: &mut PgConnection,
     domain: &str,
     partner: &str,
     reference: &str,
     status: &str,
-    flow: Option<(&str, &str, Option<&str>, bool)>,
+    result: Option<(&switchyard_model::Envelope, bool)>,
 ) -> R<()> {
-    let (flow_id, tenant, key, shadow) = match flow {
-        Some((f, t, k, s)) => (Some(f), Some(t), k, s),
+    let (flow_id, tenant, key, shadow) = match result {
+        Some((e, s)) => (
+            Some(e.flow_id.as_str()),
+            Some(e.tenant_id.as_str()),
+            e.idempotency_key.as_deref(),
+            s,
+        ),
         None => (None, None, None, false),
     };
     sqlx::query(

@@ -95,16 +95,7 @@ async fn a_refused_token_is_replaced_once_and_the_screening_sent_again() {
         (200, fixture!("workflow_no_profiles.json")),
     ])
     .await;
-    let mesh = super::Mesh::new(super::MeshConfig {
-        partner: "aml-mesh".into(),
-        base_url: base,
-        realm: "r".into(),
-        username: switchyard_runtime::Secret::new("u"),
-        password: switchyard_runtime::Secret::new("p"),
-        screening_configuration: "c".into(),
-        timeout: std::time::Duration::from_secs(5),
-    })
-    .unwrap();
+    let mesh = mesh(base);
     let subject = Subject {
         subject_id: "s-1".into(),
         idempotency_key: "sy-1".into(),
@@ -147,16 +138,7 @@ async fn a_kept_screening_is_read_back_by_its_workflow() {
         (404, r#"{"title":"Not Found","detail":"workflow not found"}"#),
     ])
     .await;
-    let mesh = super::Mesh::new(super::MeshConfig {
-        partner: "aml-mesh".into(),
-        base_url: base,
-        realm: "r".into(),
-        username: switchyard_runtime::Secret::new("u"),
-        password: switchyard_runtime::Secret::new("p"),
-        screening_configuration: "c".into(),
-        timeout: std::time::Duration::from_secs(5),
-    })
-    .unwrap();
+    let mesh = mesh(base);
     let hit = mesh.kept("wf-1").expect("Mesh keeps workflows").await.unwrap().unwrap();
     assert!(hit.has_profiles);
     let clear = mesh.kept("wf-2").expect("Mesh keeps workflows").await.unwrap().unwrap();
@@ -170,4 +152,19 @@ async fn a_kept_screening_is_read_back_by_its_workflow() {
     let seen = seen.await.unwrap();
     assert!(seen[1].starts_with("GET /v2/workflows/wf-1 HTTP/1.1"), "{}", seen[1]);
     assert_eq!(seen.len(), 4, "one token for all");
+}
+
+/// The client against a recorded server at `base`.
+fn mesh(base: String) -> super::Mesh {
+    #![allow(clippy::unwrap_used)]
+    super::Mesh::new(super::MeshConfig {
+        partner: "aml-mesh".into(),
+        base_url: base,
+        realm: "r".into(),
+        username: switchyard_runtime::Secret::new("u"),
+        password: switchyard_runtime::Secret::new("p"),
+        screening_configuration: "c".into(),
+        timeout: std::time::Duration::from_secs(5),
+    })
+    .unwrap()
 }
