@@ -186,6 +186,10 @@ pub async fn bench(lines: usize, inject: usize) -> anyhow::Result<ExitCode> {
         switchyard_runtime::registry::RegistryClient::new(env.var("SCHEMA_REGISTRY_URL")?, Duration::from_secs(10))?,
     );
     let producer = switchyard_runtime::kafka::producer(env.var("KAFKA_BOOTSTRAP_SERVERS")?, "bench-recon")?;
+    // The schema's id once, before thousands of encodes ask the registry at the same moment.
+    codec
+        .encode(PayoutCompleted::TOPIC, &EventRecord::of(&payout(0))?)
+        .await?;
     let started = Instant::now();
     let sent: Vec<anyhow::Result<()>> = futures::stream::iter(0..lines)
         .map(|i| {
