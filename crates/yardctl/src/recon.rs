@@ -73,6 +73,9 @@ pub async fn run(command: ReconCommand, url: &str) -> anyhow::Result<ExitCode> {
                 s["findings"],
                 s["new_findings"]
             );
+            if let Some(u) = s["partners_unavailable"].as_object().filter(|u| !u.is_empty()) {
+                println!("left out (could not be read): {}", Value::Object(u.clone()));
+            }
             println!("by kind: {}", s["by_kind"]);
             println!("value at risk (minor units): {}", s["value_at_risk_minor"]);
         }
