@@ -145,7 +145,8 @@ pub async fn run(command: ReconCommand, url: &str) -> anyhow::Result<ExitCode> {
 /// settlement report of as many lines dropped where the partner drops its reports: `inject` lines
 /// one cent off (each must be an amount mismatch) and `inject` lines that lost our reference (each
 /// must be matched by the rules, amount and date). One run through the service's API. Prints
-/// events/s taken in, lines/s reconciled, findings found vs injected; asserts nothing.
+/// events/s taken in, lines/s reconciled, findings found vs injected; asserts nothing. Its
+/// synthetic payouts are removed from the service's tables afterwards.
 pub async fn bench(lines: usize, inject: usize) -> anyhow::Result<ExitCode> {
     use futures::StreamExt;
     use switchyard_model::{
@@ -297,6 +298,16 @@ pub async fn bench(lines: usize, inject: usize) -> anyhow::Result<ExitCode> {
         lines as f64 / (file_ms / 1000.0).max(1e-9)
     );
     println!("matched by rule: {}", file["matched_by_rule"]);
+    // The bench's payouts are synthetic (no partner paid them): left behind, every later run
+    // would find each one missing at the partner. They go, with what the run made of them.
+    let ours = format!("{}.{tenant}.%", tenant.len());
+    for sql in [
+        "DELETE FROM findings WHERE internal_reference LIKE $1",
+        "DELETE FROM line_matches WHERE flow_id LIKE $1",
+        "DELETE FROM payouts_seen WHERE flow_id LIKE $1",
+    ] {
+        sqlx::query(sql).bind(&ours).execute(&db).await?;
+    }
     let by_rule = &file["matched_by_rule"];
     let right = file["findings"].as_u64() == Some(off as u64)
         && by_rule["amount_date"].as_u64() == Some(unnamed as u64)
