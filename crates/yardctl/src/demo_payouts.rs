@@ -689,7 +689,7 @@ async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)])
     let stored: Value = env.http.get(format!("{recon}/findings")).send().await?.json().await?;
     let stored = about_us(&stored["findings"]);
     println!(
-        "  run {}: {} partner records, {} new report files; {} findings about this run's payouts, {} about others (earlier runs, tests that pay without a flow)",
+        "  run {}: {} partner records, {} new report files; {} findings about this run's payouts and onboarding, {} about others (earlier runs, tests that pay without a flow)",
         summary["run"],
         summary["partner_records"]
             .as_object()
