@@ -43,6 +43,8 @@ demo: services
 	@$(ENV) && $(YARDCTL) demo
 
 test: up build
+	@# Alert rules: valid, each firing and not firing as its promtool tests say, each with its runbook.
+	@deploy/prometheus/check.sh
 	@$(ENV) && $(YARDCTL) schemas check
 	@local-stack/services.sh start
 	@# Bounded: a hung test fails the run instead of holding CI until its own limit.
