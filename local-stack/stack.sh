@@ -280,18 +280,33 @@ set_registry_rule() {
 
 start_prometheus() {
   command -v prometheus >/dev/null || { log "prometheus not installed; skipping"; return 0; }
-  if pid_alive prometheus; then log "Prometheus already running on :$PROMETHEUS_PORT"; return 0; fi
   local dir="$DATA/prometheus" targets=""
   mkdir -p "$dir/tsdb"
   for s in "${SERVICES[@]}"; do targets+="'127.0.0.1:${SERVICE_PORT[$s]}', "; done
-  cat >"$dir/prometheus.yml" <<EOF
+  # The project's alert rules are evaluated here too (the demo reads what fired).
+  cat >"$dir/prometheus.yml.new" <<EOF
 global:
   scrape_interval: 5s
+  evaluation_interval: 15s
+rule_files:
+  - '$HERE/../deploy/prometheus/rules/*.yml'
 scrape_configs:
   - job_name: switchyard
     static_configs:
       - targets: [${targets%, }]
 EOF
+  if pid_alive prometheus; then
+    if ! cmp -s "$dir/prometheus.yml.new" "$dir/prometheus.yml"; then
+      mv "$dir/prometheus.yml.new" "$dir/prometheus.yml"
+      kill -HUP "$(cat "$RUN/prometheus.pid")"
+      log "Prometheus already running on :$PROMETHEUS_PORT; configuration reloaded"
+    else
+      rm -f "$dir/prometheus.yml.new"
+      log "Prometheus already running on :$PROMETHEUS_PORT"
+    fi
+    return 0
+  fi
+  mv "$dir/prometheus.yml.new" "$dir/prometheus.yml"
   log "starting Prometheus on :$PROMETHEUS_PORT"
   start_bg prometheus "$LOGS/prometheus.log" prometheus --config.file="$dir/prometheus.yml" \
     --storage.tsdb.path="$dir/tsdb" --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
