@@ -338,7 +338,7 @@ pub async fn run(env: &Env, run: &str) -> anyhow::Result<bool> {
     println!(
         "phase 3: a payout in doubt (paid, answer lost, the adapter's own question refused), then the key expires"
     );
-    let doubt_flow = format!("{}.{TENANT}.{}", TENANT.len(), id("doubt"));
+    let doubt_flow = switchyard_model::events::payouts::flow_id(TENANT, &id("doubt"));
     env.sim(
         STRIPE,
         "/_sim/faults",
@@ -405,7 +405,7 @@ pub async fn run(env: &Env, run: &str) -> anyhow::Result<bool> {
     let mut ledger_of: HashMap<String, (u64, u64)> = HashMap::new();
     for (pid, c) in &cases {
         let p = env.payout(&key, pid).await?;
-        let flow = format!("{}.{TENANT}.{pid}", TENANT.len());
+        let flow = switchyard_model::events::payouts::flow_id(TENANT, pid);
         let count = |v: Value| v["counts"]["payout"].as_u64().unwrap_or(0);
         let w = count(
             env.http
@@ -597,7 +597,7 @@ async fn kyc_cases(env: &Env, prefix: &str) -> anyhow::Result<(String, String, S
 /// the value at risk, the injected ones marked expected; returns how many checks disagree.
 async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)]) -> anyhow::Result<usize> {
     let recon = env.var("RECONCILIATION_URL")?.to_string();
-    let flow = |id: &str| format!("{}.{TENANT}.{id}", TENANT.len());
+    let flow = |id: &str| switchyard_model::events::payouts::flow_id(TENANT, id);
     let (kyc_flow, check, stray) = kyc_cases(env, prefix).await?;
     // What a finding is about: our flow, or the partner's reference when no flow of ours has it.
     let subject = |f: &Value| -> String {

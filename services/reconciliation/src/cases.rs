@@ -80,6 +80,7 @@ pub fn status_name(s: KycStatus) -> &'static str {
 }
 
 fn found(
+    domain: &'static str,
     kind: FindingKind,
     partner: &str,
     flow: Option<&str>,
@@ -89,7 +90,7 @@ fn found(
 ) -> Found {
     Found {
         kind,
-        domain: "kyc",
+        domain,
         partner: partner.to_string(),
         internal_reference: flow.map(str::to_string),
         provider_reference: reference.map(str::to_string),
@@ -123,6 +124,7 @@ pub fn compare(
         for o in ours_seen {
             if o.flow_id.is_none() && old(o.first_seen.timestamp_millis()) {
                 out.push(found(
+                    "kyc",
                     FindingKind::MissingInternally,
                     partner,
                     None,
@@ -144,6 +146,7 @@ pub fn compare(
         if ts.len() > 1 {
             let flow = by_key.get(key).map(|r| r.flow_id.as_str());
             out.push(found(
+                    "kyc",
                 FindingKind::DuplicateExecution,
                 partner,
                 flow.or(Some(key)),
@@ -182,6 +185,7 @@ pub fn compare(
                     None => format!("{partner} has a case no flow of ours knows ({:?})", t.status),
                 };
                 out.push(found(
+                    "kyc",
                     FindingKind::MissingInternally,
                     partner,
                     request.map(|r| r.flow_id.as_str()),
@@ -195,6 +199,7 @@ pub fn compare(
                 let (we, they) = (ours(&o.status), theirs(t.status));
                 if we != Verdict::Open && they != Verdict::Open && we != they {
                     out.push(found(
+                        "kyc",
                         FindingKind::StatusMismatch,
                         partner,
                         o.flow_id.as_deref(),
@@ -206,12 +211,14 @@ pub fn compare(
             }
         }
     }
+    let listed_refs: std::collections::HashSet<&str> = listed.iter().map(|t| t.provider_reference.as_str()).collect();
     for o in ours_seen {
         if o.flow_id.is_some()
             && old(o.first_seen.timestamp_millis())
-            && !listed.iter().any(|t| t.provider_reference == o.provider_reference)
+            && !listed_refs.contains(o.provider_reference.as_str())
         {
             out.push(found(
+                "kyc",
                 FindingKind::MissingAtProvider,
                 partner,
                 o.flow_id.as_deref(),
@@ -292,24 +299,22 @@ pub fn compare_screening(partner: &str, o: &CaseSeen, kept: Option<&KeptScreenin
         _ => return None,
     };
     let Some(k) = kept else {
-        return Some(Found {
-            domain: "aml",
-            ..found(
-                FindingKind::MissingAtProvider,
-                partner,
-                o.flow_id.as_deref(),
-                Some(&o.provider_reference),
-                format!(
-                    "a screening result of ours names {} at {partner}; it keeps no such screening",
-                    o.provider_reference
-                ),
-                serde_json::json!({"ours": o}),
-            )
-        });
+        return Some(found(
+            "aml",
+            FindingKind::MissingAtProvider,
+            partner,
+            o.flow_id.as_deref(),
+            Some(&o.provider_reference),
+            format!(
+                "a screening result of ours names {} at {partner}; it keeps no such screening",
+                o.provider_reference
+            ),
+            serde_json::json!({"ours": o}),
+        ));
     };
-    (k.has_profiles != ours_hit).then(|| Found {
-        domain: "aml",
-        ..found(
+    (k.has_profiles != ours_hit).then(|| {
+        found(
+            "aml",
             FindingKind::StatusMismatch,
             partner,
             o.flow_id.as_deref(),

@@ -220,6 +220,7 @@ pub fn compare(
         }
     }
     // Ours, paid at this partner, that its list does not have.
+    let listed: std::collections::HashSet<&str> = theirs.iter().map(|t| t.provider_reference.as_str()).collect();
     for o in ours {
         if o.partner.as_deref() != Some(partner) || !matches!(o.status.as_str(), "settled" | "returned") {
             continue;
@@ -227,7 +228,7 @@ pub fn compare(
         let Some(r) = o.provider_reference.as_deref() else {
             continue;
         };
-        if theirs.iter().any(|t| t.provider_reference == r) || o.updated_at.timestamp_millis() > now_ms - grace_ms {
+        if listed.contains(r) || o.updated_at.timestamp_millis() > now_ms - grace_ms {
             continue;
         }
         out.push(Found {

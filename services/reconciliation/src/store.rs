@@ -88,6 +88,19 @@ pub async fn reversed(conn: &mut PgConnection, flow_id: &str) -> R<()> {
     Ok(())
 }
 
+/// `SELECT` of our side of each payout as [`ours`] reads it (the payee's last four characters
+/// joined in), then `$rest`: one static statement each.
+macro_rules! select_ours {
+    ($before:literal, $rest:literal) => {
+        concat!(
+            $before,
+            "SELECT flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency, \
+             reversed, step, last_four, first_seen, updated_at FROM payouts_seen p LEFT JOIN counterparties USING (flow_id) ",
+            $rest
+        )
+    };
+}
+
 fn ours(r: &sqlx::postgres::PgRow) -> Ours {
     Ours {
         flow_id: r.get("flow_id"),
@@ -112,25 +125,20 @@ pub async fn ours_at(
     partner: &str,
     since: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<Ours>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency, reversed, \
-         step, last_four, first_seen, updated_at FROM payouts_seen LEFT JOIN counterparties USING (flow_id) \
-         WHERE partner = $1 AND first_seen >= $2",
-    )
-    .bind(partner)
-    .bind(since)
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(select_ours!("", "WHERE partner = $1 AND first_seen >= $2"))
+        .bind(partner)
+        .bind(since)
+        .fetch_all(pool)
+        .await?;
     Ok(rows.iter().map(ours).collect())
 }
 
 /// Our payouts named by the partner's references or by flow ids (any partner, any age).
 pub async fn ours_named(pool: &PgPool, references: &[String], flows: &[String]) -> Result<Vec<Ours>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency, reversed, \
-         step, last_four, first_seen, updated_at FROM payouts_seen LEFT JOIN counterparties USING (flow_id) \
-         WHERE provider_reference = ANY($1) OR flow_id = ANY($2)",
-    )
+    let rows = sqlx::query(select_ours!(
+        "",
+        "WHERE provider_reference = ANY($1) OR flow_id = ANY($2)"
+    ))
     .bind(references)
     .bind(flows)
     .fetch_all(pool)
@@ -160,16 +168,14 @@ pub async fn unmatched(
     let ceilings: Vec<i64> = lines.iter().map(|l| l.ceiling).collect();
     let froms: Vec<_> = lines.iter().map(|l| l.from).collect();
     let tos: Vec<_> = lines.iter().map(|l| l.to).collect();
-    let rows = sqlx::query(
-        "SELECT DISTINCT ON (c.flow_id) c.* FROM unnest($2::text[], $3::bigint[], $4::timestamptz[], $5::timestamptz[]) \
-         AS l(currency, ceiling, f, t) CROSS JOIN LATERAL ( \
-           SELECT flow_id, tenant_id, payout_id, partner, provider_reference, status, amount_minor, currency, \
-           reversed, step, last_four, first_seen, updated_at FROM payouts_seen p LEFT JOIN counterparties USING (flow_id) \
-           WHERE p.partner = $1 AND p.status = 'settled' AND p.currency = l.currency AND p.amount_minor <= l.ceiling \
-           AND p.updated_at BETWEEN l.f AND l.t \
-           AND NOT EXISTS (SELECT 1 FROM line_matches m WHERE m.flow_id = p.flow_id) \
-           ORDER BY p.amount_minor DESC LIMIT $6) c",
-    )
+    let rows = sqlx::query(select_ours!(
+        "SELECT DISTINCT ON (c.flow_id) c.* FROM unnest($2::text[], $3::bigint[], $4::timestamptz[], \
+             $5::timestamptz[]) AS l(currency, ceiling, f, t) CROSS JOIN LATERAL (",
+        "WHERE p.partner = $1 AND p.status = 'settled' AND p.currency = l.currency AND p.amount_minor <= l.ceiling \
+             AND p.updated_at BETWEEN l.f AND l.t \
+             AND NOT EXISTS (SELECT 1 FROM line_matches m WHERE m.flow_id = p.flow_id) \
+             ORDER BY p.amount_minor DESC LIMIT $6) c"
+    ))
     .bind(partner)
     .bind(&currencies)
     .bind(&ceilings)
@@ -311,6 +317,17 @@ pub async fn case_seen(
     Ok(())
 }
 
+/// `SELECT` of a case as [`case_seen_of`] reads it, then `$rest`.
+macro_rules! select_cases {
+    ($rest:literal) => {
+        concat!(
+            "SELECT domain, partner, provider_reference, flow_id, tenant_id, request_key, status, shadow, first_seen, \
+             updated_at FROM cases_seen ",
+            $rest
+        )
+    };
+}
+
 fn case_seen_of(r: &sqlx::postgres::PgRow) -> CaseSeen {
     CaseSeen {
         domain: r.get("domain"),
@@ -334,10 +351,9 @@ pub async fn cases_at(
     since: chrono::DateTime<chrono::Utc>,
     references: &[String],
 ) -> Result<Vec<CaseSeen>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT domain, partner, provider_reference, flow_id, tenant_id, request_key, status, shadow, first_seen, \
-         updated_at FROM cases_seen WHERE partner = $1 AND (first_seen >= $2 OR provider_reference = ANY($3))",
-    )
+    let rows = sqlx::query(select_cases!(
+        "WHERE partner = $1 AND (first_seen >= $2 OR provider_reference = ANY($3))"
+    ))
     .bind(partner)
     .bind(since)
     .bind(references)
@@ -355,11 +371,10 @@ pub async fn unverified_cases(
     before: chrono::DateTime<chrono::Utc>,
     limit: i64,
 ) -> Result<Vec<CaseSeen>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT domain, partner, provider_reference, flow_id, tenant_id, request_key, status, shadow, first_seen, \
-         updated_at FROM cases_seen WHERE partner = $1 AND flow_id IS NOT NULL AND verified_at IS NULL \
-         AND first_seen BETWEEN $2 AND $3 ORDER BY first_seen LIMIT $4",
-    )
+    let rows = sqlx::query(select_cases!(
+        "WHERE partner = $1 AND flow_id IS NOT NULL AND verified_at IS NULL \
+             AND first_seen BETWEEN $2 AND $3 ORDER BY first_seen LIMIT $4"
+    ))
     .bind(partner)
     .bind(since)
     .bind(before)

@@ -210,3 +210,25 @@ pub trait PayoutVendor: Send + Sync {
         ))
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{SettlementKind, SettlementLine};
+
+    /// A report's lines as contract tests compare them: kind, the partner's reference, ours, amount
+    /// in minor units, currency.
+    pub(crate) fn summary(lines: &[SettlementLine]) -> Vec<(SettlementKind, &str, Option<&str>, i64, &str)> {
+        lines
+            .iter()
+            .map(|l| {
+                (
+                    l.kind,
+                    l.provider_reference.as_str(),
+                    l.our_reference.as_deref(),
+                    l.amount.amount_minor,
+                    l.amount.currency.as_str(),
+                )
+            })
+            .collect()
+    }
+}

@@ -292,18 +292,7 @@ fn the_settlement_report_reads_into_canonical_lines() {
     let lines = stripe("http://127.0.0.1:1".into())
         .parse_report(fixture!("report_itemized.csv"))
         .unwrap();
-    let got: Vec<_> = lines
-        .iter()
-        .map(|l| {
-            (
-                l.kind,
-                l.provider_reference.as_str(),
-                l.our_reference.as_deref(),
-                l.amount.amount_minor,
-                l.amount.currency.as_str(),
-            )
-        })
-        .collect();
+    let got = crate::payouts::testing::summary(&lines);
     assert_eq!(
         got,
         [

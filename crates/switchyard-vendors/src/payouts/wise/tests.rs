@@ -279,18 +279,7 @@ fn the_statement_reads_into_canonical_lines_without_the_payee() {
     let lines = wise("http://127.0.0.1:1".into())
         .parse_report(fixture!("statement.csv"))
         .unwrap();
-    let got: Vec<_> = lines
-        .iter()
-        .map(|l| {
-            (
-                l.kind,
-                l.provider_reference.as_str(),
-                l.our_reference.as_deref(),
-                l.amount.amount_minor,
-                l.amount.currency.as_str(),
-            )
-        })
-        .collect();
+    let got = crate::payouts::testing::summary(&lines);
     assert_eq!(
         got,
         [
