@@ -780,7 +780,7 @@ async fn kyc_cases_at_the_partner_are_reconciled_with_the_flows() {
 }
 
 /// AML screenings read back from the partner that keeps them: an onboarding screened clear at the
-/// Mesh-shaped partner, whose screening the partner later keeps with profiles found (no notice),
+/// Mesh-shaped partner, whose screening the partner later keeps with hits found (no notice),
 /// is a status mismatch, found once; a clean one is read back once and not again.
 #[tokio::test]
 async fn aml_screenings_are_read_back_from_the_partner() {

@@ -14,7 +14,7 @@
 //!
 //! AML screenings: each result of ours read back from the partner that keeps them (the Mesh
 //! shape's workflow, [`screening_findings`]): a screening it does not keep is `missing_at_provider`,
-//! one whose profiles it found while we hold it clear (or the reverse) `status_mismatch`. The Mesh
+//! one with hits there while we hold it clear (or the reverse) `status_mismatch`. The Mesh
 //! shape de-duplicates customers by our external id, so a screening cannot run twice there; the
 //! Watchman shape is a stateless search, with nothing kept to reconcile.
 
@@ -312,7 +312,7 @@ pub fn compare_screening(partner: &str, o: &CaseSeen, kept: Option<&KeptScreenin
             serde_json::json!({"ours": o}),
         ));
     };
-    (k.has_profiles != ours_hit).then(|| {
+    (k.has_hits != ours_hit).then(|| {
         found(
             "aml",
             FindingKind::StatusMismatch,
@@ -320,12 +320,9 @@ pub fn compare_screening(partner: &str, o: &CaseSeen, kept: Option<&KeptScreenin
             o.flow_id.as_deref(),
             Some(&o.provider_reference),
             if ours_hit {
-                format!(
-                    "we hold the screening a {}; {partner} keeps it with no profiles",
-                    o.status
-                )
+                format!("we hold the screening a {}; {partner} keeps it with no hits", o.status)
             } else {
-                format!("we hold the screening clear; {partner} keeps it with profiles found")
+                format!("we hold the screening clear; {partner} keeps it with hits found")
             },
             serde_json::json!({"partner_record": k.raw, "ours": o}),
         )
@@ -494,9 +491,9 @@ mod tests {
     }
 
     #[test]
-    fn a_screening_read_back_disagrees_only_on_profiles_found_or_not() {
-        let kept = |has_profiles| KeptScreening {
-            has_profiles,
+    fn a_screening_read_back_disagrees_only_on_hits_found_or_not() {
+        let kept = |has_hits| KeptScreening {
+            has_hits,
             raw: serde_json::json!({}),
         };
         let o = |status: &str| seen("wf-1", Some("f1"), status);

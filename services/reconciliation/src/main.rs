@@ -6,7 +6,7 @@
 //!   (`[[kyc_partners]]`; see `cases.rs`): a case no flow knows, a request executed twice, a case
 //!   cleared at the partner and rejected by us (or the reverse), a case of ours the partner lacks.
 //!   AML screenings (`aml.results.v1`) are read back from the partners that keep them
-//!   (`[[aml_partners]]`): one it does not keep, or whose profiles it found while we hold it clear
+//!   (`[[aml_partners]]`): one it does not keep, or with hits there while we hold it clear
 //!   (or the reverse).
 //!
 //! * Our side: `payouts.outcomes.v1` (never another service's database) into `payouts_seen`, and

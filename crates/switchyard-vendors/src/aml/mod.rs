@@ -28,8 +28,8 @@ pub struct AmlOutcome {
 /// A screening as the partner keeps it, read back by its reference: reconciliation's view.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct KeptScreening {
-    /// Whether the partner found profiles (any hit) for the subject.
-    pub has_profiles: bool,
+    /// Whether the partner found any hit (a sanctions, PEP or adverse-media match) for the subject.
+    pub has_hits: bool,
     /// The partner's record as it answered (evidence; names left out).
     pub raw: serde_json::Value,
 }

@@ -174,7 +174,7 @@ impl Mesh {
             .map_err(|e| VendorError::Permanent(format!("unexpected workflow shape: {e}")))?;
         let s = screened(&w).map_err(|e| VendorError::Permanent(format!("unexpected workflow shape: {e}")))?;
         Ok(Some(KeptScreening {
-            has_profiles: s.result == ScreeningResult::HasProfiles,
+            has_hits: s.result == ScreeningResult::HasProfiles,
             raw: serde_json::json!({"workflow_instance_identifier": w.workflow_instance_identifier,
                 "customer_identifier": s.customer_identifier, "screening_result": raw["step_details"]["customer-screening"]["step_output"]["screening_result"]}),
         }))

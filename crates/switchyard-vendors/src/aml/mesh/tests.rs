@@ -140,9 +140,9 @@ async fn a_kept_screening_is_read_back_by_its_workflow() {
     .await;
     let mesh = mesh(base);
     let hit = mesh.kept("wf-1").expect("Mesh keeps workflows").await.unwrap().unwrap();
-    assert!(hit.has_profiles);
+    assert!(hit.has_hits);
     let clear = mesh.kept("wf-2").expect("Mesh keeps workflows").await.unwrap().unwrap();
-    assert!(!clear.has_profiles);
+    assert!(!clear.has_hits);
     assert_eq!(clear.raw["screening_result"], "NO_PROFILES");
     assert_eq!(
         mesh.kept("wf-3").unwrap().await.unwrap(),
