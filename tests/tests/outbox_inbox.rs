@@ -1053,3 +1053,89 @@ async fn a_crash_with_a_slow_message_behind_faster_ones_loses_nothing() {
     assert_eq!(applied_times(&db.pool).await, [1, 1, 1]);
     db.drop_db().await;
 }
+
+/// Consumer lag, as the dashboards and the lag alert read it: a message that hangs keeps its
+/// partition's lag up, in messages (counted from the offset stored, so the messages done behind it
+/// count too) and in seconds (its age, growing); once it is done the lag is 0 in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_is_reported_in_messages_and_seconds_and_falls_to_zero_when_done() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("lag").await;
+    let topic = stack.fresh_topic("lag", 1).await;
+    let codec = stack.codec_for(&topic).await;
+    create_effects_table(&db.pool).await;
+    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "lag-test").expect("producer");
+    for (seq, key) in [(1, "flow-a"), (2, "flow-b"), (3, "flow-c")] {
+        let frame = codec
+            .encode(&topic, &sample_event("t", key, seq))
+            .await
+            .expect("encode");
+        produce(&producer, &topic, key, &frame).await;
+    }
+    let group = format!("consumer-{topic}");
+    let consumer = |metrics: Metrics, handler: Scripted| switchyard_runtime::Consumer {
+        name: group.clone(),
+        topics: vec![topic.clone()],
+        bootstrap: stack.kafka.clone(),
+        codec: codec.clone(),
+        pool: db.pool.clone(),
+        metrics,
+        producer: producer.clone(),
+        handler,
+        wake: Default::default(),
+        instance_id: None,
+        concurrency: switchyard_runtime::inbox::Concurrency {
+            max_in_flight: 32,
+            per_partition: 16,
+            max_batch: 1,
+            max_parked: 0,
+        },
+    };
+    let held_metrics = Metrics::new("lag-1");
+    let run =
+        tokio::spawn(consumer(held_metrics.clone(), Scripted::holding(1)).run(switchyard_runtime::Shutdown::new()));
+    let lag = |m: &Metrics| {
+        let text = m.render();
+        (
+            metric(&text, "switchyard_consumer_lag_messages"),
+            metric(&text, "switchyard_consumer_lag_seconds"),
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            effects_count(&db.pool).await == 2 && lag(&held_metrics).0 == 3.0
+        })
+        .await,
+        "B and C applied, and 3 messages behind the stored offset: {}",
+        held_metrics.render()
+    );
+    let first = lag(&held_metrics).1;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            lag(&held_metrics).1 >= first + 4.0
+        })
+        .await,
+        "the hanging message's age grows from {first} s: {}",
+        held_metrics.render()
+    );
+    run.abort();
+    let _ = run.await;
+
+    let done_metrics = Metrics::new("lag-2");
+    let shutdown = switchyard_runtime::Shutdown::new();
+    let run = tokio::spawn(consumer(done_metrics.clone(), Scripted::holding(0)).run(shutdown.clone()));
+    assert!(
+        eventually(Duration::from_secs(40), || async {
+            let text = done_metrics.render();
+            effects_count(&db.pool).await == 3
+                && text.contains("switchyard_consumer_lag_messages{")
+                && lag(&done_metrics) == (0.0, 0.0)
+        })
+        .await,
+        "A applied and nothing left behind: {}",
+        done_metrics.render()
+    );
+    shutdown.trigger();
+    let _ = run.await;
+    db.drop_db().await;
+}

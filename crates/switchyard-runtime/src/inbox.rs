@@ -34,7 +34,7 @@ use crate::{
     codec::{Codec, DecodeError},
     headers::{self, HeaderMap},
     shutdown::Shutdown,
-    telemetry::{ConsumedLabels, DlqLabels, Metrics, TopicLabels},
+    telemetry::{ConsumedLabels, DlqLabels, LagLabels, Metrics, TopicLabels},
 };
 
 /// A decoded message, as a handler sees it.
@@ -351,9 +351,12 @@ type Partition = (usize, i32);
 /// A partition's messages received and not yet done, and the offset stored for it.
 #[derive(Default)]
 struct PartitionState {
-    pending: std::collections::BTreeSet<i64>,
+    /// Offsets received and not yet done, with each message's timestamp (ms since the epoch).
+    pending: std::collections::BTreeMap<i64, i64>,
     /// The offset of the message received last (after a rebalance it may go down).
     last: i64,
+    /// When messages were first seen waiting beyond the last received, none in hand (ms).
+    behind_since: Option<i64>,
     stored: Option<i64>,
     paused: bool,
     /// Pending messages parked (they hold no place of `per_partition`).
@@ -364,7 +367,25 @@ impl PartitionState {
     /// The next offset to consume after a restart: the lowest message not done, or the one after
     /// the last received when all are done.
     fn safe_offset(&self) -> i64 {
-        self.pending.first().copied().unwrap_or(self.last + 1)
+        self.pending.first_key_value().map_or(self.last + 1, |(o, _)| *o)
+    }
+
+    /// How long the oldest message not done has waited, in ms: the oldest in hand; else, when
+    /// librdkafka counts messages beyond those received, since that was first seen (so a consumer
+    /// that takes nothing in shows a growing lag, and a message fetched moments after the count
+    /// does not borrow the age of the last one received before a quiet hour).
+    fn lag_ms(&mut self, behind: i64, now_ms: i64) -> i64 {
+        match self.pending.first_key_value() {
+            Some((_, ts)) => {
+                self.behind_since = None;
+                (now_ms - ts).max(0)
+            }
+            None if behind > 0 => now_ms - *self.behind_since.get_or_insert(now_ms),
+            None => {
+                self.behind_since = None;
+                0
+            }
+        }
     }
 
     /// Messages holding a place of the partition's bound.
@@ -482,6 +503,8 @@ impl<H: Handler> Consumer<H> {
         let mut unparking: VecDeque<(Partition, tokio::sync::oneshot::Sender<()>)> = VecDeque::new();
         let in_flight_gauge = self.metrics.consumer_in_flight.clone();
         let parked_gauge = self.metrics.consumer_parked.clone();
+        let mut lag_tick = tokio::time::interval(LAG_EVERY);
+        lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while in_flight.saturating_sub(parked) < max_in_flight {
                 let Some((partition, grant)) = unparking.pop_front() else {
@@ -514,6 +537,8 @@ impl<H: Handler> Consumer<H> {
                         q.clear();
                     }
                 }
+                _ = lag_tick.tick() => report_lag(&self.metrics, &self.name, &self.topics,
+                    &consumer.context().snapshot(), &mut partitions),
                 Some(event) = events_rx.recv() => match event {
                     Event::Unpark(partition, grant) => unparking.push_back((partition, grant)),
                     Event::Parked(partition) | Event::Abandoned(partition) => {
@@ -592,7 +617,8 @@ impl<H: Handler> Consumer<H> {
                     in_flight += 1;
                     let partition = partition_of(&msg);
                     let state = partitions.entry(partition).or_default();
-                    state.pending.insert(msg.offset());
+                    let timestamp = msg.timestamp().to_millis().unwrap_or_else(now_ms);
+                    state.pending.insert(msg.offset(), timestamp);
                     state.last = msg.offset();
                     if !state.paused && state.holding() >= per_partition {
                         let mut tpl = TopicPartitionList::new();
@@ -627,6 +653,45 @@ impl<H: Handler> Consumer<H> {
         tracing::info!(consumer = %self.name, "consumer stopped");
         Ok(())
     }
+}
+
+/// Sets the lag gauges of every subscribed topic: messages summed over the partitions this member
+/// is assigned, seconds the oldest of them (0 for a topic it holds no partition of).
+fn report_lag(
+    metrics: &Metrics,
+    group: &str,
+    topics: &[String],
+    lag: &HashMap<(String, i32), i64>,
+    partitions: &mut HashMap<Partition, PartitionState>,
+) {
+    let now = now_ms();
+    for (index, topic) in topics.iter().enumerate() {
+        let (mut messages, mut oldest_ms) = (0i64, 0i64);
+        for ((t, partition), behind) in lag {
+            if t != topic {
+                continue;
+            }
+            messages += behind;
+            let waited = partitions.entry((index, *partition)).or_default().lag_ms(*behind, now);
+            oldest_ms = oldest_ms.max(waited);
+        }
+        let labels = LagLabels {
+            group: group.to_string(),
+            topic: topic.clone(),
+        };
+        metrics.consumer_lag_messages.get_or_create(&labels).set(messages);
+        metrics
+            .consumer_lag_seconds
+            .get_or_create(&labels)
+            .set(oldest_ms as f64 / 1000.0);
+    }
+}
+
+/// How often the lag gauges are set (librdkafka's statistics come every 5 s).
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 impl<H: Handler> Worker<H> {

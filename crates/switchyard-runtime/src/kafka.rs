@@ -1,12 +1,16 @@
 //! Kafka clients configured the one way the runtime needs them.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use rdkafka::{
-    ClientConfig,
+    ClientConfig, ClientContext,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
-    consumer::StreamConsumer,
+    consumer::{ConsumerContext, StreamConsumer},
     error::RDKafkaErrorCode,
     producer::FutureProducer,
 };
@@ -37,12 +41,15 @@ pub fn producer(bootstrap: &str, client_id: &str) -> anyhow::Result<FutureProduc
 /// gets its old assignment back without a rebalance, and a topic added to the service would never
 /// be consumed; under a new id it joins as a new member, and the group rebalances (once the old
 /// member's session expires).
+///
+/// librdkafka reports every few seconds what each assigned partition's high watermark is; the
+/// consumer's [`LagContext`] keeps, per partition, how many messages lie beyond the offset stored.
 pub fn consumer(
     bootstrap: &str,
     group_id: &str,
     instance_id: Option<&str>,
     topics: &[&str],
-) -> anyhow::Result<StreamConsumer> {
+) -> anyhow::Result<StreamConsumer<LagContext>> {
     let mut cfg = ClientConfig::new();
     if let Some(id) = instance_id.filter(|i| !i.is_empty()) {
         cfg.set("group.instance.id", static_member_id(group_id, id, topics));
@@ -61,7 +68,92 @@ pub fn consumer(
         // (500 ms) a fetch long-polling the other, drained partitions kept it waiting that long, and
         // a backlog left on one partition drained at a few dozen messages a second.
         .set("fetch.wait.max.ms", "25")
-        .create()?)
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(LagContext::default())?)
+}
+
+/// Messages beyond the stored (or committed) offset, per assigned partition, as librdkafka's last
+/// statistics report said.
+#[derive(Clone, Default)]
+pub struct LagContext {
+    lag: Arc<Mutex<HashMap<(String, i32), i64>>>,
+}
+
+impl LagContext {
+    /// The lag of every partition this member is assigned, by (topic, partition).
+    pub fn snapshot(&self) -> HashMap<(String, i32), i64> {
+        self.lag.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+impl ClientContext for LagContext {
+    // Parsed here rather than by `ClientContext::stats`: only the few fields lag needs, so a field
+    // a librdkafka release adds or drops never fails the report.
+    fn stats_raw(&self, statistics: &[u8]) {
+        match serde_json::from_slice::<StatsReport>(statistics) {
+            Ok(report) => {
+                if let Ok(mut m) = self.lag.lock() {
+                    *m = report.lag();
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "librdkafka statistics not understood"),
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+#[derive(serde::Deserialize)]
+struct StatsReport {
+    #[serde(default)]
+    topics: HashMap<String, StatsTopic>,
+}
+
+#[derive(serde::Deserialize)]
+struct StatsTopic {
+    #[serde(default)]
+    partitions: HashMap<String, StatsPartition>,
+}
+
+#[derive(serde::Deserialize)]
+struct StatsPartition {
+    partition: i32,
+    #[serde(default)]
+    desired: bool,
+    #[serde(default = "unknown_offset")]
+    hi_offset: i64,
+    #[serde(default = "unknown_offset")]
+    lo_offset: i64,
+    #[serde(default = "unknown_offset")]
+    stored_offset: i64,
+    #[serde(default = "unknown_offset")]
+    committed_offset: i64,
+}
+
+fn unknown_offset() -> i64 {
+    -1
+}
+
+impl StatsReport {
+    /// Per assigned partition: the high watermark less the offset stored after the last message
+    /// done (else the group's committed offset, else the log's start: nothing consumed yet).
+    fn lag(self) -> HashMap<(String, i32), i64> {
+        let mut out = HashMap::new();
+        for (topic, t) in self.topics {
+            for p in t.partitions.into_values() {
+                // -1 is librdkafka's partition for messages not yet assigned one.
+                if p.partition < 0 || !p.desired || p.hi_offset < 0 {
+                    continue;
+                }
+                let from = [p.stored_offset, p.committed_offset, p.lo_offset.max(0)]
+                    .into_iter()
+                    .find(|o| *o >= 0)
+                    .unwrap_or(0);
+                out.insert((topic.clone(), p.partition), (p.hi_offset - from).max(0));
+            }
+        }
+        out
+    }
 }
 
 /// `<group>.<instance>.<subscription digest>`: the digest (FNV-1a of the sorted topic names, 8 hex
@@ -100,7 +192,34 @@ pub async fn ensure_topics(
 
 #[cfg(test)]
 mod tests {
-    use super::static_member_id;
+    use super::{StatsReport, static_member_id};
+
+    #[test]
+    fn lag_counts_from_the_stored_offset_then_the_committed_then_the_log_start() {
+        let report: StatsReport = serde_json::from_str(
+            r#"{"name":"c","topics":{
+              "a":{"topic":"a","partitions":{
+                "0":{"partition":0,"desired":true,"hi_offset":120,"lo_offset":0,"stored_offset":100,"committed_offset":90},
+                "1":{"partition":1,"desired":true,"hi_offset":50,"lo_offset":10,"stored_offset":-1001,"committed_offset":45},
+                "2":{"partition":2,"desired":true,"hi_offset":30,"lo_offset":10,"stored_offset":-1001,"committed_offset":-1001},
+                "3":{"partition":3,"desired":false,"hi_offset":500,"lo_offset":0,"stored_offset":-1001,"committed_offset":-1001},
+                "-1":{"partition":-1,"desired":false,"hi_offset":-1}}},
+              "b":{"topic":"b","partitions":{
+                "0":{"partition":0,"desired":true,"hi_offset":7,"lo_offset":0,"stored_offset":9,"committed_offset":9}}}}}"#,
+        )
+        .unwrap();
+        let lag = report.lag();
+        assert_eq!(lag.get(&("a".to_string(), 0)), Some(&20));
+        assert_eq!(lag.get(&("a".to_string(), 1)), Some(&5));
+        assert_eq!(lag.get(&("a".to_string(), 2)), Some(&20));
+        assert_eq!(
+            lag.get(&("a".to_string(), 3)),
+            None,
+            "a partition not assigned is not ours to report"
+        );
+        assert_eq!(lag.get(&("b".to_string(), 0)), Some(&0), "never negative");
+        assert_eq!(lag.len(), 4);
+    }
 
     #[test]
     fn a_static_member_s_id_names_its_subscription_in_any_order() {

@@ -42,6 +42,13 @@ pub struct DlqLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LagLabels {
+    /// The consumer group.
+    pub group: String,
+    pub topic: String,
+}
+
 fn seconds_histogram() -> Histogram {
     // 0.5 ms .. ~33 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 17))
@@ -64,6 +71,8 @@ pub struct Metrics {
     pub consumer_in_flight: Gauge,
     pub consumer_batch_size: Histogram,
     pub consumer_parked: Gauge,
+    pub consumer_lag_messages: Family<LagLabels, Gauge>,
+    pub consumer_lag_seconds: Family<LagLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Metrics {
@@ -91,6 +100,8 @@ impl Metrics {
             consumer_in_flight: Gauge::default(),
             consumer_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
             consumer_parked: Gauge::default(),
+            consumer_lag_messages: Family::default(),
+            consumer_lag_seconds: Family::default(),
         };
         root.register(
             "messages_consumed",
@@ -156,6 +167,16 @@ impl Metrics {
             "consumer_parked",
             "Messages waiting for their turn at a rate-limited partner, holding no in-flight place",
             m.consumer_parked.clone(),
+        );
+        root.register(
+            "consumer_lag_messages",
+            "Messages in this member's assigned partitions not yet done, by group and topic",
+            m.consumer_lag_messages.clone(),
+        );
+        root.register(
+            "consumer_lag_seconds",
+            "Age of the oldest message in this member's assigned partitions not yet done (0 when caught up)",
+            m.consumer_lag_seconds.clone(),
         );
         if let Ok(mut guard) = m.registry.lock() {
             *guard = root;
