@@ -183,7 +183,14 @@ async fn run() -> anyhow::Result<()> {
                 .with_state(rt.pool.clone()),
         );
     let retention = rt.spawn_retention(onboarding::store::retention_rules())?;
-    let tasks = vec![rt.spawn_relay(), rt.spawn_consumer(consumer), timers, retention];
+    let unsettled = tokio::spawn(count_unsettled(rt.pool.clone(), &rt.metrics, rt.shutdown.clone()));
+    let tasks = vec![
+        rt.spawn_relay(),
+        rt.spawn_consumer(consumer),
+        timers,
+        retention,
+        unsettled,
+    ];
     rt.serve_until_shutdown(routes, tasks).await
 }
 
@@ -221,6 +228,63 @@ async fn show_shadow(State(pool): State<sqlx::PgPool>) -> Result<Json<serde_json
             "agreement_rate": (*compared > 0).then(|| *agreed as f64 / *compared as f64)})
     }).collect::<Vec<_>>()}),
     ))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct UnsettledLabels {
+    state: String,
+    partner: String,
+}
+
+/// Every 15 s: how many payouts are in doubt or left to an operator, and how old the oldest is, per
+/// partner (a state and partner with none left reads 0, not its last value).
+fn count_unsettled(
+    pool: sqlx::PgPool,
+    metrics: &switchyard_runtime::Metrics,
+    shutdown: Shutdown,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let count: Family<UnsettledLabels, prometheus_client::metrics::gauge::Gauge> = Family::default();
+    let oldest: Family<UnsettledLabels, prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>> =
+        Family::default();
+    metrics.register(
+        "payouts_unsettled",
+        "Payouts whose outcome is not known, by state (in_doubt, manual_repair) and partner",
+        count.clone(),
+    );
+    metrics.register(
+        "payouts_unsettled_oldest_seconds",
+        "Age of the oldest payout in that state at that partner, since it was started",
+        oldest.clone(),
+    );
+    async move {
+        let mut seen: Vec<UnsettledLabels> = Vec::new();
+        loop {
+            match payouts::store::unsettled(&pool).await {
+                Ok(rows) => {
+                    let now: Vec<UnsettledLabels> = rows
+                        .iter()
+                        .map(|(state, partner, _, _)| UnsettledLabels {
+                            state: state.clone(),
+                            partner: partner.clone(),
+                        })
+                        .collect();
+                    for gone in seen.iter().filter(|l| !now.contains(l)) {
+                        count.get_or_create(gone).set(0);
+                        oldest.get_or_create(gone).set(0.0);
+                    }
+                    for (labels, (_, _, n, age)) in now.iter().zip(&rows) {
+                        count.get_or_create(labels).set(*n);
+                        oldest.get_or_create(labels).set(*age);
+                    }
+                    seen.extend(now.into_iter().filter(|l| !seen.contains(l)).collect::<Vec<_>>());
+                }
+                Err(e) => tracing::warn!(error = %e, "unsettled payouts not counted"),
+            }
+            if !shutdown.sleep(Duration::from_secs(15)).await {
+                break;
+            }
+        }
+    }
 }
 
 /// Fires due step timers, each in its own transaction (several orchestrators share the work).

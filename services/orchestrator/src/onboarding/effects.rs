@@ -171,16 +171,10 @@ impl Onboarding {
                     let name = decision.as_str();
                     changes.note(
                         name,
-                        serde_json::json!({"reasons": reasons, "failure": failure.map(|f| f.code)}),
+                        serde_json::json!({"reasons": reasons, "failure": failure.as_ref().map(|f| f.code.clone())}),
                     );
-                    let took = (chrono::Utc::now() - flow.created_at).num_milliseconds().max(0) as f64 / 1000.0;
                     self.metrics
-                        .duration
-                        .get_or_create(&super::FlowLabels {
-                            flow: "onboarding".into(),
-                            outcome: name.into(),
-                        })
-                        .observe(took);
+                        .complete("onboarding", name, failure.as_ref(), flow.created_at);
                     tracing::info!(flow_id = %flow.flow_id, decision = name, "onboarding decided");
                 }
                 Effect::Note { event, detail } => {

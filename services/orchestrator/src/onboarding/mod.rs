@@ -61,6 +61,16 @@ pub struct FlowLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CompletionLabels {
+    pub flow: String,
+    pub outcome: String,
+    /// `platform` when the flow failed because no partner could be reached or its answer stayed
+    /// unknown (failure class transient or ambiguous): what the success SLO counts against us.
+    /// `none` otherwise, a refusal (a partner's, a reviewer's, a rule's) included.
+    pub fault: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailoverLabels {
     pub domain: String,
     pub from: String,
@@ -78,6 +88,7 @@ pub struct ShadowLabels {
 #[derive(Clone)]
 pub struct FlowMetrics {
     pub duration: Family<FlowLabels, Histogram, fn() -> Histogram>,
+    pub completed: Family<CompletionLabels, Counter>,
     pub failovers: Family<FailoverLabels, Counter>,
     pub shadow: Family<ShadowLabels, Counter>,
 }
@@ -92,6 +103,7 @@ impl FlowMetrics {
     pub fn register(m: &Metrics) -> Self {
         let f = FlowMetrics {
             duration: Family::new_with_constructor(flow_histogram as fn() -> Histogram),
+            completed: Family::default(),
             failovers: Family::default(),
             shadow: Family::default(),
         };
@@ -99,6 +111,11 @@ impl FlowMetrics {
             "flow_duration_seconds",
             "Time from a flow's start to its decision, by flow type and outcome",
             f.duration.clone(),
+        );
+        m.register(
+            "flows_completed",
+            "Flows completed, by flow type, outcome and whose fault a failure was (the success SLI)",
+            f.completed.clone(),
         );
         m.register(
             "flow_failovers",
@@ -111,6 +128,31 @@ impl FlowMetrics {
             f.shadow.clone(),
         );
         f
+    }
+
+    /// Records a flow's completion: its duration since `started`, and whose fault a failure was.
+    pub fn complete(
+        &self,
+        flow: &str,
+        outcome: &str,
+        failure: Option<&switchyard_model::events::common::Failure>,
+        started: chrono::DateTime<chrono::Utc>,
+    ) {
+        use switchyard_model::events::common::FailureClass;
+        let took = (chrono::Utc::now() - started).num_milliseconds().max(0) as f64 / 1000.0;
+        let (flow, outcome) = (flow.to_string(), outcome.to_string());
+        let fault = match failure.map(|f| f.failure_class) {
+            Some(FailureClass::Transient | FailureClass::Ambiguous) => "platform",
+            _ => "none",
+        };
+        self.completed
+            .get_or_create(&CompletionLabels {
+                flow: flow.clone(),
+                outcome: outcome.clone(),
+                fault: fault.to_string(),
+            })
+            .inc();
+        self.duration.get_or_create(&FlowLabels { flow, outcome }).observe(took);
     }
 
     /// Counts one comparison of a shadow partner's verdict with the live one.

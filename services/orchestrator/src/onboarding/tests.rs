@@ -419,3 +419,28 @@ fn screening_reasons_never_carry_the_matched_name() {
         ["confirmed match on OFAC SDN (Sanction, score 97)"]
     );
 }
+
+/// The success SLI: a flow that failed because no partner could be reached, or whose answer stayed
+/// unknown, counts against us (`fault="platform"`); a refusal, a permanent failure and a success do
+/// not.
+#[test]
+fn completions_name_whose_fault_a_failure_was() {
+    let registry = switchyard_runtime::Metrics::new("orchestrator");
+    let m = super::FlowMetrics::register(&registry);
+    let started = chrono::Utc::now();
+    let f = |class| Failure::new(class, "x", "x");
+    m.complete("onboarding", "failed", Some(&f(FailureClass::Transient)), started);
+    m.complete("payout", "failed", Some(&f(FailureClass::Ambiguous)), started);
+    m.complete("payout", "failed", Some(&f(FailureClass::Permanent)), started);
+    m.complete("onboarding", "approved", None, started);
+    let text = registry.render();
+    for line in [
+        r#"switchyard_flows_completed_total{service="orchestrator",flow="onboarding",outcome="failed",fault="platform"} 1"#,
+        r#"switchyard_flows_completed_total{service="orchestrator",flow="payout",outcome="failed",fault="platform"} 1"#,
+        r#"switchyard_flows_completed_total{service="orchestrator",flow="payout",outcome="failed",fault="none"} 1"#,
+        r#"switchyard_flows_completed_total{service="orchestrator",flow="onboarding",outcome="approved",fault="none"} 1"#,
+        r#"switchyard_flow_duration_seconds_count{service="orchestrator",flow="payout",outcome="failed"} 2"#,
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
+}

@@ -12,6 +12,8 @@ pub mod store;
 pub mod transition;
 
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
 
 use std::time::Duration;
@@ -42,7 +44,7 @@ use self::{
     transition::Ctx,
 };
 use crate::{
-    onboarding::{FailoverLabels, FlowLabels, FlowMetrics},
+    onboarding::{FailoverLabels, FlowMetrics},
     routing::{Routing, Subject},
 };
 
@@ -544,16 +546,9 @@ impl Payouts {
                     out.push((PayoutCompleted::TOPIC, EventRecord::of(&event).map_err(perm)?));
                     changes.note(
                         name,
-                        serde_json::json!({"status": status, "failure": failure.map(|f| f.code), "reasons": all}),
+                        serde_json::json!({"status": status, "failure": failure.as_ref().map(|f| f.code.clone()), "reasons": all}),
                     );
-                    let took = (chrono::Utc::now() - flow.created_at).num_milliseconds().max(0) as f64 / 1000.0;
-                    self.metrics
-                        .duration
-                        .get_or_create(&FlowLabels {
-                            flow: "payout".into(),
-                            outcome: name.into(),
-                        })
-                        .observe(took);
+                    self.metrics.complete("payout", name, failure.as_ref(), flow.created_at);
                     tracing::info!(flow_id = %flow.flow_id, outcome = name, "payout completed");
                 }
                 Effect::Reverse { reason } => {

@@ -183,6 +183,18 @@ pub async fn save(conn: &mut PgConnection, flow: &Flow, state: &State, changes: 
 }
 
 /// Takes one due timer whose payout is not being worked on (several orchestrators share them).
+/// Payouts whose outcome is not known, by state (`in_doubt`, `manual_repair`) and partner: how many,
+/// and the age in seconds of the oldest (since it was started).
+pub async fn unsettled(pool: &sqlx::PgPool) -> Result<Vec<(String, String, i64, f64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT state_name, coalesce(state #>> '{live,partner}', ''), count(*), \
+                extract(epoch FROM now() - min(created_at))::float8 \
+         FROM payouts WHERE state_name IN ('in_doubt', 'manual_repair') GROUP BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 pub async fn take_due_timer(conn: &mut PgConnection) -> R<Option<(String, Timer)>> {
     let due: Vec<(String, String)> =
         sqlx::query_as("SELECT flow_id, kind FROM payout_timers WHERE due_at <= now() ORDER BY due_at LIMIT 16")
