@@ -19,7 +19,7 @@ use axum::{
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family},
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
 };
 use sqlx::PgPool;
 use switchyard_model::{
@@ -67,6 +67,20 @@ struct App {
     outbox: Outbox,
     pool: PgPool,
     received: Family<WebhookLabels, Counter>,
+    /// From the partner's own time of a change to our receipt of its notice, by partner.
+    delay: Family<PartnerLabels, Histogram, fn() -> Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartnerLabels {
+    partner: String,
+}
+
+fn delay_histogram() -> Histogram {
+    // 50 ms .. ~7 min
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.05, 2.0, 14,
+    ))
 }
 
 impl App {
@@ -311,6 +325,11 @@ async fn handle_payout(
     )
     .await?;
     if verdict == "accepted" {
+        app.delay
+            .get_or_create(&PartnerLabels {
+                partner: partner.to_string(),
+            })
+            .observe((now - notice.occurred_at_ms).max(0) as f64 / 1000.0);
         tracing::info!(partner, reference = %notice.provider_reference, status = ?notice.status, "payout webhook accepted");
     }
     Ok(verdict)
@@ -376,6 +395,12 @@ async fn run() -> anyhow::Result<()> {
         "Webhooks by partner, verdict and rejection reason",
         received.clone(),
     );
+    let delay = Family::new_with_constructor(delay_histogram as fn() -> Histogram);
+    rt.metrics.register(
+        "webhook_delay_seconds",
+        "From the partner's own time of a change to our receipt of its notice (partners whose notices carry that time)",
+        delay.clone(),
+    );
     // Payout partners: built for their webhook schemes only.
     let connections: Vec<PartnerConnection> =
         ServiceConfig::section(rt.config_file.as_deref(), "payout_partners", Vec::new())?;
@@ -390,6 +415,7 @@ async fn run() -> anyhow::Result<()> {
         outbox: rt.outbox.clone(),
         pool: rt.pool.clone(),
         received,
+        delay,
     };
     let routes = Router::new()
         .route("/webhooks/{partner}", post(receive))
