@@ -136,6 +136,7 @@ impl Onboarding {
                             domain: domain.name().to_string(),
                             from: from.clone(),
                             to: to.clone(),
+                            tenant: flow.tenant_id.clone(),
                         })
                         .inc();
                     flow.attempt += 1;

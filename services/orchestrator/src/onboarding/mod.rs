@@ -75,6 +75,9 @@ pub struct FailoverLabels {
     pub domain: String,
     pub from: String,
     pub to: String,
+    /// Whose flow was moved: the scorecard answers which tenants a failing partner touched. Tenants
+    /// are the bank's own product teams, a bounded set.
+    pub tenant: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

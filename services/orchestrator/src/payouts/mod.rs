@@ -579,6 +579,7 @@ impl Payouts {
                             domain: domain.clone(),
                             from: from.clone(),
                             to: to.clone(),
+                            tenant: flow.tenant_id.clone(),
                         })
                         .inc();
                     changes.note(
