@@ -34,7 +34,7 @@ use crate::{
     codec::{Codec, DecodeError},
     headers::{self, HeaderMap},
     shutdown::Shutdown,
-    telemetry::{ConsumedLabels, DlqLabels, LagLabels, Metrics, TopicLabels},
+    telemetry::{ConsumedLabels, DlqLabels, LagLabels, Metrics, RetryLabels, TopicLabels},
 };
 
 /// A decoded message, as a handler sees it.
@@ -722,6 +722,7 @@ impl<H: Handler> Worker<H> {
                     }
                     Err(DecodeError::Unavailable(e)) => {
                         tracing::warn!(error = %e, "cannot decode yet; retrying");
+                        self.retried(&topic, "decode");
                         if !shutdown.sleep(backoff.next_wait()).await {
                             return false;
                         }
@@ -780,6 +781,7 @@ impl<H: Handler> Worker<H> {
                     }
                     Err(HandlerError::Transient(e)) => {
                         tracing::warn!(error = %e, "handler failed transiently; retrying");
+                        self.retried(&topic, "handler");
                         if !shutdown.sleep(backoff.next_wait()).await {
                             return false;
                         }
@@ -871,6 +873,16 @@ impl<H: Handler> Worker<H> {
         tx.commit().await?;
         self.wake.committed();
         Ok(true)
+    }
+
+    fn retried(&self, topic: &str, reason: &str) {
+        self.metrics
+            .handler_retries
+            .get_or_create(&RetryLabels {
+                topic: topic.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     fn count(&self, topic: &str, outcome: &str) {

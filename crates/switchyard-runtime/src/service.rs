@@ -96,6 +96,17 @@ pub async fn boot(service: &str) -> anyhow::Result<Runtime> {
         .await?;
     }
     let producer = kafka::producer(&cfg.kafka.bootstrap_servers, service)?;
+    tokio::spawn({
+        let (metrics, pool, shutdown) = (metrics.clone(), pool.clone(), shutdown.clone());
+        async move {
+            loop {
+                metrics.sample_process(&pool);
+                if !shutdown.sleep(Duration::from_secs(5)).await {
+                    break;
+                }
+            }
+        }
+    });
     Ok(Runtime {
         outbox: Outbox::new(codec.clone()).with_wake(crate::outbox::Wake::new(pool.clone())),
         cfg,

@@ -49,6 +49,19 @@ pub struct LagLabels {
     pub topic: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub topic: String,
+    /// `decode` (the registry unreachable), `handler` (a transient handler failure).
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// `idle` or `in_use`.
+    pub state: String,
+}
+
 fn seconds_histogram() -> Histogram {
     // 0.5 ms .. ~33 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 17))
@@ -71,6 +84,10 @@ pub struct Metrics {
     pub consumer_in_flight: Gauge,
     pub consumer_batch_size: Histogram,
     pub consumer_parked: Gauge,
+    pub handler_retries: Family<RetryLabels, Counter>,
+    pub db_pool_connections: Family<PoolLabels, Gauge>,
+    pub db_pool_max: Gauge,
+    pub resident_memory: Gauge,
     pub consumer_lag_messages: Family<LagLabels, Gauge>,
     pub consumer_lag_seconds: Family<LagLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
@@ -100,6 +117,10 @@ impl Metrics {
             consumer_in_flight: Gauge::default(),
             consumer_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
             consumer_parked: Gauge::default(),
+            handler_retries: Family::default(),
+            db_pool_connections: Family::default(),
+            db_pool_max: Gauge::default(),
+            resident_memory: Gauge::default(),
             consumer_lag_messages: Family::default(),
             consumer_lag_seconds: Family::default(),
         };
@@ -169,6 +190,26 @@ impl Metrics {
             m.consumer_parked.clone(),
         );
         root.register(
+            "handler_retries",
+            "Messages tried again in place after a transient failure, by topic and reason",
+            m.handler_retries.clone(),
+        );
+        root.register(
+            "db_pool_connections",
+            "Database connections of this instance's pool, idle or in use",
+            m.db_pool_connections.clone(),
+        );
+        root.register(
+            "db_pool_max_connections",
+            "The most connections this instance's pool opens",
+            m.db_pool_max.clone(),
+        );
+        root.register(
+            "process_resident_memory_bytes",
+            "Resident memory of this process (VmRSS)",
+            m.resident_memory.clone(),
+        );
+        root.register(
             "consumer_lag_messages",
             "Messages in this member's assigned partitions not yet done, by group and topic",
             m.consumer_lag_messages.clone(),
@@ -205,6 +246,34 @@ impl Metrics {
     pub fn registry(&self) -> Arc<Mutex<Registry>> {
         self.registry.clone()
     }
+
+    /// Sets the pool and memory gauges now (the runtime calls it every few seconds).
+    pub fn sample_process(&self, pool: &sqlx::PgPool) {
+        let (size, idle) = (i64::from(pool.size()), pool.num_idle() as i64);
+        let state = |s: &str| PoolLabels { state: s.to_string() };
+        self.db_pool_connections.get_or_create(&state("idle")).set(idle);
+        self.db_pool_connections
+            .get_or_create(&state("in_use"))
+            .set((size - idle).max(0));
+        self.db_pool_max.set(i64::from(pool.options().get_max_connections()));
+        if let Some(rss) = resident_bytes() {
+            self.resident_memory.set(rss);
+        }
+    }
+}
+
+/// This process's resident memory, from `/proc/self/status` (Linux; `None` elsewhere).
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: i64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// Keeps the tracer provider alive; flushes spans on drop.
@@ -268,5 +337,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("switchyard_outbox_publish_lag_seconds_bucket"));
+    }
+
+    #[test]
+    fn resident_memory_is_read_from_the_process() {
+        let rss = resident_bytes().expect("VmRSS on Linux");
+        assert!(rss > 1024 * 1024, "{rss}");
     }
 }
