@@ -1,8 +1,9 @@
 # The commands people run are the commands CI runs.
 #   make demo   the main job: stack up, build, start every service, run the demo workload
 #   make test   stack up, build, schema compatibility check, every test against the real stack, and
-#               a short chaos run (60 flows, every service kind killed twice) and the personal
-#               data scan (yardctl privacy)
+#               a short chaos run (60 flows, every service kind killed twice), the personal
+#               data scan (yardctl privacy), then the demo and every dashboard panel's query
+#               against Prometheus (yardctl dashboards check)
 #   make chaos  the long chaos run: 300 flows, 20 SIGKILLs of each service kind, a Kafka broker kill
 #               and a PostgreSQL kill; then again with two instances of the orchestrator and of each
 #               adapter; exit 1 on any lost flow, wrong decision or duplicate effect
@@ -53,6 +54,12 @@ test: up build
 	@$(ENV) && timeout 900 $(YARDCTL) chaos --flows 60 --kills 2 --window 30
 	@# Personal data: flows with marker values at debug log level; logs, dead letters, topics, API scanned.
 	@$(ENV) && timeout 600 $(YARDCTL) privacy
+	@# Dashboards: the demo's workload through the mesh, then every panel's query asked of the local
+	@# Prometheus; an empty or failing panel fails the run.
+	@mkdir -p local-stack/data/logs
+	@$(ENV) && timeout 900 $(YARDCTL) demo >local-stack/data/logs/test-demo.log 2>&1 || \
+		{ tail -40 local-stack/data/logs/test-demo.log; exit 1; }
+	@$(ENV) && $(YARDCTL) dashboards check
 
 chaos: services
 	@$(ENV) && $(YARDCTL) chaos --flows 300 --kills 20 --window 120 --kill-broker --kill-postgres

@@ -283,8 +283,12 @@ start_prometheus() {
   local dir="$DATA/prometheus" targets=""
   mkdir -p "$dir/tsdb"
   for s in "${SERVICES[@]}"; do targets+="'127.0.0.1:${SERVICE_PORT[$s]}', "; done
-  # The project's alert rules are evaluated here too (the demo reads what fired).
+  # The project's alert rules are evaluated here too (the demo reads what fired). Their digest is
+  # written in the configuration, so a changed rule file reloads a running Prometheus too.
+  local rules_digest
+  rules_digest=$(cat "$HERE"/../deploy/prometheus/rules/*.yml | sha256sum | cut -c1-16)
   cat >"$dir/prometheus.yml.new" <<EOF
+# rules digest: $rules_digest
 global:
   scrape_interval: 5s
   evaluation_interval: 15s

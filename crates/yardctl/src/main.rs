@@ -14,6 +14,7 @@
 mod bench;
 mod chaos;
 mod chaos_payouts;
+mod dashboards;
 mod demo;
 mod demo_payouts;
 mod flowbench;
@@ -75,6 +76,11 @@ enum Command {
     /// Personal data stays where it belongs: flows with marker values at debug log level, then every
     /// log line, dead-letter header, non-personal topic and API answer scanned for them.
     Privacy,
+    /// Grafana dashboards: run every panel's query against Prometheus.
+    Dashboards {
+        #[command(subcommand)]
+        command: dashboards::DashboardsCommand,
+    },
     /// Reconciliation: run now, list findings, acknowledge or resolve one.
     Recon {
         #[arg(long, env = "RECONCILIATION_URL", default_value = "http://127.0.0.1:8108")]
@@ -130,6 +136,7 @@ async fn main() -> ExitCode {
         Command::Chaos(args) => chaos::chaos(args).await,
         Command::Privacy => privacy::privacy().await,
         Command::Recon { url, command } => recon::run(command, &url).await,
+        Command::Dashboards { command } => dashboards::run(command).await,
     };
     match result {
         Ok(code) => code,
