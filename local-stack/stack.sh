@@ -319,11 +319,14 @@ EOF
 
 write_endpoints() {
   local f="$HERE/endpoints.env"
+  # The operators' token for every service's /admin API (yardctl sends it), made once per stack.
+  [ -s "$DATA/admin-token" ] || { umask 077; od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$DATA/admin-token"; }
   {
     echo "# written by local-stack/stack.sh up; source it: set -a; . local-stack/endpoints.env; set +a"
     echo "KAFKA_BOOTSTRAP_SERVERS=localhost:$KAFKA_PORT"
     echo "SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
     echo "PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT"
+    echo "SWITCHYARD_ADMIN__TOKEN=$(cat "$DATA/admin-token")"
     echo "POSTGRES_ADMIN_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
     for s in "${SERVICES[@]}"; do
       local var="${s//-/_}"
@@ -343,7 +346,7 @@ write_endpoints() {
     done
   } >"$f"
   log "endpoints written to $f:"
-  grep -v '^#' "$f" | grep -vE '_(DATABASE_URL|HTTP_PORT)=' | sed 's/^/    /' >&2
+  grep -v '^#' "$f" | grep -vE '_(DATABASE_URL|HTTP_PORT)=|ADMIN__TOKEN' | sed 's/^/    /' >&2
 }
 
 cmd_up() {

@@ -604,6 +604,32 @@ impl Mesh {
     }
 
     /// GET `url` and its JSON answer.
+    /// The operators' token of the services' admin APIs.
+    pub fn admin_token(&self) -> String {
+        self.var("SWITCHYARD_ADMIN__TOKEN")
+    }
+
+    /// A GET to an admin route (the admin token sent).
+    pub fn admin_get(&self, url: &str) -> reqwest::RequestBuilder {
+        self.http.get(url).bearer_auth(self.admin_token())
+    }
+
+    /// A POST to an admin route (the admin token sent).
+    pub fn admin_post(&self, url: &str) -> reqwest::RequestBuilder {
+        self.http.post(url).bearer_auth(self.admin_token())
+    }
+
+    /// GETs an admin route's JSON.
+    pub async fn admin_json(&self, url: &str) -> serde_json::Value {
+        let r = self
+            .admin_get(url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert!(r.status().is_success(), "GET {url}: {}", r.status());
+        r.json().await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
     pub async fn get_json(&self, url: &str) -> serde_json::Value {
         self.http
             .get(url)

@@ -271,7 +271,7 @@ async fn shadow_mode_records_the_second_vendor_without_acting_on_it() {
             "{result}: {metrics}"
         );
     }
-    let board = m.get_json(&format!("{}/shadow", m.var("ORCHESTRATOR_URL"))).await;
+    let board = m.admin_json(&format!("{}/shadow", m.var("ORCHESTRATOR_URL"))).await;
     let sumsub = board["shadow"]
         .as_array()
         .unwrap()
@@ -993,6 +993,7 @@ async fn with_route(m: &Mesh, route: &str, marker: &str) -> RestoreFile {
     let reloaded = eventually(Duration::from_secs(15), || async {
         m.http
             .get(&routing)
+            .bearer_auth(m.admin_token())
             .send()
             .await
             .unwrap()
@@ -1051,6 +1052,7 @@ async fn a_routing_change_takes_effect_without_a_restart() {
     assert!(
         m.http
             .get(&routing)
+            .bearer_auth(m.admin_token())
             .send()
             .await
             .unwrap()

@@ -25,7 +25,7 @@ fn flow(tenant: &str, id: &str) -> String {
 
 async fn run(m: &Mesh, body: Value) -> Value {
     let url = format!("{}/runs", m.var("RECONCILIATION_URL"));
-    let r = m.http.post(&url).json(&body).send().await.unwrap();
+    let r = m.admin_post(&url).json(&body).send().await.unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     r.json().await.unwrap()
 }
@@ -40,7 +40,7 @@ fn ours<'a>(found: &'a [Value], tenant: &str) -> Vec<&'a Value> {
 }
 
 async fn stored(m: &Mesh, tenant: &str) -> Vec<Value> {
-    let v = m.get_json(&format!("{}/findings", m.var("RECONCILIATION_URL"))).await;
+    let v = m.admin_json(&format!("{}/findings", m.var("RECONCILIATION_URL"))).await;
     let all = v["findings"].as_array().cloned().unwrap_or_default();
     ours(&all, tenant).into_iter().cloned().collect()
 }
@@ -190,6 +190,7 @@ async fn each_injected_discrepancy_is_found_once_and_a_clean_run_finds_nothing()
             .arg("recon")
             .args(args)
             .env("RECONCILIATION_URL", m.var("RECONCILIATION_URL"))
+            .env("SWITCHYARD_ADMIN__TOKEN", m.admin_token())
             .output()
             .expect("yardctl (build the workspace binaries first)")
     };
@@ -212,7 +213,7 @@ async fn each_injected_discrepancy_is_found_once_and_a_clean_run_finds_nothing()
     let base = m.var("RECONCILIATION_URL");
     let post = |path: String, body: Value| {
         let m = &m;
-        async move { m.http.post(path).json(&body).send().await.unwrap().status().as_u16() }
+        async move { m.admin_post(&path).json(&body).send().await.unwrap().status().as_u16() }
     };
     assert_eq!(
         post(format!("{base}/findings/{id}/acknowledge"), json!({"by": "ops-anna"})).await,
@@ -371,8 +372,7 @@ async fn a_sigkill_mid_run_loses_no_finding_and_duplicates_none() {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-stack/data/run/svc-reconciliation.pid");
     let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
     let url = format!("{}/runs", m.var("RECONCILIATION_URL"));
-    let http = m.http.clone();
-    let first = tokio::spawn(async move { http.post(&url).json(&json!({"grace_seconds": 0})).send().await });
+    let first = tokio::spawn(m.admin_post(&url).json(&json!({"grace_seconds": 0})).send());
     tokio::time::sleep(Duration::from_millis(400)).await;
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &pid])
@@ -736,7 +736,7 @@ async fn kyc_cases_at_the_partner_are_reconciled_with_the_flows() {
     ];
     want.sort();
     assert_eq!(mine(first["found"].as_array().unwrap()), want, "{first:#}");
-    let stored_all = m.get_json(&format!("{}/findings", m.var("RECONCILIATION_URL"))).await;
+    let stored_all = m.admin_json(&format!("{}/findings", m.var("RECONCILIATION_URL"))).await;
     let stored: Vec<Value> = stored_all["findings"]
         .as_array()
         .unwrap()
@@ -763,7 +763,7 @@ async fn kyc_cases_at_the_partner_are_reconciled_with_the_flows() {
     // The same disagreements again: seen, not found again.
     let again = run(&m, json!({"grace_seconds": 0})).await;
     assert_eq!(mine(again["found"].as_array().unwrap()), want);
-    let after = m.get_json(&format!("{}/findings", m.var("RECONCILIATION_URL"))).await;
+    let after = m.admin_json(&format!("{}/findings", m.var("RECONCILIATION_URL"))).await;
     let ids = |v: &[Value]| {
         let mut ids: Vec<i64> = v.iter().map(|f| f["id"].as_i64().unwrap()).collect();
         ids.sort();
@@ -847,7 +847,7 @@ async fn aml_screenings_are_read_back_from_the_partner() {
     })
     .await;
     assert!(found, "{:#}", last.lock().unwrap());
-    let stored = m.get_json(&format!("{}/findings", m.var("RECONCILIATION_URL"))).await;
+    let stored = m.admin_json(&format!("{}/findings", m.var("RECONCILIATION_URL"))).await;
     let mine: Vec<&Value> = stored["findings"]
         .as_array()
         .unwrap()

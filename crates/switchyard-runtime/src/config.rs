@@ -36,10 +36,21 @@ pub struct ServiceConfig {
     pub inbox: InboxConfig,
     pub shutdown: ShutdownConfig,
     pub telemetry: TelemetryConfig,
+    /// The operators' API (`/admin/...`).
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Per-table retention overrides, `<rule>_hours = N` (see each service's documented rules);
     /// an unknown rule is refused at start-up.
     #[serde(default)]
     pub retention: std::collections::HashMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct AdminConfig {
+    /// The bearer token `/admin/...` routes require (from a secret: `SWITCHYARD_ADMIN__TOKEN`).
+    /// Empty: the admin API is off (its routes answer 503).
+    #[serde(default)]
+    pub token: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +208,12 @@ impl ServiceConfig {
             .listen
             .parse::<SocketAddr>()
             .map_err(|e| invalid("http.listen", format!("{:?} is not host:port ({e})", self.http.listen)))?;
+        if !self.admin.token.is_empty() && self.admin.token.expose().len() < 16 {
+            return Err(invalid(
+                "admin.token",
+                "must be at least 16 characters (or empty: admin API off)",
+            ));
+        }
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(invalid("kafka.bootstrap_servers", "must not be empty"));
         }

@@ -10,12 +10,14 @@
 //!   event_id)`, stores offsets only after commit, and dead-letters poison messages.
 //! * [`effects`]: the write-ahead effect ledger adapters use so no partner effect runs twice.
 //! * [`retention`]: tables that grow with traffic lose expired rows in small batches.
+//! * [`admin`]: the operators' API under `/admin`, behind one bearer token.
 //! * [`http`], [`shutdown`], [`service`]: health/readiness/metrics endpoints, graceful shutdown, and the
 //!   boot sequence a service binary calls.
 //!
 //! Exactly-once in effect comes from the combination: the outbox never loses a committed event (it
 //! may publish one twice after a crash), and the inbox never applies one twice.
 
+pub mod admin;
 pub mod backoff;
 pub mod codec;
 pub mod compat;

@@ -122,6 +122,11 @@ pub async fn boot(service: &str) -> anyhow::Result<Runtime> {
 }
 
 impl Runtime {
+    /// Puts a service's own admin routes behind the admin token.
+    pub fn admin(&self, routes: axum::Router) -> axum::Router {
+        crate::admin::protect(routes, &self.cfg.admin.token)
+    }
+
     pub fn relay_config(&self) -> RelayConfig {
         RelayConfig {
             service: self.cfg.service.clone(),
@@ -213,7 +218,8 @@ impl Runtime {
         routes: Router,
         tasks: Vec<tokio::task::JoinHandle<()>>,
     ) -> anyhow::Result<()> {
-        let router = routes.merge(http::health_router(
+        let admin = crate::admin::protect(crate::admin::runtime_routes(self.pool.clone()), &self.cfg.admin.token);
+        let router = routes.merge(admin).merge(http::health_router(
             &self.cfg.service,
             self.metrics.clone(),
             Some(self.pool.clone()),

@@ -255,7 +255,7 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let crashes_before = hook_crashes(&dir);
     let run_dir = dir.join("data/run");
     let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
-    let key = env.api_key(TENANT)?;
+    let key = env.api_key(TENANT).await?;
     println!(
         "chaos run {run}: {} flows over {} s; {} SIGKILLs of each of {}; adapters die after a vendor's answer with p={}; \
          {} calls left in doubt per vendor{}{}",
@@ -632,7 +632,7 @@ pub async fn stall(trials: usize) -> anyhow::Result<ExitCode> {
     let env = Env::load()?;
     let dir = stack_dir();
     let run_dir = dir.join("data/run");
-    let key = env.api_key(TENANT)?;
+    let key = env.api_key(TENANT).await?;
     let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
     let script = dir.join("services.sh");
     let mut n = 0usize;

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    process::{Command, ExitCode},
+    process::ExitCode,
     time::{Duration, Instant},
 };
 
@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 pub(crate) struct Env {
     vars: BTreeMap<String, String>,
     pub(crate) http: reqwest::Client,
-    bin_dir: PathBuf,
 }
 
 impl Env {
@@ -34,11 +33,9 @@ impl Env {
                 vars.insert(k.to_string(), v.to_string());
             }
         }
-        let bin_dir = std::env::current_exe()?.parent().context("binary dir")?.to_path_buf();
         Ok(Env {
             vars,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
-            bin_dir,
         })
     }
 
@@ -49,32 +46,26 @@ impl Env {
             .with_context(|| format!("{k} unknown"))
     }
 
-    pub(crate) fn api_key(&self, tenant: &str) -> anyhow::Result<String> {
-        self.api_key_with(tenant, "onboarding:write,onboarding:read")
+    /// The services' admin token (endpoints.env).
+    pub(crate) fn admin_token(&self) -> anyhow::Result<&str> {
+        self.var("SWITCHYARD_ADMIN__TOKEN")
     }
 
-    /// A new API key for `tenant` with `scopes` (comma-separated).
-    pub(crate) fn api_key_with(&self, tenant: &str, scopes: &str) -> anyhow::Result<String> {
-        let out = Command::new(self.bin_dir.join("ingress"))
-            .args([
-                "create-api-key",
-                "--tenant",
-                tenant,
-                "--label",
-                "demo",
-                "--scopes",
-                scopes,
-            ])
-            .env("SWITCHYARD_DATABASE__URL", self.var("INGRESS_DATABASE_URL")?)
-            .env_remove("SWITCHYARD_CONFIG")
-            .output()
-            .context("running ingress create-api-key")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "create-api-key: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    pub(crate) async fn api_key(&self, tenant: &str) -> anyhow::Result<String> {
+        self.api_key_with(tenant, "onboarding:write,onboarding:read").await
+    }
+
+    /// A new API key for `tenant` with `scopes` (comma-separated), through the ingress's admin API.
+    pub(crate) async fn api_key_with(&self, tenant: &str, scopes: &str) -> anyhow::Result<String> {
+        let admin = crate::admin::Admin::with_token(self.admin_token()?)?;
+        let body = json!({"tenant": tenant, "scopes": scopes.split(',').collect::<Vec<_>>(), "label": "demo", "by": "yardctl"});
+        let key = admin
+            .post(&format!("{}/admin/keys", self.var("INGRESS_URL")?), &body)
+            .await?;
+        key["key"]
+            .as_str()
+            .map(str::to_string)
+            .context("the ingress answered without a key")
     }
 
     pub(crate) async fn submit(&self, key: &str, body: &Value) -> anyhow::Result<String> {
@@ -208,8 +199,8 @@ async fn wait_all(env: &Env, flows: &[Tracked], within: Duration) -> anyhow::Res
 pub async fn demo() -> anyhow::Result<ExitCode> {
     let env = Env::load()?;
     let run = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let alpha = env.api_key("tenant-alpha")?;
-    let beta = env.api_key("tenant-beta")?;
+    let alpha = env.api_key("tenant-alpha").await?;
+    let beta = env.api_key("tenant-beta").await?;
     println!("== switchyard demo: onboarding for two tenants (run {run}) ==");
     println!("tenant-alpha (UK): KYC primary kyc-onfido, secondary kyc-sumsub; AML aml-mesh, then aml-watchman");
     println!("tenant-beta  (EU): KYC primary kyc-sumsub, secondary kyc-onfido; AML aml-mesh, then aml-watchman\n");

@@ -160,7 +160,9 @@ async fn watch(
 
 /// Runs the payout part of the demo; false when anything disagrees.
 pub async fn run(env: &Env, run: &str) -> anyhow::Result<bool> {
-    let key = env.api_key_with(TENANT, "payouts:write,payouts:read,payouts:review")?;
+    let key = env
+        .api_key_with(TENANT, "payouts:write,payouts:read,payouts:review")
+        .await?;
     let prefix = format!("dpo-{run}-");
     let id = |n: &str| format!("{prefix}{n}");
     // Fresh beneficiaries every run: the velocity limits (5 payouts per beneficiary a day) never
@@ -535,7 +537,7 @@ async fn onfido(env: &Env, method: reqwest::Method, path: &str, body: Option<Val
 /// An onboarding approved through the mesh at the Onfido-shaped partner, and at the partner a case
 /// started that no flow asked for. Returns the onboarding's flow id, its check and the stray case.
 async fn kyc_cases(env: &Env, prefix: &str) -> anyhow::Result<(String, String, String)> {
-    let key = env.api_key(TENANT)?;
+    let key = env.api_key(TENANT).await?;
     let family = format!("Ledger{}", prefix.trim_end_matches('-').replace('-', ""));
     let flow = env
         .submit(
@@ -622,7 +624,13 @@ async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)])
             .unwrap_or_default()
     };
     let run = async |body: Value| -> anyhow::Result<Value> {
-        let r = env.http.post(format!("{recon}/runs")).json(&body).send().await?;
+        let r = env
+            .http
+            .post(format!("{recon}/runs"))
+            .bearer_auth(env.admin_token()?)
+            .json(&body)
+            .send()
+            .await?;
         anyhow::ensure!(r.status().is_success(), "reconciliation run: {}", r.status());
         Ok(r.json().await?)
     };
@@ -686,7 +694,14 @@ async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)])
         ("status_mismatch", kyc_flow.clone()),
         ("missing_internally", stray.clone()),
     ];
-    let stored: Value = env.http.get(format!("{recon}/findings")).send().await?.json().await?;
+    let stored: Value = env
+        .http
+        .get(format!("{recon}/findings"))
+        .bearer_auth(env.admin_token()?)
+        .send()
+        .await?
+        .json()
+        .await?;
     let stored = about_us(&stored["findings"]);
     println!(
         "  run {}: {} partner records, {} new report files; {} findings about this run's payouts and onboarding, {} about others (earlier runs, tests that pay without a flow)",
@@ -768,7 +783,14 @@ async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)])
     // The same run again finds nothing new about these payouts.
     let again = run(json!({"grace_seconds": 0})).await?;
     let new_again = about_us(&again["found"]).len();
-    let stored_again: Value = env.http.get(format!("{recon}/findings")).send().await?.json().await?;
+    let stored_again: Value = env
+        .http
+        .get(format!("{recon}/findings"))
+        .bearer_auth(env.admin_token()?)
+        .send()
+        .await?
+        .json()
+        .await?;
     if about_us(&stored_again["findings"]).len() != stored.len() {
         wrong += 1;
         println!("  a second run added findings  <- runs must be idempotent");

@@ -207,7 +207,7 @@ async fn decided(env: &Env, key: &str, ids: &[String]) -> anyhow::Result<(Vec<(f
 pub async fn onboarding(flows: usize, concurrency: usize, target: Option<f64>) -> anyhow::Result<ExitCode> {
     let env = Env::load()?;
     let admin = env.var("POSTGRES_ADMIN_URL")?.to_string();
-    let key = env.api_key("tenant-bench")?;
+    let key = env.api_key("tenant-bench").await?;
     let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
     let pool_size = 20;
     println!("bench onboarding: {flows} flows, {concurrency} submitters; the mesh as running now");

@@ -11,15 +11,20 @@
 //!
 //! Endpoints come from flags or the environment (`local-stack/endpoints.env` names them).
 
+mod admin;
 mod bench;
 mod chaos;
 mod chaos_payouts;
 mod dashboards;
 mod demo;
 mod demo_payouts;
+mod dlq;
 mod flowbench;
+mod flows;
+mod keys;
 mod privacy;
 mod recon;
+mod routes;
 mod schemas;
 mod sidebyside;
 
@@ -76,6 +81,30 @@ enum Command {
     /// Personal data stays where it belongs: flows with marker values at debug log level, then every
     /// log line, dead-letter header, non-personal topic and API answer scanned for them.
     Privacy,
+    /// Tenants' API keys (the ingress's admin API).
+    Keys {
+        #[arg(long, env = "INGRESS_URL", default_value = "http://127.0.0.1:8080")]
+        ingress: String,
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Flows: one in full (state, history, partners, timers, events, dead letters), or a list.
+    Flows {
+        #[command(subcommand)]
+        command: flows::FlowsCommand,
+    },
+    /// Routing in force, and an operator's change to it (audited).
+    Routes {
+        #[command(subcommand)]
+        command: routes::RoutesCommand,
+    },
+    /// The partner catalog with each partner's live health.
+    Partners,
+    /// Dead-letter topics: list, show, replay to the source topic (idempotent).
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// Grafana dashboards: run every panel's query against Prometheus.
     Dashboards {
         #[command(subcommand)]
@@ -137,6 +166,11 @@ async fn main() -> ExitCode {
         Command::Privacy => privacy::privacy().await,
         Command::Recon { url, command } => recon::run(command, &url).await,
         Command::Dashboards { command } => dashboards::run(command).await,
+        Command::Keys { ingress, command } => keys::run(command, &ingress).await,
+        Command::Flows { command } => flows::run(command, &cli.kafka).await,
+        Command::Routes { command } => routes::run(command).await,
+        Command::Partners => routes::partners().await,
+        Command::Dlq { command } => dlq::run(command, &cli.kafka, &cli.registry).await,
     };
     match result {
         Ok(code) => code,

@@ -236,7 +236,7 @@ fn read_range(
 /// once to an account whose check digits fail (refused at the door, the account never echoed).
 /// Returns the ids of the payouts accepted, and every API answer (scanned).
 async fn send_payouts(env: &Env, people: &[Person], run: &str) -> anyhow::Result<(String, Vec<String>, Vec<String>)> {
-    let key = env.api_key_with("tenant-privacy", "payouts:write,payouts:read")?;
+    let key = env.api_key_with("tenant-privacy", "payouts:write,payouts:read").await?;
     let url = format!("{}/v1/payouts", env.var("INGRESS_URL")?);
     let mut ids = Vec::new();
     let mut answers = Vec::new();
@@ -340,7 +340,7 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
     let mut flows = Vec::new();
     for (i, ((tenant, region, _), p)) in PATHS.iter().zip(&people).enumerate() {
         if !keys.contains_key(tenant) {
-            keys.insert(*tenant, env.api_key(tenant)?);
+            keys.insert(*tenant, env.api_key(tenant).await?);
         }
         let key = &keys[tenant];
         let id = env.submit(key, &p.body(&run, i, region)).await?;
@@ -388,7 +388,15 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
     }
     for path in ["/routing", "/shadow"] {
         let url = format!("{}{path}", env.var("ORCHESTRATOR_URL")?);
-        answers.push(env.http.get(url).send().await?.text().await?);
+        answers.push(
+            env.http
+                .get(url)
+                .bearer_auth(env.admin_token()?)
+                .send()
+                .await?
+                .text()
+                .await?,
+        );
     }
     // Let the dead-letter and the outcome events land, then stop: logs are flushed on exit.
     tokio::time::sleep(Duration::from_secs(3)).await;

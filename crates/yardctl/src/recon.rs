@@ -50,20 +50,14 @@ pub enum ReconCommand {
 }
 
 pub async fn run(command: ReconCommand, url: &str) -> anyhow::Result<ExitCode> {
-    let http = reqwest::Client::new();
-    let answer = |r: reqwest::Response| async move {
-        let status = r.status();
-        let text = r.text().await.unwrap_or_default();
-        anyhow::ensure!(status.is_success(), "reconciliation answered {status}: {text}");
-        serde_json::from_str::<Value>(&text).context("reconciliation answered something else than JSON")
-    };
+    let admin = crate::admin::Admin::from_env()?;
     match command {
         ReconCommand::Run { dry_run, grace_seconds } => {
             let mut body = json!({"dry_run": dry_run});
             if let Some(g) = grace_seconds {
                 body["grace_seconds"] = json!(g);
             }
-            let s = answer(http.post(format!("{url}/runs")).json(&body).send().await?).await?;
+            let s = admin.post(&format!("{url}/runs"), &body).await?;
             println!(
                 "run {}{}: partner records {}, report files {}, findings {} ({} new)",
                 s["run"],
@@ -87,7 +81,7 @@ pub async fn run(command: ReconCommand, url: &str) -> anyhow::Result<ExitCode> {
             if let Some(k) = kind {
                 q.push(("kind", k));
             }
-            let v = answer(http.get(format!("{url}/findings")).query(&q).send().await?).await?;
+            let v = admin.get(&format!("{url}/findings"), &q).await?;
             let all = v["findings"].as_array().cloned().unwrap_or_default();
             println!(
                 "{:>7} {:<20} {:<15} {:<13} {:>14} {:>9}  reference",
@@ -117,23 +111,18 @@ pub async fn run(command: ReconCommand, url: &str) -> anyhow::Result<ExitCode> {
             println!("{} findings", all.len());
         }
         ReconCommand::Ack { id, by } => {
-            answer(
-                http.post(format!("{url}/findings/{id}/acknowledge"))
-                    .json(&json!({"by": by}))
-                    .send()
-                    .await?,
-            )
-            .await?;
+            admin
+                .post(&format!("{url}/findings/{id}/acknowledge"), &json!({"by": by}))
+                .await?;
             println!("finding {id} acknowledged by {by}");
         }
         ReconCommand::Resolve { id, by, resolution } => {
-            answer(
-                http.post(format!("{url}/findings/{id}/resolve"))
-                    .json(&json!({"by": by, "resolution": resolution}))
-                    .send()
-                    .await?,
-            )
-            .await?;
+            admin
+                .post(
+                    &format!("{url}/findings/{id}/resolve"),
+                    &json!({"by": by, "resolution": resolution}),
+                )
+                .await?;
             println!("finding {id} resolved by {by}: {resolution}");
         }
     }
@@ -274,6 +263,7 @@ pub async fn bench(lines: usize, inject: usize) -> anyhow::Result<ExitCode> {
     let r = env
         .http
         .post(format!("{url}/runs"))
+        .bearer_auth(env.admin_token()?)
         .json(&json!({"grace_seconds": 0}))
         .timeout(Duration::from_secs(900))
         .send()

@@ -529,7 +529,7 @@ mod gate_tests {
     async fn a_peer_spraying_bad_keys_is_refused_before_any_look_up() {
         let db = switchyard_tests::Stack::get().fresh_db("ingress_gate").await;
         sqlx::migrate!("./migrations").run(&db.pool).await.unwrap();
-        let good = auth::create_key(&db.pool, "t1", &[auth::READ.to_string()], "test")
+        let good = auth::create_key(&db.pool, "t1", &[auth::READ.to_string()], "test", "test")
             .await
             .unwrap();
         let gate = Gate::new(Limiter::new("tenant", 1000.0, 1000.0));
@@ -560,7 +560,7 @@ mod gate_tests {
     async fn a_key_over_its_rate_is_refused_before_its_look_up() {
         let db = switchyard_tests::Stack::get().fresh_db("ingress_gate_key").await;
         sqlx::migrate!("./migrations").run(&db.pool).await.unwrap();
-        let good = auth::create_key(&db.pool, "t1", &[auth::READ.to_string()], "test")
+        let good = auth::create_key(&db.pool, "t1", &[auth::READ.to_string()], "test", "test")
             .await
             .unwrap();
         let gate = Gate::new(Limiter::new("tenant", 0.001, 3.0));

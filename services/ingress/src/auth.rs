@@ -83,15 +83,24 @@ pub async fn authenticate(pool: &PgPool, headers: &HeaderMap) -> Result<Caller, 
 }
 
 /// Creates a key and returns it (the only time the secret is visible).
-pub async fn create_key(pool: &PgPool, tenant: &str, scopes: &[String], label: &str) -> Result<String, sqlx::Error> {
+pub async fn create_key(
+    pool: &PgPool,
+    tenant: &str,
+    scopes: &[String],
+    label: &str,
+    by: &str,
+) -> Result<String, sqlx::Error> {
     let key_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    sqlx::query("INSERT INTO api_keys (key_id, tenant_id, secret_hash, scopes, label) VALUES ($1, $2, $3, $4, $5)")
-        .bind(&key_id)
-        .bind(tenant)
-        .bind(hash(&secret))
-        .bind(scopes)
-        .bind(label)
+    sqlx::query(
+        "INSERT INTO api_keys (key_id, tenant_id, secret_hash, scopes, label, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&key_id)
+    .bind(tenant)
+    .bind(hash(&secret))
+    .bind(scopes)
+    .bind(label)
+    .bind(by)
         .execute(pool)
         .await?;
     Ok(format!("sy_{key_id}_{secret}"))
@@ -107,10 +116,11 @@ pub fn key_id(key: &str) -> &str {
 }
 
 /// Revokes a key at once; false when no active key has this id.
-pub async fn revoke_key(pool: &PgPool, key_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn revoke_key(pool: &PgPool, key_id: &str, by: &str) -> Result<bool, sqlx::Error> {
     Ok(
-        sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL")
+        sqlx::query("UPDATE api_keys SET revoked_at = now(), revoked_by = $2 WHERE key_id = $1 AND revoked_at IS NULL")
             .bind(key_id)
+            .bind(by)
             .execute(pool)
             .await?
             .rows_affected()

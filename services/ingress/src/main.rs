@@ -7,8 +7,12 @@
 //!   ingress create-api-key --tenant T --scopes onboarding:write,onboarding:read [--label L]
 //!   ingress revoke-api-key --key K       (the key, or its id: the part between `sy_` and the next `_`)
 //!
+//! The two commands above reach the database directly (a first key on a new install, break-glass);
+//! operators otherwise use `yardctl keys create|list|revoke`, through `/admin/keys` (admin token).
+//!
 //! Own configuration: `[ingress] rate_limit_per_second` (default 50), `rate_limit_burst` (100).
 
+mod admin;
 mod api;
 mod auth;
 mod payouts;
@@ -78,7 +82,10 @@ async fn create_key(tenant: &str, scopes: &[String], label: &str) -> anyhow::Res
         }
     }
     let pool = cli_pool(&cfg).await?;
-    println!("{}", auth::create_key(&pool, tenant, scopes, label).await?);
+    println!(
+        "{}",
+        auth::create_key(&pool, tenant, scopes, label, "ingress create-api-key").await?
+    );
     Ok(())
 }
 
@@ -86,7 +93,7 @@ async fn revoke_key(key: &str) -> anyhow::Result<()> {
     let cfg = ServiceConfig::load(api::SERVICE, service::config_path().as_deref())?;
     let key_id = auth::key_id(key);
     let pool = cli_pool(&cfg).await?;
-    if !auth::revoke_key(&pool, key_id).await? {
+    if !auth::revoke_key(&pool, key_id, "ingress revoke-api-key").await? {
         anyhow::bail!("no active API key with id {key_id:?} (unknown, or already revoked)");
     }
     println!("revoked API key {key_id}");
@@ -140,5 +147,6 @@ async fn run() -> anyhow::Result<()> {
         rt.spawn_consumer(consumer),
         rt.spawn_retention(api::retention_rules())?,
     ];
-    rt.serve_until_shutdown(api::routes(api), tasks).await
+    let routes = api::routes(api).merge(rt.admin(admin::routes(rt.pool.clone())));
+    rt.serve_until_shutdown(routes, tasks).await
 }

@@ -17,6 +17,7 @@
 //! fraud partner; default 60) and `payouts.max_rescores` (default 10). Velocity limits, fraud fail
 //! modes and payout routing (currency, country, amount, cost or speed) are routing data.
 
+mod admin;
 mod onboarding;
 mod payouts;
 mod routing;
@@ -157,6 +158,8 @@ async fn run() -> anyhow::Result<()> {
         onboarding.metrics.clone(),
         &rt.metrics,
     );
+    // Operators' routing overrides are in force before the first flow is routed.
+    let follow = admin::follow_overrides(rt.pool.clone(), routing.clone(), rt.shutdown.clone()).await?;
     let flows = Flows { onboarding, payouts };
     let timers = tokio::spawn(fire_timers(rt.pool.clone(), flows.clone(), rt.shutdown.clone()));
     let consumer = rt.consumer(
@@ -174,14 +177,21 @@ async fn run() -> anyhow::Result<()> {
         ],
         flows,
     );
-    let routes = Router::new()
-        .route("/routing", get(show_routing))
-        .with_state(routing)
-        .merge(
-            Router::new()
-                .route("/shadow", get(show_shadow))
-                .with_state(rt.pool.clone()),
-        );
+    // Operators' routes: behind the admin token.
+    let routes = rt.admin(
+        Router::new()
+            .route("/routing", get(show_routing))
+            .with_state(routing.clone())
+            .merge(admin::routes(admin::Admin {
+                pool: rt.pool.clone(),
+                routing,
+            }))
+            .merge(
+                Router::new()
+                    .route("/shadow", get(show_shadow))
+                    .with_state(rt.pool.clone()),
+            ),
+    );
     let retention = rt.spawn_retention(onboarding::store::retention_rules())?;
     let unsettled = tokio::spawn(count_unsettled(rt.pool.clone(), &rt.metrics, rt.shutdown.clone()));
     let tasks = vec![
@@ -190,14 +200,19 @@ async fn run() -> anyhow::Result<()> {
         timers,
         retention,
         unsettled,
+        follow,
     ];
     rt.serve_until_shutdown(routes, tasks).await
 }
 
 /// The routing policy in force (operators check a reload took effect).
 async fn show_routing(State(routing): State<Routing>) -> Json<serde_json::Value> {
-    let p = routing.get();
-    Json(serde_json::json!({
+    Json(routing_json(&routing.get()))
+}
+
+/// A policy as operators read it.
+pub(crate) fn routing_json(p: &routing::Policy) -> serde_json::Value {
+    serde_json::json!({
         "partners": p.partners.iter().map(|x| serde_json::json!({"id": x.id, "domain": x.domain, "enabled": x.enabled,
             "regions": x.regions, "currencies": x.currencies, "owner": x.owner, "rate_limit_per_second": x.rate_limit_per_second,
             "last_disaster_test": x.last_disaster_test, "known_gaps": x.known_gaps})).collect::<Vec<_>>(),
@@ -205,7 +220,7 @@ async fn show_routing(State(routing): State<Routing>) -> Json<serde_json::Value>
             "shadow": r.shadow, "rollout_percent": r.rollout_percent, "state": format!("{:?}", r.state).to_lowercase(),
             "match": {"tenants": r.matches.tenants, "regions": r.matches.regions, "risk_tiers": r.matches.risk_tiers,
             "segments": r.matches.segments}})).collect::<Vec<_>>(),
-    }))
+    })
 }
 
 /// Shadow mode's scorecard: per domain and shadow partner, how many calls were made, how many

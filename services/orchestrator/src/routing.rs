@@ -316,21 +316,87 @@ fn toml_parse(text: &str) -> Result<Policy, String> {
     cfg.try_deserialize().map_err(|e| e.to_string())
 }
 
-/// The policy in force, reloaded from its file when the file changes.
+/// Operators' changes on top of the file (`yardctl routes set`, audited in `routing_changes`): a
+/// partner switched on or off, a partner made primary on the routes of its domain that name it
+/// secondary. The file stays the source of everything else; a reset takes an override away.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub enabled: std::collections::BTreeMap<String, bool>,
+    pub primary: std::collections::BTreeSet<String>,
+}
+
+impl Policy {
+    /// The policy with the operators' overrides applied.
+    pub fn with(&self, o: &Overrides) -> Policy {
+        let mut p = self.clone();
+        for partner in &mut p.partners {
+            if let Some(on) = o.enabled.get(&partner.id) {
+                partner.enabled = *on;
+            }
+        }
+        for id in &o.primary {
+            let Some(domain) = self.partners.iter().find(|x| &x.id == id).map(|x| x.domain.clone()) else {
+                continue;
+            };
+            for r in p.routes.iter_mut().filter(|r| r.domain == domain) {
+                if r.secondary.as_ref() == Some(id) {
+                    let old = std::mem::replace(&mut r.primary, id.clone());
+                    r.secondary = Some(old);
+                }
+            }
+        }
+        p
+    }
+}
+
+/// The policy in force: the file's, reloaded when the file changes, with the operators' overrides.
 #[derive(Clone)]
 pub struct Routing {
     current: Arc<RwLock<Arc<Policy>>>,
+    base: Arc<RwLock<(Arc<Policy>, Overrides)>>,
 }
 
 impl Routing {
     pub fn fixed(policy: Policy) -> Self {
+        let policy = Arc::new(policy);
         Routing {
-            current: Arc::new(RwLock::new(Arc::new(policy))),
+            current: Arc::new(RwLock::new(policy.clone())),
+            base: Arc::new(RwLock::new((policy, Overrides::default()))),
         }
     }
 
     pub fn get(&self) -> Arc<Policy> {
         self.current.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// The file's policy, without overrides.
+    pub fn file(&self) -> Arc<Policy> {
+        self.base.read().map(|b| b.0.clone()).unwrap_or_default()
+    }
+
+    pub fn overrides(&self) -> Overrides {
+        self.base.read().map(|b| b.1.clone()).unwrap_or_default()
+    }
+
+    fn set_file(&self, policy: Policy) {
+        if let Ok(mut b) = self.base.write() {
+            b.0 = Arc::new(policy);
+            self.recompute(&b);
+        }
+    }
+
+    /// Puts `overrides` in force (from the database; every instance follows the same table).
+    pub fn set_overrides(&self, overrides: Overrides) {
+        if let Ok(mut b) = self.base.write() {
+            b.1 = overrides;
+            self.recompute(&b);
+        }
+    }
+
+    fn recompute(&self, base: &(Arc<Policy>, Overrides)) {
+        if let Ok(mut cur) = self.current.write() {
+            *cur = Arc::new(base.0.with(&base.1));
+        }
     }
 
     /// Loads `path` (failing start-up on a bad file) and watches it.
@@ -356,9 +422,7 @@ impl Routing {
                     .and_then(|t| Policy::parse(&t));
                 match result {
                     Ok(p) => {
-                        if let Ok(mut cur) = r.current.write() {
-                            *cur = Arc::new(p);
-                        }
+                        r.set_file(p);
                         reloads.get_or_create(&ReloadLabels { result: "ok".into() }).inc();
                         tracing::info!(file = %path.display(), "routing policy reloaded");
                     }
@@ -570,5 +634,42 @@ order_by = "cost"
     fn a_route_to_an_unknown_partner_is_refused() {
         let bad = POLICY.replace("secondary = \"kyc-a\"", "secondary = \"kyc-zzz\"");
         assert!(Policy::parse(&bad).expect_err("must fail").contains("kyc-zzz"));
+    }
+
+    #[test]
+    fn overrides_switch_partners_and_make_one_primary_where_it_was_secondary() {
+        let p = Policy::parse(POLICY).unwrap();
+        let mut o = Overrides::default();
+        o.enabled.insert("kyc-c".into(), true);
+        o.enabled.insert("kyc-b".into(), false);
+        o.primary.insert("kyc-a".into());
+        let q = p.with(&o);
+        assert!(q.enabled("kyc-c") && !q.enabled("kyc-b") && q.enabled("kyc-a"));
+        // Where kyc-a was secondary it is primary now; where it was primary nothing changes.
+        let pairs: Vec<(&str, Option<&str>)> = q
+            .routes
+            .iter()
+            .map(|r| (r.primary.as_str(), r.secondary.as_deref()))
+            .collect();
+        let before: Vec<(&str, Option<&str>)> = p
+            .routes
+            .iter()
+            .map(|r| (r.primary.as_str(), r.secondary.as_deref()))
+            .collect();
+        for (b, a) in before.iter().zip(&pairs) {
+            match b {
+                (prim, Some("kyc-a")) => assert_eq!(*a, ("kyc-a", Some(*prim))),
+                _ => assert_eq!(b, a),
+            }
+        }
+        assert!(
+            before.iter().any(|(_, s)| *s == Some("kyc-a")),
+            "the policy has a route to flip"
+        );
+        // No overrides: the file's policy as it is.
+        assert_eq!(
+            format!("{:?}", p.with(&Overrides::default()).routes),
+            format!("{:?}", p.routes)
+        );
     }
 }

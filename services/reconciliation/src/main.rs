@@ -35,6 +35,9 @@
 //! reconciled once by its content, whatever its name), `date_window_days` (rule matching: how far
 //! a line's date may be from our payout's completion; 3), `[reconciliation.tolerance.<partner>]
 //! fixed_minor, bps` (how far its amounts may differ from ours: fees, FX; exact by default).
+//!
+//! Its API (`POST /runs`, `GET /findings`, `POST /findings/{id}/acknowledge|resolve`) is an
+//! operators' API: it requires the admin token (`admin.token`), as every `/admin` route does.
 
 mod cases;
 mod matching;
@@ -503,11 +506,14 @@ async fn run() -> anyhow::Result<()> {
             }
         })
     };
-    let routes = Router::new()
-        .route("/runs", post(run_now))
-        .route("/findings", get(list_findings))
-        .route("/findings/{id}/{action}", post(decide))
-        .with_state(app);
+    // Operators' routes: behind the admin token.
+    let routes = rt.admin(
+        Router::new()
+            .route("/runs", post(run_now))
+            .route("/findings", get(list_findings))
+            .route("/findings/{id}/{action}", post(decide))
+            .with_state(app),
+    );
     let tasks = vec![
         rt.spawn_relay(),
         rt.spawn_consumer(consumer),
