@@ -72,6 +72,16 @@ async fn kyc_step_up_waits_for_documents_then_continues() {
         assert_eq!(done["decision"], "approved", "{done}");
         assert_eq!(done["kyc_partner"], partner);
     }
+    // Time spent waiting for the applicant is not the mesh's latency: such flows are counted apart.
+    let text = m.metrics("ORCHESTRATOR_URL").await;
+    let waited = text
+        .lines()
+        .find(|l| {
+            l.starts_with("switchyard_flow_duration_seconds_count{")
+                && l.contains("flow=\"onboarding\",outcome=\"approved\",path=\"waited\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(waited.is_some_and(|n| n >= 2.0), "step-up flows counted as waited:\n{text}");
 }
 
 #[tokio::test]

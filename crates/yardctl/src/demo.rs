@@ -196,8 +196,62 @@ async fn wait_all(env: &Env, flows: &[Tracked], within: Duration) -> anyhow::Res
     }
 }
 
+/// The project's alert rules that went pending or fired since `began`, read from Prometheus.
+async fn alerts_during(env: &Env, began: chrono::DateTime<chrono::Utc>) {
+    let Ok(prometheus) = env.var("PROMETHEUS_URL") else {
+        return;
+    };
+    let answer = env
+        .http
+        .get(format!("{prometheus}/api/v1/query_range"))
+        .query(&[
+            ("query", "ALERTS".to_string()),
+            ("start", began.timestamp().to_string()),
+            ("end", chrono::Utc::now().timestamp().to_string()),
+            ("step", "5".to_string()),
+        ])
+        .send()
+        .await;
+    let Ok(v) = (match answer {
+        Ok(r) => r.json::<Value>().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }) else {
+        println!("\nalerts during the run: Prometheus at {prometheus} did not answer");
+        return;
+    };
+    let mut seen: BTreeMap<(String, String), (String, i64)> = BTreeMap::new();
+    for series in v["data"]["result"].as_array().into_iter().flatten() {
+        let m = &series["metric"];
+        let labels: Vec<String> = m
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !["__name__", "alertname", "alertstate", "severity"].contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect();
+        let first = series["values"][0][0].as_f64().unwrap_or(0.0) as i64;
+        let key = (m["alertname"].as_str().unwrap_or("?").to_string(), labels.join(" "));
+        let state = m["alertstate"].as_str().unwrap_or("?").to_string();
+        let entry = seen.entry(key).or_insert((state.clone(), first));
+        if state == "firing" {
+            *entry = (state, first);
+        }
+    }
+    println!("\nalerts during the run (from Prometheus; pending: the condition held, not yet for the rule's `for:`):");
+    if seen.is_empty() {
+        println!("  none");
+    }
+    for ((name, labels), (state, since)) in &seen {
+        let at = chrono::DateTime::from_timestamp(*since, 0)
+            .map(|t| t.format("%H:%M:%S").to_string())
+            .unwrap_or_default();
+        println!("  {name:<34} {state:<8} from {at}  {labels}");
+    }
+}
+
 pub async fn demo() -> anyhow::Result<ExitCode> {
     let env = Env::load()?;
+    let began = chrono::Utc::now();
     let run = &uuid::Uuid::new_v4().simple().to_string()[..6];
     let alpha = env.api_key("tenant-alpha").await?;
     let beta = env.api_key("tenant-beta").await?;
@@ -254,6 +308,8 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
     let mut by_vendor: BTreeMap<String, usize> = BTreeMap::new();
     let mut latencies = Vec::new();
     let mut failed_over = 0;
+    // The flow shown in full at the end: one that failed over during the outage.
+    let mut interesting = None;
     for (f, r) in flows.iter().zip(&results) {
         let decision = r["decision"].as_str().unwrap_or("(pending)");
         let kyc = r["kyc_partner"].as_str().unwrap_or("-");
@@ -270,6 +326,7 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         }
         if kyc != "-" && kyc != primary {
             failed_over += 1;
+            interesting.get_or_insert_with(|| f.id.clone());
         }
         if !ok {
             wrong += 1;
@@ -321,14 +378,32 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
     );
     let payouts_ok = crate::demo_payouts::run(&env, run).await?;
     println!("\nwhere to look next:");
+    println!(
+        "  dashboards deploy/grafana/mesh-overview.json, partner-scorecard.json, service.json (import into Grafana \
+         with the Prometheus at {}; `yardctl dashboards check` runs every panel's query)",
+        env.var("PROMETHEUS_URL")?
+    );
     println!("  API        {}/v1/openapi.json", env.var("INGRESS_URL")?);
-    println!("  routing    {}/routing", env.var("ORCHESTRATOR_URL")?);
+    println!(
+        "  operators  yardctl flows list|show, dlq list, routes show, partners, keys list (admin token in local-stack/endpoints.env)"
+    );
     println!(
         "  metrics    {}/metrics (each service), Prometheus {}",
         env.var("KYC_ADAPTER_URL")?,
         env.var("PROMETHEUS_URL")?
     );
     println!("  logs       local-stack/data/logs/");
+    if let Some(id) = interesting {
+        println!(
+            "\none flow in full, an onboarding moved to its secondary KYC vendor during the outage (yardctl flows show {id}):"
+        );
+        let admin = crate::admin::Admin::with_token(env.admin_token()?)?;
+        match crate::flows::gather(&admin, env.var("KAFKA_BOOTSTRAP_SERVERS")?, &id).await {
+            Ok(f) => crate::flows::print(&f),
+            Err(e) => println!("  (not shown: {e})"),
+        }
+    }
+    alerts_during(&env, began).await;
     if wrong > 0 {
         eprintln!("\n{wrong} flow(s) did not reach the state they should have");
         return Ok(ExitCode::from(1));

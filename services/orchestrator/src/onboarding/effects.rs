@@ -174,8 +174,9 @@ impl Onboarding {
                         name,
                         serde_json::json!({"reasons": reasons, "failure": failure.as_ref().map(|f| f.code.clone())}),
                     );
+                    let waited = store::went_through(conn, &flow.flow_id, &[super::state::KYC_DOCUMENTS]).await?;
                     self.metrics
-                        .complete("onboarding", name, failure.as_ref(), flow.created_at);
+                        .complete("onboarding", name, failure.as_ref(), flow.created_at, waited);
                     tracing::info!(flow_id = %flow.flow_id, decision = name, "onboarding decided");
                 }
                 Effect::Note { event, detail } => {

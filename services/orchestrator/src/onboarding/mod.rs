@@ -58,6 +58,9 @@ pub struct Timeouts {
 pub struct FlowLabels {
     pub flow: String,
     pub outcome: String,
+    /// `waited` when the flow waited on a person (the applicant's documents, a fraud reviewer),
+    /// `straight` otherwise: the latency objective is the mesh's, over straight flows.
+    pub path: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,13 +136,15 @@ impl FlowMetrics {
         f
     }
 
-    /// Records a flow's completion: its duration since `started`, and whose fault a failure was.
+    /// Records a flow's completion: its duration since `started` (and whether it `waited` on a
+    /// person), and whose fault a failure was.
     pub fn complete(
         &self,
         flow: &str,
         outcome: &str,
         failure: Option<&switchyard_model::events::common::Failure>,
         started: chrono::DateTime<chrono::Utc>,
+        waited: bool,
     ) {
         use switchyard_model::events::common::FailureClass;
         let took = (chrono::Utc::now() - started).num_milliseconds().max(0) as f64 / 1000.0;
@@ -155,7 +160,10 @@ impl FlowMetrics {
                 fault: fault.to_string(),
             })
             .inc();
-        self.duration.get_or_create(&FlowLabels { flow, outcome }).observe(took);
+        let path = if waited { "waited" } else { "straight" }.to_string();
+        self.duration
+            .get_or_create(&FlowLabels { flow, outcome, path })
+            .observe(took);
     }
 
     /// Counts one comparison of a shadow partner's verdict with the live one.

@@ -463,3 +463,14 @@ pub fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
     ));
     rules
 }
+
+/// Whether the flow's history has one of `steps` (a step that waits on a person).
+pub async fn went_through(conn: &mut PgConnection, flow_id: &str, steps: &[&str]) -> R<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM flow_history WHERE flow_id = $1 AND event = ANY($2))")
+            .bind(flow_id)
+            .bind(steps)
+            .fetch_one(conn)
+            .await?,
+    )
+}

@@ -429,17 +429,24 @@ fn completions_name_whose_fault_a_failure_was() {
     let m = super::FlowMetrics::register(&registry);
     let started = chrono::Utc::now();
     let f = |class| Failure::new(class, "x", "x");
-    m.complete("onboarding", "failed", Some(&f(FailureClass::Transient)), started);
-    m.complete("payout", "failed", Some(&f(FailureClass::Ambiguous)), started);
-    m.complete("payout", "failed", Some(&f(FailureClass::Permanent)), started);
-    m.complete("onboarding", "approved", None, started);
+    m.complete(
+        "onboarding",
+        "failed",
+        Some(&f(FailureClass::Transient)),
+        started,
+        false,
+    );
+    m.complete("payout", "failed", Some(&f(FailureClass::Ambiguous)), started, false);
+    m.complete("payout", "failed", Some(&f(FailureClass::Permanent)), started, true);
+    m.complete("onboarding", "approved", None, started, false);
     let text = registry.render();
     for line in [
         r#"switchyard_flows_completed_total{service="orchestrator",flow="onboarding",outcome="failed",fault="platform"} 1"#,
         r#"switchyard_flows_completed_total{service="orchestrator",flow="payout",outcome="failed",fault="platform"} 1"#,
         r#"switchyard_flows_completed_total{service="orchestrator",flow="payout",outcome="failed",fault="none"} 1"#,
         r#"switchyard_flows_completed_total{service="orchestrator",flow="onboarding",outcome="approved",fault="none"} 1"#,
-        r#"switchyard_flow_duration_seconds_count{service="orchestrator",flow="payout",outcome="failed"} 2"#,
+        r#"switchyard_flow_duration_seconds_count{service="orchestrator",flow="payout",outcome="failed",path="straight"} 1"#,
+        r#"switchyard_flow_duration_seconds_count{service="orchestrator",flow="payout",outcome="failed",path="waited"} 1"#,
     ] {
         assert!(text.contains(line), "{line} not in:\n{text}");
     }

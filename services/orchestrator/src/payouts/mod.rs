@@ -548,7 +548,10 @@ impl Payouts {
                         name,
                         serde_json::json!({"status": status, "failure": failure.as_ref().map(|f| f.code.clone()), "reasons": all}),
                     );
-                    self.metrics.complete("payout", name, failure.as_ref(), flow.created_at);
+                    let waited =
+                        crate::onboarding::store::went_through(conn, &flow.flow_id, &["held_for_review"]).await?;
+                    self.metrics
+                        .complete("payout", name, failure.as_ref(), flow.created_at, waited);
                     tracing::info!(flow_id = %flow.flow_id, outcome = name, "payout completed");
                 }
                 Effect::Reverse { reason } => {
