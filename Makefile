@@ -1,6 +1,7 @@
 # The commands people run are the commands CI runs.
 #   make demo   the main job: stack up, build, start every service, run the demo workload
-#   make test   stack up, build, schema compatibility check, every test against the real stack, and
+#   make test   stack up, build, alert rules and Helm chart checks, schema compatibility check, every
+#               test against the real stack, and
 #               a short chaos run (60 flows, every service kind killed twice), the personal
 #               data scan (yardctl privacy), then the demo and every dashboard panel's query
 #               against Prometheus (yardctl dashboards check)
@@ -46,6 +47,8 @@ demo: services
 test: up build
 	@# Alert rules: valid, each firing and not firing as its promtool tests say, each with its runbook.
 	@deploy/prometheus/check.sh
+	@# The Helm chart: lint, render with each value set, every manifest checked against the API types.
+	@helm/check.sh
 	@$(ENV) && $(YARDCTL) schemas check
 	@local-stack/services.sh start
 	@# Bounded: a hung test fails the run instead of holding CI until its own limit.

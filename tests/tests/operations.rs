@@ -457,3 +457,62 @@ async fn a_routing_change_is_audited_and_takes_effect_on_the_next_flow() {
         "back as the file says"
     );
 }
+
+/// The chart's migration Job: a service started with `SWITCHYARD_MIGRATE_ONLY=1` migrates its
+/// database (its own tables too), registers no schema, makes no topic, serves nothing and exits 0;
+/// run again, it changes nothing and exits 0.
+#[tokio::test]
+async fn a_migrate_only_run_migrates_the_database_and_exits() {
+    let stack = Stack::get();
+    let db = stack.fresh_db("migrate_only").await;
+    let tables = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' \
+             AND table_name IN ('onboarding_flows', 'payouts', 'routing_changes') ORDER BY 1",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    assert!(tables().await.is_empty());
+    let run = || {
+        let mut child = std::process::Command::new(workspace_bin("orchestrator"))
+            .env_clear()
+            .env("SWITCHYARD_MIGRATE_ONLY", "1")
+            .env("SWITCHYARD_DATABASE__URL", &db.url)
+            // Nothing listens there: a run that tried Kafka or the registry would fail or hang.
+            .env("SWITCHYARD_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+            .env("SWITCHYARD_REGISTRY__URL", "http://127.0.0.1:1/apis/ccompat/v7")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("orchestrator binary");
+        // A hang guard, not a speed target: a process that serves never exits on its own.
+        for _ in 0..600 {
+            if child.try_wait().unwrap().is_some() {
+                return child.wait_with_output().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = child.kill();
+        panic!(
+            "a migrate-only run did not exit: {}",
+            out(&child.wait_with_output().unwrap())
+        );
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", out(&first));
+    assert_eq!(tables().await, ["onboarding_flows", "payouts", "routing_changes"]);
+    let migrations: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let second = run();
+    assert!(second.status.success(), "{}", out(&second));
+    let again: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(migrations, again, "nothing applied twice");
+    db.drop_db().await;
+}

@@ -52,6 +52,13 @@ pub fn config_path() -> Option<PathBuf> {
 
 /// Loads and validates configuration, installs telemetry, connects to Postgres (and migrates), the
 /// registry (and registers the model) and Kafka (and creates missing topics).
+/// `SWITCHYARD_MIGRATE_ONLY=1`: the process migrates its database and exits (the Helm chart's
+/// pre-install/pre-upgrade Job runs each service so, before new pods start). Migrations are
+/// idempotent: a second run applies nothing.
+pub fn migrate_only() -> bool {
+    std::env::var("SWITCHYARD_MIGRATE_ONLY").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
 pub async fn boot(service: &str) -> anyhow::Result<Runtime> {
     let config_file = config_path();
     let cfg = ServiceConfig::load(service, config_file.as_deref())?;
@@ -66,7 +73,10 @@ pub async fn boot(service: &str) -> anyhow::Result<Runtime> {
 
     let registry = RegistryClient::new(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms))?;
     let codec = Codec::new(SchemaCatalog::embedded()?, registry);
-    if cfg.registry.register_schemas {
+    if migrate_only() {
+        tracing::info!(service, "migrate-only: the runtime's tables are migrated");
+    }
+    if cfg.registry.register_schemas && !migrate_only() {
         let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             match codec.register_all().await {
@@ -81,7 +91,7 @@ pub async fn boot(service: &str) -> anyhow::Result<Runtime> {
             }
         }
     }
-    if cfg.kafka.ensure_topics {
+    if cfg.kafka.ensure_topics && !migrate_only() {
         let mut names = Vec::new();
         for t in topics::all_topics() {
             names.push(topics::dlq(&t));
@@ -122,6 +132,21 @@ pub async fn boot(service: &str) -> anyhow::Result<Runtime> {
 }
 
 impl Runtime {
+    /// Runs the service's own migrations; false when the process only migrates (its `run` returns).
+    pub async fn migrate(&self, migrator: sqlx::migrate::Migrator) -> anyhow::Result<bool> {
+        migrator.run(&self.pool).await?;
+        Ok(self.serving())
+    }
+
+    /// False when the process only migrates (`SWITCHYARD_MIGRATE_ONLY`).
+    pub fn serving(&self) -> bool {
+        if migrate_only() {
+            tracing::info!(service = %self.cfg.service, "migrated; exiting (migrate-only)");
+            return false;
+        }
+        true
+    }
+
     /// Puts a service's own admin routes behind the admin token.
     pub fn admin(&self, routes: axum::Router) -> axum::Router {
         crate::admin::protect(routes, &self.cfg.admin.token)
@@ -256,6 +281,9 @@ pub async fn run_skeleton(service: &str) -> ExitCode {
     exit_code(
         async {
             let rt = boot(service).await?;
+            if !rt.serving() {
+                return Ok(());
+            }
             let tasks = vec![rt.spawn_relay(), rt.spawn_retention(Vec::new())?];
             rt.serve_until_shutdown(Router::new(), tasks).await
         }

@@ -120,6 +120,9 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let rt = service::boot(SERVICE).await?;
+    if !rt.serving() {
+        return Ok(());
+    }
     let partners =
         Partners::load(rt.config_file.as_deref(), &rt.metrics, &rt.pool, registry::aml).map_err(anyhow::Error::msg)?;
     let handler = AmlAdapter {

@@ -140,6 +140,9 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let rt = service::boot(SERVICE).await?;
+    if !rt.serving() {
+        return Ok(());
+    }
     let partners = Partners::load(rt.config_file.as_deref(), &rt.metrics, &rt.pool, registry::fraud)
         .map_err(anyhow::Error::msg)?;
     let handler = FraudAdapter {

@@ -112,7 +112,9 @@ async fn cli_pool(cfg: &ServiceConfig) -> anyhow::Result<sqlx::PgPool> {
 
 async fn run() -> anyhow::Result<()> {
     let rt = service::boot(api::SERVICE).await?;
-    sqlx::migrate!("./migrations").run(&rt.pool).await?;
+    if !rt.migrate(sqlx::migrate!("./migrations")).await? {
+        return Ok(());
+    }
     let limits: Limits = ServiceConfig::section(
         rt.config_file.as_deref(),
         "ingress",

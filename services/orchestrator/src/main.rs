@@ -113,7 +113,9 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let rt = service::boot(SERVICE).await?;
-    sqlx::migrate!("./migrations").run(&rt.pool).await?;
+    if !rt.migrate(sqlx::migrate!("./migrations")).await? {
+        return Ok(());
+    }
     let file = rt.config_file.as_deref();
     let routing_file: Option<String> = ServiceConfig::section(file, "routing_file", None)?;
     let routing_file = std::env::var("SWITCHYARD_ROUTING_FILE")

@@ -450,7 +450,9 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let rt = service::boot(SERVICE).await?;
-    sqlx::migrate!("./migrations").run(&rt.pool).await?;
+    if !rt.migrate(sqlx::migrate!("./migrations")).await? {
+        return Ok(());
+    }
     let file = rt.config_file.as_deref();
     let cfg: ReconConfig = ServiceConfig::section(file, "reconciliation", ReconConfig::default())?;
     let partners = Partners::load(file, &rt.metrics, &rt.pool, registry::payouts).map_err(anyhow::Error::msg)?;

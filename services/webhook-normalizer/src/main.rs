@@ -386,7 +386,9 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let rt = service::boot(SERVICE).await?;
-    sqlx::migrate!("./migrations").run(&rt.pool).await?;
+    if !rt.migrate(sqlx::migrate!("./migrations")).await? {
+        return Ok(());
+    }
     let partners =
         Partners::load(rt.config_file.as_deref(), &rt.metrics, &rt.pool, registry::kyc).map_err(anyhow::Error::msg)?;
     let received: Family<WebhookLabels, Counter> = Family::default();
