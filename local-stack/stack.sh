@@ -26,6 +26,9 @@ KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 REGISTRY_PORT="${REGISTRY_PORT:-8081}"
 PG_PORT="${PG_PORT:-55432}"
 PROMETHEUS_PORT="${PROMETHEUS_PORT:-9090}"
+# Jaeger (v2, all-in-one, in memory): OTLP/gRPC in, the query API and UI out.
+OTLP_PORT="${OTLP_PORT:-4317}"
+JAEGER_PORT="${JAEGER_PORT:-16686}"
 PG_USER=switchyard
 PG_PASSWORD=switchyard
 
@@ -97,6 +100,21 @@ install_apicurio() {
   touch "$APICURIO_HOME/.complete"
 }
 
+# Jaeger v2, built from the Go module proxy at the version local-stack/jaeger/go.mod pins (once: the
+# binary is cached under the version and the module files' digest).
+install_jaeger() {
+  export PATH="$PATH:/usr/local/go/bin"
+  command -v go >/dev/null || apt_install golang-go
+  local sum
+  sum="$(cat "$HERE/jaeger/go.mod" "$HERE/jaeger/go.sum" | sha256sum | cut -c1-12)"
+  JAEGER_BIN="$CACHE/jaeger-$sum/jaeger"
+  [ -x "$JAEGER_BIN" ] && return 0
+  log "building Jaeger from the Go module proxy (once; a few minutes)"
+  mkdir -p "$CACHE/jaeger-$sum"
+  (cd "$HERE/jaeger" && go build -o "$JAEGER_BIN.tmp" github.com/jaegertracing/jaeger/cmd/jaeger)
+  mv "$JAEGER_BIN.tmp" "$JAEGER_BIN"
+}
+
 install_python_client() {
   # A Confluent client in another language (confluent-kafka for Python), for the interop tests.
   local venv="$CACHE/pyvenv" req="$HERE/../tests/interop/requirements.txt" stamp
@@ -117,6 +135,7 @@ cmd_install() {
   install_kafka
   install_apicurio
   install_python_client
+  install_jaeger
 }
 
 # ---------------------------------------------------------------- helpers
@@ -317,6 +336,16 @@ EOF
     --storage.tsdb.retention.time=2d
 }
 
+start_jaeger() {
+  if pid_alive jaeger; then
+    log "Jaeger already running on :$JAEGER_PORT"
+    return 0
+  fi
+  log "starting Jaeger (OTLP :$OTLP_PORT, UI and API :$JAEGER_PORT)"
+  # The bundled all-in-one configuration: memory storage, OTLP on localhost, the UI.
+  start_bg jaeger "$LOGS/jaeger.log" "$JAEGER_BIN"
+}
+
 write_endpoints() {
   local f="$HERE/endpoints.env"
   # The operators' token for every service's /admin API (yardctl sends it), made once per stack.
@@ -327,6 +356,8 @@ write_endpoints() {
     echo "SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
     echo "PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT"
     echo "SWITCHYARD_ADMIN__TOKEN=$(cat "$DATA/admin-token")"
+    echo "SWITCHYARD_TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT"
+    echo "JAEGER_URL=http://127.0.0.1:$JAEGER_PORT"
     echo "POSTGRES_ADMIN_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
     for s in "${SERVICES[@]}"; do
       local var="${s//-/_}"
@@ -356,6 +387,7 @@ cmd_up() {
   start_kafka
   start_registry
   start_prometheus
+  start_jaeger
   wait_for Kafka 90 port_open "$KAFKA_PORT"
   wait_for "schema registry" 120 registry_ready
   set_registry_rule
@@ -381,6 +413,7 @@ cmd_down() {
     for f in "$RUN"/svc-*.pid; do [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"; done
   fi
   stop_pid prometheus
+  stop_pid jaeger
   stop_pid registry
   stop_pid kafka
   if [ -f "$DATA/postgres/PG_VERSION" ] && as_postgres "$PG_BIN/pg_ctl" -D "$DATA/postgres" status >/dev/null 2>&1; then

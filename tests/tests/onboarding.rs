@@ -81,7 +81,10 @@ async fn kyc_step_up_waits_for_documents_then_continues() {
                 && l.contains("flow=\"onboarding\",outcome=\"approved\",path=\"waited\"")
         })
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
-    assert!(waited.is_some_and(|n| n >= 2.0), "step-up flows counted as waited:\n{text}");
+    assert!(
+        waited.is_some_and(|n| n >= 2.0),
+        "step-up flows counted as waited:\n{text}"
+    );
 }
 
 #[tokio::test]

@@ -51,6 +51,28 @@ pub fn inject_current_trace(h: &mut HeaderMap) {
     TraceContextPropagator::new().inject_context(&cx, &mut Inject(h));
 }
 
+/// The current span's `traceparent` (a new trace's when there is none).
+pub fn current_traceparent() -> Option<String> {
+    let mut h = HeaderMap::new();
+    inject_current_trace(&mut h);
+    h.remove("traceparent")
+}
+
+/// A span that continues the trace `traceparent` names (a flow's, kept since it started), linked to
+/// the trace it is opened in (e.g. a partner's webhook's): later work joins the flow's trace, and
+/// the webhook's own trace is one link away.
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    let here = tracing::Span::current().context().span().span_context().clone();
+    if let Some(tp) = traceparent {
+        let mut h = HeaderMap::new();
+        h.insert("traceparent".into(), tp.to_string());
+        set_parent_from(span, &h);
+    }
+    if here.is_valid() {
+        span.add_link(here);
+    }
+}
+
 struct Inject<'a>(&'a mut HeaderMap);
 
 impl Injector for Inject<'_> {

@@ -73,12 +73,49 @@ async fn metrics_text(State(s): State<HealthState>) -> impl IntoResponse {
     )
 }
 
+async fn trace_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let path = request.uri().path();
+    if matches!(path, "/metrics" | "/healthz" | "/readyz") {
+        return next.run(request).await;
+    }
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| path.to_string(), |m| m.as_str().to_string());
+    let method = request.method().to_string();
+    let span = tracing::info_span!(
+        "http request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let headers: crate::headers::HeaderMap = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|k| {
+            request
+                .headers()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    crate::headers::set_parent_from(&span, &headers);
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
 /// Binds `listen` and serves `router` until shutdown; returns the bound address.
 pub async fn serve(
     listen: &str,
     router: Router,
     shutdown: Shutdown,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    // Every API request in a server span (health and metrics scrapes left out), joined to the
+    // caller's trace when it sends `traceparent`.
+    let router = router.route_layer(axum::middleware::from_fn(trace_request));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let handle = tokio::spawn(async move {

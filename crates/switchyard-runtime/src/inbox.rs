@@ -701,6 +701,8 @@ impl<H: Handler> Worker<H> {
         let headers = headers::from_kafka(msg.headers());
         let span = tracing::info_span!(
             "consume",
+            otel.name = %format!("consume {topic}"),
+            otel.kind = "consumer",
             consumer = %self.name,
             topic = %topic,
             partition = msg.partition(),

@@ -370,7 +370,25 @@ impl Caller {
                 _ => wait_until(self.pacer.turn(partner).await, false).await,
             }
             let started = Instant::now();
-            let result = f().await;
+            // One span per attempt at the partner: a client span in the flow's trace.
+            let span = tracing::info_span!(
+                "partner call",
+                otel.name = %format!("{partner} {operation}"),
+                otel.kind = "client",
+                partner,
+                operation,
+                attempt,
+                outcome = tracing::field::Empty,
+            );
+            let result = tracing::Instrument::instrument(f(), span.clone()).await;
+            span.record(
+                "outcome",
+                match &result {
+                    Ok(_) => "ok",
+                    Err(e) => e.outcome(),
+                },
+            );
+            drop(span);
             self.metrics
                 .duration
                 .get_or_create(&PartnerOpLabels {

@@ -393,6 +393,9 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         env.var("PROMETHEUS_URL")?
     );
     println!("  logs       local-stack/data/logs/");
+    if let Ok(jaeger) = env.var("JAEGER_URL") {
+        println!("  traces     {jaeger} (Jaeger: every flow's trace, from the API to the partners and their webhooks)");
+    }
     if let Some(id) = interesting {
         println!(
             "\none flow in full, an onboarding moved to its secondary KYC vendor during the outage (yardctl flows show {id}):"

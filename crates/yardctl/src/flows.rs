@@ -143,6 +143,12 @@ pub fn print(f: &Value) {
         s(&f["tenant"])
     );
     println!("  state        {}", s(&f["state"]));
+    if let Some(trace) = f["trace_id"].as_str() {
+        match std::env::var("JAEGER_URL") {
+            Ok(j) => println!("  trace        {trace}  ({j}/trace/{trace})"),
+            Err(_) => println!("  trace        {trace}"),
+        }
+    }
     println!(
         "  started      {}   updated {}   completed {}",
         ts(&f["created_at"]),

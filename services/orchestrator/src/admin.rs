@@ -104,6 +104,16 @@ async fn flow(pool: &PgPool, flow_id: &str) -> Result<Option<serde_json::Value>,
     let Some(mut v) = onboarding.or(payout).or(score) else {
         return Ok(None);
     };
+    // The flow's trace (W3C `00-<trace id>-<span id>-<flags>`), to look up in the tracing backend.
+    let parent: Option<String> = sqlx::query_scalar(
+        "SELECT trace_parent FROM onboarding_flows WHERE flow_id = $1 \
+         UNION ALL SELECT trace_parent FROM payouts WHERE flow_id = $1 LIMIT 1",
+    )
+    .bind(flow_id)
+    .fetch_optional(pool)
+    .await?
+    .flatten();
+    v["trace_id"] = parent.as_deref().and_then(|p| p.split('-').nth(1)).into();
     v["history"] = json_rows(
         pool,
         "SELECT jsonb_build_object('at', at, 'event', event, 'detail', detail) FROM flow_history \

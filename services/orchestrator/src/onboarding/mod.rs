@@ -373,6 +373,12 @@ impl Onboarding {
             }
             return Ok(());
         }
+        let span = store::notice_span(conn, &flow_id, &p.partner).await?;
+        tracing::Instrument::instrument(self.kyc_notice(conn, flow_id, p), span).await
+    }
+
+    /// A KYC partner's notice about a live case, applied to its flow.
+    async fn kyc_notice(&self, conn: &mut PgConnection, flow_id: String, p: KycProviderEvent) -> R<()> {
         let answer = KycAnswer {
             partner: p.partner.clone(),
             reference: Some(p.provider_reference.clone()),

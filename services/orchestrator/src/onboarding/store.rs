@@ -87,7 +87,8 @@ pub async fn load(conn: &mut PgConnection, flow_id: &str) -> R<Option<(Flow, Sta
 pub async fn insert(conn: &mut PgConnection, flow: &Flow) -> R<bool> {
     let inserted = sqlx::query(
         "INSERT INTO onboarding_flows (flow_id, tenant_id, applicant_id, correlation_id, person, region, risk_tier, \
-         segment, state, attempt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'starting', 1) ON CONFLICT (flow_id) DO NOTHING",
+         segment, state, attempt, trace_parent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'starting', 1, $9) \
+         ON CONFLICT (flow_id) DO NOTHING",
     )
     .bind(&flow.flow_id)
     .bind(&flow.tenant_id)
@@ -97,6 +98,7 @@ pub async fn insert(conn: &mut PgConnection, flow: &Flow) -> R<bool> {
     .bind(&flow.region)
     .bind(&flow.risk_tier)
     .bind(&flow.segment)
+    .bind(switchyard_runtime::headers::current_traceparent())
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -473,4 +475,24 @@ pub async fn went_through(conn: &mut PgConnection, flow_id: &str, steps: &[&str]
             .fetch_one(conn)
             .await?,
     )
+}
+
+/// The trace context a flow (onboarding or payout) started in, if it was kept.
+pub async fn trace_parent(conn: &mut PgConnection, flow_id: &str) -> R<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT trace_parent FROM onboarding_flows WHERE flow_id = $1 \
+         UNION ALL SELECT trace_parent FROM payouts WHERE flow_id = $1 LIMIT 1",
+    )
+    .bind(flow_id)
+    .fetch_optional(conn)
+    .await?
+    .flatten())
+}
+
+/// A span for applying a partner's notice to `flow_id`: in the flow's own trace, linked to the
+/// notice's (the webhook normalizer's).
+pub async fn notice_span(conn: &mut PgConnection, flow_id: &str, partner: &str) -> R<tracing::Span> {
+    let span = tracing::info_span!("partner notice", otel.name = %format!("{partner} notice"), flow_id, partner);
+    switchyard_runtime::headers::continue_trace(&span, trace_parent(conn, flow_id).await?.as_deref());
+    Ok(span)
 }

@@ -304,7 +304,11 @@ impl Payouts {
             reason: p.return_reason.clone(),
         };
         match store::flow_of_reference(conn, &p.partner, &p.provider_reference).await? {
-            Some(flow_id) => self.feed(conn, &flow_id, Input::Notice(notice), &p.envelope).await,
+            Some(flow_id) => {
+                let span = crate::onboarding::store::notice_span(conn, &flow_id, &p.partner).await?;
+                tracing::Instrument::instrument(self.feed(conn, &flow_id, Input::Notice(notice), &p.envelope), span)
+                    .await
+            }
             None => {
                 tracing::info!(partner = %p.partner, reference = %p.provider_reference,
                     "payout notice parked until its payout is known");

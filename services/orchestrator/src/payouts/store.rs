@@ -48,8 +48,8 @@ pub use switchyard_model::events::payouts::flow_id;
 pub async fn insert(conn: &mut PgConnection, flow: &Flow) -> R<bool> {
     let inserted = sqlx::query(
         "INSERT INTO payouts (flow_id, tenant_id, payout_id, correlation_id, command, currency, amount_minor, \
-         beneficiary_key, state_name, state) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'starting', '{}') ON CONFLICT (flow_id) DO NOTHING",
+         beneficiary_key, state_name, state, trace_parent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'starting', '{}', $9) ON CONFLICT (flow_id) DO NOTHING",
     )
     .bind(&flow.flow_id)
     .bind(&flow.tenant_id)
@@ -59,6 +59,7 @@ pub async fn insert(conn: &mut PgConnection, flow: &Flow) -> R<bool> {
     .bind(&flow.order.amount.currency)
     .bind(flow.order.amount.amount_minor)
     .bind(&flow.beneficiary_key)
+    .bind(switchyard_runtime::headers::current_traceparent())
     .execute(&mut *conn)
     .await?
     .rows_affected();
