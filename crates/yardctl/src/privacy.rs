@@ -330,6 +330,7 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
     let logs_from = log_sizes();
     let topics_from = ends(&kafka, &names)?;
     services("start", &[("SWITCHYARD_TELEMETRY__LOG_FILTER", "debug")]).await?;
+    let traced_from = chrono::Utc::now();
 
     let people: Vec<Person> = PATHS
         .iter()
@@ -446,6 +447,47 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
     for a in &answers {
         scan(a.as_bytes(), "API answer", &everyone, &mut leaks);
     }
+    // Traces: every span (its attributes and events, debug ones included) the services exported
+    // during the run, as the tracing backend keeps them.
+    let spans = match env.var("JAEGER_URL") {
+        Ok(jaeger) => {
+            let mut spans = 0;
+            for service in [
+                "ingress",
+                "orchestrator",
+                "kyc-adapter",
+                "aml-adapter",
+                "fraud-adapter",
+                "payouts-adapter",
+                "webhook-normalizer",
+                "reconciliation",
+            ] {
+                let v: serde_json::Value = env
+                    .http
+                    .get(format!("{jaeger}/api/traces"))
+                    .query(&[
+                        ("service", service.to_string()),
+                        ("start", (traced_from.timestamp_micros()).to_string()),
+                        ("limit", "5000".to_string()),
+                    ])
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                for t in v["data"].as_array().into_iter().flatten() {
+                    spans += t["spans"].as_array().map_or(0, Vec::len);
+                    scan(
+                        t.to_string().as_bytes(),
+                        &format!("trace from {service}"),
+                        &everyone,
+                        &mut leaks,
+                    );
+                }
+            }
+            Some(spans)
+        }
+        Err(_) => None,
+    };
     println!("restarting the mesh at its usual log level");
     services("start", &[]).await?;
 
@@ -464,6 +506,9 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
     if debug_lines == 0 {
         blind.push("the services logged nothing at debug level".to_string());
     }
+    if spans == Some(0) {
+        blind.push("no span of the run reached the tracing backend".to_string());
+    }
     let mut by_place: BTreeMap<(String, &str), usize> = BTreeMap::new();
     for l in &leaks {
         *by_place.entry((l.place.clone(), l.what)).or_default() += 1;
@@ -475,9 +520,10 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
         println!("  BLIND {b}");
     }
     println!(
-        "privacy: {} leaks, {} debug log lines scanned, {} flows, markers seen {} times where personal data belongs",
+        "privacy: {} leaks, {} debug log lines and {} spans scanned, {} flows, markers seen {} times where personal data belongs",
         leaks.len(),
         debug_lines,
+        spans.unwrap_or(0),
         flows.len(),
         seen.len()
     );
