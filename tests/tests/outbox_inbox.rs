@@ -984,44 +984,84 @@ fn committed(stack: &Stack, group: &str, topic: &str) -> Option<i64> {
     }
 }
 
+/// A fresh topic holding three flows' messages, A (seq 1), B and C, in one partition, and a database
+/// with the effects table: the setting of the tests where A hangs.
+struct ThreeFlows {
+    stack: Stack,
+    db: TestDb,
+    topic: String,
+    codec: switchyard_runtime::Codec,
+    producer: rdkafka::producer::FutureProducer,
+}
+
+impl ThreeFlows {
+    async fn new(label: &str) -> ThreeFlows {
+        let stack = Stack::get();
+        let db = stack.fresh_db(label).await;
+        let topic = stack.fresh_topic(label, 1).await;
+        let codec = stack.codec_for(&topic).await;
+        create_effects_table(&db.pool).await;
+        let producer = switchyard_runtime::kafka::producer(&stack.kafka, &format!("{label}-test")).expect("producer");
+        for (seq, key) in [(1, "flow-a"), (2, "flow-b"), (3, "flow-c")] {
+            let frame = codec
+                .encode(&topic, &sample_event("t", key, seq))
+                .await
+                .expect("encode");
+            produce(&producer, &topic, key, &frame).await;
+        }
+        ThreeFlows {
+            stack,
+            db,
+            topic,
+            codec,
+            producer,
+        }
+    }
+
+    /// A consumer of the topic in the group `consumer-<topic>` applying `handler`.
+    fn consumer(
+        &self,
+        metrics: Metrics,
+        handler: Scripted,
+        max_batch: usize,
+    ) -> switchyard_runtime::Consumer<Scripted> {
+        switchyard_runtime::Consumer {
+            name: format!("consumer-{}", self.topic),
+            topics: vec![self.topic.clone()],
+            bootstrap: self.stack.kafka.clone(),
+            codec: self.codec.clone(),
+            pool: self.db.pool.clone(),
+            metrics,
+            producer: self.producer.clone(),
+            handler,
+            wake: Default::default(),
+            instance_id: None,
+            concurrency: switchyard_runtime::inbox::Concurrency {
+                max_in_flight: 32,
+                per_partition: 16,
+                max_batch,
+                max_parked: 0,
+            },
+        }
+    }
+}
+
 /// Concurrency inside a partition never moves its offset past a message not yet applied: the first
 /// message (key A) hangs while the two behind it (keys B and C) are applied; the committed offset stays
 /// at A through auto-commits and the crash of the consumer, and the next instance applies A, skipping
 /// B and C as duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_with_a_slow_message_behind_faster_ones_loses_nothing() {
-    let stack = Stack::get();
-    let db = stack.fresh_db("lowmark").await;
-    let topic = stack.fresh_topic("lowmark", 1).await;
-    let codec = stack.codec_for(&topic).await;
-    create_effects_table(&db.pool).await;
-    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "lowmark-test").expect("producer");
-    for (seq, key) in [(1, "flow-a"), (2, "flow-b"), (3, "flow-c")] {
-        let frame = codec
-            .encode(&topic, &sample_event("t", key, seq))
-            .await
-            .expect("encode");
-        produce(&producer, &topic, key, &frame).await;
-    }
+    let setting = ThreeFlows::new("lowmark").await;
+    let ThreeFlows {
+        stack,
+        db,
+        topic,
+        codec,
+        ..
+    } = &setting;
     let group = format!("consumer-{topic}");
-    let held = switchyard_runtime::Consumer {
-        name: group.clone(),
-        topics: vec![topic.clone()],
-        bootstrap: stack.kafka.clone(),
-        codec: codec.clone(),
-        pool: db.pool.clone(),
-        metrics: Metrics::new("lowmark-1"),
-        producer: producer.clone(),
-        handler: Scripted::holding(1),
-        wake: Default::default(),
-        instance_id: None,
-        concurrency: switchyard_runtime::inbox::Concurrency {
-            max_in_flight: 32,
-            per_partition: 16,
-            max_batch: 16,
-            max_parked: 0,
-        },
-    };
+    let held = setting.consumer(Metrics::new("lowmark-1"), Scripted::holding(1), 16);
     let run = tokio::spawn(held.run(switchyard_runtime::Shutdown::new()));
     assert!(
         eventually(Duration::from_secs(30), || async { effects_count(&db.pool).await == 2 }).await,
@@ -1029,13 +1069,13 @@ async fn a_crash_with_a_slow_message_behind_faster_ones_loses_nothing() {
     );
     // Through two auto-commit intervals, the committed offset never passes A.
     for _ in 0..8 {
-        let c = committed(&stack, &group, &topic);
+        let c = committed(stack, &group, topic);
         assert!(c.is_none_or(|o| o <= 0), "committed past the unfinished message: {c:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     run.abort(); // the crash
     let _ = run.await;
-    assert!(committed(&stack, &group, &topic).is_none_or(|o| o <= 0));
+    assert!(committed(stack, &group, topic).is_none_or(|o| o <= 0));
 
     let expect = Expect {
         effects: 3,
@@ -1047,11 +1087,11 @@ async fn a_crash_with_a_slow_message_behind_faster_ones_loses_nothing() {
         skipped,
         metrics,
         ..
-    } = consume(&stack, &db, &topic, codec, "lowmark-2", expect).await;
+    } = consume(stack, db, topic, codec.clone(), "lowmark-2", expect).await;
     assert!(all, "A was redelivered and applied");
     assert!(skipped, "B and C redelivered and skipped: {metrics}");
     assert_eq!(applied_times(&db.pool).await, [1, 1, 1]);
-    db.drop_db().await;
+    setting.db.drop_db().await;
 }
 
 /// Consumer lag, as the dashboards and the lag alert read it: a message that hangs keeps its
@@ -1059,38 +1099,9 @@ async fn a_crash_with_a_slow_message_behind_faster_ones_loses_nothing() {
 /// count too) and in seconds (its age, growing); once it is done the lag is 0 in both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_is_reported_in_messages_and_seconds_and_falls_to_zero_when_done() {
-    let stack = Stack::get();
-    let db = stack.fresh_db("lag").await;
-    let topic = stack.fresh_topic("lag", 1).await;
-    let codec = stack.codec_for(&topic).await;
-    create_effects_table(&db.pool).await;
-    let producer = switchyard_runtime::kafka::producer(&stack.kafka, "lag-test").expect("producer");
-    for (seq, key) in [(1, "flow-a"), (2, "flow-b"), (3, "flow-c")] {
-        let frame = codec
-            .encode(&topic, &sample_event("t", key, seq))
-            .await
-            .expect("encode");
-        produce(&producer, &topic, key, &frame).await;
-    }
-    let group = format!("consumer-{topic}");
-    let consumer = |metrics: Metrics, handler: Scripted| switchyard_runtime::Consumer {
-        name: group.clone(),
-        topics: vec![topic.clone()],
-        bootstrap: stack.kafka.clone(),
-        codec: codec.clone(),
-        pool: db.pool.clone(),
-        metrics,
-        producer: producer.clone(),
-        handler,
-        wake: Default::default(),
-        instance_id: None,
-        concurrency: switchyard_runtime::inbox::Concurrency {
-            max_in_flight: 32,
-            per_partition: 16,
-            max_batch: 1,
-            max_parked: 0,
-        },
-    };
+    let setting = ThreeFlows::new("lag").await;
+    let db = &setting.db;
+    let consumer = |metrics: Metrics, handler: Scripted| setting.consumer(metrics, handler, 1);
     let held_metrics = Metrics::new("lag-1");
     let run =
         tokio::spawn(consumer(held_metrics.clone(), Scripted::holding(1)).run(switchyard_runtime::Shutdown::new()));
@@ -1137,5 +1148,5 @@ async fn lag_is_reported_in_messages_and_seconds_and_falls_to_zero_when_done() {
     );
     shutdown.trigger();
     let _ = run.await;
-    db.drop_db().await;
+    setting.db.drop_db().await;
 }

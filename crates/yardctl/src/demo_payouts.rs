@@ -623,17 +623,8 @@ async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)])
             })
             .unwrap_or_default()
     };
-    let run = async |body: Value| -> anyhow::Result<Value> {
-        let r = env
-            .http
-            .post(format!("{recon}/runs"))
-            .bearer_auth(env.admin_token()?)
-            .json(&body)
-            .send()
-            .await?;
-        anyhow::ensure!(r.status().is_success(), "reconciliation run: {}", r.status());
-        Ok(r.json().await?)
-    };
+    let admin = crate::admin::Admin::with_token(env.admin_token()?)?;
+    let run = async |body: Value| admin.post(&format!("{recon}/runs"), &body).await;
     println!("\nphase 5: reconciliation: the partners' lists, settlement reports and KYC cases against our outcomes");
     // Our outcomes reach the service first: until then a run would miss them (the stray case is
     // found from the start).
@@ -694,14 +685,7 @@ async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)])
         ("status_mismatch", kyc_flow.clone()),
         ("missing_internally", stray.clone()),
     ];
-    let stored: Value = env
-        .http
-        .get(format!("{recon}/findings"))
-        .bearer_auth(env.admin_token()?)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let stored = admin.get(&format!("{recon}/findings"), &[]).await?;
     let stored = about_us(&stored["findings"]);
     println!(
         "  run {}: {} partner records, {} new report files; {} findings about this run's payouts and onboarding, {} about others (earlier runs, tests that pay without a flow)",
@@ -783,14 +767,7 @@ async fn reconcile(env: &Env, key: &str, prefix: &str, cases: &[(String, Case)])
     // The same run again finds nothing new about these payouts.
     let again = run(json!({"grace_seconds": 0})).await?;
     let new_again = about_us(&again["found"]).len();
-    let stored_again: Value = env
-        .http
-        .get(format!("{recon}/findings"))
-        .bearer_auth(env.admin_token()?)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let stored_again = admin.get(&format!("{recon}/findings"), &[]).await?;
     if about_us(&stored_again["findings"]).len() != stored.len() {
         wrong += 1;
         println!("  a second run added findings  <- runs must be idempotent");

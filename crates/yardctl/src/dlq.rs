@@ -48,7 +48,7 @@ pub enum DlqCommand {
     },
 }
 
-/// One dead letter.
+/// One message read back (a dead letter, or any other).
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub topic: String,
@@ -87,32 +87,42 @@ fn dlq_topics(kafka: &str) -> anyhow::Result<Vec<String>> {
 /// The messages of `topics` (whole, or one offset when `only` is given), by a reader that joins no
 /// consumer group.
 pub fn read(kafka: &str, topics: &[String], only: Option<(i32, i64)>) -> anyhow::Result<Vec<DeadLetter>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka)
-        .set("group.id", format!("yardctl-dlq-{}", uuid::Uuid::new_v4().simple()))
-        .set("enable.auto.commit", "false")
-        .create()?;
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", kafka).create()?;
     let meta = c.fetch_metadata(None, Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
-    let mut left = 0i64;
+    let mut ranges = Vec::new();
     for t in meta.topics().iter().filter(|t| topics.iter().any(|n| n == t.name())) {
         for p in t.partitions() {
             if only.is_some_and(|(op, _)| op != p.id()) {
                 continue;
             }
             let (low, high) = c.fetch_watermarks(t.name(), p.id(), Duration::from_secs(10))?;
-            let (from, to) = match only {
-                Some((_, o)) if o >= low && o < high => (o, o + 1),
-                Some(_) => continue,
-                None => (low, high),
-            };
-            if to > from {
-                tpl.add_partition_offset(t.name(), p.id(), Offset::Offset(from))?;
-                ends.insert((t.name().to_string(), p.id()), to);
-                left += to - from;
+            match only {
+                Some((_, o)) if o >= low && o < high => ranges.push((t.name().to_string(), p.id(), o, o + 1)),
+                Some(_) => {}
+                None => ranges.push((t.name().to_string(), p.id(), low, high)),
             }
         }
+    }
+    let mut out = read_ranges(kafka, &ranges)?;
+    out.sort_by_key(|d| (d.timestamp_ms.unwrap_or(0), d.topic.clone(), d.partition, d.offset));
+    Ok(out)
+}
+
+/// The messages of each `(topic, partition, from, to)` (from inclusive, to exclusive), by a reader
+/// that joins no consumer group.
+pub fn read_ranges(kafka: &str, ranges: &[(String, i32, i64, i64)]) -> anyhow::Result<Vec<DeadLetter>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .set("group.id", format!("yardctl-read-{}", uuid::Uuid::new_v4().simple()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    let mut left = 0i64;
+    for (topic, partition, from, to) in ranges.iter().filter(|r| r.3 > r.2) {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*from))?;
+        ends.insert((topic.clone(), *partition), *to);
+        left += to - from;
     }
     let mut out = Vec::new();
     if left == 0 {
@@ -156,8 +166,7 @@ pub fn read(kafka: &str, topics: &[String], only: Option<(i32, i64)>) -> anyhow:
             headers,
         });
     }
-    anyhow::ensure!(left == 0, "{left} dead letters could not be read back in 60 s");
-    out.sort_by_key(|d| (d.timestamp_ms.unwrap_or(0), d.topic.clone(), d.partition, d.offset));
+    anyhow::ensure!(left == 0, "{left} messages could not be read back in 60 s");
     Ok(out)
 }
 

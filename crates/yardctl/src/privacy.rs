@@ -12,9 +12,8 @@ use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Duratio
 
 use anyhow::Context;
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
+    ClientConfig,
     consumer::{BaseConsumer, Consumer},
-    message::Headers,
     producer::FutureRecord,
 };
 use serde_json::{Value, json};
@@ -178,57 +177,19 @@ fn ends(kafka: &str, names: &[String]) -> anyhow::Result<BTreeMap<(String, i32),
     Ok(out)
 }
 
-/// A message read back: its payload and its headers.
-type Read = (Vec<u8>, Vec<(String, Vec<u8>)>);
-
 /// The messages produced to `topic` between `from` and `to` (end offsets per partition).
 fn read_range(
     kafka: &str,
     from: &BTreeMap<(String, i32), i64>,
     to: &BTreeMap<(String, i32), i64>,
     topic: &str,
-) -> anyhow::Result<Vec<Read>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka)
-        .set("group.id", format!("privacy-scan-{}", uuid::Uuid::new_v4().simple()))
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    let mut left = 0;
-    for ((t, p), end) in to.iter().filter(|((t, _), _)| t == topic) {
-        let start = from.get(&(t.clone(), *p)).copied().unwrap_or(0);
-        if *end > start {
-            tpl.add_partition_offset(t, *p, Offset::Offset(start))?;
-            left += end - start;
-        }
-    }
-    let mut out = Vec::new();
-    if left == 0 {
-        return Ok(out);
-    }
-    c.assign(&tpl)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while left > 0 && std::time::Instant::now() < deadline {
-        let Some(m) = c.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let m = m?;
-        if m.offset() >= to.get(&(topic.to_string(), m.partition())).copied().unwrap_or(0) {
-            continue;
-        }
-        left -= 1;
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push((m.payload().map(<[u8]>::to_vec).unwrap_or_default(), headers));
-    }
-    anyhow::ensure!(left == 0, "{topic}: {left} messages could not be read back");
-    Ok(out)
+) -> anyhow::Result<Vec<crate::dlq::DeadLetter>> {
+    let ranges: Vec<(String, i32, i64, i64)> = to
+        .iter()
+        .filter(|((t, _), _)| t == topic)
+        .map(|((t, p), end)| (t.clone(), *p, from.get(&(t.clone(), *p)).copied().unwrap_or(0), *end))
+        .collect();
+    crate::dlq::read_ranges(kafka, &ranges).with_context(|| format!("{topic}: reading back"))
 }
 
 /// Pays out to each person's marker account through the ingress (whole payout flows: fraud
@@ -417,7 +378,8 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
     let mut poison_dead_lettered = false;
     for topic in &model {
         let is_personal = personal.contains(topic);
-        for (payload, _) in read_range(&kafka, &topics_from, &topics_to, topic)? {
+        for m in read_range(&kafka, &topics_from, &topics_to, topic)? {
+            let payload = m.payload.unwrap_or_default();
             // The poison message is ours, sent where it does not belong: only what the mesh made of
             // it counts.
             let poison = String::from_utf8_lossy(&payload).contains(&poison_key);
@@ -431,7 +393,8 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
             }
         }
         let dlq = topics::dlq(topic);
-        for (payload, headers) in read_range(&kafka, &topics_from, &topics_to, &dlq)? {
+        for m in read_range(&kafka, &topics_from, &topics_to, &dlq)? {
+            let (payload, headers) = (m.payload.unwrap_or_default(), m.headers);
             let poison = String::from_utf8_lossy(&payload).contains(&poison_key);
             if !is_personal && !poison {
                 scan(&payload, &dlq, &everyone, &mut leaks);
@@ -440,7 +403,7 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
                 if name == "dlq_detail" && poison {
                     poison_dead_lettered = true;
                 }
-                scan(&value, &format!("{dlq} header {name}"), &everyone, &mut leaks);
+                scan(value.as_bytes(), &format!("{dlq} header {name}"), &everyone, &mut leaks);
             }
         }
     }
