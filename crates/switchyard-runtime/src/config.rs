@@ -134,6 +134,13 @@ pub struct TelemetryConfig {
     pub log_format: String,
     /// An `EnvFilter` directive, e.g. `info,switchyard_runtime=debug`.
     pub log_filter: String,
+    /// Share of new traces kept (0.0..=1.0); a trace begun elsewhere keeps its caller's choice.
+    #[serde(default = "all")]
+    pub trace_sample_ratio: f64,
+}
+
+fn all() -> f64 {
+    1.0
 }
 
 impl ServiceConfig {
@@ -274,6 +281,9 @@ impl ServiceConfig {
         if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
             return Err(invalid("telemetry.log_format", "must be `text` or `json`"));
         }
+        if !(0.0..=1.0).contains(&self.telemetry.trace_sample_ratio) {
+            return Err(invalid("telemetry.trace_sample_ratio", "must be between 0 and 1"));
+        }
         if !self.telemetry.otlp_endpoint.is_empty() && reqwest::Url::parse(&self.telemetry.otlp_endpoint).is_err() {
             return Err(invalid("telemetry.otlp_endpoint", "must be a URL or empty"));
         }
@@ -357,6 +367,12 @@ mod tests {
             ("SWITCHYARD_REGISTRY__URL", "ftp://x", "registry.url"),
             ("SWITCHYARD_TELEMETRY__LOG_FORMAT", "xml", "telemetry.log_format"),
             ("SWITCHYARD_OUTBOX__BATCH_SIZE", "many", "outbox.batch_size"),
+            (
+                "SWITCHYARD_TELEMETRY__TRACE_SAMPLE_RATIO",
+                "1.5",
+                "telemetry.trace_sample_ratio",
+            ),
+            ("SWITCHYARD_ADMIN__TOKEN", "short", "admin.token"),
         ] {
             let err = ServiceConfig::load_from("x", None, env(&[base, (key, value)])).expect_err(key);
             assert!(err.to_string().contains(field), "{key}={value}: {err}");

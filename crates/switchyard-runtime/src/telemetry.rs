@@ -8,7 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use opentelemetry::{global, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    Resource,
+    propagation::TraceContextPropagator,
+    trace::{Sampler, SdkTracerProvider},
+};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -294,7 +298,11 @@ impl Drop for TelemetryGuard {
 /// than once in a process (later calls keep the first subscriber).
 pub fn init(cfg: &TelemetryConfig, service: &str) -> anyhow::Result<TelemetryGuard> {
     global::set_text_map_propagator(TraceContextPropagator::new());
+    // New traces are kept at the configured ratio; a trace begun upstream keeps its caller's choice
+    // (the sampled flag travels in traceparent, through HTTP and Kafka headers).
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(cfg.trace_sample_ratio)));
     let mut builder = SdkTracerProvider::builder()
+        .with_sampler(sampler)
         .with_resource(Resource::builder_empty().with_service_name(service.to_string()).build());
     if !cfg.otlp_endpoint.is_empty() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()

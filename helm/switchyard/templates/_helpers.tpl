@@ -53,6 +53,8 @@ app.kubernetes.io/component: {{ .service }}
   value: {{ .root.Values.schemaRegistry.url | quote }}
 - name: SWITCHYARD_TELEMETRY__OTLP_ENDPOINT
   value: {{ .root.Values.telemetry.otlpEndpoint | quote }}
+- name: SWITCHYARD_TELEMETRY__TRACE_SAMPLE_RATIO
+  value: {{ .root.Values.telemetry.traceSampleRatio | quote }}
 - name: SWITCHYARD_TELEMETRY__LOG_FORMAT
   value: {{ .root.Values.telemetry.logFormat | quote }}
 - name: SWITCHYARD_TELEMETRY__LOG_FILTER
