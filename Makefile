@@ -63,6 +63,8 @@ test: up build
 	@$(ENV) && timeout 900 $(YARDCTL) demo >local-stack/data/logs/test-demo.log 2>&1 || \
 		{ tail -40 local-stack/data/logs/test-demo.log; exit 1; }
 	@$(ENV) && $(YARDCTL) dashboards check
+	@# No card number anywhere: every topic, table, log line and span scanned for PAN-shaped numbers.
+	@$(ENV) && timeout 1200 $(YARDCTL) pan-scan
 
 chaos: services
 	@$(ENV) && $(YARDCTL) chaos --flows 300 --kills 20 --window 120 --kill-broker --kill-postgres

@@ -39,6 +39,11 @@ impl Env {
         })
     }
 
+    /// Every endpoint and credential variable, by name.
+    pub(crate) fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub(crate) fn var(&self, k: &str) -> anyhow::Result<&str> {
         self.vars
             .get(k)

@@ -129,7 +129,9 @@ pub fn read_ranges(kafka: &str, ranges: &[(String, i32, i64, i64)]) -> anyhow::R
         return Ok(out);
     }
     c.assign(&tpl)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // A minute, and a second more for every 10,000 messages.
+    let budget = Duration::from_secs(60 + u64::try_from(left / 10_000).unwrap_or(0));
+    let deadline = std::time::Instant::now() + budget;
     while left > 0 && std::time::Instant::now() < deadline {
         let Some(m) = c.poll(Duration::from_millis(500)) else {
             continue;
@@ -166,7 +168,7 @@ pub fn read_ranges(kafka: &str, ranges: &[(String, i32, i64, i64)]) -> anyhow::R
             headers,
         });
     }
-    anyhow::ensure!(left == 0, "{left} messages could not be read back in 60 s");
+    anyhow::ensure!(left == 0, "{left} messages could not be read back in {budget:?}");
     Ok(out)
 }
 

@@ -22,6 +22,7 @@ mod dlq;
 mod flowbench;
 mod flows;
 mod keys;
+mod panscan;
 mod privacy;
 mod recon;
 mod routes;
@@ -110,6 +111,9 @@ enum Command {
         #[command(subcommand)]
         command: dashboards::DashboardsCommand,
     },
+    /// No card number anywhere: every topic, table, log line and span scanned for PAN-shaped
+    /// numbers (13–19 digits alone, a card's leading digit, Luhn-valid).
+    PanScan,
     /// Reconciliation: run now, list findings, acknowledge or resolve one.
     Recon {
         #[arg(long, env = "RECONCILIATION_URL", default_value = "http://127.0.0.1:8108")]
@@ -164,6 +168,7 @@ async fn main() -> ExitCode {
         Command::Demo => demo::demo().await,
         Command::Chaos(args) => chaos::chaos(args).await,
         Command::Privacy => privacy::privacy().await,
+        Command::PanScan => panscan::run().await,
         Command::Recon { url, command } => recon::run(command, &url).await,
         Command::Dashboards { command } => dashboards::run(command).await,
         Command::Keys { ingress, command } => keys::run(command, &ingress).await,
