@@ -1,0 +1,198 @@
+//! Where authorization decisions are made durable: one transaction per question, with the card's row
+//! locked (two purchases on one card are decided one after the other, never both against the same
+//! money), the decision recorded under the processor's transaction id (asked again, the same answer,
+//! nothing held twice), and the money held. Reversals give a hold back; clearings settle it at the
+//! final amount. Each is idempotent.
+
+use sqlx::{PgPool, Row};
+
+use crate::authorize::{Authorization, Card, CardState, Controls, Decision, DeclineReason, Usage, decide};
+
+/// A decision, and whether it is one made earlier for the same transaction (the processor asked again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decided {
+    pub decision: Decision,
+    pub replayed: bool,
+}
+
+/// Registers (or updates) a card the mesh decides for.
+pub async fn put_card(pool: &PgPool, tenant: &str, card: &Card) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO card_accounts (card_token, tenant_id, state, currency, controls, available_minor) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (card_token) DO UPDATE SET state = $3, currency = $4, controls = $5, \
+         available_minor = $6, updated_at = now()",
+    )
+    .bind(&card.token)
+    .bind(tenant)
+    .bind(card.state.as_str())
+    .bind(&card.currency)
+    .bind(serde_json::to_value(&card.controls).unwrap_or_default())
+    .bind(card.available_minor)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Decides `auth` and records the decision, in one transaction.
+pub async fn authorize(pool: &PgPool, auth: &Authorization) -> Result<Decided, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // The card first, locked: its row orders every question about it.
+    let row = sqlx::query(
+        "SELECT state, currency, controls, available_minor FROM card_accounts WHERE card_token = $1 FOR UPDATE",
+    )
+    .bind(&auth.card_token)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(earlier) = earlier(&mut tx, &auth.partner, &auth.transaction_id).await? {
+        tx.rollback().await?;
+        return Ok(Decided {
+            decision: earlier,
+            replayed: true,
+        });
+    }
+    let card = row.map(|r| Card {
+        token: auth.card_token.clone(),
+        state: CardState::parse(r.get::<String, _>("state").as_str()).unwrap_or(CardState::Inactive),
+        currency: r.get("currency"),
+        controls: serde_json::from_value::<Controls>(r.get("controls")).unwrap_or_default(),
+        available_minor: r.get("available_minor"),
+    });
+    let usage = match &card {
+        Some(_) => usage(&mut tx, &auth.card_token).await?,
+        None => Usage::default(),
+    };
+    let decision = decide(card.as_ref(), usage, auth);
+    let (label, reason, status) = match decision {
+        Decision::Approve => ("APPROVED", None, "held"),
+        Decision::Decline(r) => ("DECLINED", Some(r.as_str()), "declined"),
+    };
+    sqlx::query(
+        "INSERT INTO card_authorizations (partner, provider_transaction_id, card_token, amount_minor, currency, \
+         mcc, merchant_country, decision, decline_reason, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&auth.partner)
+    .bind(&auth.transaction_id)
+    .bind(&auth.card_token)
+    .bind(auth.amount_minor)
+    .bind(&auth.currency)
+    .bind(&auth.merchant.mcc)
+    .bind(&auth.merchant.country)
+    .bind(label)
+    .bind(reason)
+    .bind(status)
+    .execute(&mut *tx)
+    .await?;
+    if decision == Decision::Approve {
+        sqlx::query(
+            "UPDATE card_accounts SET available_minor = available_minor - $2, updated_at = now() WHERE card_token = $1",
+        )
+        .bind(&auth.card_token)
+        .bind(auth.amount_minor)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Decided {
+        decision,
+        replayed: false,
+    })
+}
+
+async fn earlier(
+    conn: &mut sqlx::PgConnection,
+    partner: &str,
+    transaction_id: &str,
+) -> Result<Option<Decision>, sqlx::Error> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT decision, decline_reason FROM card_authorizations WHERE partner = $1 AND provider_transaction_id = $2",
+    )
+    .bind(partner)
+    .bind(transaction_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(d, r)| match d.as_str() {
+        "APPROVED" => Decision::Approve,
+        _ => Decision::Decline(
+            r.as_deref()
+                .and_then(DeclineReason::parse)
+                .unwrap_or(DeclineReason::Unavailable),
+        ),
+    }))
+}
+
+/// What the card has held or cleared since the start of the day and of the month (UTC).
+async fn usage(conn: &mut sqlx::PgConnection, card_token: &str) -> Result<Usage, sqlx::Error> {
+    let (day, month): (i64, i64) = sqlx::query_as(
+        "SELECT \
+           coalesce(sum(coalesce(cleared_minor, amount_minor)) FILTER (WHERE decided_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)::bigint, \
+           coalesce(sum(coalesce(cleared_minor, amount_minor)), 0)::bigint \
+         FROM card_authorizations WHERE card_token = $1 AND status IN ('held', 'cleared') \
+           AND decided_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+    )
+    .bind(card_token)
+    .fetch_one(conn)
+    .await?;
+    Ok(Usage {
+        day_minor: day,
+        month_minor: month,
+    })
+}
+
+/// A reversal: an approved authorization's hold goes back to the card. False when there was no
+/// hold to give back (unknown, declined, already reversed or cleared).
+pub async fn reverse(pool: &PgPool, partner: &str, transaction_id: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let released: Option<(String, i64)> = sqlx::query_as(
+        "UPDATE card_authorizations SET status = 'reversed' \
+         WHERE partner = $1 AND provider_transaction_id = $2 AND status = 'held' RETURNING card_token, amount_minor",
+    )
+    .bind(partner)
+    .bind(transaction_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((card, amount)) = &released {
+        sqlx::query(
+            "UPDATE card_accounts SET available_minor = available_minor + $2, updated_at = now() WHERE card_token = $1",
+        )
+        .bind(card)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(released.is_some())
+}
+
+/// A clearing: the held authorization settles at `final_minor` (a tip, a partial shipment); the
+/// difference goes back to (or comes from) the card. False when there was no hold to settle.
+pub async fn clear(pool: &PgPool, partner: &str, transaction_id: &str, final_minor: i64) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let settled: Option<(String, i64)> = sqlx::query_as(
+        "UPDATE card_authorizations SET status = 'cleared', cleared_minor = $3 \
+         WHERE partner = $1 AND provider_transaction_id = $2 AND status = 'held' RETURNING card_token, amount_minor",
+    )
+    .bind(partner)
+    .bind(transaction_id)
+    .bind(final_minor)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((card, held)) = &settled {
+        sqlx::query("UPDATE card_accounts SET available_minor = available_minor + $2 - $3, updated_at = now() WHERE card_token = $1")
+            .bind(card)
+            .bind(held)
+            .bind(final_minor)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(settled.is_some())
+}
+
+/// The money available to a card now.
+pub async fn available(pool: &PgPool, card_token: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT available_minor FROM card_accounts WHERE card_token = $1")
+        .bind(card_token)
+        .fetch_optional(pool)
+        .await
+}
