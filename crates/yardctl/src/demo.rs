@@ -39,6 +39,40 @@ impl Env {
         })
     }
 
+    /// The traces the tracing backend (Jaeger, `JAEGER_URL`) keeps for each of the mesh's services,
+    /// asked with `query` (e.g. `start` in microseconds, `lookback`); `None` without a backend.
+    pub(crate) async fn traces(&self, query: &[(&str, String)]) -> anyhow::Result<Option<Vec<Value>>> {
+        let Ok(jaeger) = self.var("JAEGER_URL") else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        for service in [
+            "ingress",
+            "orchestrator",
+            "kyc-adapter",
+            "aml-adapter",
+            "fraud-adapter",
+            "payouts-adapter",
+            "cards-adapter",
+            "openbanking-adapter",
+            "webhook-normalizer",
+            "reconciliation",
+        ] {
+            let mut q: Vec<(&str, String)> = vec![("service", service.to_string())];
+            q.extend(query.iter().cloned());
+            let v: Value = self
+                .http
+                .get(format!("{jaeger}/api/traces"))
+                .query(&q)
+                .send()
+                .await?
+                .json()
+                .await?;
+            out.extend(v["data"].as_array().into_iter().flatten().cloned());
+        }
+        Ok(Some(out))
+    }
+
     /// Every endpoint and credential variable, by name.
     pub(crate) fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
         self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))

@@ -226,32 +226,12 @@ pub async fn run() -> anyhow::Result<ExitCode> {
 
     // Every span the tracing backend keeps for the mesh's services.
     let mut spans = 0;
-    if let Ok(jaeger) = env.var("JAEGER_URL") {
-        for service in [
-            "ingress",
-            "orchestrator",
-            "kyc-adapter",
-            "aml-adapter",
-            "fraud-adapter",
-            "payouts-adapter",
-            "cards-adapter",
-            "openbanking-adapter",
-            "webhook-normalizer",
-            "reconciliation",
-        ] {
-            let v: serde_json::Value = env
-                .http
-                .get(format!("{jaeger}/api/traces"))
-                .query(&[("service", service), ("limit", "2000"), ("lookback", "2h")])
-                .send()
-                .await?
-                .json()
-                .await?;
-            for t in v["data"].as_array().into_iter().flatten() {
-                spans += t["spans"].as_array().map_or(0, Vec::len);
-                note(&mut found, &format!("traces of {service}"), t.to_string().as_bytes());
-            }
-        }
+    let traces = env
+        .traces(&[("limit", "2000".to_string()), ("lookback", "2h".to_string())])
+        .await?;
+    for t in traces.iter().flatten() {
+        spans += t["spans"].as_array().map_or(0, Vec::len);
+        note(&mut found, "a trace", t.to_string().as_bytes());
     }
     counts.insert("spans", spans);
 

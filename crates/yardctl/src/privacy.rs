@@ -412,45 +412,20 @@ pub async fn privacy() -> anyhow::Result<ExitCode> {
     }
     // Traces: every span (its attributes and events, debug ones included) the services exported
     // during the run, as the tracing backend keeps them.
-    let spans = match env.var("JAEGER_URL") {
-        Ok(jaeger) => {
-            let mut spans = 0;
-            for service in [
-                "ingress",
-                "orchestrator",
-                "kyc-adapter",
-                "aml-adapter",
-                "fraud-adapter",
-                "payouts-adapter",
-                "webhook-normalizer",
-                "reconciliation",
-            ] {
-                let v: serde_json::Value = env
-                    .http
-                    .get(format!("{jaeger}/api/traces"))
-                    .query(&[
-                        ("service", service.to_string()),
-                        ("start", (traced_from.timestamp_micros()).to_string()),
-                        ("limit", "5000".to_string()),
-                    ])
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                for t in v["data"].as_array().into_iter().flatten() {
-                    spans += t["spans"].as_array().map_or(0, Vec::len);
-                    scan(
-                        t.to_string().as_bytes(),
-                        &format!("trace from {service}"),
-                        &everyone,
-                        &mut leaks,
-                    );
-                }
-            }
-            Some(spans)
+    let traces = env
+        .traces(&[
+            ("start", traced_from.timestamp_micros().to_string()),
+            ("limit", "5000".to_string()),
+        ])
+        .await?;
+    let spans = traces.map(|traces| {
+        let mut spans = 0;
+        for t in &traces {
+            spans += t["spans"].as_array().map_or(0, Vec::len);
+            scan(t.to_string().as_bytes(), "a trace", &everyone, &mut leaks);
         }
-        Err(_) => None,
-    };
+        spans
+    });
     println!("restarting the mesh at its usual log level");
     services("start", &[]).await?;
 
