@@ -101,5 +101,8 @@ bench: services
 	@# Reconciliation through the running service: 100,000 outcomes taken in, a 100,000-line report.
 	@$(ENV) && $(RELEASE_YARDCTL) bench recon --lines 100000
 	@$(ENV) && $(RELEASE_YARDCTL) bench relay --debezium
+	@# Card authorization decisions against PostgreSQL: many cards, then one hot card.
+	@$(ENV) && $(RELEASE_YARDCTL) bench card-auth --auths 20000 --cards 1000 --concurrency 8
+	@$(ENV) && $(RELEASE_YARDCTL) bench card-auth --auths 2000 --cards 1 --concurrency 8
 	@local-stack/bench.sh stop
 	@$(ENV) && $(YARDCTL) bench stall

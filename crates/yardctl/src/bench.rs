@@ -57,6 +57,16 @@ pub enum BenchCommand {
         inject: usize,
     },
     /// Onboarding flows end to end through the running mesh (`make services` first).
+    /// The card authorization decision against PostgreSQL (the store behind the processors'
+    /// questions): decisions/s and latency percentiles.
+    CardAuth {
+        #[arg(long, default_value_t = 5_000)]
+        auths: usize,
+        #[arg(long, default_value_t = 100)]
+        cards: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     Onboarding {
         #[arg(long, default_value_t = 200)]
         flows: usize,

@@ -13,6 +13,7 @@
 
 mod admin;
 mod bench;
+mod cardbench;
 mod chaos;
 mod chaos_payouts;
 mod dashboards;
@@ -162,6 +163,14 @@ async fn main() -> ExitCode {
         Command::Bench {
             command: bench::BenchCommand::Stall { trials },
         } => chaos::stall(trials).await,
+        Command::Bench {
+            command:
+                bench::BenchCommand::CardAuth {
+                    auths,
+                    cards,
+                    concurrency,
+                },
+        } => cardbench::bench(cli.postgres_admin.as_deref(), auths, cards, concurrency).await,
         Command::Bench { command } => {
             bench::run(command, &cli.kafka, &cli.registry, cli.postgres_admin.as_deref()).await
         }
