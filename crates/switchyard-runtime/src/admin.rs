@@ -81,7 +81,8 @@ struct KeyQuery {
     key: Option<String>,
 }
 
-fn unavailable(e: sqlx::Error) -> Response {
+/// The answer when the database did not answer (logged; the caller may try again).
+pub fn unavailable(e: sqlx::Error) -> Response {
     tracing::warn!(error = %e, "admin query failed");
     problem(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -89,20 +90,25 @@ fn unavailable(e: sqlx::Error) -> Response {
     )
 }
 
+/// The rows of a `SELECT jsonb_build_object(...) ... WHERE x = $1` query, as JSON values.
+pub async fn json_rows(pool: &PgPool, sql: &'static str, value: &str) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar(sql).bind(value).fetch_all(pool).await
+}
+
 /// The calls asked of partners for one flow (the effect ledger), oldest first.
 async fn effects(State(pool): State<PgPool>, Query(q): Query<FlowQuery>) -> Response {
     let Some(flow_id) = q.flow_id.filter(|f| !f.is_empty()) else {
         return problem(StatusCode::BAD_REQUEST, "query parameter flow_id is required");
     };
-    let rows: Result<Vec<serde_json::Value>, _> = sqlx::query_scalar(
+    let rows = json_rows(
+        &pool,
         "SELECT jsonb_build_object('idempotency_key', idempotency_key, 'partner', partner, \
                 'operation', operation, 'state', state, 'provider_reference', provider_reference, \
                 'attempts', attempts, 'sends', sends, 'last_error', last_error, \
                 'created_at', created_at, 'updated_at', updated_at) \
          FROM effect_ledger WHERE flow_id = $1 ORDER BY created_at LIMIT 200",
+        &flow_id,
     )
-    .bind(&flow_id)
-    .fetch_all(&pool)
     .await;
     match rows {
         Ok(rows) => Json(serde_json::json!({"flow_id": flow_id, "effects": rows})).into_response(),
@@ -116,14 +122,14 @@ async fn outbox(State(pool): State<PgPool>, Query(q): Query<KeyQuery>) -> Respon
     let Some(key) = q.key.filter(|k| !k.is_empty()) else {
         return problem(StatusCode::BAD_REQUEST, "query parameter key is required");
     };
-    let rows: Result<Vec<serde_json::Value>, _> = sqlx::query_scalar(
+    let rows = json_rows(
+        &pool,
         "SELECT jsonb_build_object('id', id, 'topic', topic, 'event_id', event_id, \
                 'created_at', created_at, 'published_at', published_at, 'attempts', attempts, \
                 'set_aside_at', set_aside_at, 'last_error', last_error) \
          FROM outbox WHERE msg_key = $1 ORDER BY id LIMIT 200",
+        &key,
     )
-    .bind(&key)
-    .fetch_all(&pool)
     .await;
     match rows {
         Ok(rows) => Json(serde_json::json!({"key": key, "outbox": rows})).into_response(),

@@ -14,7 +14,7 @@ use axum::{
 };
 use serde::Deserialize;
 use sqlx::PgPool;
-use switchyard_runtime::admin::problem;
+use switchyard_runtime::admin::{problem, unavailable};
 
 use crate::auth;
 
@@ -42,14 +42,6 @@ struct CreateBody {
 #[derive(Deserialize)]
 struct RevokeBody {
     by: String,
-}
-
-fn unavailable(e: sqlx::Error) -> Response {
-    tracing::warn!(error = %e, "admin: database unavailable");
-    problem(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the database did not answer; try again",
-    )
 }
 
 async fn list(State(pool): State<PgPool>, Query(q): Query<ListQuery>) -> Response {

@@ -20,7 +20,10 @@ use axum::{
 };
 use serde::Deserialize;
 use sqlx::PgPool;
-use switchyard_runtime::{Shutdown, admin::problem};
+use switchyard_runtime::{
+    Shutdown,
+    admin::{json_rows, problem, unavailable},
+};
 
 use crate::routing::{Overrides, Routing};
 
@@ -40,18 +43,6 @@ pub fn routes(admin: Admin) -> Router {
         .route("/admin/routing", get(show_routing))
         .route("/admin/routing/partners/{id}", post(change_partner))
         .with_state(admin)
-}
-
-fn unavailable(e: sqlx::Error) -> Response {
-    tracing::warn!(error = %e, "admin: database unavailable");
-    problem(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the database did not answer; try again",
-    )
-}
-
-async fn json_rows(pool: &PgPool, sql: &'static str, flow_id: &str) -> Result<Vec<serde_json::Value>, sqlx::Error> {
-    sqlx::query_scalar(sql).bind(flow_id).fetch_all(pool).await
 }
 
 async fn show_flow(State(a): State<Admin>, Path(flow_id): Path<String>) -> Response {
