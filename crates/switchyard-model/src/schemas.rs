@@ -765,4 +765,130 @@ mod typed_tests {
             failure: None,
         });
     }
+
+    #[test]
+    fn card_events_round_trip() {
+        use crate::events::cards::*;
+        let env = |r: &str| Envelope::new(r, "t", "card.1.t.c-1", "test");
+        let usd = |m: i64| Money {
+            amount_minor: m,
+            currency: "USD".into(),
+        };
+        let merchant = CardMerchant {
+            name: "Corner Coffee".into(),
+            mcc: "5814".into(),
+            country: Some("US".into()),
+            city: None,
+        };
+        let controls = SpendControls {
+            per_transaction_minor: Some(50_000),
+            daily_minor: None,
+            monthly_minor: Some(200_000),
+            allowed_mccs: vec![],
+            blocked_mccs: vec!["7995".into()],
+            allowed_countries: vec!["US".into(), "CA".into()],
+        };
+        round_trip(RequestCardOperation {
+            envelope: env(RequestCardOperation::RECORD),
+            cardholder_id: "cust-1".into(),
+            operation: CardOperation::Issue,
+            card_token: None,
+            cardholder: Some(person()),
+            spend_limit: None,
+            card_id: Some("c-1".into()),
+            product: Some("debit-virtual".into()),
+            form_factor: Some(CardFormFactor::Virtual),
+            controls: Some(controls.clone()),
+            funding: Some(usd(100_000)),
+            reason: None,
+        });
+        round_trip(CardOperationRequested {
+            envelope: env(CardOperationRequested::RECORD),
+            cardholder_id: "cust-1".into(),
+            operation: CardOperation::Freeze,
+            card_token: Some("tok_1".into()),
+            cardholder: None,
+            spend_limit: None,
+            partner: "cards-lithic".into(),
+            attempt: 1,
+            card_id: Some("c-1".into()),
+            product: None,
+            form_factor: None,
+            controls: None,
+            funding: None,
+            reason: Some("lost".into()),
+        });
+        round_trip(ApplyCardTransaction {
+            envelope: env(ApplyCardTransaction::RECORD),
+            partner: "cards-marqeta".into(),
+            card_token: "tok_1".into(),
+            kind: CardTransactionKind::Clearing,
+            provider_transaction_id: "txn-9".into(),
+            amount: usd(1_250),
+        });
+        round_trip(CardOperationResult {
+            envelope: env(CardOperationResult::RECORD),
+            cardholder_id: "cust-1".into(),
+            partner: "cards-marqeta".into(),
+            provider_reference: Some("tok_1".into()),
+            operation: CardOperation::Issue,
+            card_token: Some("tok_1".into()),
+            last4: Some("4242".into()),
+            state: CardState::Inactive,
+            failure: None,
+            card_id: Some("c-1".into()),
+            form_factor: Some(CardFormFactor::Physical),
+        });
+        round_trip(CardAuthorizationDecided {
+            envelope: env(CardAuthorizationDecided::RECORD),
+            partner: "cards-lithic".into(),
+            card_token: "tok_1".into(),
+            provider_transaction_id: "txn-9".into(),
+            amount: usd(1_250),
+            merchant: merchant.clone(),
+            approved: false,
+            decline_reason: Some("over_daily_limit".into()),
+            fallback: false,
+            latency_ms: 7,
+        });
+        round_trip(CardProcessorEvent {
+            envelope: env(CardProcessorEvent::RECORD),
+            partner: "cards-lithic".into(),
+            provider_event_id: "evt-1".into(),
+            card_token: "tok_1".into(),
+            kind: CardEventKind::Reversal,
+            amount: Some(usd(1_250)),
+            state: None,
+            received_at: 1_700_000_000_000,
+            provider_transaction_id: Some("txn-9".into()),
+            merchant: Some(merchant.clone()),
+            decline_reason: None,
+        });
+        round_trip(CardStateChanged {
+            envelope: env(CardStateChanged::RECORD),
+            cardholder_id: "cust-1".into(),
+            card_token: "tok_1".into(),
+            state: CardState::Frozen,
+            partner: "cards-lithic".into(),
+            card_id: Some("c-1".into()),
+            operation: Some(CardOperation::Freeze),
+            last4: Some("0005".into()),
+            form_factor: None,
+            failure: None,
+        });
+        round_trip(CardTransaction {
+            envelope: env(CardTransaction::RECORD),
+            card_id: Some("c-1".into()),
+            card_token: "tok_1".into(),
+            partner: "cards-lithic".into(),
+            kind: CardTransactionKind::Authorization,
+            provider_transaction_id: "txn-9".into(),
+            amount: usd(1_250),
+            merchant: Some(merchant),
+            approved: Some(true),
+            decline_reason: None,
+            latency_ms: Some(4),
+            fallback: true,
+        });
+    }
 }

@@ -2,6 +2,7 @@
 //! names and enum symbols match the `.avsc` files exactly (the round-trip tests hold them together).
 
 pub mod aml;
+pub mod cards;
 pub mod common;
 pub mod fraud;
 pub mod kyc;
