@@ -9,6 +9,7 @@
 
 pub mod adapter;
 pub mod aml;
+pub mod cards;
 pub(crate) mod decimal;
 pub mod error;
 pub mod fraud;

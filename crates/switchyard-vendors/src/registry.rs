@@ -15,6 +15,11 @@ use crate::{
         mesh::{Mesh, MeshConfig},
         watchman::{Watchman, WatchmanConfig},
     },
+    cards::{
+        CardVendor,
+        lithic::{Lithic, LithicConfig},
+        marqeta::{Marqeta, MarqetaConfig},
+    },
     fraud::{
         FraudVendor,
         seon::{Seon, SeonConfig},
@@ -224,6 +229,42 @@ pub fn payouts(p: &PartnerConnection) -> Result<Arc<dyn PayoutVendor>, String> {
         )),
         other => Err(format!(
             "partners.{}.vendor: no payout vendor named {other:?} (wise, stripe)",
+            p.id
+        )),
+    }
+}
+
+/// Builds the card processor of a partner connection.
+pub fn cards(p: &PartnerConnection) -> Result<Arc<dyn CardVendor>, String> {
+    let err = |e: crate::VendorError| format!("partners.{}: {e}", p.id);
+    match p.vendor.as_str() {
+        "marqeta" => Ok(Arc::new(
+            Marqeta::new(MarqetaConfig {
+                partner: p.id.clone(),
+                base_url: p.base_url.clone(),
+                application_token: p.secret("application_token")?,
+                admin_token: p.secret("admin_token")?,
+                callback_username: p.setting("callback_username", "switchyard"),
+                callback_password: p.secret("callback_password")?,
+                webhook_secret: p.optional_secret("webhook_secret")?.map(Secret::new),
+                default_product: p.setting("card_product", ""),
+                timeout: p.timeout(),
+            })
+            .map_err(err)?,
+        )),
+        "lithic" => Ok(Arc::new(
+            Lithic::new(LithicConfig {
+                partner: p.id.clone(),
+                base_url: p.base_url.clone(),
+                api_key: p.secret("api_key")?,
+                asa_secret: p.secret("asa_secret")?,
+                webhook_secret: p.secret("webhook_secret")?,
+                timeout: p.timeout(),
+            })
+            .map_err(err)?,
+        )),
+        other => Err(format!(
+            "partners.{}.vendor: no card processor named {other:?} (marqeta, lithic)",
             p.id
         )),
     }
