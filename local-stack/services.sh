@@ -24,12 +24,14 @@ SERVICES=(ingress orchestrator kyc-adapter aml-adapter fraud-adapter cards-adapt
 ROOT="$(cd "$HERE/.." && pwd)"
 CONFIG="${SWITCHYARD_CONFIG_DIR:-$HERE/config}"
 # Vendor simulators: name, port, extra arguments.
-SIMS=(onfido sumsub mesh watchman sift seon wise stripe)
+SIMS=(onfido sumsub mesh watchman sift seon wise stripe marqeta lithic)
 declare -A SIM_PORT=([onfido]=9301 [sumsub]=9302 [mesh]=9303 [watchman]=9304 [sift]=9305 [seon]=9306 [wise]=9307
-  [stripe]=9308)
+  [stripe]=9308 [marqeta]=9309 [lithic]=9310)
 declare -A SIM_ARGS=([onfido]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-onfido"
   [sumsub]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub" [mesh]="" [watchman]="" [sift]="" [seon]="" [wise]="--webhook-url http://127.0.0.1:8090/webhooks/payouts-wise --reports-dir $HERE/data/reports/payouts-wise --state-file $HERE/data/sim-wise.json"
-  [stripe]="--webhook-url http://127.0.0.1:8090/webhooks/payouts-stripe --reports-dir $HERE/data/reports/payouts-stripe --state-file $HERE/data/sim-stripe.json")
+  [stripe]="--webhook-url http://127.0.0.1:8090/webhooks/payouts-stripe --reports-dir $HERE/data/reports/payouts-stripe --state-file $HERE/data/sim-stripe.json"
+  [marqeta]="--webhook-url http://127.0.0.1:8090/webhooks/cards-marqeta --gateway-url http://127.0.0.1:8105/authorizations/cards-marqeta --state-file $HERE/data/sim-marqeta.json"
+  [lithic]="--webhook-url http://127.0.0.1:8090/webhooks/cards-lithic --gateway-url http://127.0.0.1:8105/authorizations/cards-lithic --state-file $HERE/data/sim-lithic.json")
 
 [ -f "$HERE/endpoints.env" ] || { echo "local stack is not up (run make up)" >&2; exit 1; }
 set -a
@@ -91,6 +93,22 @@ secrets() {
   fi
   if ! grep -q '^STRIPE_WEBHOOK_SECRET=' "$f"; then
     echo "STRIPE_WEBHOOK_SECRET=whsec_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$f"
+  fi
+  if ! grep -q '^MARQETA_APPLICATION_TOKEN=' "$f"; then
+    local r4
+    r4() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+    {
+      echo "MARQETA_APPLICATION_TOKEN=$(r4)"
+      echo "MARQETA_ADMIN_TOKEN=$(r4)"
+      echo "MARQETA_CALLBACK_USERNAME=switchyard"
+      # Marqeta wants 20 to 50 characters for the funding source's and webhook's passwords.
+      echo "MARQETA_CALLBACK_PASSWORD=$(r4)"
+      echo "MARQETA_WEBHOOK_SECRET=$(r4)"
+      echo "LITHIC_API_KEY=$(r4)"
+      echo "LITHIC_ASA_SECRET=$(r4)"
+      echo "LITHIC_WEBHOOK_SECRET=whsec_$(head -c 24 /dev/urandom | base64 -w0)"
+    } >>"$f"
+    chmod 600 "$f"
   fi
   set -a
   # shellcheck disable=SC1090

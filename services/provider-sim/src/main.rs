@@ -8,14 +8,22 @@
 //!   provider-sim seon     --listen 127.0.0.1:9306
 //!   provider-sim wise     --listen 127.0.0.1:9307 --webhook-url http://127.0.0.1:8090/webhooks/payouts-wise
 //!   provider-sim stripe   --listen 127.0.0.1:9308 --webhook-url http://127.0.0.1:8090/webhooks/payouts-stripe
+//!   provider-sim marqeta  --listen 127.0.0.1:9309 --webhook-url http://127.0.0.1:8090/webhooks/cards-marqeta \
+//!                         --gateway-url http://127.0.0.1:8105/authorizations/cards-marqeta
+//!   provider-sim lithic   --listen 127.0.0.1:9310 --webhook-url http://127.0.0.1:8090/webhooks/cards-lithic \
+//!                         --gateway-url http://127.0.0.1:8105/authorizations/cards-lithic
 //!
 //! Credentials come from the environment, as the real vendors issue them: ONFIDO_API_TOKEN,
 //! ONFIDO_WEBHOOK_SECRET; SUMSUB_APP_TOKEN, SUMSUB_SECRET_KEY, SUMSUB_WEBHOOK_SECRET; MESH_USERNAME,
 //! MESH_PASSWORD; SIFT_API_KEY; SEON_API_KEY; WISE_API_TOKEN, WISE_WEBHOOK_PRIVATE_KEY (PKCS#8 DER,
-//! base64); STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET. Control API on the same port under /_sim (faults, webhook quirks, ledger).
+//! base64); STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET; MARQETA_APPLICATION_TOKEN,
+//! MARQETA_ADMIN_TOKEN, MARQETA_CALLBACK_USERNAME, MARQETA_CALLBACK_PASSWORD, MARQETA_WEBHOOK_SECRET;
+//! LITHIC_API_KEY, LITHIC_ASA_SECRET, LITHIC_WEBHOOK_SECRET (whsec_<base64>). Control API on the same port under /_sim (faults, webhook quirks, ledger).
 
 #![allow(clippy::result_large_err)] // handlers short-circuit with the vendor's full HTTP error response
 
+mod lithic;
+mod marqeta;
 mod mesh;
 mod onfido;
 mod seon;
@@ -40,6 +48,8 @@ enum Vendor {
     Seon,
     Wise,
     Stripe,
+    Marqeta,
+    Lithic,
 }
 
 #[derive(Parser)]
@@ -59,12 +69,30 @@ struct Args {
     /// Where a payout vendor keeps its book across restarts (vendors do not forget).
     #[arg(long, default_value = "")]
     state_file: String,
+    /// Card processors: the program's real-time authorization endpoint (JIT Funding gateway, ASA
+    /// responder).
+    #[arg(long, default_value = "")]
+    gateway_url: String,
+    /// Card processors: how long they wait for the program's decision before the stand-in rule.
+    #[arg(long, default_value_t = 3000)]
+    decision_timeout_ms: u64,
+    /// Card processors: what the stand-in rule does when the program did not answer in time.
+    #[arg(long, default_value = "decline")]
+    stand_in: String,
 }
 
 fn env(name: &str) -> anyhow::Result<String> {
     match std::env::var(name) {
         Ok(v) if !v.is_empty() => Ok(v),
         _ => anyhow::bail!("{name} must be set"),
+    }
+}
+
+fn stand_in(v: &str) -> anyhow::Result<bool> {
+    match v {
+        "approve" => Ok(true),
+        "decline" => Ok(false),
+        other => anyhow::bail!("--stand-in must be approve or decline, not {other:?}"),
     }
 }
 
@@ -128,6 +156,34 @@ async fn main() -> anyhow::Result<()> {
                 webhook_url: args.webhook_url.clone(),
                 webhook_secret: env("STRIPE_WEBHOOK_SECRET")?,
                 reports_dir: args.reports_dir.clone(),
+                state_file: args.state_file.clone(),
+            },
+        ),
+        Vendor::Marqeta => marqeta::router(
+            sim.clone(),
+            marqeta::Config {
+                application_token: env("MARQETA_APPLICATION_TOKEN")?,
+                admin_token: env("MARQETA_ADMIN_TOKEN")?,
+                callback_username: env("MARQETA_CALLBACK_USERNAME")?,
+                callback_password: env("MARQETA_CALLBACK_PASSWORD")?,
+                webhook_secret: env("MARQETA_WEBHOOK_SECRET")?,
+                webhook_url: args.webhook_url.clone(),
+                gateway_url: args.gateway_url.clone(),
+                decision_timeout: Duration::from_millis(args.decision_timeout_ms),
+                stand_in_approves: stand_in(&args.stand_in)?,
+                state_file: args.state_file.clone(),
+            },
+        ),
+        Vendor::Lithic => lithic::router(
+            sim.clone(),
+            lithic::Config {
+                api_key: env("LITHIC_API_KEY")?,
+                asa_secret: env("LITHIC_ASA_SECRET")?,
+                webhook_secret: env("LITHIC_WEBHOOK_SECRET")?,
+                webhook_url: args.webhook_url.clone(),
+                gateway_url: args.gateway_url.clone(),
+                decision_timeout: Duration::from_millis(args.decision_timeout_ms),
+                stand_in_approves: stand_in(&args.stand_in)?,
                 state_file: args.state_file.clone(),
             },
         ),
