@@ -825,6 +825,9 @@ mod typed_tests {
             kind: CardTransactionKind::Clearing,
             provider_transaction_id: "txn-9".into(),
             amount: usd(1_250),
+            approved: true,
+            decline_reason: None,
+            merchant: None,
         });
         round_trip(CardOperationResult {
             envelope: env(CardOperationResult::RECORD),

@@ -4,7 +4,7 @@
 //! nothing held twice), and the money held. Reversals give a hold back; clearings settle it at the
 //! final amount. Each is idempotent.
 
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::authorize::{Authorization, Card, CardState, Controls, Decision, DeclineReason, Usage, decide};
 
@@ -37,6 +37,14 @@ pub async fn put_card(pool: &PgPool, tenant: &str, card: &Card) -> Result<(), sq
 /// Decides `auth` and records the decision, in one transaction.
 pub async fn authorize(pool: &PgPool, auth: &Authorization) -> Result<Decided, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let decided = authorize_in(&mut tx, auth).await?;
+    tx.commit().await?;
+    Ok(decided)
+}
+
+/// Decides `auth` and records the decision inside the caller's transaction (which may add the
+/// decision's event to the outbox before it commits).
+pub async fn authorize_in(tx: &mut PgConnection, auth: &Authorization) -> Result<Decided, sqlx::Error> {
     // The card first, locked: its row orders every question about it.
     let row = sqlx::query(
         "SELECT state, currency, controls, available_minor FROM card_accounts WHERE card_token = $1 FOR UPDATE",
@@ -44,8 +52,7 @@ pub async fn authorize(pool: &PgPool, auth: &Authorization) -> Result<Decided, s
     .bind(&auth.card_token)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some(earlier) = earlier(&mut tx, &auth.partner, &auth.transaction_id).await? {
-        tx.rollback().await?;
+    if let Some(earlier) = earlier(&mut *tx, &auth.partner, &auth.transaction_id).await? {
         return Ok(Decided {
             decision: earlier,
             replayed: true,
@@ -59,17 +66,28 @@ pub async fn authorize(pool: &PgPool, auth: &Authorization) -> Result<Decided, s
         available_minor: r.get("available_minor"),
     });
     let usage = match &card {
-        Some(_) => usage(&mut tx, &auth.card_token).await?,
+        Some(_) => usage(&mut *tx, &auth.card_token).await?,
         None => Usage::default(),
     };
     let decision = decide(card.as_ref(), usage, auth);
+    record(&mut *tx, auth, decision, "DECIDED").await?;
+    Ok(Decided {
+        decision,
+        replayed: false,
+    })
+}
+
+/// Records a decision and holds the money of an approval. `how`: DECIDED (by the rules), FALLBACK
+/// (our deadline passed) or STAND_IN (the processor decided without us).
+async fn record(tx: &mut PgConnection, auth: &Authorization, decision: Decision, how: &str) -> Result<(), sqlx::Error> {
     let (label, reason, status) = match decision {
         Decision::Approve => ("APPROVED", None, "held"),
         Decision::Decline(r) => ("DECLINED", Some(r.as_str()), "declined"),
     };
     sqlx::query(
         "INSERT INTO card_authorizations (partner, provider_transaction_id, card_token, amount_minor, currency, \
-         mcc, merchant_country, decision, decline_reason, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         mcc, merchant_country, decision, decline_reason, status, decided_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&auth.partner)
     .bind(&auth.transaction_id)
@@ -81,6 +99,7 @@ pub async fn authorize(pool: &PgPool, auth: &Authorization) -> Result<Decided, s
     .bind(label)
     .bind(reason)
     .bind(status)
+    .bind(how)
     .execute(&mut *tx)
     .await?;
     if decision == Decision::Approve {
@@ -92,11 +111,130 @@ pub async fn authorize(pool: &PgPool, auth: &Authorization) -> Result<Decided, s
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
-    Ok(Decided {
-        decision,
-        replayed: false,
-    })
+    Ok(())
+}
+
+/// Makes the record say what the processor was told when our deadline passed and the fallback
+/// answered: the rules' decision may have committed after all (an approval's hold is then given
+/// back if the fallback declined), or not at all (the fallback's decision is recorded). True when
+/// the record changed (its event is then the caller's to write, in `tx`).
+pub async fn settle_fallback(
+    tx: &mut PgConnection,
+    auth: &Authorization,
+    answered: Decision,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query("SELECT 1 FROM card_accounts WHERE card_token = $1 FOR UPDATE")
+        .bind(&auth.card_token)
+        .execute(&mut *tx)
+        .await?;
+    match earlier(&mut *tx, &auth.partner, &auth.transaction_id).await? {
+        None => {
+            record(&mut *tx, auth, answered, "FALLBACK").await?;
+            Ok(true)
+        }
+        Some(d) if d == answered => Ok(false),
+        Some(Decision::Approve) => {
+            // The rules approved after the processor was told no: nothing will clear; release it.
+            release(&mut *tx, &auth.partner, &auth.transaction_id, answered).await?;
+            Ok(true)
+        }
+        Some(Decision::Decline(_)) => {
+            // The rules declined after the fallback approved: the processor approved, so hold it.
+            sqlx::query("DELETE FROM card_authorizations WHERE partner = $1 AND provider_transaction_id = $2")
+                .bind(&auth.partner)
+                .bind(&auth.transaction_id)
+                .execute(&mut *tx)
+                .await?;
+            record(&mut *tx, auth, answered, "FALLBACK").await?;
+            Ok(true)
+        }
+    }
+}
+
+/// An approval recorded as declined after all: its hold goes back.
+async fn release(tx: &mut PgConnection, partner: &str, transaction_id: &str, now: Decision) -> Result<(), sqlx::Error> {
+    let reason = match now {
+        Decision::Decline(r) => r.as_str(),
+        Decision::Approve => return Ok(()),
+    };
+    let released: Option<(String, i64)> = sqlx::query_as(
+        "UPDATE card_authorizations SET decision = 'DECLINED', decline_reason = $3, status = 'declined', \
+         decided_by = 'FALLBACK' WHERE partner = $1 AND provider_transaction_id = $2 AND status = 'held' \
+         RETURNING card_token, amount_minor",
+    )
+    .bind(partner)
+    .bind(transaction_id)
+    .bind(reason)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((card, amount)) = released {
+        sqlx::query(
+            "UPDATE card_accounts SET available_minor = available_minor + $2, updated_at = now() WHERE card_token = $1",
+        )
+        .bind(card)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// An authorization the processor decided without us (its stand-in rules when our endpoint did not
+/// answer in time, or its own decline before asking): recorded as it stands; an approval is held
+/// whatever the card's money (it may go below zero: the processor has approved it). False when we
+/// had decided it already.
+pub async fn stand_in(tx: &mut PgConnection, auth: &Authorization, decision: Decision) -> Result<bool, sqlx::Error> {
+    sqlx::query("SELECT 1 FROM card_accounts WHERE card_token = $1 FOR UPDATE")
+        .bind(&auth.card_token)
+        .execute(&mut *tx)
+        .await?;
+    if earlier(&mut *tx, &auth.partner, &auth.transaction_id).await?.is_some() {
+        return Ok(false);
+    }
+    record(&mut *tx, auth, decision, "STAND_IN").await?;
+    Ok(true)
+}
+
+/// Opens the account of a card just issued: its state, controls and funding (only the first time:
+/// a redelivered issue never resets the money).
+pub async fn open_account(
+    tx: &mut PgConnection,
+    tenant: &str,
+    flow_id: &str,
+    card: &Card,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO card_accounts (card_token, tenant_id, state, currency, controls, available_minor, flow_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (card_token) DO NOTHING",
+    )
+    .bind(&card.token)
+    .bind(tenant)
+    .bind(card.state.as_str())
+    .bind(&card.currency)
+    .bind(serde_json::to_value(&card.controls).unwrap_or_default())
+    .bind(card.available_minor)
+    .bind(flow_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The tenant and flow of a card, when the mesh issued it.
+pub async fn owner(tx: &mut PgConnection, card_token: &str) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT tenant_id, flow_id FROM card_accounts WHERE card_token = $1")
+        .bind(card_token)
+        .fetch_optional(tx)
+        .await
+}
+
+/// A card's state as its processor now has it.
+pub async fn set_state(tx: &mut PgConnection, card_token: &str, state: CardState) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE card_accounts SET state = $2, updated_at = now() WHERE card_token = $1")
+        .bind(card_token)
+        .bind(state.as_str())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 async fn earlier(
@@ -141,8 +279,7 @@ async fn usage(conn: &mut sqlx::PgConnection, card_token: &str) -> Result<Usage,
 
 /// A reversal: an approved authorization's hold goes back to the card. False when there was no
 /// hold to give back (unknown, declined, already reversed or cleared).
-pub async fn reverse(pool: &PgPool, partner: &str, transaction_id: &str) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+pub async fn reverse(tx: &mut PgConnection, partner: &str, transaction_id: &str) -> Result<bool, sqlx::Error> {
     let released: Option<(String, i64)> = sqlx::query_as(
         "UPDATE card_authorizations SET status = 'reversed' \
          WHERE partner = $1 AND provider_transaction_id = $2 AND status = 'held' RETURNING card_token, amount_minor",
@@ -160,14 +297,17 @@ pub async fn reverse(pool: &PgPool, partner: &str, transaction_id: &str) -> Resu
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(released.is_some())
 }
 
 /// A clearing: the held authorization settles at `final_minor` (a tip, a partial shipment); the
 /// difference goes back to (or comes from) the card. False when there was no hold to settle.
-pub async fn clear(pool: &PgPool, partner: &str, transaction_id: &str, final_minor: i64) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+pub async fn clear(
+    tx: &mut PgConnection,
+    partner: &str,
+    transaction_id: &str,
+    final_minor: i64,
+) -> Result<bool, sqlx::Error> {
     let settled: Option<(String, i64)> = sqlx::query_as(
         "UPDATE card_authorizations SET status = 'cleared', cleared_minor = $3 \
          WHERE partner = $1 AND provider_transaction_id = $2 AND status = 'held' RETURNING card_token, amount_minor",
@@ -185,7 +325,6 @@ pub async fn clear(pool: &PgPool, partner: &str, transaction_id: &str, final_min
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(settled.is_some())
 }
 

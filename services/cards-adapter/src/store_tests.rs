@@ -117,9 +117,15 @@ async fn reversals_and_clearings_settle_holds_once() {
             .decision,
         Decision::Decline(DeclineReason::DailyLimit)
     );
-    assert!(store::reverse(&db.pool, "cards-lithic", "a").await.unwrap());
     assert!(
-        !store::reverse(&db.pool, "cards-lithic", "a").await.unwrap(),
+        store::reverse(&mut db.pool.acquire().await.unwrap(), "cards-lithic", "a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store::reverse(&mut db.pool.acquire().await.unwrap(), "cards-lithic", "a")
+            .await
+            .unwrap(),
         "reversed once"
     );
     assert_eq!(store::available(&db.pool, "card-1").await.unwrap(), Some(100_00));
@@ -132,9 +138,15 @@ async fn reversals_and_clearings_settle_holds_once() {
         "the reversed purchase no longer counts against the day"
     );
     // A tip: the purchase of 45.00 clears at 48.00.
-    assert!(store::clear(&db.pool, "cards-lithic", "c", 48_00).await.unwrap());
     assert!(
-        !store::clear(&db.pool, "cards-lithic", "c", 48_00).await.unwrap(),
+        store::clear(&mut db.pool.acquire().await.unwrap(), "cards-lithic", "c", 48_00)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store::clear(&mut db.pool.acquire().await.unwrap(), "cards-lithic", "c", 48_00)
+            .await
+            .unwrap(),
         "cleared once"
     );
     assert_eq!(store::available(&db.pool, "card-1").await.unwrap(), Some(52_00));
@@ -144,8 +156,74 @@ async fn reversals_and_clearings_settle_holds_once() {
         "the cleared amount counts against the day"
     );
     assert!(
-        !store::reverse(&db.pool, "cards-lithic", "d").await.unwrap(),
+        !store::reverse(&mut db.pool.acquire().await.unwrap(), "cards-lithic", "d")
+            .await
+            .unwrap(),
         "a decline holds nothing"
     );
     db.drop_db().await;
+}
+
+/// When our deadline passed and the fallback answered, the record ends up saying what the
+/// processor was told, whichever way the rules' own decision went (or whether it committed at all).
+#[tokio::test]
+async fn the_record_follows_the_fallbacks_answer() {
+    let db = db("cards_fallback").await;
+    card(&db.pool, 100_00, None).await;
+    let settle = |id: &'static str, answered: Decision| {
+        let pool = db.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let changed = store::settle_fallback(&mut tx, &purchase(id, 40_00), answered)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            changed
+        }
+    };
+    let declined = Decision::Decline(DeclineReason::Unavailable);
+    // The rules never committed: the fallback's decline is recorded, nothing held.
+    assert!(settle("fb-1", declined).await);
+    assert_eq!(store::available(&db.pool, "card-1").await.unwrap(), Some(100_00));
+    let asked_again = store::authorize(&db.pool, &purchase("fb-1", 40_00)).await.unwrap();
+    assert_eq!((asked_again.decision, asked_again.replayed), (declined, true));
+    // The rules approved just after the processor was told no: the hold is given back.
+    store::authorize(&db.pool, &purchase("fb-2", 40_00)).await.unwrap();
+    assert_eq!(store::available(&db.pool, "card-1").await.unwrap(), Some(60_00));
+    assert!(settle("fb-2", declined).await);
+    assert_eq!(store::available(&db.pool, "card-1").await.unwrap(), Some(100_00));
+    assert!(
+        !store::clear(&mut db.pool.acquire().await.unwrap(), "cards-lithic", "fb-2", 40_00)
+            .await
+            .unwrap(),
+        "nothing held to clear"
+    );
+    // The fallback approved what the rules declined: the processor approved, so it is held.
+    let mut big = purchase("fb-3", 500_00);
+    big.amount_minor = 500_00;
+    store::authorize(&db.pool, &big).await.unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    assert!(store::settle_fallback(&mut tx, &big, Decision::Approve).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(store::available(&db.pool, "card-1").await.unwrap(), Some(-400_00));
+    // Settled already: a second settle changes nothing.
+    assert!(!settle("fb-1", declined).await);
+}
+
+/// An authorization the processor decided without us is recorded once, as it stands.
+#[tokio::test]
+async fn a_processors_stand_in_decision_is_recorded_once() {
+    let db = db("cards_stand_in").await;
+    card(&db.pool, 10_00, None).await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    assert!(store::stand_in(&mut conn, &purchase("si-1", 25_00), Decision::Approve).await.unwrap());
+    assert!(!store::stand_in(&mut conn, &purchase("si-1", 25_00), Decision::Approve).await.unwrap());
+    assert_eq!(store::available(&db.pool, "card-1").await.unwrap(), Some(-15_00), "approved over the money");
+    // One we decided ourselves is not recorded again.
+    store::authorize(&db.pool, &purchase("si-2", 5_00)).await.unwrap();
+    assert!(!store::stand_in(&mut conn, &purchase("si-2", 5_00), Decision::Approve).await.unwrap());
+    let declined = Decision::Decline(DeclineReason::CardFrozen);
+    assert!(store::stand_in(&mut conn, &purchase("si-3", 1_00), declined).await.unwrap());
+    let replay = store::authorize(&db.pool, &purchase("si-3", 1_00)).await.unwrap();
+    assert_eq!((replay.decision, replay.replayed), (declined, true));
 }

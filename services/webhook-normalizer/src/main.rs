@@ -4,7 +4,10 @@
 //! webhook carries none, and emits `kyc.provider-events.v1` through the outbox, all in one
 //! transaction. Payout partners (`[[payout_partners]]`) are received the same way and emit
 //! `payouts.provider-events.v1`, the envelope's `occurred_at` carrying the vendor's own time of the
-//! change (notices come out of order and are ordered by it). Forged, stale and replayed webhooks are
+//! change (notices come out of order and are ordered by it). Card processors (`[[card_partners]]`)
+//! may batch several events in one delivery: each is de-duplicated by its own id and emitted on
+//! `cards.provider-events.v1` (keyed by partner and card token, so one card's events stay in
+//! order), the delivery kept once. Forged, stale and replayed webhooks are
 //! refused and counted, never processed.
 
 use std::{collections::HashMap, process::ExitCode, sync::Arc};
@@ -24,11 +27,12 @@ use prometheus_client::{
 use sqlx::PgPool;
 use switchyard_model::{
     Envelope, EventRecord,
-    events::{Event, kyc::KycProviderEvent, payouts::PayoutProviderEvent},
+    events::{Event, cards::CardProcessorEvent, kyc::KycProviderEvent, payouts::PayoutProviderEvent},
 };
 use switchyard_runtime::{Outbox, ServiceConfig, service};
 use switchyard_vendors::{
     adapter::Partners,
+    cards::CardVendor,
     kyc::{KycVendor, WebhookRejection},
     payouts::PayoutVendor,
     registry::{self, PartnerConnection},
@@ -49,6 +53,7 @@ const KEPT_HEADERS: &[&str] = &[
     "stripe-signature",
     "x-signature-sha256",
     "x-delivery-id",
+    "x-marqeta-signature",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,6 +69,8 @@ struct App {
     partners: Arc<Partners<dyn KycVendor>>,
     /// Payout partners, for their status webhooks only (the normalizer never calls them).
     payout_partners: Arc<HashMap<String, Arc<dyn PayoutVendor>>>,
+    /// Card processors, for their webhooks only.
+    card_partners: Arc<HashMap<String, Arc<dyn CardVendor>>>,
     outbox: Outbox,
     pool: PgPool,
     received: Family<WebhookLabels, Counter>,
@@ -120,6 +127,8 @@ async fn receive(State(app): State<App>, Path(partner): Path<String>, headers: H
         handle(&app, &partner, vendor.as_ref(), &headers, &body).await
     } else if let Some(vendor) = app.payout_partners.get(&partner).cloned() {
         handle_payout(&app, &partner, vendor.as_ref(), &headers, &body).await
+    } else if let Some(vendor) = app.card_partners.get(&partner).cloned() {
+        handle_cards(&app, &partner, vendor.as_ref(), &headers, &body).await
     } else {
         return problem(
             StatusCode::NOT_FOUND,
@@ -335,6 +344,76 @@ async fn handle_payout(
     Ok(verdict)
 }
 
+/// A card processor's delivery (one or several events): verified once; each event de-duplicated by
+/// its own id and emitted on `cards.provider-events.v1`; the delivery kept once; one transaction.
+async fn handle_cards(
+    app: &App,
+    partner: &str,
+    vendor: &dyn CardVendor,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<&'static str, Refused> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let notices = vendor.verify_webhook(headers, body, now).map_err(Refused::Rejected)?;
+    let later = |e: sqlx::Error| Refused::Later(e.to_string());
+    let mut tx = app.pool.begin().await.map_err(later)?;
+    let mut fresh = 0;
+    for n in &notices {
+        let first = sqlx::query("INSERT INTO webhook_dedup (partner, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(partner)
+            .bind(&n.event_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(later)?
+            .rows_affected()
+            == 1;
+        if !first {
+            continue;
+        }
+        fresh += 1;
+        let mut envelope = Envelope::new(
+            CardProcessorEvent::RECORD,
+            PLATFORM_TENANT,
+            format!("{partner}:{}", n.card_token),
+            SERVICE,
+        );
+        if n.occurred_at_ms > 0 {
+            envelope.occurred_at = n.occurred_at_ms;
+        }
+        let event = CardProcessorEvent {
+            envelope,
+            partner: partner.to_string(),
+            provider_event_id: n.event_id.clone(),
+            card_token: n.card_token.clone(),
+            kind: n.kind,
+            amount: n.amount.clone(),
+            state: n.state,
+            received_at: now,
+            provider_transaction_id: n.transaction_id.clone(),
+            merchant: n.merchant.clone(),
+            decline_reason: n.decline_reason.clone(),
+        };
+        let record = EventRecord::of(&event).map_err(|e| Refused::Later(e.to_string()))?;
+        app.outbox
+            .enqueue(&mut tx, CardProcessorEvent::TOPIC, &record)
+            .await
+            .map_err(|e| Refused::Later(e.to_string()))?;
+        tracing::info!(partner, card = %n.card_token, kind = ?n.kind, "card webhook event accepted");
+    }
+    let verdict = if fresh > 0 || notices.is_empty() {
+        "accepted"
+    } else {
+        "duplicate"
+    };
+    let first_id = notices.first().map(|n| n.event_id.as_str());
+    store(&mut *tx, partner, headers, body, verdict, None, first_id)
+        .await
+        .map_err(later)?;
+    tx.commit().await.map_err(later)?;
+    app.outbox.committed();
+    Ok(verdict)
+}
+
 /// A delivery of an event already taken: its receipt is kept, nothing else happens.
 async fn duplicate(
     app: &App,
@@ -411,9 +490,17 @@ async fn run() -> anyhow::Result<()> {
         let vendor = registry::payouts(c).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?;
         payout_partners.insert(c.id.clone(), vendor);
     }
+    let connections: Vec<PartnerConnection> =
+        ServiceConfig::section(rt.config_file.as_deref(), "card_partners", Vec::new())?;
+    let mut card_partners: HashMap<String, Arc<dyn CardVendor>> = HashMap::new();
+    for c in &connections {
+        let vendor = registry::cards(c).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?;
+        card_partners.insert(c.id.clone(), vendor);
+    }
     let app = App {
         partners: Arc::new(partners),
         payout_partners: Arc::new(payout_partners),
+        card_partners: Arc::new(card_partners),
         outbox: rt.outbox.clone(),
         pool: rt.pool.clone(),
         received,

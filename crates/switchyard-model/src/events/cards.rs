@@ -132,6 +132,9 @@ pub struct ApplyCardTransaction {
     pub kind: CardTransactionKind,
     pub provider_transaction_id: String,
     pub amount: Money,
+    pub approved: bool,
+    pub decline_reason: Option<String>,
+    pub merchant: Option<CardMerchant>,
 }
 event!(
     ApplyCardTransaction,
