@@ -13,7 +13,7 @@ pub enum KeysCommand {
         #[arg(long)]
         tenant: String,
         /// Comma-separated: onboarding:write, onboarding:read, payouts:write, payouts:read,
-        /// payouts:review, fraud:score.
+        /// payouts:review, fraud:score, cards:write, cards:read.
         #[arg(long, value_delimiter = ',', required = true)]
         scopes: Vec<String>,
         #[arg(long, default_value = "")]

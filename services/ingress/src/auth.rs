@@ -14,8 +14,19 @@ pub const PAYOUTS_READ: &str = "payouts:read";
 /// Releases or rejects payouts held for fraud review.
 pub const PAYOUTS_REVIEW: &str = "payouts:review";
 pub const FRAUD_SCORE: &str = "fraud:score";
+pub const CARDS_WRITE: &str = "cards:write";
+pub const CARDS_READ: &str = "cards:read";
 /// Every scope a key may carry.
-pub const SCOPES: [&str; 6] = [WRITE, READ, PAYOUTS_WRITE, PAYOUTS_READ, PAYOUTS_REVIEW, FRAUD_SCORE];
+pub const SCOPES: [&str; 8] = [
+    WRITE,
+    READ,
+    PAYOUTS_WRITE,
+    PAYOUTS_READ,
+    PAYOUTS_REVIEW,
+    FRAUD_SCORE,
+    CARDS_WRITE,
+    CARDS_READ,
+];
 
 #[derive(Debug, Clone)]
 pub struct Caller {

@@ -15,6 +15,7 @@
 mod admin;
 mod api;
 mod auth;
+mod cards;
 mod payouts;
 mod problem;
 mod readmodel;
@@ -141,6 +142,7 @@ async fn run() -> anyhow::Result<()> {
             OnboardingCompleted::TOPIC,
             PayoutCompleted::TOPIC,
             FraudCheckCompleted::TOPIC,
+            switchyard_model::events::cards::CardStateChanged::TOPIC,
         ],
         readmodel::ReadModel,
     );

@@ -1,5 +1,5 @@
-//! The read models behind `GET /v1/onboardings/{id}`, `GET /v1/payouts/{id}` and
-//! `GET /v1/fraud/scores/{id}`, built from the outcome topics. A completed flow is never moved back
+//! The read models behind `GET /v1/onboardings/{id}`, `GET /v1/payouts/{id}`,
+//! `GET /v1/fraud/scores/{id}` and `GET /v1/cards/{id}`, built from the outcome topics. A completed flow is never moved back
 //! by a late step event; a settled payout that comes back shows as `returned` and `reversed`.
 
 use sqlx::PgConnection;
@@ -21,6 +21,9 @@ impl Handler for ReadModel {
 
     async fn handle(&self, conn: &mut PgConnection, msg: &Incoming, (): ()) -> Result<(), HandlerError> {
         let perm = |e: switchyard_model::SchemaError| HandlerError::Permanent(e.to_string());
+        if crate::cards::project(conn, msg).await? {
+            return Ok(());
+        }
         if let Some(s) = msg.event.as_event::<OnboardingStepChanged>() {
             let s = s.map_err(perm)?;
             let (kyc, aml) = if s.step.starts_with("aml") {

@@ -3,6 +3,7 @@
 use serde_json::Value;
 use switchyard_model::{
     events::{
+        cards::{CardFormFactor, SpendControls},
         common::{Address, Money, Person},
         fraud::Channel,
         onboarding::RiskTier,
@@ -79,75 +80,7 @@ pub fn onboarding(body: &Value) -> Result<NewOnboarding, Vec<(String, String)>> 
     {
         c.fail("applicant_id", "may contain only letters, digits and - _ . :");
     }
-    if !pointer(body, "person").is_some_and(Value::is_object) {
-        c.fail("person", "is required and must be an object");
-    }
-    let given = c.string(body, "person.given_name", true, 100);
-    let family = c.string(body, "person.family_name", true, 100);
-    let dob = c.string(body, "person.date_of_birth", false, 10);
-    let dob_days = dob.as_deref().and_then(|d| {
-        let days = Person::days_from_iso(d);
-        let today = chrono::Utc::now().date_naive();
-        match chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d") {
-            Err(_) => {
-                c.fail("person.date_of_birth", "must be a date as YYYY-MM-DD");
-                None
-            }
-            Ok(date) if date > today => {
-                c.fail("person.date_of_birth", "must not be in the future");
-                None
-            }
-            Ok(date) if chrono::Datelike::year(&date) < 1900 => {
-                c.fail("person.date_of_birth", "must be after 1900-01-01");
-                None
-            }
-            Ok(_) => days,
-        }
-    });
-    let nationality = c.string(body, "person.nationality", false, 2);
-    if let Some(n) = &nationality
-        && !upper_letters(n, 2..=2)
-    {
-        c.fail("person.nationality", "must be an ISO 3166-1 alpha-2 code, e.g. GB");
-    }
-    let email = c.string(body, "person.email", false, 254);
-    if let Some(e) = &email
-        && !(e.contains('@') && e.contains('.'))
-    {
-        c.fail("person.email", "must be an email address");
-    }
-    let phone = c.string(body, "person.phone", false, 32);
-    let address = match pointer(body, "person.address") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(_)) => {
-            let line1 = c.string(body, "person.address.line1", true, 200);
-            let line2 = c.string(body, "person.address.line2", false, 200);
-            let city = c.string(body, "person.address.city", true, 100);
-            let postal_code = c.string(body, "person.address.postal_code", true, 20);
-            let region = c.string(body, "person.address.region", false, 100);
-            let country = c.string(body, "person.address.country", true, 2);
-            if let Some(cc) = &country
-                && !upper_letters(cc, 2..=2)
-            {
-                c.fail("person.address.country", "must be an ISO 3166-1 alpha-2 code");
-            }
-            match (line1, city, postal_code, country) {
-                (Some(line1), Some(city), Some(postal_code), Some(country)) => Some(Address {
-                    line1,
-                    line2,
-                    city,
-                    postal_code,
-                    region,
-                    country,
-                }),
-                _ => None,
-            }
-        }
-        Some(_) => {
-            c.fail("person.address", "must be an object");
-            None
-        }
-    };
+    let person = person(&mut c, body, "person", true);
     let region = c.string(body, "region", true, 8);
     if let Some(r) = &region
         && !upper_letters(r, 2..=8)
@@ -165,28 +98,106 @@ pub fn onboarding(body: &Value) -> Result<NewOnboarding, Vec<(String, String)>> 
         None => None,
     };
     let segment = c.string(body, "segment", false, 32);
-    match (applicant_id, given, family, region, risk_tier) {
-        (Some(applicant_id), Some(given_name), Some(family_name), Some(region), Some(risk_tier))
-            if c.errors.is_empty() =>
-        {
-            Ok(NewOnboarding {
-                applicant_id,
-                person: Person {
-                    given_name,
-                    family_name,
-                    date_of_birth: dob_days,
-                    nationality,
-                    address,
-                    email,
-                    phone,
-                },
-                region,
-                risk_tier,
-                segment,
-            })
-        }
+    match (applicant_id, person, region, risk_tier) {
+        (Some(applicant_id), Some(person), Some(region), Some(risk_tier)) if c.errors.is_empty() => Ok(NewOnboarding {
+            applicant_id,
+            person,
+            region,
+            risk_tier,
+            segment,
+        }),
         _ => Err(c.errors),
     }
+}
+
+/// A person at `at` (`person`, `cardholder`): names required, the rest optional.
+fn person(c: &mut Check, body: &Value, at: &str, required: bool) -> Option<Person> {
+    match pointer(body, at) {
+        Some(Value::Object(_)) => {}
+        None | Some(Value::Null) if !required => return None,
+        _ => {
+            c.fail(at, "is required and must be an object");
+            return None;
+        }
+    }
+    let given = c.string(body, &format!("{at}.given_name"), true, 100);
+    let family = c.string(body, &format!("{at}.family_name"), true, 100);
+    let dob = c.string(body, &format!("{at}.date_of_birth"), false, 10);
+    let dob_days = dob.as_deref().and_then(|d| {
+        let days = Person::days_from_iso(d);
+        let today = chrono::Utc::now().date_naive();
+        match chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d") {
+            Err(_) => {
+                c.fail(&format!("{at}.date_of_birth"), "must be a date as YYYY-MM-DD");
+                None
+            }
+            Ok(date) if date > today => {
+                c.fail(&format!("{at}.date_of_birth"), "must not be in the future");
+                None
+            }
+            Ok(date) if chrono::Datelike::year(&date) < 1900 => {
+                c.fail(&format!("{at}.date_of_birth"), "must be after 1900-01-01");
+                None
+            }
+            Ok(_) => days,
+        }
+    });
+    let nationality = c.string(body, &format!("{at}.nationality"), false, 2);
+    if let Some(n) = &nationality
+        && !upper_letters(n, 2..=2)
+    {
+        c.fail(
+            &format!("{at}.nationality"),
+            "must be an ISO 3166-1 alpha-2 code, e.g. GB",
+        );
+    }
+    let email = c.string(body, &format!("{at}.email"), false, 254);
+    if let Some(e) = &email
+        && !(e.contains('@') && e.contains('.'))
+    {
+        c.fail(&format!("{at}.email"), "must be an email address");
+    }
+    let phone = c.string(body, &format!("{at}.phone"), false, 32);
+    let address = match pointer(body, &format!("{at}.address")) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(_)) => {
+            let line1 = c.string(body, &format!("{at}.address.line1"), true, 200);
+            let line2 = c.string(body, &format!("{at}.address.line2"), false, 200);
+            let city = c.string(body, &format!("{at}.address.city"), true, 100);
+            let postal_code = c.string(body, &format!("{at}.address.postal_code"), true, 20);
+            let region = c.string(body, &format!("{at}.address.region"), false, 100);
+            let country = c.string(body, &format!("{at}.address.country"), true, 2);
+            if let Some(cc) = &country
+                && !upper_letters(cc, 2..=2)
+            {
+                c.fail(&format!("{at}.address.country"), "must be an ISO 3166-1 alpha-2 code");
+            }
+            match (line1, city, postal_code, country) {
+                (Some(line1), Some(city), Some(postal_code), Some(country)) => Some(Address {
+                    line1,
+                    line2,
+                    city,
+                    postal_code,
+                    region,
+                    country,
+                }),
+                _ => None,
+            }
+        }
+        Some(_) => {
+            c.fail(&format!("{at}.address"), "must be an object");
+            None
+        }
+    };
+    Some(Person {
+        given_name: given?,
+        family_name: family?,
+        date_of_birth: dob_days,
+        nationality,
+        address,
+        email,
+        phone,
+    })
 }
 
 /// A payout as the API accepts it.
@@ -224,59 +235,62 @@ fn known_fields(c: &mut Check, body: &Value, at: &str, known: &[&str]) {
 /// `amount`: `{"currency": "EUR", "value": "150.25"}` (a decimal string with at most the
 /// currency's decimals) or `{"currency": "JPY", "minor_units": 1500}`.
 fn amount(c: &mut Check, body: &Value) -> Option<Money> {
-    if !pointer(body, "amount").is_some_and(Value::is_object) {
-        c.fail("amount", "is required and must be an object with currency and value");
+    money_at(c, body, "amount")
+}
+
+/// An amount at `at`, as [`amount`] reads it.
+fn money_at(c: &mut Check, body: &Value, at: &str) -> Option<Money> {
+    if !pointer(body, at).is_some_and(Value::is_object) {
+        c.fail(at, "is required and must be an object with currency and value");
         return None;
     }
-    known_fields(c, body, "amount", &["currency", "value", "minor_units"]);
-    let currency = c.string(body, "amount.currency", true, 3);
+    known_fields(c, body, at, &["currency", "value", "minor_units"]);
+    let currency = c.string(body, &format!("{at}.currency"), true, 3);
     let currency = currency.filter(|cur| {
         let ok = money::exponent(cur).is_some();
         if !ok {
             c.fail(
-                "amount.currency",
+                &format!("{at}.currency"),
                 "must be an ISO 4217 currency code, e.g. EUR, JPY, KWD",
             );
         }
         ok
     })?;
-    let minor = match (pointer(body, "amount.value"), pointer(body, "amount.minor_units")) {
+    let (value_at, minor_at) = (format!("{at}.value"), format!("{at}.minor_units"));
+    let minor = match (pointer(body, &value_at), pointer(body, &minor_at)) {
         (Some(Value::String(v)), None) => match money::parse_decimal(v, &currency) {
             Ok(m) => Some(m),
             Err(why) => {
-                c.fail("amount.value", &why);
+                c.fail(&value_at, &why);
                 None
             }
         },
         (None, Some(Value::Number(n))) => match n.as_i64() {
             Some(m) => Some(m),
             None => {
-                c.fail("amount.minor_units", "must be a whole number of minor units");
+                c.fail(&minor_at, "must be a whole number of minor units");
                 None
             }
         },
         (Some(_), None) => {
-            c.fail(
-                "amount.value",
-                "must be a decimal string such as \"150.25\" (never a float)",
-            );
+            c.fail(&value_at, "must be a decimal string such as \"150.25\" (never a float)");
             None
         }
         (None, Some(_)) => {
-            c.fail("amount.minor_units", "must be a whole number");
+            c.fail(&minor_at, "must be a whole number");
             None
         }
         (None, None) => {
-            c.fail("amount.value", "is required (or amount.minor_units)");
+            c.fail(&value_at, &format!("is required (or {at}.minor_units)"));
             None
         }
         (Some(_), Some(_)) => {
-            c.fail("amount", "give value or minor_units, not both");
+            c.fail(at, "give value or minor_units, not both");
             None
         }
     }?;
     if minor <= 0 {
-        c.fail("amount", "must be positive");
+        c.fail(at, "must be positive");
         return None;
     }
     Some(Money {
@@ -465,11 +479,160 @@ pub fn score(body: &Value) -> Result<NewScore, Vec<(String, String)>> {
     }
 }
 
+/// A card as `POST /v1/cards` accepts it.
+pub struct NewCard {
+    pub card_id: String,
+    pub cardholder_id: String,
+    pub cardholder: Option<Person>,
+    pub product: Option<String>,
+    pub form_factor: CardFormFactor,
+    pub controls: Option<SpendControls>,
+    pub funding: Option<Money>,
+}
+
+fn limit(c: &mut Check, body: &Value, at: &str, currency: Option<&str>) -> Option<i64> {
+    pointer(body, at).filter(|v| !v.is_null())?;
+    let m = money_at(c, body, at)?;
+    if let Some(cur) = currency
+        && cur != m.currency
+    {
+        c.fail(
+            &format!("{at}.currency"),
+            &format!("must be the card's currency, {cur}"),
+        );
+        return None;
+    }
+    Some(m.amount_minor)
+}
+
+fn codes(c: &mut Check, body: &Value, at: &str, valid: fn(&str) -> bool, what: &str) -> Vec<String> {
+    match pointer(body, at) {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(items)) => {
+            let mut out = Vec::new();
+            for (i, v) in items.iter().enumerate() {
+                match v.as_str() {
+                    Some(s) if valid(s) => out.push(s.to_string()),
+                    _ => c.fail(&format!("{at}.{i}"), what),
+                }
+            }
+            out
+        }
+        Some(_) => {
+            c.fail(at, "must be an array");
+            vec![]
+        }
+    }
+}
+
+pub fn card(body: &Value) -> Result<NewCard, Vec<(String, String)>> {
+    let mut c = Check { errors: vec![] };
+    if !body.is_object() {
+        return Err(vec![("body".into(), "must be a JSON object".into())]);
+    }
+    known_fields(
+        &mut c,
+        body,
+        "",
+        &[
+            "card_id",
+            "cardholder_id",
+            "cardholder",
+            "product",
+            "form_factor",
+            "controls",
+            "funding",
+        ],
+    );
+    let card_id = c.string(body, "card_id", true, 64);
+    id_like(&mut c, "card_id", &card_id);
+    let cardholder_id = c.string(body, "cardholder_id", true, 128);
+    id_like(&mut c, "cardholder_id", &cardholder_id);
+    let cardholder = person(&mut c, body, "cardholder", false);
+    let product = c.string(body, "product", false, 64);
+    id_like(&mut c, "product", &product);
+    let form_factor = match c.string(body, "form_factor", false, 10).as_deref() {
+        None | Some("virtual") => Some(CardFormFactor::Virtual),
+        Some("physical") => Some(CardFormFactor::Physical),
+        Some(_) => {
+            c.fail("form_factor", "must be virtual or physical");
+            None
+        }
+    };
+    let funding = match pointer(body, "funding") {
+        None | Some(Value::Null) => None,
+        Some(_) => money_at(&mut c, body, "funding"),
+    };
+    let currency = funding.as_ref().map(|m| m.currency.clone());
+    let controls = match pointer(body, "controls") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(_)) => {
+            known_fields(
+                &mut c,
+                body,
+                "controls",
+                &[
+                    "per_transaction",
+                    "daily",
+                    "monthly",
+                    "allowed_mccs",
+                    "blocked_mccs",
+                    "allowed_countries",
+                ],
+            );
+            let mcc = |s: &str| s.len() == 4 && s.chars().all(|ch| ch.is_ascii_digit());
+            let country = |s: &str| upper_letters(s, 2..=2);
+            Some(SpendControls {
+                per_transaction_minor: limit(&mut c, body, "controls.per_transaction", currency.as_deref()),
+                daily_minor: limit(&mut c, body, "controls.daily", currency.as_deref()),
+                monthly_minor: limit(&mut c, body, "controls.monthly", currency.as_deref()),
+                allowed_mccs: codes(
+                    &mut c,
+                    body,
+                    "controls.allowed_mccs",
+                    mcc,
+                    "must be a 4-digit merchant category code",
+                ),
+                blocked_mccs: codes(
+                    &mut c,
+                    body,
+                    "controls.blocked_mccs",
+                    mcc,
+                    "must be a 4-digit merchant category code",
+                ),
+                allowed_countries: codes(
+                    &mut c,
+                    body,
+                    "controls.allowed_countries",
+                    country,
+                    "must be an ISO 3166-1 alpha-2 code, e.g. US",
+                ),
+            })
+        }
+        Some(_) => {
+            c.fail("controls", "must be an object");
+            None
+        }
+    };
+    match (card_id, cardholder_id, form_factor) {
+        (Some(card_id), Some(cardholder_id), Some(form_factor)) if c.errors.is_empty() => Ok(NewCard {
+            card_id,
+            cardholder_id,
+            cardholder,
+            product,
+            form_factor,
+            controls,
+            funding,
+        }),
+        _ => Err(c.errors),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
-    use super::{onboarding, payout};
+    use super::{CardFormFactor, card, onboarding, payout};
 
     #[test]
     fn a_payout_amount_follows_its_currency_and_the_account_its_scheme() {
@@ -547,5 +710,42 @@ mod tests {
         ] {
             assert!(fields.contains(&f), "{f} missing from {errors:?}");
         }
+    }
+
+    #[test]
+    fn a_card_request_is_checked_field_by_field() {
+        let ok = json!({"card_id": "card-1", "cardholder_id": "cust-9",
+            "cardholder": {"given_name": "Grace", "family_name": "Hopper"},
+            "form_factor": "physical", "funding": {"currency": "USD", "value": "500.00"},
+            "controls": {"per_transaction": {"currency": "USD", "value": "100"}, "blocked_mccs": ["7995"],
+                "allowed_countries": ["US", "CA"]}});
+        let c = card(&ok).unwrap();
+        assert_eq!(c.form_factor, CardFormFactor::Physical);
+        assert_eq!(c.funding.unwrap().amount_minor, 50_000);
+        let controls = c.controls.unwrap();
+        assert_eq!(controls.per_transaction_minor, Some(10_000));
+        assert_eq!(controls.blocked_mccs, ["7995"]);
+        assert_eq!(c.cardholder.unwrap().family_name, "Hopper");
+        let bad = json!({"card_id": "card 1", "cardholder_id": "c", "form_factor": "plastic",
+            "pan": "not accepted", "funding": {"currency": "USD", "value": "10"},
+            "controls": {"daily": {"currency": "EUR", "value": "5"}, "blocked_mccs": ["79"], "allowed_countries": ["usa"]},
+            "cardholder": {"given_name": "Grace"}});
+        let errors = card(&bad).err().unwrap();
+        let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+        for f in [
+            "card_id",
+            "form_factor",
+            "pan",
+            "controls.daily.currency",
+            "controls.blocked_mccs.0",
+            "controls.allowed_countries.0",
+            "cardholder.family_name",
+        ] {
+            assert!(fields.contains(&f), "{f} in {fields:?}");
+        }
+        assert!(
+            card(&json!({"card_id": "c-2", "cardholder_id": "x"})).is_ok(),
+            "virtual, unfunded, no controls"
+        );
     }
 }

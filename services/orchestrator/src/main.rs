@@ -1,4 +1,5 @@
-//! The orchestrator: runs flows as persisted state machines (onboarding: KYC → AML → decision),
+//! The orchestrator: runs flows as persisted state machines (onboarding: KYC → AML → decision;
+//! payouts; card lifecycles),
 //! routes each step to a partner by policy (primary, secondary, shadow, rollouts), fails over, and
 //! fires step timers.
 //!
@@ -18,6 +19,7 @@
 //! modes and payout routing (currency, country, amount, cost or speed) are routing data.
 
 mod admin;
+mod cards;
 mod onboarding;
 mod payouts;
 mod routing;
@@ -30,6 +32,7 @@ use serde::Deserialize;
 use switchyard_model::events::{
     Event,
     aml::AmlScreeningResult,
+    cards::{CardOperationResult, CardProcessorEvent, RequestCardOperation},
     fraud::{FraudScoreResult, ScoreTransaction},
     kyc::{KycProviderEvent, KycVerificationResult},
     onboarding::StartOnboarding,
@@ -79,6 +82,7 @@ impl Default for PayoutConfig {
 struct Flows {
     onboarding: Onboarding,
     payouts: payouts::Payouts,
+    cards: cards::Cards,
 }
 
 impl Handler for Flows {
@@ -89,7 +93,7 @@ impl Handler for Flows {
     }
 
     async fn handle(&self, conn: &mut sqlx::PgConnection, msg: &Incoming, (): ()) -> Result<(), HandlerError> {
-        if self.payouts.handle(conn, msg).await? {
+        if self.payouts.handle(conn, msg).await? || self.cards.handle(conn, msg).await? {
             return Ok(());
         }
         self.onboarding.handle(conn, msg, ()).await
@@ -162,7 +166,15 @@ async fn run() -> anyhow::Result<()> {
     );
     // Operators' routing overrides are in force before the first flow is routed.
     let follow = admin::follow_overrides(rt.pool.clone(), routing.clone(), rt.shutdown.clone()).await?;
-    let flows = Flows { onboarding, payouts };
+    let cards = cards::Cards {
+        routing: routing.clone(),
+        outbox: rt.outbox.clone(),
+    };
+    let flows = Flows {
+        onboarding,
+        payouts,
+        cards,
+    };
     let timers = tokio::spawn(fire_timers(rt.pool.clone(), flows.clone(), rt.shutdown.clone()));
     let consumer = rt.consumer(
         SERVICE,
@@ -176,6 +188,9 @@ async fn run() -> anyhow::Result<()> {
             PayoutProviderEvent::TOPIC,
             FraudScoreResult::TOPIC,
             ScoreTransaction::TOPIC,
+            RequestCardOperation::TOPIC,
+            CardOperationResult::TOPIC,
+            CardProcessorEvent::TOPIC,
         ],
         flows,
     );

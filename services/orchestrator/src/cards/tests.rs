@@ -1,0 +1,258 @@
+//! The card transition, driven by hand-written scenarios and by random input sequences.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use proptest::prelude::*;
+use switchyard_model::events::{
+    cards::{CardFormFactor, CardOperation as O, CardState as S},
+    common::{Failure, FailureClass},
+};
+
+use super::{
+    state::{Answer, Card, Effect, Input, Op},
+    transition::{Ctx, start, step},
+};
+
+const ROUTE: [&str; 2] = ["cards-a", "cards-b"];
+
+fn op(operation: O, n: u128) -> Op {
+    Op {
+        operation,
+        command: uuid::Uuid::from_u128(1000 + n),
+        reason: None,
+    }
+}
+
+fn route() -> Vec<String> {
+    ROUTE.iter().map(|s| s.to_string()).collect()
+}
+
+struct Run {
+    card: Card,
+    effects: Vec<Effect>,
+    n: u128,
+    candidates: Vec<String>,
+}
+
+impl Run {
+    fn issue(candidates: Vec<String>) -> Run {
+        let ctx = Ctx {
+            candidates: &candidates,
+            next_request: uuid::Uuid::from_u128(1),
+        };
+        let (card, effects) = start(op(O::Issue, 0), Some(CardFormFactor::Physical), &ctx);
+        Run {
+            card,
+            effects,
+            n: 1,
+            candidates,
+        }
+    }
+
+    fn feed(&mut self, input: Input) -> Vec<Effect> {
+        self.n += 1;
+        let ctx = Ctx {
+            candidates: &self.candidates,
+            next_request: uuid::Uuid::from_u128(self.n),
+        };
+        let (card, effects) = step(&self.card, input, &ctx);
+        self.card = card;
+        self.effects.extend(effects.clone());
+        effects
+    }
+
+    /// The adapter's answer to what is pending: done in `state`, or failed with `failure`.
+    fn answer(&mut self, state: S, failure: Option<Failure>) -> Vec<Effect> {
+        let p = self.card.pending.clone().expect("something pending");
+        self.feed(Input::Answer(Answer {
+            request: p.request,
+            partner: p.partner,
+            card_token: Some("tok-1".into()),
+            last4: Some("0421".into()),
+            state,
+            failure,
+        }))
+    }
+}
+
+fn requests(effects: &[Effect]) -> Vec<(O, String)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Request { op, partner, .. } => Some((op.operation, partner.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn changes(effects: &[Effect]) -> Vec<(Option<O>, Option<String>)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Changed { operation, failure } => Some((*operation, failure.as_ref().map(|f| f.code.clone()))),
+            _ => None,
+        })
+        .collect()
+}
+
+fn unavailable() -> Failure {
+    Failure::new(FailureClass::Transient, "unavailable", "processor down")
+}
+
+#[test]
+fn a_card_is_issued_activated_frozen_and_terminated_at_the_processor_that_issued_it() {
+    let mut r = Run::issue(route());
+    assert_eq!(requests(&r.effects), [(O::Issue, "cards-a".to_string())]);
+    r.answer(S::Inactive, None);
+    assert_eq!(r.card.state, S::Inactive);
+    assert_eq!(r.card.card_token.as_deref(), Some("tok-1"));
+    assert!(
+        r.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Token { partner, .. } if partner == "cards-a"))
+    );
+    for (operation, after) in [
+        (O::Activate, S::Active),
+        (O::Freeze, S::Frozen),
+        (O::Unfreeze, S::Active),
+        (O::Terminate, S::Terminated),
+    ] {
+        let sent = r.feed(Input::Command(op(operation, 0)));
+        assert_eq!(requests(&sent), [(operation, "cards-a".to_string())]);
+        let done = r.answer(after, None);
+        assert_eq!(changes(&done), [(Some(operation), None)]);
+        assert_eq!(r.card.state, after);
+    }
+    let late = r.feed(Input::Command(op(O::Unfreeze, 9)));
+    assert_eq!(changes(&late), [(Some(O::Unfreeze), Some("card_terminated".into()))]);
+    assert!(requests(&late).is_empty());
+}
+
+#[test]
+fn an_issue_refused_with_no_live_card_fails_over_and_the_card_stays_there() {
+    let mut r = Run::issue(route());
+    let moved = r.answer(S::Requested, Some(unavailable()));
+    assert_eq!(requests(&moved), [(O::Issue, "cards-b".to_string())]);
+    assert!(changes(&moved).is_empty(), "no outcome yet");
+    r.answer(S::Active, None);
+    assert_eq!(r.card.partner.as_deref(), Some("cards-b"));
+    let sent = r.feed(Input::Command(op(O::Freeze, 1)));
+    assert_eq!(
+        requests(&sent),
+        [(O::Freeze, "cards-b".to_string())],
+        "never the route's primary again"
+    );
+}
+
+#[test]
+fn an_issue_whose_outcome_is_unknown_never_goes_to_another_processor() {
+    let mut r = Run::issue(route());
+    let unknown = Failure::new(FailureClass::ManualRepair, "provider_outcome_unknown", "in doubt");
+    let e = r.answer(S::Requested, Some(unknown));
+    assert!(requests(&e).is_empty());
+    assert_eq!(changes(&e), [(Some(O::Issue), Some("provider_outcome_unknown".into()))]);
+    assert!(!r.card.failed, "stays requested for an operator");
+    let refused = r.feed(Input::Command(op(O::Activate, 1)));
+    assert_eq!(changes(&refused), [(Some(O::Activate), Some("card_not_issued".into()))]);
+}
+
+#[test]
+fn operations_asked_while_another_is_in_flight_wait_their_turn() {
+    let mut r = Run::issue(route());
+    assert!(requests(&r.feed(Input::Command(op(O::Activate, 1)))).is_empty());
+    assert!(requests(&r.feed(Input::Command(op(O::Freeze, 2)))).is_empty());
+    let issued = r.answer(S::Inactive, None);
+    assert_eq!(requests(&issued), [(O::Activate, "cards-a".to_string())]);
+    let activated = r.answer(S::Active, None);
+    assert_eq!(requests(&activated), [(O::Freeze, "cards-a".to_string())]);
+    r.answer(S::Frozen, None);
+    assert_eq!(r.card.state, S::Frozen);
+    assert!(r.card.waiting.is_empty());
+}
+
+#[test]
+fn a_stale_answer_and_a_repeated_issue_change_nothing() {
+    let mut r = Run::issue(route());
+    let before = r.card.clone();
+    let e = r.feed(Input::Answer(Answer {
+        request: uuid::Uuid::from_u128(999),
+        partner: "cards-a".into(),
+        card_token: Some("tok-x".into()),
+        last4: None,
+        state: S::Active,
+        failure: None,
+    }));
+    assert_eq!(r.card, before);
+    assert!(changes(&e).is_empty());
+    r.answer(S::Active, None);
+    let again = r.feed(Input::Command(op(O::Issue, 5)));
+    assert!(requests(&again).is_empty() && changes(&again).is_empty());
+}
+
+#[test]
+fn a_state_the_card_is_already_in_is_answered_without_a_call() {
+    let mut r = Run::issue(route());
+    r.answer(S::Active, None);
+    let e = r.feed(Input::Command(op(O::Activate, 1)));
+    assert!(requests(&e).is_empty());
+    assert_eq!(changes(&e), [(Some(O::Activate), None)]);
+    let e = r.feed(Input::Command(op(O::Unfreeze, 2)));
+    assert_eq!(changes(&e), [(Some(O::Unfreeze), None)]);
+}
+
+#[test]
+fn no_route_fails_the_card_at_once() {
+    let r = Run::issue(vec![]);
+    assert!(r.card.failed);
+    assert_eq!(changes(&r.effects), [(Some(O::Issue), Some("no_partner".into()))]);
+}
+
+fn input_strategy() -> impl Strategy<Value = (u8, u8, bool)> {
+    (0u8..7, 0u8..5, any::<bool>())
+}
+
+proptest! {
+    /// Whatever products ask and processors answer, in any order: at most one operation is in
+    /// flight; after the issue every request goes to the issuing processor; a terminated card never
+    /// changes again; every command gets exactly one outcome once nothing is pending.
+    #[test]
+    fn random_sequences_keep_the_card_consistent(inputs in proptest::collection::vec(input_strategy(), 1..40)) {
+        let mut r = Run::issue(route());
+        let mut commands = 1usize;
+        for (kind, state, fail) in inputs {
+            let before = r.card.clone();
+            let effects = match kind {
+                0..=4 => {
+                    let operation = [O::Activate, O::Freeze, O::Unfreeze, O::Terminate, O::Issue][kind as usize];
+                    if operation != O::Issue {
+                        commands += 1;
+                    }
+                    r.feed(Input::Command(op(operation, r.n)))
+                }
+                5 if r.card.pending.is_some() => {
+                    let s = [S::Inactive, S::Active, S::Frozen, S::Terminated, S::Active][state as usize];
+                    r.answer(s, fail.then(unavailable))
+                }
+                _ => r.feed(Input::ProcessorState([S::Inactive, S::Active, S::Frozen, S::Terminated, S::Active][state as usize])),
+            };
+            let sent = requests(&effects);
+            prop_assert!(sent.len() <= 1);
+            if let Some(issuer) = &before.partner {
+                for (_, partner) in &sent {
+                    prop_assert_eq!(partner, issuer);
+                }
+            }
+            if before.state == S::Terminated {
+                prop_assert_eq!(r.card.state, S::Terminated);
+            }
+        }
+        // Drain: answer whatever is pending until nothing is.
+        let mut guard = 0;
+        while r.card.pending.is_some() && guard < 100 {
+            r.answer(S::Active, None);
+            guard += 1;
+        }
+        let outcomes = r.effects.iter().filter(|e| matches!(e, Effect::Changed { operation: Some(_), .. })).count();
+        prop_assert_eq!(outcomes, commands, "one outcome per command (issue included)");
+    }
+}

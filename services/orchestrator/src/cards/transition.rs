@@ -1,0 +1,258 @@
+//! The card flow's pure step: `start` and `step(card, input, ctx) -> (card, effects)`.
+
+use switchyard_model::events::{
+    cards::{CardFormFactor, CardOperation, CardState},
+    common::{Failure, FailureClass},
+};
+
+use super::state::{Answer, Card, Effect, Input, Op, Pending};
+
+/// What a step may use besides the card: the processors the route gives an issue, in order, and
+/// the event id of a request it sends.
+pub struct Ctx<'a> {
+    pub candidates: &'a [String],
+    pub next_request: uuid::Uuid,
+}
+
+fn refuse(code: &str, message: &str) -> Failure {
+    Failure::new(FailureClass::Permanent, code, message)
+}
+
+/// A new card: its issue goes to the route's first processor.
+pub fn start(op: Op, form_factor: Option<CardFormFactor>, ctx: &Ctx<'_>) -> (Card, Vec<Effect>) {
+    let mut card = Card::new(form_factor);
+    let Some(partner) = ctx.candidates.first() else {
+        card.failed = true;
+        return (
+            card,
+            vec![
+                Effect::Note("card_issue_unroutable", serde_json::json!({})),
+                Effect::Changed {
+                    operation: Some(CardOperation::Issue),
+                    failure: Some(Failure::new(
+                        FailureClass::Transient,
+                        "no_partner",
+                        "no card processor is routed for this card",
+                    )),
+                },
+            ],
+        );
+    };
+    let effects = send(&mut card, op, partner.clone(), 1, vec![partner.clone()], ctx);
+    (card, effects)
+}
+
+fn send(card: &mut Card, op: Op, partner: String, attempt: i32, tried: Vec<String>, ctx: &Ctx<'_>) -> Vec<Effect> {
+    let request = ctx.next_request;
+    card.pending = Some(Pending {
+        op: op.clone(),
+        partner: partner.clone(),
+        request,
+        attempt,
+        tried,
+    });
+    vec![
+        Effect::Note(
+            "card_operation_requested",
+            serde_json::json!({"operation": op.operation, "partner": partner, "attempt": attempt}),
+        ),
+        Effect::Request {
+            op,
+            partner,
+            request,
+            attempt,
+        },
+    ]
+}
+
+enum Check {
+    Send,
+    AlreadyThere,
+    Refuse(Failure),
+}
+
+/// Whether the card's state allows `op` now.
+fn check(card: &Card, op: CardOperation) -> Check {
+    use CardOperation as O;
+    use CardState as S;
+    if card.failed || card.state == S::Requested {
+        return Check::Refuse(refuse("card_not_issued", "the card was not issued"));
+    }
+    if card.state == S::Terminated {
+        return Check::Refuse(refuse(
+            "card_terminated",
+            "the card is terminated; nothing more can change",
+        ));
+    }
+    match (op, card.state) {
+        (O::Activate, S::Inactive) | (O::Freeze, S::Active) | (O::Unfreeze, S::Frozen) | (O::Terminate, _) => {
+            Check::Send
+        }
+        (O::Activate, S::Active) | (O::Freeze, S::Frozen) | (O::Unfreeze, S::Active) => Check::AlreadyThere,
+        (O::Activate, S::Frozen) => Check::Refuse(refuse("card_frozen", "a frozen card is unfrozen, not activated")),
+        (O::Freeze | O::Unfreeze, _) => Check::Refuse(refuse("card_not_active", "the card was never activated")),
+        (O::Issue | O::CreateCardholder, _) | (O::Activate, _) => {
+            Check::Refuse(refuse("card_operation_invalid", "not an operation on an issued card"))
+        }
+    }
+}
+
+/// Takes `op` now: sent, answered at once (the card is there already), or refused.
+fn take(card: &mut Card, op: Op, ctx: &Ctx<'_>) -> (bool, Vec<Effect>) {
+    match check(card, op.operation) {
+        Check::Send => {
+            let partner = card.partner.clone().unwrap_or_default();
+            (true, send(card, op, partner.clone(), 1, vec![partner], ctx))
+        }
+        Check::AlreadyThere => (
+            false,
+            vec![Effect::Changed {
+                operation: Some(op.operation),
+                failure: None,
+            }],
+        ),
+        Check::Refuse(f) => (
+            false,
+            vec![
+                Effect::Note(
+                    "card_operation_refused",
+                    serde_json::json!({"operation": op.operation, "code": f.code}),
+                ),
+                Effect::Changed {
+                    operation: Some(op.operation),
+                    failure: Some(f),
+                },
+            ],
+        ),
+    }
+}
+
+/// Takes waiting operations in order until one is sent.
+fn drain(card: &mut Card, ctx: &Ctx<'_>, effects: &mut Vec<Effect>) {
+    while card.pending.is_none() && !card.waiting.is_empty() {
+        let op = card.waiting.remove(0);
+        let (_, more) = take(card, op, ctx);
+        effects.extend(more);
+    }
+}
+
+pub fn step(card: &Card, input: Input, ctx: &Ctx<'_>) -> (Card, Vec<Effect>) {
+    let mut card = card.clone();
+    let mut effects = Vec::new();
+    match input {
+        Input::Command(op) if op.operation == CardOperation::Issue => {
+            effects.push(Effect::Note("issue_repeated", serde_json::json!({})));
+        }
+        Input::Command(op) => {
+            if card.pending.is_some() {
+                effects.push(Effect::Note(
+                    "card_operation_waiting",
+                    serde_json::json!({"operation": op.operation}),
+                ));
+                card.waiting.push(op);
+            } else {
+                let (_, more) = take(&mut card, op, ctx);
+                effects.extend(more);
+            }
+        }
+        Input::Answer(a) => answer(&mut card, a, ctx, &mut effects),
+        Input::ProcessorState(s) => {
+            if !card.failed
+                && card.state != CardState::Requested
+                && card.state != CardState::Terminated
+                && s != card.state
+            {
+                effects.push(Effect::Note(
+                    "card_state_changed_by_processor",
+                    serde_json::json!({"from": card.state, "to": s}),
+                ));
+                card.state = s;
+                effects.push(Effect::Changed {
+                    operation: None,
+                    failure: None,
+                });
+            }
+        }
+    }
+    (card, effects)
+}
+
+fn answer(card: &mut Card, a: Answer, ctx: &Ctx<'_>, effects: &mut Vec<Effect>) {
+    let Some(p) = card.pending.clone() else {
+        effects.push(Effect::Note("stale_answer", serde_json::json!({"partner": a.partner})));
+        return;
+    };
+    if p.request != a.request || p.partner != a.partner {
+        effects.push(Effect::Note("stale_answer", serde_json::json!({"partner": a.partner})));
+        return;
+    }
+    card.pending = None;
+    let op = p.op.operation;
+    match a.failure {
+        None => {
+            // Terminated is final, whatever a late answer says.
+            if card.state != CardState::Terminated {
+                card.state = a.state;
+            }
+            if op == CardOperation::Issue {
+                card.partner = Some(a.partner.clone());
+                card.card_token = a.card_token.clone();
+                card.last4 = a.last4.clone();
+                if let Some(t) = a.card_token {
+                    effects.push(Effect::Token {
+                        partner: a.partner.clone(),
+                        card_token: t,
+                    });
+                }
+            }
+            effects.push(Effect::Note(
+                "card_operation_done",
+                serde_json::json!({"operation": op, "partner": a.partner, "state": a.state}),
+            ));
+            effects.push(Effect::Changed {
+                operation: Some(op),
+                failure: None,
+            });
+        }
+        Some(f) if op == CardOperation::Issue => {
+            // A failure reported by the adapter means the processor has no live card: only then
+            // may another processor issue it.
+            let next = ctx.candidates.iter().find(|c| !p.tried.contains(c)).cloned();
+            match next {
+                Some(next) if f.failure_class == FailureClass::Transient => {
+                    effects.push(Effect::Note(
+                        "card_failover",
+                        serde_json::json!({"from": a.partner, "to": next, "code": f.code}),
+                    ));
+                    let mut tried = p.tried.clone();
+                    tried.push(next.clone());
+                    effects.extend(send(card, p.op.clone(), next, p.attempt + 1, tried, ctx));
+                    return;
+                }
+                _ => {
+                    // Unknown outcomes stay REQUESTED for an operator; refusals end the card.
+                    card.failed = !matches!(f.failure_class, FailureClass::ManualRepair | FailureClass::Ambiguous);
+                    effects.push(Effect::Note(
+                        "card_issue_failed",
+                        serde_json::json!({"partner": a.partner, "code": f.code, "class": f.failure_class}),
+                    ));
+                    effects.push(Effect::Changed {
+                        operation: Some(op),
+                        failure: Some(f),
+                    });
+                }
+            }
+        }
+        Some(f) => {
+            effects.push(Effect::Note(
+                "card_operation_failed",
+                serde_json::json!({"operation": op, "partner": a.partner, "code": f.code}),
+            ));
+            effects.push(Effect::Changed {
+                operation: Some(op),
+                failure: Some(f),
+            });
+        }
+    }
+    drain(card, ctx, effects);
+}
