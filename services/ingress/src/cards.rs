@@ -158,6 +158,7 @@ type CardRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
     chrono::DateTime<chrono::Utc>,
     chrono::DateTime<chrono::Utc>,
 );
@@ -165,8 +166,8 @@ type CardRow = (
 async fn row(api: &Api, tenant: &str, id: &str) -> Result<CardRow, ApiError> {
     // Another tenant's card is "not found": existence is not disclosed.
     sqlx::query_as(
-        "SELECT card_id, cardholder_id, status, form_factor, product, partner, last4, last_operation, failure_code, \
-         created_at, updated_at FROM cards WHERE tenant_id = $1 AND card_id = $2",
+        "SELECT card_id, cardholder_id, status, form_factor, product, partner, card_token, last4, last_operation, \
+         failure_code, created_at, updated_at FROM cards WHERE tenant_id = $1 AND card_id = $2",
     )
     .bind(tenant)
     .bind(id)
@@ -197,7 +198,7 @@ pub async fn fetch(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let caller = caller(&api.pool, &api.gate, peer.ip(), &headers, auth::CARDS_READ).await?;
-    let (id, holder, status, form, product, partner, last4, last_op, failure, created, updated) =
+    let (id, holder, status, form, product, partner, token, last4, last_op, failure, created, updated) =
         row(&api, &caller.tenant_id, &id).await?;
     let txns: Vec<TxnRow> = sqlx::query_as(
         "SELECT provider_transaction_id, kind, amount_minor, currency, merchant, mcc, approved, decline_reason, \
@@ -220,7 +221,7 @@ pub async fn fetch(
         .collect();
     Ok(Json(
         json!({"id": id, "cardholder_id": holder, "status": status, "form_factor": form, "product": product,
-        "partner": partner, "last4": last4, "last_operation": last_op, "failure_code": failure,
+        "partner": partner, "processor_token": token, "last4": last4, "last_operation": last_op, "failure_code": failure,
         "created_at": created, "updated_at": updated, "transactions": transactions}),
     )
     .into_response())

@@ -167,11 +167,17 @@ async fn create(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
         "memo": req["memo"], "type": req["type"], "state": state, "pin_status": "NOT_SET",
         "spend_limit": req["spend_limit"].as_i64().unwrap_or(0),
         "spend_limit_duration": req["spend_limit_duration"].as_str().unwrap_or("TRANSACTION"),
-        "exp_month": "11", "exp_year": "2030"});
+        "product_id": req["product_id"], "exp_month": "11", "exp_year": "2030"});
     if let Ok(mut b) = app.book.lock() {
         b.cards.push(card.clone());
     }
-    app.sim.record("card", req["memo"].as_str().unwrap_or(&token));
+    // Keyed by the memo and product: tests count a card by either.
+    let key = format!(
+        "{} {}",
+        req["memo"].as_str().unwrap_or(&token),
+        req["product_id"].as_str().unwrap_or("")
+    );
+    app.sim.record("card", &key);
     announce(&app, "card.created", card.clone(), &token);
     (StatusCode::CREATED, Json(card)).into_response()
 }
