@@ -4,7 +4,8 @@
 //! back through the ingress; failover, issues in doubt, our own store too slow to answer, and bad
 //! input at each door.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Amounts in minor units are written <units>_<cents>.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::inconsistent_digit_grouping)]
 
 use std::time::Duration;
 

@@ -216,14 +216,34 @@ async fn a_processors_stand_in_decision_is_recorded_once() {
     let db = db("cards_stand_in").await;
     card(&db.pool, 10_00, None).await;
     let mut conn = db.pool.acquire().await.unwrap();
-    assert!(store::stand_in(&mut conn, &purchase("si-1", 25_00), Decision::Approve).await.unwrap());
-    assert!(!store::stand_in(&mut conn, &purchase("si-1", 25_00), Decision::Approve).await.unwrap());
-    assert_eq!(store::available(&db.pool, "card-1").await.unwrap(), Some(-15_00), "approved over the money");
+    assert!(
+        store::stand_in(&mut conn, &purchase("si-1", 25_00), Decision::Approve)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store::stand_in(&mut conn, &purchase("si-1", 25_00), Decision::Approve)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store::available(&db.pool, "card-1").await.unwrap(),
+        Some(-15_00),
+        "approved over the money"
+    );
     // One we decided ourselves is not recorded again.
     store::authorize(&db.pool, &purchase("si-2", 5_00)).await.unwrap();
-    assert!(!store::stand_in(&mut conn, &purchase("si-2", 5_00), Decision::Approve).await.unwrap());
+    assert!(
+        !store::stand_in(&mut conn, &purchase("si-2", 5_00), Decision::Approve)
+            .await
+            .unwrap()
+    );
     let declined = Decision::Decline(DeclineReason::CardFrozen);
-    assert!(store::stand_in(&mut conn, &purchase("si-3", 1_00), declined).await.unwrap());
+    assert!(
+        store::stand_in(&mut conn, &purchase("si-3", 1_00), declined)
+            .await
+            .unwrap()
+    );
     let replay = store::authorize(&db.pool, &purchase("si-3", 1_00)).await.unwrap();
     assert_eq!((replay.decision, replay.replayed), (declined, true));
 }
