@@ -55,7 +55,7 @@ fn payout(id: &str, customer: &str, currency: &str, value: &str, acct: Value, pr
 }
 
 impl Env {
-    async fn post(&self, key: &str, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+    pub(crate) async fn post(&self, key: &str, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
         let r = self
             .http
             .post(format!("{}{path}", self.var("INGRESS_URL")?))

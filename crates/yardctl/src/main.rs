@@ -18,6 +18,7 @@ mod chaos;
 mod chaos_payouts;
 mod dashboards;
 mod demo;
+mod demo_cards;
 mod demo_payouts;
 mod dlq;
 mod flowbench;
