@@ -104,5 +104,7 @@ bench: services
 	@# Card authorization decisions against PostgreSQL: many cards, then one hot card.
 	@$(ENV) && $(RELEASE_YARDCTL) bench card-auth --auths 20000 --cards 1000 --concurrency 8
 	@$(ENV) && $(RELEASE_YARDCTL) bench card-auth --auths 2000 --cards 1 --concurrency 8
+	@# The same decisions as the processors ask them: HTTP to the running cards adapter, outbox and all.
+	@$(ENV) && $(RELEASE_YARDCTL) bench card-gateway --auths 20000 --cards 100 --concurrency 16
 	@local-stack/bench.sh stop
 	@$(ENV) && $(YARDCTL) bench stall

@@ -67,6 +67,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// Real-time authorizations through the running cards adapter's endpoint, as a processor asks
+    /// them (`make services` first): answers/s and latency percentiles as the processor sees them.
+    CardGateway {
+        #[arg(long, default_value_t = 5_000)]
+        auths: usize,
+        #[arg(long, default_value_t = 50)]
+        cards: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     Onboarding {
         #[arg(long, default_value_t = 200)]
         flows: usize,

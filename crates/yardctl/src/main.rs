@@ -23,6 +23,7 @@ mod demo_payouts;
 mod dlq;
 mod flowbench;
 mod flows;
+mod gatewaybench;
 mod keys;
 mod panscan;
 mod privacy;
@@ -172,6 +173,14 @@ async fn main() -> ExitCode {
                     concurrency,
                 },
         } => cardbench::bench(cli.postgres_admin.as_deref(), auths, cards, concurrency).await,
+        Command::Bench {
+            command:
+                bench::BenchCommand::CardGateway {
+                    auths,
+                    cards,
+                    concurrency,
+                },
+        } => gatewaybench::bench(auths, cards, concurrency).await,
         Command::Bench { command } => {
             bench::run(command, &cli.kafka, &cli.registry, cli.postgres_admin.as_deref()).await
         }

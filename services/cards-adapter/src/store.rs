@@ -103,13 +103,7 @@ async fn record(tx: &mut PgConnection, auth: &Authorization, decision: Decision,
     .execute(&mut *tx)
     .await?;
     if decision == Decision::Approve {
-        sqlx::query(
-            "UPDATE card_accounts SET available_minor = available_minor - $2, updated_at = now() WHERE card_token = $1",
-        )
-        .bind(&auth.card_token)
-        .bind(auth.amount_minor)
-        .execute(&mut *tx)
-        .await?;
+        spend(tx, &auth.card_token, auth.amount_minor, None).await?;
     }
     Ok(())
 }
@@ -157,24 +151,18 @@ async fn release(tx: &mut PgConnection, partner: &str, transaction_id: &str, now
         Decision::Decline(r) => r.as_str(),
         Decision::Approve => return Ok(()),
     };
-    let released: Option<(String, i64)> = sqlx::query_as(
+    let released: Option<(String, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
         "UPDATE card_authorizations SET decision = 'DECLINED', decline_reason = $3, status = 'declined', \
          decided_by = 'FALLBACK' WHERE partner = $1 AND provider_transaction_id = $2 AND status = 'held' \
-         RETURNING card_token, amount_minor",
+         RETURNING card_token, amount_minor, decided_at",
     )
     .bind(partner)
     .bind(transaction_id)
     .bind(reason)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some((card, amount)) = released {
-        sqlx::query(
-            "UPDATE card_accounts SET available_minor = available_minor + $2, updated_at = now() WHERE card_token = $1",
-        )
-        .bind(card)
-        .bind(amount)
-        .execute(&mut *tx)
-        .await?;
+    if let Some((card, amount, at)) = released {
+        spend(tx, &card, -amount, Some(at)).await?;
     }
     Ok(())
 }
@@ -259,14 +247,13 @@ async fn earlier(
     }))
 }
 
-/// What the card has held or cleared since the start of the day and of the month (UTC).
+/// What the card has held or cleared since the start of the day and of the month (UTC): its
+/// running totals, those of an earlier day or month counting as nothing.
 async fn usage(conn: &mut sqlx::PgConnection, card_token: &str) -> Result<Usage, sqlx::Error> {
     let (day, month): (i64, i64) = sqlx::query_as(
-        "SELECT \
-           coalesce(sum(coalesce(cleared_minor, amount_minor)) FILTER (WHERE decided_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)::bigint, \
-           coalesce(sum(coalesce(cleared_minor, amount_minor)), 0)::bigint \
-         FROM card_authorizations WHERE card_token = $1 AND status IN ('held', 'cleared') \
-           AND decided_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+        "SELECT CASE WHEN day_start = (now() AT TIME ZONE 'UTC')::date THEN day_minor ELSE 0 END, \
+                CASE WHEN month_start = date_trunc('month', now() AT TIME ZONE 'UTC')::date THEN month_minor ELSE 0 END \
+         FROM card_accounts WHERE card_token = $1",
     )
     .bind(card_token)
     .fetch_one(conn)
@@ -277,25 +264,49 @@ async fn usage(conn: &mut sqlx::PgConnection, card_token: &str) -> Result<Usage,
     })
 }
 
+/// Moves a card's money and its spend totals: `available` by `-spent`, and the day's and month's
+/// totals by `spent` when the authorization was decided in the current day / month (`decided_at`;
+/// now for a new one). The card's row is locked by the caller's statement or by this update.
+async fn spend(
+    tx: &mut PgConnection,
+    card_token: &str,
+    spent: i64,
+    decided_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE card_accounts SET available_minor = available_minor - $2, \
+           day_minor = CASE WHEN day_start = (now() AT TIME ZONE 'UTC')::date THEN day_minor ELSE 0 END \
+             + CASE WHEN ($3::timestamptz IS NULL OR ($3 AT TIME ZONE 'UTC')::date = (now() AT TIME ZONE 'UTC')::date) \
+               THEN $2 ELSE 0 END, \
+           day_start = (now() AT TIME ZONE 'UTC')::date, \
+           month_minor = CASE WHEN month_start = date_trunc('month', now() AT TIME ZONE 'UTC')::date THEN month_minor ELSE 0 END \
+             + CASE WHEN ($3::timestamptz IS NULL OR date_trunc('month', $3 AT TIME ZONE 'UTC') = date_trunc('month', now() AT TIME ZONE 'UTC')) \
+               THEN $2 ELSE 0 END, \
+           month_start = date_trunc('month', now() AT TIME ZONE 'UTC')::date, \
+           updated_at = now() WHERE card_token = $1",
+    )
+    .bind(card_token)
+    .bind(spent)
+    .bind(decided_at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// A reversal: an approved authorization's hold goes back to the card. False when there was no
 /// hold to give back (unknown, declined, already reversed or cleared).
 pub async fn reverse(tx: &mut PgConnection, partner: &str, transaction_id: &str) -> Result<bool, sqlx::Error> {
-    let released: Option<(String, i64)> = sqlx::query_as(
+    let released: Option<(String, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
         "UPDATE card_authorizations SET status = 'reversed' \
-         WHERE partner = $1 AND provider_transaction_id = $2 AND status = 'held' RETURNING card_token, amount_minor",
+         WHERE partner = $1 AND provider_transaction_id = $2 AND status = 'held' \
+         RETURNING card_token, amount_minor, decided_at",
     )
     .bind(partner)
     .bind(transaction_id)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some((card, amount)) = &released {
-        sqlx::query(
-            "UPDATE card_accounts SET available_minor = available_minor + $2, updated_at = now() WHERE card_token = $1",
-        )
-        .bind(card)
-        .bind(amount)
-        .execute(&mut *tx)
-        .await?;
+    if let Some((card, amount, at)) = &released {
+        spend(tx, card, -amount, Some(*at)).await?;
     }
     Ok(released.is_some())
 }
@@ -308,22 +319,18 @@ pub async fn clear(
     transaction_id: &str,
     final_minor: i64,
 ) -> Result<bool, sqlx::Error> {
-    let settled: Option<(String, i64)> = sqlx::query_as(
+    let settled: Option<(String, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
         "UPDATE card_authorizations SET status = 'cleared', cleared_minor = $3 \
-         WHERE partner = $1 AND provider_transaction_id = $2 AND status = 'held' RETURNING card_token, amount_minor",
+         WHERE partner = $1 AND provider_transaction_id = $2 AND status = 'held' \
+         RETURNING card_token, amount_minor, decided_at",
     )
     .bind(partner)
     .bind(transaction_id)
     .bind(final_minor)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some((card, held)) = &settled {
-        sqlx::query("UPDATE card_accounts SET available_minor = available_minor + $2 - $3, updated_at = now() WHERE card_token = $1")
-            .bind(card)
-            .bind(held)
-            .bind(final_minor)
-            .execute(&mut *tx)
-            .await?;
+    if let Some((card, held, at)) = &settled {
+        spend(tx, card, final_minor - held, Some(*at)).await?;
     }
     Ok(settled.is_some())
 }
