@@ -6,7 +6,8 @@
 //! should get, and every simulator's ledger of effects with the flows: exit 1 on any lost flow, any
 //! wrong decision, any step with more than one vendor effect. Payouts run beside them
 //! ([`crate::chaos_payouts`]): exit 1 on any payout executed twice, lost, or reported against what
-//! the vendor's ledger says.
+//! the vendor's ledger says; and cards ([`crate::chaos_cards`]): exit 1 on a card issued twice or
+//! not at all, a purchase recorded otherwise than its processor answered, or money held wrongly.
 
 use std::{
     collections::BTreeMap,
@@ -59,12 +60,16 @@ pub struct ChaosArgs {
     /// `payouts.requests.v1`); default: as many as flows.
     #[arg(long)]
     pub payouts: Option<usize>,
+    /// Cards to issue and use beside the onboardings (alternately at the two card processors);
+    /// default: a tenth of the flows, at least 2.
+    #[arg(long)]
+    pub cards: Option<usize>,
     /// Seconds to wait for every flow's decision after the last submission.
     #[arg(long, default_value_t = 300)]
     pub settle: u64,
 }
 
-const KINDS: [&str; 7] = [
+const KINDS: [&str; 8] = [
     "ingress",
     "orchestrator",
     "kyc-adapter",
@@ -72,10 +77,17 @@ const KINDS: [&str; 7] = [
     "webhook-normalizer",
     "payouts-adapter",
     "fraud-adapter",
+    "cards-adapter",
 ];
 /// Adapters restarted with the fault hook armed (every service the supervisor restarts gets it, so
 /// every adapter that calls partners is listed, and restarted without it at the end).
-const HOOKED: [&str; 4] = ["kyc-adapter", "aml-adapter", "payouts-adapter", "fraud-adapter"];
+const HOOKED: [&str; 5] = [
+    "kyc-adapter",
+    "aml-adapter",
+    "payouts-adapter",
+    "fraud-adapter",
+    "cards-adapter",
+];
 const SIMS: [(&str, &str); 4] = [
     ("onfido", "http://127.0.0.1:9301"),
     ("sumsub", "http://127.0.0.1:9302"),
@@ -198,9 +210,15 @@ impl Flow {
     }
 }
 
-/// Submits with one Idempotency-Key until the ingress takes it (it may be dead for a while).
+/// Submits an onboarding with one Idempotency-Key until the ingress takes it.
 async fn submit(env: &Env, key: &str, body: &Value, idem: &str) -> anyhow::Result<String> {
-    let url = format!("{}/v1/onboardings", env.var("INGRESS_URL")?);
+    submit_to(env, key, "/v1/onboardings", body, idem).await
+}
+
+/// Posts `body` to the ingress at `path` with one Idempotency-Key until the ingress takes it (it may
+/// be dead for a while); the id it answers.
+pub(crate) async fn submit_to(env: &Env, key: &str, path: &str, body: &Value, idem: &str) -> anyhow::Result<String> {
+    let url = format!("{}{path}", env.var("INGRESS_URL")?);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let resp = env
@@ -428,6 +446,11 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         let (env, run) = (env.clone(), run.clone());
         tokio::spawn(async move { crate::chaos_payouts::submit(&env, &run, payouts, window).await })
     };
+    let cards = args.cards.unwrap_or(args.flows / 10).max(2);
+    let cards_run = {
+        let (env, run) = (env.clone(), run.clone());
+        tokio::spawn(async move { crate::chaos_cards::run(&env, &run, cards, window).await })
+    };
 
     // Submissions, spread over the window, several at a time.
     let per = window.as_secs_f64() / args.flows.max(1) as f64;
@@ -485,6 +508,8 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         .saturating_duration_since(Instant::now())
         .max(Duration::from_secs(60));
     let payout_report = crate::chaos_payouts::verify(&env, &run, payouts, left).await?;
+    let card_cases = cards_run.await??;
+    let card_report = crate::chaos_cards::verify(&env, &card_cases, Duration::from_secs(60)).await?;
     let took = started.elapsed().as_secs_f64();
 
     // Back to a normal mesh: the adapters without the fault hook.
@@ -619,7 +644,14 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         println!("  lost: {l}");
     }
     payout_report.print(payouts);
-    let ok = lost.is_empty() && wrong.is_empty() && dup_kyc == 0 && dup_aml == 0 && missing == 0 && payout_report.ok();
+    card_report.print();
+    let ok = lost.is_empty()
+        && wrong.is_empty()
+        && dup_kyc == 0
+        && dup_aml == 0
+        && missing == 0
+        && payout_report.ok()
+        && card_report.ok();
     println!("{}", if ok { "chaos: PASS" } else { "chaos: FAIL" });
     println!("chaos: {} passed, {bad_flows} failed", flows.len() - bad_flows);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -15,6 +15,7 @@ mod admin;
 mod bench;
 mod cardbench;
 mod chaos;
+mod chaos_cards;
 mod chaos_payouts;
 mod dashboards;
 mod demo;

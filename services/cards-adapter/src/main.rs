@@ -248,7 +248,8 @@ impl CardsAdapter {
                 };
                 let fresh = store::stand_in(conn, &auth, decision).await?;
                 if fresh {
-                    // Products hear of it as of any decision, marked as not ours (fallback, 0 ms).
+                    // Products hear of it as of any decision (a correction of ours, if we had
+                    // decided otherwise), marked as not ours (fallback, 0 ms).
                     let owner = store::owner(conn, &t.card_token).await?;
                     let record = decision_event(
                         owner,

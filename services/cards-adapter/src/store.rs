@@ -117,70 +117,82 @@ pub async fn settle_fallback(
     auth: &Authorization,
     answered: Decision,
 ) -> Result<bool, sqlx::Error> {
+    conform(tx, auth, answered, "FALLBACK").await
+}
+
+/// An authorization as its processor decided it in the end (reported by its webhook): a purchase it
+/// decided without us (its stand-in rules while our endpoint did not answer, or its own decline
+/// before asking) is recorded as it stands, an approval held whatever the card's money (it may go
+/// below zero: the processor has approved it); one we decided but whose answer never reached it (we
+/// died before answering) is corrected to the processor's word. False when the record already says
+/// so.
+pub async fn stand_in(tx: &mut PgConnection, auth: &Authorization, decision: Decision) -> Result<bool, sqlx::Error> {
+    conform(tx, auth, decision, "STAND_IN").await
+}
+
+/// Makes the record of `auth` say `decision` (`how`: who decided it), moving the money with it.
+async fn conform(
+    tx: &mut PgConnection,
+    auth: &Authorization,
+    decision: Decision,
+    how: &str,
+) -> Result<bool, sqlx::Error> {
     sqlx::query("SELECT 1 FROM card_accounts WHERE card_token = $1 FOR UPDATE")
         .bind(&auth.card_token)
         .execute(&mut *tx)
         .await?;
     match earlier(&mut *tx, &auth.partner, &auth.transaction_id).await? {
         None => {
-            record(&mut *tx, auth, answered, "FALLBACK").await?;
+            record(&mut *tx, auth, decision, how).await?;
             Ok(true)
         }
-        Some(d) if d == answered => Ok(false),
+        // The same way (a decline's reason in the processor's words may differ: ours stands).
+        Some(d) if (d == Decision::Approve) == (decision == Decision::Approve) => Ok(false),
         Some(Decision::Approve) => {
-            // The rules approved after the processor was told no: nothing will clear; release it.
-            release(&mut *tx, &auth.partner, &auth.transaction_id, answered).await?;
+            // We approved, the processor declined: nothing will clear; the hold goes back.
+            release(&mut *tx, &auth.partner, &auth.transaction_id, decision, how).await?;
             Ok(true)
         }
         Some(Decision::Decline(_)) => {
-            // The rules declined after the fallback approved: the processor approved, so hold it.
+            // We declined, the processor approved: the money is spent; hold it.
             sqlx::query("DELETE FROM card_authorizations WHERE partner = $1 AND provider_transaction_id = $2")
                 .bind(&auth.partner)
                 .bind(&auth.transaction_id)
                 .execute(&mut *tx)
                 .await?;
-            record(&mut *tx, auth, answered, "FALLBACK").await?;
+            record(&mut *tx, auth, decision, how).await?;
             Ok(true)
         }
     }
 }
 
 /// An approval recorded as declined after all: its hold goes back.
-async fn release(tx: &mut PgConnection, partner: &str, transaction_id: &str, now: Decision) -> Result<(), sqlx::Error> {
+async fn release(
+    tx: &mut PgConnection,
+    partner: &str,
+    transaction_id: &str,
+    now: Decision,
+    how: &str,
+) -> Result<(), sqlx::Error> {
     let reason = match now {
         Decision::Decline(r) => r.as_str(),
         Decision::Approve => return Ok(()),
     };
     let released: Option<(String, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
         "UPDATE card_authorizations SET decision = 'DECLINED', decline_reason = $3, status = 'declined', \
-         decided_by = 'FALLBACK' WHERE partner = $1 AND provider_transaction_id = $2 AND status = 'held' \
+         decided_by = $4 WHERE partner = $1 AND provider_transaction_id = $2 AND status = 'held' \
          RETURNING card_token, amount_minor, decided_at",
     )
     .bind(partner)
     .bind(transaction_id)
     .bind(reason)
+    .bind(how)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some((card, amount, at)) = released {
         spend(tx, &card, -amount, Some(at)).await?;
     }
     Ok(())
-}
-
-/// An authorization the processor decided without us (its stand-in rules when our endpoint did not
-/// answer in time, or its own decline before asking): recorded as it stands; an approval is held
-/// whatever the card's money (it may go below zero: the processor has approved it). False when we
-/// had decided it already.
-pub async fn stand_in(tx: &mut PgConnection, auth: &Authorization, decision: Decision) -> Result<bool, sqlx::Error> {
-    sqlx::query("SELECT 1 FROM card_accounts WHERE card_token = $1 FOR UPDATE")
-        .bind(&auth.card_token)
-        .execute(&mut *tx)
-        .await?;
-    if earlier(&mut *tx, &auth.partner, &auth.transaction_id).await?.is_some() {
-        return Ok(false);
-    }
-    record(&mut *tx, auth, decision, "STAND_IN").await?;
-    Ok(true)
 }
 
 /// Opens the account of a card just issued: its state, controls and funding (only the first time:

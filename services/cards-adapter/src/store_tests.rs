@@ -231,10 +231,11 @@ async fn a_processors_stand_in_decision_is_recorded_once() {
         Some(-15_00),
         "approved over the money"
     );
-    // One we decided ourselves is not recorded again.
-    store::authorize(&db.pool, &purchase("si-2", 5_00)).await.unwrap();
+    // One we decided ourselves, as the processor reports it, is not recorded again.
+    let ours = store::authorize(&db.pool, &purchase("si-2", 5_00)).await.unwrap();
+    assert_eq!(ours.decision, Decision::Decline(DeclineReason::InsufficientFunds));
     assert!(
-        !store::stand_in(&mut conn, &purchase("si-2", 5_00), Decision::Approve)
+        !store::stand_in(&mut conn, &purchase("si-2", 5_00), ours.decision)
             .await
             .unwrap()
     );
@@ -246,4 +247,49 @@ async fn a_processors_stand_in_decision_is_recorded_once() {
     );
     let replay = store::authorize(&db.pool, &purchase("si-3", 1_00)).await.unwrap();
     assert_eq!((replay.decision, replay.replayed), (declined, true));
+}
+
+/// We approved, but died before the answer reached the processor, whose stand-in declined: the
+/// processor's word wins and the hold goes back; the other way round, the money is held.
+#[tokio::test]
+async fn the_processors_final_word_corrects_a_decision_it_never_heard() {
+    let db = db("cards_conform").await;
+    card(&db.pool, 100_00, None).await;
+    store::authorize(&db.pool, &purchase("cf-1", 30_00)).await.unwrap();
+    assert_eq!(store::available(&db.pool, "card-1").await.unwrap(), Some(70_00));
+    let mut conn = db.pool.acquire().await.unwrap();
+    let declined = Decision::Decline(DeclineReason::Unavailable);
+    assert!(
+        store::stand_in(&mut conn, &purchase("cf-1", 30_00), declined)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store::available(&db.pool, "card-1").await.unwrap(), Some(100_00));
+    let replay = store::authorize(&db.pool, &purchase("cf-1", 30_00)).await.unwrap();
+    assert_eq!(replay.decision, declined);
+    assert!(
+        !store::stand_in(&mut conn, &purchase("cf-1", 30_00), declined)
+            .await
+            .unwrap()
+    );
+    // A decline reported in the processor's words (another reason) is the same decision.
+    let frozen = Decision::Decline(DeclineReason::CardFrozen);
+    assert!(
+        !store::stand_in(&mut conn, &purchase("cf-1", 30_00), frozen)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store::authorize(&db.pool, &purchase("cf-1", 30_00))
+            .await
+            .unwrap()
+            .decision,
+        declined,
+        "our reason stands"
+    );
+    // Declined by us (over the money), approved by the processor: held.
+    let big = purchase("cf-2", 500_00);
+    store::authorize(&db.pool, &big).await.unwrap();
+    assert!(store::stand_in(&mut conn, &big, Decision::Approve).await.unwrap());
+    assert_eq!(store::available(&db.pool, "card-1").await.unwrap(), Some(-400_00));
 }

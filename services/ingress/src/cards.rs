@@ -339,6 +339,8 @@ pub async fn project(conn: &mut PgConnection, msg: &switchyard_runtime::Incoming
         .await?;
         return Ok(true);
     }
+    // A later event about the same transaction corrects it (an authorization whose answer never
+    // reached the processor is recorded as the processor decided).
     if let Some(t) = msg.event.as_event::<CardTransaction>() {
         let t = t.map_err(perm)?;
         let Some(card_id) = &t.card_id else {
@@ -347,7 +349,10 @@ pub async fn project(conn: &mut PgConnection, msg: &switchyard_runtime::Incoming
         sqlx::query(
             "INSERT INTO card_transactions (tenant_id, card_id, partner, provider_transaction_id, kind, amount_minor, \
              currency, merchant, mcc, approved, decline_reason, latency_ms, fallback) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (partner, provider_transaction_id, kind) DO UPDATE SET approved = EXCLUDED.approved, \
+             decline_reason = EXCLUDED.decline_reason, fallback = EXCLUDED.fallback, \
+             latency_ms = COALESCE(card_transactions.latency_ms, EXCLUDED.latency_ms)",
         )
         .bind(&t.envelope.tenant_id)
         .bind(card_id)
