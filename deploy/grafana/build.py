@@ -107,6 +107,10 @@ b.panel("timeseries", "Payouts in doubt or left to an operator", "Payouts whose 
         [t('sum by (state, partner) (switchyard_payouts_unsettled) or vector(0)', "{{state}} {{partner}}")], w=8)
 b.panel("timeseries", "Reconciliation findings open", "Open findings by kind.",
         [t('sum by (kind) (switchyard_reconciliation_findings_open)', "{{kind}}")], w=8)
+b.panel("timeseries", "Card authorizations", "Real-time authorization requests answered per second, by processor, outcome and who decided (rules, fallback, replayed).",
+        [t(f'sum by (partner, outcome, decided_by) (rate(switchyard_card_authorizations_total[{R}]))', "{{partner}} {{outcome}} {{decided_by}}")], w=8)
+b.panel("timeseries", "Card decision latency p50 / p99", "From a processor's authorization request arriving to our answer (the processors wait about 3 s before their stand-in rules decide).",
+        [t(f'histogram_quantile({q}, sum by (le, partner) (rate(switchyard_card_authorization_seconds_bucket[{R}])))', f"{{{{partner}}}} p{int(q*100)}") for q in (0.5, 0.99)], w=8, unit="s")
 b.panel("stat", "Alerts firing", "The project's alert rules firing now (0 when none).",
         [t('count(ALERTS{alertstate="firing"}) or vector(0)', "firing")], w=8,
         extra={"options": {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "value"}})

@@ -12,8 +12,8 @@
 //! `simulate/reversal` settle or release an authorization (`original_transaction_token`, amount).
 //! Every transaction and card transition is announced by webhook: up to 10 events a POST grouped by
 //! kind, Basic auth, `X-Marqeta-Signature` hex HMAC-SHA1 of the body. Effects in the ledger:
-//! `user`, `card` (keyed by token and the card id in its
-//! metadata), `transition`, `authorization`.
+//! `user`, `card` (keyed by token, the card id in its
+//! metadata and the product), `transition`, `authorization`.
 
 use std::{
     sync::{Arc, Mutex},
@@ -244,8 +244,13 @@ async fn create_card(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
     match made {
         Ok(Ok((card, created))) => {
             if created {
-                // Keyed by the token and the card id in its metadata: tests count a card by either.
-                let key = format!("{token} {}", req["metadata"]["card_id"].as_str().unwrap_or(""));
+                // Keyed by the token, the card id in its metadata and the product: tests count a
+                // card by any of them.
+                let key = format!(
+                    "{token} {} {}",
+                    req["metadata"]["card_id"].as_str().unwrap_or(""),
+                    product
+                );
                 app.sim.record("card", &key);
             }
             (StatusCode::CREATED, Json(card_view(card))).into_response()
