@@ -105,11 +105,18 @@ async fn one_onboarding_is_followed_from_the_api_to_the_partner_and_its_webhook(
             .any(|(s, o)| s == "orchestrator" && o.starts_with("consume")),
         "{names:#?}"
     );
-    // The partner's webhook: its own trace, one link away, begun at the normalizer.
+    // The partner's webhook: its own trace, one link away, begun at the normalizer (whose exporter
+    // sends its spans in batches of its own: waited for, as the flow's trace was).
     let mut webhook = false;
-    for linked in &t.links {
-        if let Some(w) = trace(&m, linked).await {
-            webhook |= has(&w, "webhook-normalizer", "POST /webhooks/{partner}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !webhook && tokio::time::Instant::now() < deadline {
+        for linked in &t.links {
+            if let Some(w) = trace(&m, linked).await {
+                webhook |= has(&w, "webhook-normalizer", "POST /webhooks/{partner}");
+            }
+        }
+        if !webhook {
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     assert!(
