@@ -24,14 +24,16 @@ SERVICES=(ingress orchestrator kyc-adapter aml-adapter fraud-adapter cards-adapt
 ROOT="$(cd "$HERE/.." && pwd)"
 CONFIG="${SWITCHYARD_CONFIG_DIR:-$HERE/config}"
 # Vendor simulators: name, port, extra arguments.
-SIMS=(onfido sumsub mesh watchman sift seon wise stripe marqeta lithic)
+SIMS=(onfido sumsub mesh watchman sift seon wise stripe marqeta lithic truelayer plaid)
 declare -A SIM_PORT=([onfido]=9301 [sumsub]=9302 [mesh]=9303 [watchman]=9304 [sift]=9305 [seon]=9306 [wise]=9307
-  [stripe]=9308 [marqeta]=9309 [lithic]=9310)
+  [stripe]=9308 [marqeta]=9309 [lithic]=9310 [truelayer]=9311 [plaid]=9312)
 declare -A SIM_ARGS=([onfido]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-onfido"
   [sumsub]="--webhook-url http://127.0.0.1:8090/webhooks/kyc-sumsub" [mesh]="" [watchman]="" [sift]="" [seon]="" [wise]="--webhook-url http://127.0.0.1:8090/webhooks/payouts-wise --reports-dir $HERE/data/reports/payouts-wise --state-file $HERE/data/sim-wise.json"
   [stripe]="--webhook-url http://127.0.0.1:8090/webhooks/payouts-stripe --reports-dir $HERE/data/reports/payouts-stripe --state-file $HERE/data/sim-stripe.json"
   [marqeta]="--webhook-url http://127.0.0.1:8090/webhooks/cards-marqeta --gateway-url http://127.0.0.1:8105/authorizations/cards-marqeta --state-file $HERE/data/sim-marqeta.json"
-  [lithic]="--webhook-url http://127.0.0.1:8090/webhooks/cards-lithic --gateway-url http://127.0.0.1:8105/authorizations/cards-lithic --state-file $HERE/data/sim-lithic.json")
+  [lithic]="--webhook-url http://127.0.0.1:8090/webhooks/cards-lithic --gateway-url http://127.0.0.1:8105/authorizations/cards-lithic --state-file $HERE/data/sim-lithic.json"
+  [truelayer]="--webhook-url http://127.0.0.1:8090/webhooks/openbanking-truelayer --state-file $HERE/data/sim-truelayer.json"
+  [plaid]="--state-file $HERE/data/sim-plaid.json")
 
 [ -f "$HERE/endpoints.env" ] || { echo "local stack is not up (run make up)" >&2; exit 1; }
 set -a
@@ -108,6 +110,29 @@ secrets() {
       echo "LITHIC_ASA_SECRET=$(r4)"
       echo "LITHIC_WEBHOOK_SECRET=whsec_$(head -c 24 /dev/urandom | base64 -w0)"
     } >>"$f"
+    chmod 600 "$f"
+  fi
+  if ! grep -q '^TRUELAYER_CLIENT_ID=' "$f"; then
+    local r5 key
+    r5() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+    key="$(mktemp)"
+    {
+      echo "TRUELAYER_CLIENT_ID=switchyard-$(r5 | cut -c1-8)"
+      echo "TRUELAYER_CLIENT_SECRET=$(r5)"
+      # Our payment-request signing key (P-521): the private half for the adapter, the public point
+      # (the last 133 bytes of its SubjectPublicKeyInfo) for the simulator.
+      openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-521 -out "$key" 2>/dev/null
+      echo "TRUELAYER_SIGNING_KEY=$(openssl pkcs8 -topk8 -nocrypt -in "$key" -outform DER | base64 -w0)"
+      echo "TRUELAYER_SIGNING_PUBLIC=$(openssl pkey -in "$key" -pubout -outform DER | tail -c 133 | base64 -w0)"
+      # The simulators' own webhook signing keys (they publish the public halves).
+      openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-521 -out "$key" 2>/dev/null
+      echo "TRUELAYER_WEBHOOK_PRIVATE_KEY=$(openssl pkcs8 -topk8 -nocrypt -in "$key" -outform DER | base64 -w0)"
+      openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$key" 2>/dev/null
+      echo "PLAID_WEBHOOK_PRIVATE_KEY=$(openssl pkcs8 -topk8 -nocrypt -in "$key" -outform DER | base64 -w0)"
+      echo "PLAID_CLIENT_ID=$(r5 | cut -c1-24)"
+      echo "PLAID_SECRET=$(r5)"
+    } >>"$f"
+    rm -f "$key"
     chmod 600 "$f"
   fi
   set -a

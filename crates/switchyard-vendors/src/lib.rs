@@ -14,6 +14,7 @@ pub(crate) mod decimal;
 pub mod error;
 pub mod fraud;
 pub mod kyc;
+pub mod openbanking;
 pub mod payouts;
 pub mod registry;
 pub mod signing;

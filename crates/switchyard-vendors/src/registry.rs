@@ -30,6 +30,11 @@ use crate::{
         onfido::{Onfido, OnfidoConfig},
         sumsub::{Sumsub, SumsubConfig},
     },
+    openbanking::{
+        OpenBankingVendor,
+        plaid::{Plaid, PlaidConfig},
+        truelayer::{TrueLayer, TrueLayerConfig},
+    },
     payouts::{
         PayoutVendor,
         stripe::{Stripe, StripeConfig},
@@ -265,6 +270,50 @@ pub fn cards(p: &PartnerConnection) -> Result<Arc<dyn CardVendor>, String> {
         )),
         other => Err(format!(
             "partners.{}.vendor: no card processor named {other:?} (marqeta, lithic)",
+            p.id
+        )),
+    }
+}
+
+/// Builds the open-banking provider of a partner connection.
+pub fn openbanking(p: &PartnerConnection) -> Result<Arc<dyn OpenBankingVendor>, String> {
+    let err = |e: crate::VendorError| format!("partners.{}: {e}", p.id);
+    match p.vendor.as_str() {
+        "truelayer" => Ok(Arc::new(
+            TrueLayer::new(TrueLayerConfig {
+                partner: p.id.clone(),
+                auth_url: p.setting("auth_url", &p.base_url),
+                api_url: p.base_url.clone(),
+                hpp_url: p.setting("hpp_url", "https://payment.truelayer.com"),
+                client_id: p.setting("client_id", ""),
+                client_secret: p.secret("client_secret")?,
+                signing_key: p.secret("signing_key")?,
+                signing_kid: p.setting("signing_kid", ""),
+                webhook_jku: p.setting("webhook_jku", "https://webhooks.truelayer.com/.well-known/jwks"),
+                timeout: p.timeout(),
+            })
+            .map_err(err)?,
+        )),
+        "plaid" => Ok(Arc::new(
+            Plaid::new(PlaidConfig {
+                partner: p.id.clone(),
+                base_url: p.base_url.clone(),
+                client_id: p.setting("client_id", ""),
+                secret: p.secret("secret")?,
+                client_name: p.setting("client_name", "Switchyard"),
+                country_codes: p
+                    .setting("country_codes", "GB")
+                    .split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect(),
+                webhook_url: p.setting("webhook_url", ""),
+                timeout: p.timeout(),
+            })
+            .map_err(err)?,
+        )),
+        other => Err(format!(
+            "partners.{}.vendor: no open-banking provider named {other:?} (truelayer, plaid)",
             p.id
         )),
     }

@@ -45,6 +45,87 @@ pub fn rsa_sha256_sign(private_key_pkcs8: &[u8], msg: &[u8]) -> Result<Vec<u8>, 
     Ok(sig)
 }
 
+/// Elliptic-curve signatures as JWS uses them (ES256: P-256 with SHA-256; ES512: P-521 with
+/// SHA-512), the signature as the fixed-width `r || s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Es {
+    Es256,
+    Es512,
+}
+
+impl Es {
+    /// Bytes of one coordinate.
+    pub fn coordinate_len(self) -> usize {
+        match self {
+            Es::Es256 => 32,
+            Es::Es512 => 66,
+        }
+    }
+}
+
+/// Verifies `signature` (`r || s`) over `msg` with the public key `point` (uncompressed SEC1:
+/// `0x04 || x || y`).
+pub fn es_verify(alg: Es, point: &[u8], msg: &[u8], signature: &[u8]) -> bool {
+    let a = match alg {
+        Es::Es256 => &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+        Es::Es512 => &aws_lc_rs::signature::ECDSA_P521_SHA512_FIXED,
+    };
+    aws_lc_rs::signature::UnparsedPublicKey::new(a, point)
+        .verify(msg, signature)
+        .is_ok()
+}
+
+/// Signs `msg` with a PKCS#8 DER EC private key; the signature (`r || s`) and the public point.
+pub fn es_sign(alg: Es, private_key_pkcs8: &[u8], msg: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+    use aws_lc_rs::signature::KeyPair;
+    let a = match alg {
+        Es::Es256 => &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        Es::Es512 => &aws_lc_rs::signature::ECDSA_P521_SHA512_FIXED_SIGNING,
+    };
+    let key = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(a, private_key_pkcs8).map_err(|e| e.to_string())?;
+    let sig = key
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), msg)
+        .map_err(|e| e.to_string())?;
+    Ok((sig.as_ref().to_vec(), key.public_key().as_ref().to_vec()))
+}
+
+/// A new EC private key (PKCS#8 DER): simulators and tests only.
+pub fn es_generate(alg: Es) -> Result<Vec<u8>, String> {
+    let a = match alg {
+        Es::Es256 => &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        Es::Es512 => &aws_lc_rs::signature::ECDSA_P521_SHA512_FIXED_SIGNING,
+    };
+    aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(a, &aws_lc_rs::rand::SystemRandom::new())
+        .map(|d| d.as_ref().to_vec())
+        .map_err(|e| e.to_string())
+}
+
+/// A JWK's public point (`x`, `y` base64url) as uncompressed SEC1.
+pub fn jwk_point(alg: Es, x: &str, y: &str) -> Option<Vec<u8>> {
+    let (x, y) = (unb64url(x)?, unb64url(y)?);
+    let n = alg.coordinate_len();
+    (x.len() == n && y.len() == n).then(|| [&[4u8][..], &x, &y].concat())
+}
+
+/// The `x` and `y` of an uncompressed SEC1 point, base64url (for a JWK).
+pub fn point_xy(point: &[u8]) -> Option<(String, String)> {
+    let rest = point.strip_prefix(&[4u8])?;
+    (rest.len() % 2 == 0).then(|| {
+        let (x, y) = rest.split_at(rest.len() / 2);
+        (b64url(x), b64url(y))
+    })
+}
+
+pub fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn unb64url(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .ok()
+}
+
 /// The SHA-256 digest of `bytes`, in lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())

@@ -12,13 +12,18 @@
 //!                         --gateway-url http://127.0.0.1:8105/authorizations/cards-marqeta
 //!   provider-sim lithic   --listen 127.0.0.1:9310 --webhook-url http://127.0.0.1:8090/webhooks/cards-lithic \
 //!                         --gateway-url http://127.0.0.1:8105/authorizations/cards-lithic
+//!   provider-sim truelayer --listen 127.0.0.1:9311 --webhook-url http://127.0.0.1:8090/webhooks/openbanking-truelayer
+//!   provider-sim plaid    --listen 127.0.0.1:9312
 //!
 //! Credentials come from the environment, as the real vendors issue them: ONFIDO_API_TOKEN,
 //! ONFIDO_WEBHOOK_SECRET; SUMSUB_APP_TOKEN, SUMSUB_SECRET_KEY, SUMSUB_WEBHOOK_SECRET; MESH_USERNAME,
 //! MESH_PASSWORD; SIFT_API_KEY; SEON_API_KEY; WISE_API_TOKEN, WISE_WEBHOOK_PRIVATE_KEY (PKCS#8 DER,
 //! base64); STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET; MARQETA_APPLICATION_TOKEN,
 //! MARQETA_ADMIN_TOKEN, MARQETA_CALLBACK_USERNAME, MARQETA_CALLBACK_PASSWORD, MARQETA_WEBHOOK_SECRET;
-//! LITHIC_API_KEY, LITHIC_ASA_SECRET, LITHIC_WEBHOOK_SECRET (whsec_<base64>). Control API on the same port under /_sim (faults, webhook quirks, ledger).
+//! LITHIC_API_KEY, LITHIC_ASA_SECRET, LITHIC_WEBHOOK_SECRET (whsec_<base64>); TRUELAYER_CLIENT_ID,
+//! TRUELAYER_CLIENT_SECRET, TRUELAYER_SIGNING_PUBLIC (our request-signing key's P-521 point, base64),
+//! TRUELAYER_WEBHOOK_PRIVATE_KEY (PKCS#8 DER, P-521, base64); PLAID_CLIENT_ID, PLAID_SECRET,
+//! PLAID_WEBHOOK_PRIVATE_KEY (PKCS#8 DER, P-256, base64). Control API on the same port under /_sim (faults, webhook quirks, ledger).
 
 #![allow(clippy::result_large_err)] // handlers short-circuit with the vendor's full HTTP error response
 
@@ -26,11 +31,13 @@ mod lithic;
 mod marqeta;
 mod mesh;
 mod onfido;
+mod plaid;
 mod seon;
 mod sift;
 mod sim;
 mod stripe;
 mod sumsub;
+mod truelayer;
 mod watchman;
 mod wise;
 
@@ -50,6 +57,8 @@ enum Vendor {
     Stripe,
     Marqeta,
     Lithic,
+    Truelayer,
+    Plaid,
 }
 
 #[derive(Parser)]
@@ -86,6 +95,15 @@ fn env(name: &str) -> anyhow::Result<String> {
         Ok(v) if !v.is_empty() => Ok(v),
         _ => anyhow::bail!("{name} must be set"),
     }
+}
+
+fn b64_env(name: &str) -> anyhow::Result<Vec<u8>> {
+    switchyard_vendors::signing::unb64(env(name)?.trim()).ok_or_else(|| anyhow::anyhow!("{name} is not base64"))
+}
+
+/// The simulator's own base URL (its hosted pages and published keys live there).
+fn public_url(listen: &str) -> String {
+    format!("http://{listen}")
 }
 
 fn stand_in(v: &str) -> anyhow::Result<bool> {
@@ -184,6 +202,30 @@ async fn main() -> anyhow::Result<()> {
                 gateway_url: args.gateway_url.clone(),
                 decision_timeout: Duration::from_millis(args.decision_timeout_ms),
                 stand_in_approves: stand_in(&args.stand_in)?,
+                state_file: args.state_file.clone(),
+            },
+        ),
+        Vendor::Truelayer => truelayer::router(
+            sim.clone(),
+            truelayer::Config {
+                client_id: env("TRUELAYER_CLIENT_ID")?,
+                client_secret: env("TRUELAYER_CLIENT_SECRET")?,
+                client_signing_point: b64_env("TRUELAYER_SIGNING_PUBLIC")?,
+                webhook_key: b64_env("TRUELAYER_WEBHOOK_PRIVATE_KEY")?,
+                webhook_url: args.webhook_url.clone(),
+                public_url: public_url(&args.listen),
+                complete_after,
+                state_file: args.state_file.clone(),
+            },
+        ),
+        Vendor::Plaid => plaid::router(
+            sim.clone(),
+            plaid::Config {
+                client_id: env("PLAID_CLIENT_ID")?,
+                secret: env("PLAID_SECRET")?,
+                webhook_key: b64_env("PLAID_WEBHOOK_PRIVATE_KEY")?,
+                public_url: public_url(&args.listen),
+                complete_after,
                 state_file: args.state_file.clone(),
             },
         ),
