@@ -4,7 +4,8 @@
 //! refresh and revocation, and payments: keyed, signed, authorized by the customer and executed;
 //! at Plaid (no idempotency) an earlier attempt found by our reference, and two found as two.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Amounts in minor units are written <units>_<cents>.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::inconsistent_digit_grouping)]
 
 use std::{sync::Arc, time::Duration};
 
