@@ -46,12 +46,14 @@ pub struct TopicSchema {
     pub records: Vec<String>,
 }
 
-/// Records that hold personal data: a person's identity, what a screening matched against it, and a
-/// payout's beneficiary (name and account).
-pub const PERSONAL_RECORDS: [&str; 3] = [
+/// Records that hold personal data: a person's identity, what a screening matched against it, a
+/// payout's (or bank payment's) beneficiary (name and account), and a customer's bank transactions
+/// (their descriptions name people and places).
+pub const PERSONAL_RECORDS: [&str; 4] = [
     "com.switchyard.common.Person",
     "com.switchyard.aml.ScreeningHit",
     "com.switchyard.payouts.Beneficiary",
+    "com.switchyard.openbanking.BankTransaction",
 ];
 
 /// All topic schemas of the model.
@@ -469,6 +471,10 @@ mod tests {
                 "kyc.commands.v1",
                 "kyc.requests.v1",
                 "onboarding.commands.v1",
+                "openbanking.commands.v1",
+                "openbanking.outcomes.v1",
+                "openbanking.requests.v1",
+                "openbanking.results.v1",
                 "payouts.commands.v1",
                 "payouts.requests.v1"
             ]
@@ -892,6 +898,119 @@ mod typed_tests {
             decline_reason: None,
             latency_ms: Some(4),
             fallback: true,
+        });
+    }
+
+    #[test]
+    fn open_banking_events_round_trip() {
+        use crate::events::openbanking::*;
+        let env = |r: &str| Envelope::new(r, "t", "obc.1.t.c-1", "test");
+        let tx = BankTransaction {
+            transaction_id: "tx-1".into(),
+            account_id: "acc-1".into(),
+            amount_minor: -4_50,
+            currency: "GBP".into(),
+            status: BankTransactionStatus::Booked,
+            booking_date: Some(20_413),
+            value_date: Some(20_412),
+            description: "Corner Cafe".into(),
+            replaces: Some("p-1".into()),
+        };
+        let account = BankAccount {
+            account_id: "acc-1".into(),
+            name: "Everyday".into(),
+            kind: "current".into(),
+            currency: "GBP".into(),
+            number_last4: Some("5555".into()),
+            current_minor: Some(-12_00),
+            available_minor: None,
+        };
+        round_trip(OpenBankingRequested {
+            envelope: env(OpenBankingRequested::RECORD),
+            customer_id: "cust-1".into(),
+            operation: OpenBankingOperation::InitiatePayment,
+            consent_id: None,
+            institution_id: None,
+            amount: Some(Money {
+                amount_minor: 12_50,
+                currency: "GBP".into(),
+            }),
+            creditor_account: None,
+            redirect_uri: Some("https://app.example/done".into()),
+            partner: "openbanking-truelayer".into(),
+            attempt: 1,
+            authorization_code: None,
+            payment_id: Some("obp-1".into()),
+            reference: Some("Order 7".into()),
+            beneficiary: None,
+        });
+        round_trip(OpenBankingResult {
+            envelope: env(OpenBankingResult::RECORD),
+            customer_id: "cust-1".into(),
+            partner: "openbanking-plaid".into(),
+            provider_reference: Some("link-1".into()),
+            operation: OpenBankingOperation::CompleteConsent,
+            status: OpenBankingStatus::Authorized,
+            authorization_url: None,
+            consent_id: Some("c-1".into()),
+            account_count: 2,
+            failure: None,
+            payment_id: None,
+            consent_expires_at: Some(1_800_000_000_000),
+        });
+        round_trip(OpenBankingAccountsFetched {
+            envelope: env(OpenBankingAccountsFetched::RECORD),
+            customer_id: "cust-1".into(),
+            consent_id: "c-1".into(),
+            partner: "openbanking-plaid".into(),
+            accounts: vec![account.clone()],
+        });
+        round_trip(OpenBankingTransactionsFetched {
+            envelope: env(OpenBankingTransactionsFetched::RECORD),
+            customer_id: "cust-1".into(),
+            consent_id: "c-1".into(),
+            partner: "openbanking-plaid".into(),
+            transactions: vec![tx.clone()],
+            removed: vec!["p-1".into()],
+        });
+        round_trip(OpenBankingProviderEvent {
+            envelope: env(OpenBankingProviderEvent::RECORD),
+            partner: "openbanking-truelayer".into(),
+            provider_reference: "pay-1".into(),
+            provider_event_id: "evt-1".into(),
+            status: OpenBankingStatus::Failed,
+            received_at: 1_700_000_000_000,
+            notice: "payment".into(),
+            failure_reason: Some("insufficient_funds".into()),
+            expires_at: None,
+        });
+        round_trip(OpenBankingCompleted {
+            envelope: env(OpenBankingCompleted::RECORD),
+            customer_id: "cust-1".into(),
+            operation: OpenBankingOperation::CreateConsent,
+            status: OpenBankingStatus::AwaitingAuthorization,
+            consent_id: Some("c-1".into()),
+            partner: "openbanking-truelayer".into(),
+            authorization_url: Some("https://auth.example/?state=c-1".into()),
+            payment_id: None,
+            provider_reference: None,
+            consent_expires_at: None,
+            failure: None,
+        });
+        round_trip(OpenBankingAccounts {
+            envelope: env(OpenBankingAccounts::RECORD),
+            customer_id: "cust-1".into(),
+            consent_id: "c-1".into(),
+            partner: "openbanking-plaid".into(),
+            accounts: vec![account],
+        });
+        round_trip(OpenBankingTransactions {
+            envelope: env(OpenBankingTransactions::RECORD),
+            customer_id: "cust-1".into(),
+            consent_id: "c-1".into(),
+            partner: "openbanking-plaid".into(),
+            transactions: vec![tx],
+            removed: vec![],
         });
     }
 }

@@ -7,6 +7,7 @@ pub mod common;
 pub mod fraud;
 pub mod kyc;
 pub mod onboarding;
+pub mod openbanking;
 pub mod payouts;
 pub mod reconciliation;
 
