@@ -135,6 +135,10 @@ secrets() {
     rm -f "$key"
     chmod 600 "$f"
   fi
+  # The open-banking adapter's key for the providers' tokens at rest (AES-256).
+  if ! grep -q '^OPENBANKING_TOKEN_KEY=' "$f"; then
+    echo "OPENBANKING_TOKEN_KEY=$(head -c 32 /dev/urandom | base64 -w0)" >>"$f"
+  fi
   set -a
   # shellcheck disable=SC1090
   . "$f"

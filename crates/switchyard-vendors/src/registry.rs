@@ -285,7 +285,10 @@ pub fn openbanking(p: &PartnerConnection) -> Result<Arc<dyn OpenBankingVendor>, 
                 auth_url: p.setting("auth_url", &p.base_url),
                 api_url: p.base_url.clone(),
                 hpp_url: p.setting("hpp_url", "https://payment.truelayer.com"),
-                client_id: p.setting("client_id", ""),
+                // Not a secret, but issued with one: a setting, or a reference beside the secret.
+                client_id: p
+                    .optional_secret("client_id")?
+                    .unwrap_or_else(|| p.setting("client_id", "")),
                 client_secret: p.secret("client_secret")?,
                 signing_key: p.secret("signing_key")?,
                 signing_kid: p.setting("signing_kid", ""),
@@ -298,7 +301,9 @@ pub fn openbanking(p: &PartnerConnection) -> Result<Arc<dyn OpenBankingVendor>, 
             Plaid::new(PlaidConfig {
                 partner: p.id.clone(),
                 base_url: p.base_url.clone(),
-                client_id: p.setting("client_id", ""),
+                client_id: p
+                    .optional_secret("client_id")?
+                    .unwrap_or_else(|| p.setting("client_id", "")),
                 secret: p.secret("secret")?,
                 client_name: p.setting("client_name", "Switchyard"),
                 country_codes: p

@@ -7,7 +7,10 @@
 //! change (notices come out of order and are ordered by it). Card processors (`[[card_partners]]`)
 //! may batch several events in one delivery: each is de-duplicated by its own id and emitted on
 //! `cards.provider-events.v1` (keyed by partner and card token, so one card's events stay in
-//! order), the delivery kept once. Forged, stale and replayed webhooks are
+//! order), the delivery kept once. Open-banking providers (`[[openbanking_partners]]`) sign with
+//! published keys the normalizer fetches (a JWKS at an allow-listed URL; a key by its id) and emit
+//! `openbanking.provider-events.v1` (payment status changes, new transactions, consents expiring).
+//! Forged, stale and replayed webhooks are
 //! refused and counted, never processed.
 
 use std::{collections::HashMap, process::ExitCode, sync::Arc};
@@ -27,13 +30,20 @@ use prometheus_client::{
 use sqlx::PgPool;
 use switchyard_model::{
     Envelope, EventRecord,
-    events::{Event, cards::CardProcessorEvent, kyc::KycProviderEvent, payouts::PayoutProviderEvent},
+    events::{
+        Event,
+        cards::CardProcessorEvent,
+        kyc::KycProviderEvent,
+        openbanking::{OpenBankingProviderEvent, OpenBankingStatus},
+        payouts::PayoutProviderEvent,
+    },
 };
 use switchyard_runtime::{Outbox, ServiceConfig, service};
 use switchyard_vendors::{
     adapter::Partners,
     cards::CardVendor,
     kyc::{KycVendor, WebhookRejection},
+    openbanking::{Notice, OpenBankingVendor, PaymentStatus},
     payouts::PayoutVendor,
     registry::{self, PartnerConnection},
 };
@@ -54,6 +64,9 @@ const KEPT_HEADERS: &[&str] = &[
     "x-signature-sha256",
     "x-delivery-id",
     "x-marqeta-signature",
+    "tl-signature",
+    "x-tl-webhook-timestamp",
+    "plaid-verification",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +84,8 @@ struct App {
     payout_partners: Arc<HashMap<String, Arc<dyn PayoutVendor>>>,
     /// Card processors, for their webhooks only.
     card_partners: Arc<HashMap<String, Arc<dyn CardVendor>>>,
+    /// Open-banking providers, for their webhooks only.
+    openbanking_partners: Arc<HashMap<String, Arc<dyn OpenBankingVendor>>>,
     outbox: Outbox,
     pool: PgPool,
     received: Family<WebhookLabels, Counter>,
@@ -129,6 +144,8 @@ async fn receive(State(app): State<App>, Path(partner): Path<String>, headers: H
         handle_payout(&app, &partner, vendor.as_ref(), &headers, &body).await
     } else if let Some(vendor) = app.card_partners.get(&partner).cloned() {
         handle_cards(&app, &partner, vendor.as_ref(), &headers, &body).await
+    } else if let Some(vendor) = app.openbanking_partners.get(&partner).cloned() {
+        handle_openbanking(&app, &partner, vendor.as_ref(), &headers, &body).await
     } else {
         return problem(
             StatusCode::NOT_FOUND,
@@ -414,6 +431,101 @@ async fn handle_cards(
     Ok(verdict)
 }
 
+/// An open-banking provider's webhook: verified (with the provider's published key), de-duplicated
+/// by its event id, kept, and emitted on `openbanking.provider-events.v1`, keyed by partner and
+/// payment (or connection) so one payment's notices stay in order.
+async fn handle_openbanking(
+    app: &App,
+    partner: &str,
+    vendor: &dyn OpenBankingVendor,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<&'static str, Refused> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let path = format!("/webhooks/{partner}");
+    let notice = vendor
+        .verify_webhook(headers, &path, body, now)
+        .await
+        .map_err(Refused::Rejected)?;
+    let (event_id, reference, status, kind, reason, at, expires) = match notice {
+        Notice::Payment {
+            event_id,
+            provider_reference,
+            status,
+            failure_reason,
+            occurred_at_ms,
+        } => (
+            event_id,
+            provider_reference,
+            match status {
+                PaymentStatus::AwaitingAuthorization => OpenBankingStatus::AwaitingAuthorization,
+                PaymentStatus::Pending => OpenBankingStatus::Pending,
+                PaymentStatus::Executed => OpenBankingStatus::Executed,
+                PaymentStatus::Settled => OpenBankingStatus::Completed,
+                PaymentStatus::Failed => OpenBankingStatus::Failed,
+            },
+            "payment",
+            failure_reason,
+            occurred_at_ms,
+            None,
+        ),
+        Notice::TransactionsAvailable { event_id, connection } => (
+            event_id,
+            connection,
+            OpenBankingStatus::Authorized,
+            "transactions_available",
+            None,
+            now,
+            None,
+        ),
+        Notice::ConsentExpiring {
+            event_id,
+            connection,
+            expires_at_ms,
+        } => (
+            event_id,
+            connection,
+            OpenBankingStatus::Expired,
+            "consent_expiring",
+            None,
+            now,
+            expires_at_ms,
+        ),
+    };
+    let mut envelope = Envelope::new(
+        OpenBankingProviderEvent::RECORD,
+        PLATFORM_TENANT,
+        format!("{partner}:{reference}"),
+        SERVICE,
+    );
+    envelope.occurred_at = at;
+    let event = OpenBankingProviderEvent {
+        envelope,
+        partner: partner.to_string(),
+        provider_reference: reference.clone(),
+        provider_event_id: event_id.clone(),
+        status,
+        received_at: now,
+        notice: kind.to_string(),
+        failure_reason: reason,
+        expires_at: expires,
+    };
+    let verdict = accept(
+        app,
+        partner,
+        headers,
+        body,
+        &event_id,
+        OpenBankingProviderEvent::TOPIC,
+        &event,
+    )
+    .await?;
+    if verdict == "accepted" {
+        tracing::info!(partner, reference = %reference, notice = kind, status = ?status, "open-banking webhook accepted");
+    }
+    Ok(verdict)
+}
+
 /// A delivery of an event already taken: its receipt is kept, nothing else happens.
 async fn duplicate(
     app: &App,
@@ -497,10 +609,18 @@ async fn run() -> anyhow::Result<()> {
         let vendor = registry::cards(c).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?;
         card_partners.insert(c.id.clone(), vendor);
     }
+    let connections: Vec<PartnerConnection> =
+        ServiceConfig::section(rt.config_file.as_deref(), "openbanking_partners", Vec::new())?;
+    let mut openbanking_partners: HashMap<String, Arc<dyn OpenBankingVendor>> = HashMap::new();
+    for c in &connections {
+        let vendor = registry::openbanking(c).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?;
+        openbanking_partners.insert(c.id.clone(), vendor);
+    }
     let app = App {
         partners: Arc::new(partners),
         payout_partners: Arc::new(payout_partners),
         card_partners: Arc::new(card_partners),
+        openbanking_partners: Arc::new(openbanking_partners),
         outbox: rt.outbox.clone(),
         pool: rt.pool.clone(),
         received,
