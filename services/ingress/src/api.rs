@@ -128,6 +128,18 @@ pub fn routes(api: Api) -> Router {
         .route("/v1/cards", post(crate::cards::create))
         .route("/v1/cards/{id}", get(crate::cards::fetch))
         .route("/v1/cards/{id}/{action}", post(crate::cards::change))
+        .route("/v1/openbanking/consents", post(crate::openbanking::create_consent))
+        .route("/v1/openbanking/consents/{id}", get(crate::openbanking::fetch_consent))
+        .route(
+            "/v1/openbanking/consents/{id}/transactions",
+            get(crate::openbanking::consent_transactions),
+        )
+        .route(
+            "/v1/openbanking/consents/{id}/{action}",
+            post(crate::openbanking::consent_action),
+        )
+        .route("/v1/openbanking/payments", post(crate::openbanking::create_payment))
+        .route("/v1/openbanking/payments/{id}", get(crate::openbanking::fetch_payment))
         .route("/v1/fraud/scores", post(crate::payouts::score))
         .route("/v1/fraud/scores/{id}", get(crate::payouts::fetch_score))
         .route("/v1/openapi.json", get(openapi))

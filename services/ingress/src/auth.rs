@@ -16,8 +16,10 @@ pub const PAYOUTS_REVIEW: &str = "payouts:review";
 pub const FRAUD_SCORE: &str = "fraud:score";
 pub const CARDS_WRITE: &str = "cards:write";
 pub const CARDS_READ: &str = "cards:read";
+pub const OPENBANKING_WRITE: &str = "openbanking:write";
+pub const OPENBANKING_READ: &str = "openbanking:read";
 /// Every scope a key may carry.
-pub const SCOPES: [&str; 8] = [
+pub const SCOPES: [&str; 10] = [
     WRITE,
     READ,
     PAYOUTS_WRITE,
@@ -26,6 +28,8 @@ pub const SCOPES: [&str; 8] = [
     FRAUD_SCORE,
     CARDS_WRITE,
     CARDS_READ,
+    OPENBANKING_WRITE,
+    OPENBANKING_READ,
 ];
 
 #[derive(Debug, Clone)]

@@ -16,6 +16,7 @@ mod admin;
 mod api;
 mod auth;
 mod cards;
+mod openbanking;
 mod payouts;
 mod problem;
 mod readmodel;
@@ -143,6 +144,7 @@ async fn run() -> anyhow::Result<()> {
             PayoutCompleted::TOPIC,
             FraudCheckCompleted::TOPIC,
             switchyard_model::events::cards::CardStateChanged::TOPIC,
+            switchyard_model::events::openbanking::OpenBankingCompleted::TOPIC,
         ],
         readmodel::ReadModel,
     );

@@ -21,7 +21,7 @@ impl Handler for ReadModel {
 
     async fn handle(&self, conn: &mut PgConnection, msg: &Incoming, (): ()) -> Result<(), HandlerError> {
         let perm = |e: switchyard_model::SchemaError| HandlerError::Permanent(e.to_string());
-        if crate::cards::project(conn, msg).await? {
+        if crate::cards::project(conn, msg).await? || crate::openbanking::project(conn, msg).await? {
             return Ok(());
         }
         if let Some(s) = msg.event.as_event::<OnboardingStepChanged>() {

@@ -200,6 +200,53 @@ fn person(c: &mut Check, body: &Value, at: &str, required: bool) -> Option<Perso
     })
 }
 
+/// A beneficiary (`beneficiary.name`, `beneficiary.account`): the account checked in its own
+/// scheme's format and never echoed in an error.
+fn beneficiary(c: &mut Check, body: &Value) -> (Option<String>, Option<AccountIdentifier>) {
+    if !pointer(body, "beneficiary").is_some_and(Value::is_object) {
+        c.fail("beneficiary", "is required and must be an object with name and account");
+    }
+    known_fields(c, body, "beneficiary", &["name", "account"]);
+    known_fields(c, body, "beneficiary.account", &["scheme", "value", "bank_code"]);
+    let name = c.string(body, "beneficiary.name", true, 140);
+    let scheme = match c.string(body, "beneficiary.account.scheme", true, 32).as_deref() {
+        Some("iban") => Some(AccountScheme::Iban),
+        Some("sort_code_account") => Some(AccountScheme::SortCodeAccount),
+        Some("ach_routing_account") => Some(AccountScheme::AchRoutingAccount),
+        Some("wallet") => Some(AccountScheme::Wallet),
+        Some(_) => {
+            c.fail(
+                "beneficiary.account.scheme",
+                "must be one of iban, sort_code_account, ach_routing_account, wallet",
+            );
+            None
+        }
+        None => None,
+    };
+    let value = c.string(body, "beneficiary.account.value", true, 64);
+    let bank_code = c.string(body, "beneficiary.account.bank_code", false, 16);
+    let account = match (scheme, value) {
+        (Some(scheme), Some(value)) => {
+            let a = AccountIdentifier {
+                scheme,
+                value: if scheme == AccountScheme::Iban {
+                    value.replace(' ', "").to_uppercase()
+                } else {
+                    value
+                },
+                bank_code,
+            };
+            // The account itself is never echoed in an error.
+            if let Some(problem) = account_problem(&a) {
+                c.fail("beneficiary.account", problem);
+            }
+            Some(a)
+        }
+        _ => None,
+    };
+    (name, account)
+}
+
 /// A payout as the API accepts it.
 pub struct NewPayout {
     pub payout_id: String,
@@ -340,47 +387,7 @@ pub fn payout(body: &Value) -> Result<NewPayout, Vec<(String, String)>> {
     let customer_id = c.string(body, "customer_id", true, 128);
     id_like(&mut c, "customer_id", &customer_id);
     let amount = amount(&mut c, body);
-    if !pointer(body, "beneficiary").is_some_and(Value::is_object) {
-        c.fail("beneficiary", "is required and must be an object with name and account");
-    }
-    known_fields(&mut c, body, "beneficiary", &["name", "account"]);
-    known_fields(&mut c, body, "beneficiary.account", &["scheme", "value", "bank_code"]);
-    let name = c.string(body, "beneficiary.name", true, 140);
-    let scheme = match c.string(body, "beneficiary.account.scheme", true, 32).as_deref() {
-        Some("iban") => Some(AccountScheme::Iban),
-        Some("sort_code_account") => Some(AccountScheme::SortCodeAccount),
-        Some("ach_routing_account") => Some(AccountScheme::AchRoutingAccount),
-        Some("wallet") => Some(AccountScheme::Wallet),
-        Some(_) => {
-            c.fail(
-                "beneficiary.account.scheme",
-                "must be one of iban, sort_code_account, ach_routing_account, wallet",
-            );
-            None
-        }
-        None => None,
-    };
-    let value = c.string(body, "beneficiary.account.value", true, 64);
-    let bank_code = c.string(body, "beneficiary.account.bank_code", false, 16);
-    let account = match (scheme, value) {
-        (Some(scheme), Some(value)) => {
-            let a = AccountIdentifier {
-                scheme,
-                value: if scheme == AccountScheme::Iban {
-                    value.replace(' ', "").to_uppercase()
-                } else {
-                    value
-                },
-                bank_code,
-            };
-            // The account itself is never echoed in an error.
-            if let Some(problem) = account_problem(&a) {
-                c.fail("beneficiary.account", problem);
-            }
-            Some(a)
-        }
-        _ => None,
-    };
+    let (name, account) = beneficiary(&mut c, body);
     let country = c.string(body, "country", false, 2);
     if let Some(cc) = &country
         && !upper_letters(cc, 2..=2)
@@ -623,6 +630,127 @@ pub fn card(body: &Value) -> Result<NewCard, Vec<(String, String)>> {
             form_factor,
             controls,
             funding,
+        }),
+        _ => Err(c.errors),
+    }
+}
+
+/// An open-banking consent as `POST /v1/openbanking/consents` accepts it.
+pub struct NewConsent {
+    pub consent_id: String,
+    pub customer_id: String,
+    pub institution_id: Option<String>,
+    pub redirect_uri: String,
+}
+
+fn redirect(c: &mut Check, body: &Value) -> Option<String> {
+    let r = c.string(body, "redirect_uri", true, 512);
+    if let Some(u) = &r
+        && !(u.starts_with("https://") || u.starts_with("http://localhost") || u.starts_with("http://127.0.0.1"))
+    {
+        c.fail("redirect_uri", "must be an https URL (http only for localhost)");
+    }
+    r
+}
+
+pub fn consent(body: &Value) -> Result<NewConsent, Vec<(String, String)>> {
+    let mut c = Check { errors: vec![] };
+    if !body.is_object() {
+        return Err(vec![("body".into(), "must be a JSON object".into())]);
+    }
+    known_fields(
+        &mut c,
+        body,
+        "",
+        &["consent_id", "customer_id", "institution_id", "redirect_uri"],
+    );
+    let consent_id = c.string(body, "consent_id", true, 64);
+    id_like(&mut c, "consent_id", &consent_id);
+    let customer_id = c.string(body, "customer_id", true, 128);
+    id_like(&mut c, "customer_id", &customer_id);
+    let institution_id = c.string(body, "institution_id", false, 64);
+    id_like(&mut c, "institution_id", &institution_id);
+    let redirect_uri = redirect(&mut c, body);
+    match (consent_id, customer_id, redirect_uri) {
+        (Some(consent_id), Some(customer_id), Some(redirect_uri)) if c.errors.is_empty() => Ok(NewConsent {
+            consent_id,
+            customer_id,
+            institution_id,
+            redirect_uri,
+        }),
+        _ => Err(c.errors),
+    }
+}
+
+/// A pay-by-bank payment as `POST /v1/openbanking/payments` accepts it.
+pub struct NewBankPayment {
+    pub payment_id: String,
+    pub customer_id: String,
+    pub amount: Money,
+    pub beneficiary: Beneficiary,
+    pub reference: String,
+    pub redirect_uri: String,
+}
+
+pub fn bank_payment(body: &Value) -> Result<NewBankPayment, Vec<(String, String)>> {
+    let mut c = Check { errors: vec![] };
+    if !body.is_object() {
+        return Err(vec![("body".into(), "must be a JSON object".into())]);
+    }
+    known_fields(
+        &mut c,
+        body,
+        "",
+        &[
+            "payment_id",
+            "customer_id",
+            "amount",
+            "beneficiary",
+            "reference",
+            "redirect_uri",
+        ],
+    );
+    let payment_id = c.string(body, "payment_id", true, 64);
+    id_like(&mut c, "payment_id", &payment_id);
+    let customer_id = c.string(body, "customer_id", true, 128);
+    id_like(&mut c, "customer_id", &customer_id);
+    let amount = amount(&mut c, body);
+    if let Some(m) = &amount
+        && !["GBP", "EUR"].contains(&m.currency.as_str())
+    {
+        c.fail("amount.currency", "pay-by-bank pays GBP or EUR");
+    }
+    let (name, account) = beneficiary(&mut c, body);
+    if let Some(a) = &account
+        && !matches!(a.scheme, AccountScheme::Iban | AccountScheme::SortCodeAccount)
+    {
+        c.fail(
+            "beneficiary.account.scheme",
+            "pay-by-bank pays an iban or a sort_code_account",
+        );
+    }
+    let reference = c.string(body, "reference", true, 140);
+    let redirect_uri = redirect(&mut c, body);
+    match (payment_id, customer_id, amount, name, account, reference, redirect_uri) {
+        (
+            Some(payment_id),
+            Some(customer_id),
+            Some(amount),
+            Some(name),
+            Some(account),
+            Some(reference),
+            Some(redirect_uri),
+        ) if c.errors.is_empty() => Ok(NewBankPayment {
+            payment_id,
+            customer_id,
+            amount,
+            beneficiary: Beneficiary {
+                name,
+                account,
+                address: None,
+            },
+            reference,
+            redirect_uri,
         }),
         _ => Err(c.errors),
     }

@@ -21,6 +21,7 @@
 mod admin;
 mod cards;
 mod onboarding;
+mod openbanking;
 mod payouts;
 mod routing;
 
@@ -36,6 +37,7 @@ use switchyard_model::events::{
     fraud::{FraudScoreResult, ScoreTransaction},
     kyc::{KycProviderEvent, KycVerificationResult},
     onboarding::StartOnboarding,
+    openbanking::{OpenBankingProviderEvent, OpenBankingResult, RequestOpenBanking},
     payouts::{InitiatePayout, PayoutProviderEvent, PayoutResult},
 };
 use switchyard_runtime::{Handler, HandlerError, Incoming, ServiceConfig, Shutdown, service};
@@ -83,6 +85,7 @@ struct Flows {
     onboarding: Onboarding,
     payouts: payouts::Payouts,
     cards: cards::Cards,
+    openbanking: openbanking::OpenBanking,
 }
 
 impl Handler for Flows {
@@ -93,10 +96,33 @@ impl Handler for Flows {
     }
 
     async fn handle(&self, conn: &mut sqlx::PgConnection, msg: &Incoming, (): ()) -> Result<(), HandlerError> {
-        if self.payouts.handle(conn, msg).await? || self.cards.handle(conn, msg).await? {
+        if self.payouts.handle(conn, msg).await?
+            || self.cards.handle(conn, msg).await?
+            || self.openbanking.handle(conn, msg).await?
+        {
             return Ok(());
         }
         self.onboarding.handle(conn, msg, ()).await
+    }
+}
+
+/// Open banking: `openbanking.check_seconds` (how long after a payment's answer left it in doubt, or
+/// waiting on its customer or bank, it is asked about, and between questions; default 30) and
+/// `openbanking.max_status_checks` (questions about a payment in doubt before it goes to an
+/// operator; default 5).
+#[derive(Deserialize)]
+#[serde(default)]
+struct OpenBankingConfig {
+    check_seconds: f64,
+    max_status_checks: u32,
+}
+
+impl Default for OpenBankingConfig {
+    fn default() -> Self {
+        OpenBankingConfig {
+            check_seconds: 30.0,
+            max_status_checks: 5,
+        }
     }
 }
 
@@ -170,10 +196,18 @@ async fn run() -> anyhow::Result<()> {
         routing: routing.clone(),
         outbox: rt.outbox.clone(),
     };
+    let ob: OpenBankingConfig = ServiceConfig::section(file, "openbanking", OpenBankingConfig::default())?;
+    let openbanking = openbanking::OpenBanking {
+        routing: routing.clone(),
+        outbox: rt.outbox.clone(),
+        check_after: secs(ob.check_seconds),
+        max_checks: ob.max_status_checks.max(1),
+    };
     let flows = Flows {
         onboarding,
         payouts,
         cards,
+        openbanking,
     };
     let timers = tokio::spawn(fire_timers(rt.pool.clone(), flows.clone(), rt.shutdown.clone()));
     let consumer = rt.consumer(
@@ -191,6 +225,9 @@ async fn run() -> anyhow::Result<()> {
             RequestCardOperation::TOPIC,
             CardOperationResult::TOPIC,
             CardProcessorEvent::TOPIC,
+            RequestOpenBanking::TOPIC,
+            OpenBankingResult::TOPIC,
+            OpenBankingProviderEvent::TOPIC,
         ],
         flows,
     );
@@ -341,6 +378,8 @@ async fn fire_one(pool: &sqlx::PgPool, flows: &Flows) -> Result<bool, HandlerErr
         flows.onboarding.timed_out(&mut tx, &flow_id).await?;
     } else if let Some((flow_id, timer)) = payouts::store::take_due_timer(&mut tx).await? {
         flows.payouts.timed_out(&mut tx, &flow_id, timer).await?;
+    } else if let Some(flow_id) = openbanking::take_due_timer(&mut tx).await? {
+        flows.openbanking.timed_out(&mut tx, &flow_id).await?;
     } else {
         return Ok(false);
     }
