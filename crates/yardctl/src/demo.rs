@@ -417,6 +417,7 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
     );
     let payouts_ok = crate::demo_payouts::run(&env, run).await?;
     let cards_ok = crate::demo_cards::run(&env, run).await?;
+    let openbanking_ok = crate::demo_openbanking::run(&env, run).await?;
     println!("\nwhere to look next:");
     println!(
         "  dashboards deploy/grafana/mesh-overview.json, partner-scorecard.json, service.json (import into Grafana \
@@ -455,10 +456,17 @@ pub async fn demo() -> anyhow::Result<ExitCode> {
         eprintln!("\nthe payout run disagrees with the partners' ledgers or its expectations");
         return Ok(ExitCode::from(1));
     }
+    if !openbanking_ok {
+        eprintln!("\nthe open-banking run disagrees with its expectations");
+        return Ok(ExitCode::from(1));
+    }
     if !cards_ok {
         eprintln!("\nthe card run disagrees with its expectations (decisions or the money left)");
         return Ok(ExitCode::from(1));
     }
-    println!("\nevery flow, payout and card reached the state it should; every payout executed was executed once");
+    println!(
+        "\nevery flow, payout, card, consent and bank payment reached the state it should; \
+         every payout and bank payment executed was executed once"
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -20,6 +20,7 @@ mod chaos_payouts;
 mod dashboards;
 mod demo;
 mod demo_cards;
+mod demo_openbanking;
 mod demo_payouts;
 mod dlq;
 mod flowbench;
