@@ -7,7 +7,9 @@
 //! wrong decision, any step with more than one vendor effect. Payouts run beside them
 //! ([`crate::chaos_payouts`]): exit 1 on any payout executed twice, lost, or reported against what
 //! the vendor's ledger says; and cards ([`crate::chaos_cards`]): exit 1 on a card issued twice or
-//! not at all, a purchase recorded otherwise than its processor answered, or money held wrongly.
+//! not at all, a purchase recorded otherwise than its processor answered, or money held wrongly;
+//! and pay-by-bank payments ([`crate::chaos_openbanking`]): exit 1 on one not executed or made
+//! other than once at its provider.
 
 use std::{
     collections::BTreeMap,
@@ -60,8 +62,9 @@ pub struct ChaosArgs {
     /// `payouts.requests.v1`); default: as many as flows.
     #[arg(long)]
     pub payouts: Option<usize>,
-    /// Cards to issue and use beside the onboardings (alternately at the two card processors);
-    /// default: a tenth of the flows, at least 2.
+    /// Cards to issue and use beside the onboardings (alternately at the two card processors), and
+    /// as many pay-by-bank payments (alternately at the two open-banking providers); default: a
+    /// tenth of the flows, at least 2.
     #[arg(long)]
     pub cards: Option<usize>,
     /// Seconds to wait for every flow's decision after the last submission.
@@ -69,7 +72,7 @@ pub struct ChaosArgs {
     pub settle: u64,
 }
 
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 9] = [
     "ingress",
     "orchestrator",
     "kyc-adapter",
@@ -78,15 +81,17 @@ const KINDS: [&str; 8] = [
     "payouts-adapter",
     "fraud-adapter",
     "cards-adapter",
+    "openbanking-adapter",
 ];
 /// Adapters restarted with the fault hook armed (every service the supervisor restarts gets it, so
 /// every adapter that calls partners is listed, and restarted without it at the end).
-const HOOKED: [&str; 5] = [
+const HOOKED: [&str; 6] = [
     "kyc-adapter",
     "aml-adapter",
     "payouts-adapter",
     "fraud-adapter",
     "cards-adapter",
+    "openbanking-adapter",
 ];
 const SIMS: [(&str, &str); 4] = [
     ("onfido", "http://127.0.0.1:9301"),
@@ -451,6 +456,10 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         let (env, run) = (env.clone(), run.clone());
         tokio::spawn(async move { crate::chaos_cards::run(&env, &run, cards, window).await })
     };
+    let bank_payments_run = {
+        let (env, run) = (env.clone(), run.clone());
+        tokio::spawn(async move { crate::chaos_openbanking::run(&env, &run, cards, window).await })
+    };
 
     // Submissions, spread over the window, several at a time.
     let per = window.as_secs_f64() / args.flows.max(1) as f64;
@@ -510,6 +519,8 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let payout_report = crate::chaos_payouts::verify(&env, &run, payouts, left).await?;
     let card_cases = cards_run.await??;
     let card_report = crate::chaos_cards::verify(&env, &card_cases, Duration::from_secs(60)).await?;
+    let bank_cases = bank_payments_run.await??;
+    let bank_report = crate::chaos_openbanking::verify(&env, &bank_cases, Duration::from_secs(90)).await?;
     let took = started.elapsed().as_secs_f64();
 
     // Back to a normal mesh: the adapters without the fault hook.
@@ -645,13 +656,15 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     }
     payout_report.print(payouts);
     card_report.print();
+    bank_report.print();
     let ok = lost.is_empty()
         && wrong.is_empty()
         && dup_kyc == 0
         && dup_aml == 0
         && missing == 0
         && payout_report.ok()
-        && card_report.ok();
+        && card_report.ok()
+        && bank_report.ok();
     println!("{}", if ok { "chaos: PASS" } else { "chaos: FAIL" });
     println!("chaos: {} passed, {bad_flows} failed", flows.len() - bad_flows);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })

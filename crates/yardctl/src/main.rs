@@ -16,6 +16,7 @@ mod bench;
 mod cardbench;
 mod chaos;
 mod chaos_cards;
+mod chaos_openbanking;
 mod chaos_payouts;
 mod dashboards;
 mod demo;

@@ -9,7 +9,7 @@
 //! and a credit account), `/transactions/sync` (a cursor: the first sync adds the history and a
 //! pending purchase; a later one posts that purchase, removing the pending one, and adds nothing
 //! else). Payments: `/payment_initiation/recipient/create`, `/payment/create` (no idempotency: every
-//! call makes a payment, in the ledger as `payment` keyed by its reference), `/payment/get`,
+//! call makes a payment, in the ledger as `payment` keyed by its reference and recipient's name), `/payment/get`,
 //! `/payment/list`. Webhooks (`PAYMENT_INITIATION` / `PAYMENT_STATUS_UPDATE`, `TRANSACTIONS` /
 //! `SYNC_UPDATES_AVAILABLE`) carry `Plaid-Verification`, an ES256 JWT whose key
 //! `/webhook_verification_key/get` serves. `POST /_sim/payments/{id}/status {"status"}` moves a
@@ -419,10 +419,19 @@ async fn payment_create(State(app): State<App>, h: HeaderMap, body: Bytes) -> Re
     let pid = id("payment-id");
     let p = json!({"payment_id": pid, "status": "PAYMENT_STATUS_INPUT_NEEDED", "reference": reference,
         "amount": req["amount"], "recipient_id": rid, "last_status_update": chrono::Utc::now().to_rfc3339()});
-    if let Ok(mut b) = app.book.lock() {
-        b.payments.push(p);
-    }
-    app.sim.record("payment", &reference);
+    let name = app
+        .book
+        .lock()
+        .ok()
+        .and_then(|mut b| {
+            b.payments.push(p);
+            b.recipients
+                .get(&rid)
+                .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+        })
+        .unwrap_or_default();
+    // Keyed by the reference and the recipient's name: tests count a payment by either.
+    app.sim.record("payment", &format!("{reference} {name}"));
     Json(json!({"payment_id": pid, "status": "PAYMENT_STATUS_INPUT_NEEDED", "request_id": request_id()}))
         .into_response()
 }
