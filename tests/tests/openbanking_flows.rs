@@ -234,3 +234,66 @@ async fn bad_open_banking_input_is_refused_at_the_door() {
         403
     );
 }
+
+/// Reconciliation reads each bank payment back from its provider: one the provider failed after we
+/// told the product it was executed is a finding, once; one that agrees is not read again.
+#[tokio::test]
+async fn reconciliation_finds_a_bank_payment_its_provider_failed_after_we_said_executed() {
+    let m = Mesh::get();
+    let key = m.api_key("tenant-ob-recon", "openbanking:write,openbanking:read");
+    let mut refs = Vec::new();
+    for n in 0..2 {
+        let id = format!("obp-{}", short_id());
+        let body = payment(
+            &id,
+            "GBP",
+            json!({"scheme": "sort_code_account", "value": format!("1234567{n}"), "bank_code": "040004"}),
+        );
+        assert_eq!(m.post(&key, "/v1/openbanking/payments", &body).await.0, 202);
+        let path = format!("/v1/openbanking/payments/{id}");
+        let p = until(&m, &key, &path, |p| p["status"] == "awaiting_authorization").await;
+        follow(p["authorization_url"].as_str().unwrap()).await;
+        let p = until(&m, &key, &path, |p| p["status"] == "executed").await;
+        refs.push(p["provider_reference"].as_str().unwrap().to_string());
+    }
+    // The bank fails the first afterwards (its webhook reaches a payment already ended: no change).
+    m.sim_post(
+        TRUELAYER,
+        &format!("/_sim/payments/{}/fail", refs[0]),
+        json!({"failure_reason": "provider_rejected"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let url = format!("{}/runs", m.var("RECONCILIATION_URL"));
+    let about = |s: &Value, key: &str, r: &str| -> usize {
+        s[key]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|f| f["provider_reference"] == r).count())
+    };
+    let first: Value = m
+        .admin_post(&url)
+        .json(&json!({"grace_seconds": 0}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(about(&first, "found", &refs[0]), 1, "{first}");
+    assert_eq!(about(&first, "found", &refs[1]), 0, "the one that agrees is no finding");
+    m.admin_post(&url)
+        .json(&json!({"grace_seconds": 0}))
+        .send()
+        .await
+        .unwrap();
+    let stored = m.admin_json(&format!("{}/findings", m.var("RECONCILIATION_URL"))).await;
+    let mine: Vec<&Value> = stored["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["provider_reference"] == refs[0].as_str())
+        .collect();
+    assert_eq!(mine.len(), 1, "found once, however many runs: {stored}");
+    assert_eq!(mine[0]["kind"], "status_mismatch");
+    assert_eq!(mine[0]["domain"], "openbanking");
+}

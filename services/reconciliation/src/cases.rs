@@ -17,6 +17,11 @@
 //! one with hits there while we hold it clear (or the reverse) `status_mismatch`. The Mesh
 //! shape de-duplicates customers by our external id, so a screening cannot run twice there; the
 //! Watchman shape is a stateless search, with nothing kept to reconcile.
+//!
+//! Pay-by-bank payments: each payment of ours read back from its open-banking provider by its
+//! reference ([`bank_payment_findings`]): one it does not have is `missing_at_provider`; executed
+//! there while we hold it failed (money moved that the product was told did not), failed there
+//! while we hold it executed, or ended there while we still hold it in doubt: `status_mismatch`.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -29,6 +34,7 @@ use switchyard_model::events::{aml::ScreeningStatus, kyc::KycStatus, reconciliat
 use switchyard_vendors::{
     aml::{AmlVendor, KeptScreening},
     kyc::{KycVendor, ListedCase},
+    openbanking::{OpenBankingVendor, PaymentOutcome, PaymentStatus},
 };
 
 use crate::store::{self, CaseRequest, CaseSeen, Found};
@@ -372,6 +378,103 @@ pub async fn screening_findings(
     Ok(out)
 }
 
+/// A bank payment of ours against its provider's record (`None`: the provider has no such
+/// payment). Our `status` is the outcome's status in snake case.
+pub fn compare_bank_payment(partner: &str, o: &CaseSeen, theirs: Option<&PaymentOutcome>) -> Option<Found> {
+    let mismatch = |detail: String, evidence: serde_json::Value| {
+        Some(found(
+            "openbanking",
+            FindingKind::StatusMismatch,
+            partner,
+            o.flow_id.as_deref(),
+            Some(&o.provider_reference),
+            detail,
+            evidence,
+        ))
+    };
+    let Some(t) = theirs else {
+        return Some(found(
+            "openbanking",
+            FindingKind::MissingAtProvider,
+            partner,
+            o.flow_id.as_deref(),
+            Some(&o.provider_reference),
+            format!(
+                "a payment of ours names {} at {partner}; it has no such payment",
+                o.provider_reference
+            ),
+            serde_json::json!({"ours": o}),
+        ));
+    };
+    let moved = matches!(t.status, PaymentStatus::Executed | PaymentStatus::Settled);
+    let evidence = serde_json::json!({"partner_record": t, "ours": o});
+    match o.status.as_str() {
+        "executed" | "completed" if t.status == PaymentStatus::Failed => mismatch(
+            format!("we hold the payment {}; {partner} failed it", o.status),
+            evidence,
+        ),
+        "failed" | "rejected" if moved => mismatch(
+            format!("we hold the payment failed; {partner} executed it: money moved that the product was told did not"),
+            evidence,
+        ),
+        "unknown" if moved || t.status == PaymentStatus::Failed => mismatch(
+            format!("we hold the payment in doubt; {partner} has it {:?}", t.status),
+            evidence,
+        ),
+        _ => None,
+    }
+}
+
+/// Whether a bank payment of ours has reached its end here (and so is read back once more only if
+/// it disagrees).
+fn ended(status: &str) -> bool {
+    matches!(status, "executed" | "completed" | "failed" | "rejected")
+}
+
+/// Every open-banking provider's bank payments read back: each of ours first seen in the window
+/// (older than the grace); one that agrees and has ended is not read again.
+pub async fn bank_payment_findings(
+    pool: &PgPool,
+    partners: &BTreeMap<String, Arc<dyn OpenBankingVendor>>,
+    since: chrono::DateTime<chrono::Utc>,
+    grace: Duration,
+    dry_run: bool,
+    reads: &mut Reads<'_>,
+) -> anyhow::Result<Vec<Found>> {
+    let before = chrono::Utc::now() - chrono::Duration::from_std(grace)?;
+    let mut out = Vec::new();
+    for (partner, vendor) in partners {
+        let ours = store::unverified_cases(pool, partner, since, before, 5_000).await?;
+        let mut agreed = Vec::new();
+        for o in ours.iter().filter(|o| o.domain == "openbanking") {
+            let theirs = match vendor.payment(&o.provider_reference).await {
+                Ok(t) => Some(t),
+                Err(switchyard_vendors::VendorError::Permanent(e))
+                    if e.contains("404") || e.contains("INVALID_PAYMENT_ID") =>
+                {
+                    None
+                }
+                Err(e) => {
+                    reads
+                        .unavailable
+                        .insert(partner.clone(), format!("payment {}: {e}", o.provider_reference));
+                    break;
+                }
+            };
+            match compare_bank_payment(partner, o, theirs.as_ref()) {
+                Some(f) => out.push(f),
+                None if ended(&o.status) => agreed.push(o.provider_reference.clone()),
+                None => {}
+            }
+        }
+        reads.pulled.insert(partner.clone(), ours.len());
+        if !dry_run {
+            store::verified(pool, partner, &agreed).await?;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,5 +622,75 @@ mod tests {
         let ours = [seen("a1", Some("f1"), "approved"), seen("a2", None, "approved")];
         let f = compare("kyc-b", None, &ours, &[], NOW, GRACE);
         assert_eq!(kinds(&f), [("missing_internally", Some("a2"))]);
+    }
+
+    #[test]
+    fn a_bank_payment_against_its_providers_record() {
+        let ours = |status: &str| CaseSeen {
+            domain: "openbanking".into(),
+            status: status.into(),
+            ..seen("pay-1", Some("obp.1.t.p-1"), status)
+        };
+        let theirs = |status: PaymentStatus| PaymentOutcome {
+            provider_reference: "pay-1".into(),
+            status,
+            authorization_url: None,
+            failure_reason: None,
+        };
+        let kind = |f: Option<Found>| f.map(|f| f.kind.as_str());
+        assert_eq!(
+            kind(compare_bank_payment(
+                "ob-a",
+                &ours("executed"),
+                Some(&theirs(PaymentStatus::Executed))
+            )),
+            None
+        );
+        assert_eq!(
+            kind(compare_bank_payment(
+                "ob-a",
+                &ours("completed"),
+                Some(&theirs(PaymentStatus::Settled))
+            )),
+            None
+        );
+        assert_eq!(
+            kind(compare_bank_payment(
+                "ob-a",
+                &ours("executed"),
+                Some(&theirs(PaymentStatus::Failed))
+            )),
+            Some("status_mismatch")
+        );
+        assert_eq!(
+            kind(compare_bank_payment(
+                "ob-a",
+                &ours("failed"),
+                Some(&theirs(PaymentStatus::Settled))
+            )),
+            Some("status_mismatch"),
+            "money moved that the product was told did not"
+        );
+        assert_eq!(
+            kind(compare_bank_payment(
+                "ob-a",
+                &ours("unknown"),
+                Some(&theirs(PaymentStatus::Executed))
+            )),
+            Some("status_mismatch")
+        );
+        assert_eq!(
+            kind(compare_bank_payment(
+                "ob-a",
+                &ours("awaiting_authorization"),
+                Some(&theirs(PaymentStatus::Pending))
+            )),
+            None,
+            "still moving: nothing yet"
+        );
+        assert_eq!(
+            kind(compare_bank_payment("ob-a", &ours("executed"), None)),
+            Some("missing_at_provider")
+        );
     }
 }

@@ -105,6 +105,7 @@ impl App {
         matching::Onboarding {
             kyc: &self.kyc,
             aml: &self.aml,
+            openbanking: &self.openbanking,
         }
     }
 
@@ -183,6 +184,24 @@ impl Handler for Outcomes {
                     reference,
                     status,
                     Some((&r.envelope, r.shadow)),
+                )
+                .await?;
+            }
+        } else if let Some(c) = e.as_event::<switchyard_model::events::openbanking::OpenBankingCompleted>() {
+            // Our side of a bank payment: where its outcome says it stands.
+            let c = c.map_err(perm)?;
+            if let (Some(_), Some(reference)) = (&c.payment_id, &c.provider_reference) {
+                let status = serde_json::to_value(c.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_lowercase))
+                    .unwrap_or_default();
+                store::case_seen(
+                    conn,
+                    "openbanking",
+                    &c.partner,
+                    reference,
+                    &status,
+                    Some((&c.envelope, false)),
                 )
                 .await?;
             }
@@ -305,6 +324,9 @@ struct App {
     kyc: Arc<std::collections::BTreeMap<String, Arc<dyn KycVendor>>>,
     /// AML partners whose screenings are read back (`[[aml_partners]]`, read only).
     aml: Arc<std::collections::BTreeMap<String, Arc<dyn AmlVendor>>>,
+    /// Open-banking providers whose bank payments are read back (`[[openbanking_partners]]`, read
+    /// only).
+    openbanking: Arc<std::collections::BTreeMap<String, Arc<dyn switchyard_vendors::openbanking::OpenBankingVendor>>>,
     cfg: ReconConfig,
     reports_dir: Option<std::path::PathBuf>,
 }
@@ -466,6 +488,11 @@ async fn run() -> anyhow::Result<()> {
         let vendor = registry::aml(&c).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?;
         aml.insert(c.id.clone(), vendor);
     }
+    let mut openbanking = std::collections::BTreeMap::new();
+    for c in ServiceConfig::section::<Vec<PartnerConnection>>(file, "openbanking_partners", Vec::new())? {
+        let vendor = registry::openbanking(&c).map_err(|e| anyhow::anyhow!("configuration field `{e}`"))?;
+        openbanking.insert(c.id.clone(), vendor);
+    }
     let reports_dir =
         cfg.reports_dir
             .as_ref()
@@ -481,6 +508,7 @@ async fn run() -> anyhow::Result<()> {
         partners: Arc::new(partners),
         kyc: Arc::new(kyc),
         aml: Arc::new(aml),
+        openbanking: Arc::new(openbanking),
         cfg: cfg.clone(),
     };
     let topics = [
@@ -490,6 +518,7 @@ async fn run() -> anyhow::Result<()> {
         KycVerificationResult::TOPIC,
         KycProviderEvent::TOPIC,
         AmlScreeningResult::TOPIC,
+        switchyard_model::events::openbanking::OpenBankingCompleted::TOPIC,
     ];
     let consumer = rt.consumer(SERVICE, &topics, Outcomes);
     let scheduled = {

@@ -28,6 +28,8 @@ use crate::store::{self, Found, Ours, Resolve};
 pub struct Onboarding<'a> {
     pub kyc: &'a BTreeMap<String, std::sync::Arc<dyn switchyard_vendors::kyc::KycVendor>>,
     pub aml: &'a BTreeMap<String, std::sync::Arc<dyn switchyard_vendors::aml::AmlVendor>>,
+    /// Open-banking providers whose bank payments are read back.
+    pub openbanking: &'a BTreeMap<String, std::sync::Arc<dyn switchyard_vendors::openbanking::OpenBankingVendor>>,
 }
 
 pub struct Options {
@@ -661,6 +663,17 @@ pub async fn run(
     found.extend(crate::cases::findings(pool, onboarding.kyc, since, opts.grace, &mut reads).await?);
     found.extend(
         crate::cases::screening_findings(pool, onboarding.aml, since, opts.grace, opts.dry_run, &mut reads).await?,
+    );
+    found.extend(
+        crate::cases::bank_payment_findings(
+            pool,
+            onboarding.openbanking,
+            since,
+            opts.grace,
+            opts.dry_run,
+            &mut reads,
+        )
+        .await?,
     );
     let mut new = 0usize;
     let mut new_by_kind: BTreeMap<&'static str, usize> = BTreeMap::new();
