@@ -127,6 +127,12 @@ async fn journey(partner: &'static str, code_param: &str, beneficiary: AccountId
         .await
         .unwrap();
     assert!(!sealed.contains("access") && !sealed.contains("at-") && sealed.len() > 40);
+    // The tokens themselves, opened here with the local stack's key: what must never leak.
+    let sealer = switchyard_vendors::openbanking::seal::Sealer::new(&m.var("OPENBANKING_TOKEN_KEY")).unwrap();
+    let tokens = sealer.open(&consent, &sealed).unwrap();
+    let mut secrets = vec![tokens.access_token.clone()];
+    secrets.extend(tokens.refresh_token.clone());
+    secrets.push(back[code_param].clone());
 
     let accounts: OpenBankingAccountsFetched = c
         .fetched(
@@ -229,6 +235,38 @@ async fn journey(partner: &'static str, code_param: &str, beneficiary: AccountId
         )
     };
     assert_eq!(m.ledger(sim, &by).await.get("payment"), Some(&1));
+
+    // No token (nor the callback's code) in any service's log or on any open-banking topic.
+    let logs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local-stack/data/logs");
+    for entry in std::fs::read_dir(&logs).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for s in &secrets {
+            assert!(
+                !text.contains(s.as_str()),
+                "a provider credential in {}",
+                entry.path().display()
+            );
+        }
+    }
+    let mut code_seen = false;
+    for topic in [
+        "openbanking.commands.v1",
+        "openbanking.requests.v1",
+        "openbanking.results.v1",
+        "openbanking.outcomes.v1",
+        "openbanking.provider-events.v1",
+    ] {
+        for r in read_topic(&c.stack, topic, usize::MAX, Duration::from_secs(3), Duration::ZERO).await {
+            for s in secrets.iter().filter(|s| !s.is_empty()) {
+                let hit = r.payload.windows(s.len()).any(|w| w == s.as_bytes());
+                // The code travels once, to the adapter; the tokens never.
+                let allowed = s == &back[code_param] && topic.ends_with("commands.v1") | topic.ends_with("requests.v1");
+                assert!(!hit || allowed, "a provider credential on {topic}");
+                code_seen |= hit && allowed;
+            }
+        }
+    }
+    assert!(code_seen, "the scan sees the code where it belongs (proof it can see)");
 
     let revoked = c.ask(request(c.partner, &consent, Op::RevokeConsent)).await;
     assert_eq!(revoked.status, OpenBankingStatus::Revoked);

@@ -16,8 +16,6 @@
 //! `[provider]` as the other adapters; `[tokens] key` (a secret reference to 32 bytes, base64: the
 //! AES-256-GCM key the providers' tokens are sealed with).
 
-mod seal;
-
 use std::{process::ExitCode, sync::Arc};
 
 use axum::Router;
@@ -49,7 +47,7 @@ use switchyard_vendors::{
     registry,
 };
 
-use crate::seal::Sealer;
+use switchyard_vendors::openbanking::seal::Sealer;
 
 const SERVICE: &str = "openbanking-adapter";
 /// Pages of transactions one fetch takes at most (the rest on the next fetch).

@@ -9,6 +9,7 @@
 //! adapter (its store keeps them encrypted) and never appear in events or logs.
 
 pub mod plaid;
+pub mod seal;
 pub mod truelayer;
 
 use futures::future::BoxFuture;

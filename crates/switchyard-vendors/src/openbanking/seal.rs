@@ -2,8 +2,9 @@
 //! a fresh nonce per sealing, and the consent's key as associated data (a sealed connection moved
 //! to another consent does not open).
 
+use super::Connection;
+use crate::signing;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use switchyard_vendors::{openbanking::Connection, signing};
 
 pub struct Sealer {
     key: LessSafeKey,
