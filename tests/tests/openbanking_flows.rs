@@ -61,6 +61,12 @@ async fn consent_journey(tenant: &str, partner: &str, code_param: &str) {
     assert_eq!(code, 202);
     let c = until(&m, &key, &path, |c| c["status"] == "authorized").await;
     assert!(c["consent_expires_at"].is_string(), "{c}");
+    assert!(
+        c["scopes"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|x| x == "transactions")),
+        "{c}"
+    );
     assert!(c["authorization_url"].is_null(), "no link once authorized");
     m.post(&key, &format!("{path}/fetch-accounts"), &json!({})).await;
     let c = until(&m, &key, &path, |c| {

@@ -957,6 +957,7 @@ mod typed_tests {
             failure: None,
             payment_id: None,
             consent_expires_at: Some(1_800_000_000_000),
+            scopes: vec!["accounts".into(), "transactions".into()],
         });
         round_trip(OpenBankingAccountsFetched {
             envelope: env(OpenBankingAccountsFetched::RECORD),
@@ -996,6 +997,7 @@ mod typed_tests {
             provider_reference: None,
             consent_expires_at: None,
             failure: None,
+            scopes: vec![],
         });
         round_trip(OpenBankingAccounts {
             envelope: env(OpenBankingAccounts::RECORD),

@@ -131,12 +131,13 @@ type ConsentRow = (
     Option<chrono::DateTime<chrono::Utc>>,
     Option<String>,
     Option<String>,
+    Vec<String>,
 );
 
 async fn consent_row(api: &Api, tenant: &str, id: &str) -> Result<ConsentRow, ApiError> {
     sqlx::query_as(
-        "SELECT consent_id, customer_id, status, partner, authorization_url, consent_expires_at, last_operation, failure_code \
-         FROM ob_consents WHERE tenant_id = $1 AND consent_id = $2",
+        "SELECT consent_id, customer_id, status, partner, authorization_url, consent_expires_at, last_operation, failure_code, \
+         scopes FROM ob_consents WHERE tenant_id = $1 AND consent_id = $2",
     )
     .bind(tenant)
     .bind(id)
@@ -153,7 +154,7 @@ pub async fn fetch_consent(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let caller = caller(&api.pool, &api.gate, peer.ip(), &headers, auth::OPENBANKING_READ).await?;
-    let (id, customer, status, partner, url, expires, last_op, failure) =
+    let (id, customer, status, partner, url, expires, last_op, failure, scopes) =
         consent_row(&api, &caller.tenant_id, &id).await?;
     type AccountRow = (String, String, String, String, Option<String>, Option<i64>, Option<i64>);
     let accounts: Vec<AccountRow> = sqlx::query_as(
@@ -176,7 +177,8 @@ pub async fn fetch_consent(
         .collect();
     Ok(Json(
         json!({"id": id, "customer_id": customer, "status": status, "partner": partner,
-        "authorization_url": url, "consent_expires_at": expires, "last_operation": last_op, "failure_code": failure,
+        "authorization_url": url, "consent_expires_at": expires, "scopes": scopes, "last_operation": last_op,
+        "failure_code": failure,
         "accounts": accounts}),
     )
     .into_response())
@@ -417,7 +419,8 @@ pub async fn project(conn: &mut PgConnection, msg: &switchyard_runtime::Incoming
                 "UPDATE ob_consents SET status = CASE WHEN $3 THEN $4 ELSE status END, partner = COALESCE(NULLIF($5, ''), partner), \
                  authorization_url = CASE WHEN $4 = 'awaiting_authorization' THEN COALESCE($6, authorization_url) ELSE NULL END, \
                  consent_expires_at = COALESCE(to_timestamp($7::double precision / 1000), consent_expires_at), \
-                 last_operation = $8, failure_code = $9, updated_at = now() WHERE tenant_id = $1 AND consent_id = $2",
+                 last_operation = $8, failure_code = $9, scopes = CASE WHEN cardinality($10::text[]) > 0 THEN $10 ELSE scopes END, \
+                 updated_at = now() WHERE tenant_id = $1 AND consent_id = $2",
             )
             .bind(&c.envelope.tenant_id)
             .bind(cid)
@@ -428,6 +431,7 @@ pub async fn project(conn: &mut PgConnection, msg: &switchyard_runtime::Incoming
             .bind(c.consent_expires_at.map(|v| v as f64))
             .bind(&op)
             .bind(&failure)
+            .bind(&c.scopes)
             .execute(conn)
             .await?;
         }

@@ -86,6 +86,8 @@ struct Sealed {
     access_expires_at_ms: Option<i64>,
     consent_expires_at_ms: Option<i64>,
     provider_reference: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
 }
 
 /// What a request came to, ready to be written.
@@ -157,6 +159,7 @@ impl Adapter {
             access_expires_at_ms: c.access_expires_at_ms,
             consent_expires_at_ms: c.consent_expires_at_ms,
             provider_reference: c.provider_reference.clone(),
+            scopes: c.scopes.clone(),
         })
     }
 
@@ -297,6 +300,7 @@ impl Adapter {
                                     access_expires_at_ms: c.access_expires_at_ms,
                                     consent_expires_at_ms: c.consent_expires_at_ms,
                                     provider_reference: c.provider_reference.clone(),
+                                    scopes: c.scopes.clone(),
                                 })
                             })
                         },
@@ -491,6 +495,7 @@ impl Handler for Adapter {
             failure: None,
             payment_id: req.payment_id.clone(),
             consent_expires_at: None,
+            scopes: vec![],
         };
         let (topic, record) = match done {
             Err(f) => {
@@ -525,6 +530,7 @@ impl Handler for Adapter {
             Ok(Done::Connected(s)) => {
                 result.status = OpenBankingStatus::Authorized;
                 result.consent_expires_at = s.consent_expires_at_ms;
+                result.scopes = s.scopes.clone();
                 result.provider_reference = s.provider_reference.clone();
                 save_tokens(&mut *conn, &consent_key, s).await?;
                 (OpenBankingResult::TOPIC, EventRecord::of(&result).map_err(perm)?)

@@ -131,6 +131,8 @@ pub struct OpenBankingResult {
     pub failure: Option<Failure>,
     pub payment_id: Option<String>,
     pub consent_expires_at: Option<i64>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 event!(
     OpenBankingResult,
@@ -199,6 +201,8 @@ pub struct OpenBankingCompleted {
     pub provider_reference: Option<String>,
     pub consent_expires_at: Option<i64>,
     pub failure: Option<Failure>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 event!(
     OpenBankingCompleted,

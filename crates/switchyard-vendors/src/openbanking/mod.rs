@@ -54,6 +54,9 @@ pub struct Connection {
     pub consent_expires_at_ms: Option<i64>,
     /// The provider's id for the connection (item, credentials), if it has one.
     pub provider_reference: Option<String>,
+    /// What the customer consented to, in the provider's words.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -63,6 +66,7 @@ impl std::fmt::Debug for Connection {
             .field("access_expires_at_ms", &self.access_expires_at_ms)
             .field("consent_expires_at_ms", &self.consent_expires_at_ms)
             .field("provider_reference", &self.provider_reference)
+            .field("scopes", &self.scopes)
             .finish()
     }
 }

@@ -491,6 +491,10 @@ impl OpenBankingVendor for Plaid {
                     .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                     .map(|t| t.timestamp_millis()),
                 provider_reference: r["item_id"].as_str().map(str::to_string),
+                scopes: item["item"]["products"]
+                    .as_array()
+                    .map(|p| p.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
             })
         })
     }

@@ -63,6 +63,7 @@ mod tests {
             access_expires_at_ms: Some(1),
             consent_expires_at_ms: None,
             provider_reference: Some("item-1".into()),
+            scopes: vec!["transactions".into()],
         }
     }
 

@@ -145,6 +145,7 @@ async fn truelayer_refresh_refused_means_consent_again() {
         access_expires_at_ms: Some(0),
         consent_expires_at_ms: None,
         provider_reference: None,
+        scopes: vec![],
     };
     assert!(matches!(
         t.refresh(&consent(), &c).await.unwrap(),
@@ -167,6 +168,7 @@ async fn truelayer_accounts_balances_and_transactions_are_normalized() {
         access_expires_at_ms: None,
         consent_expires_at_ms: None,
         provider_reference: None,
+        scopes: vec![],
     };
     let a = t.accounts(&c).await.unwrap();
     assert_eq!(a.len(), 1);
@@ -397,6 +399,7 @@ async fn plaid_consents_through_link_and_keeps_the_items_consent_expiry() {
         Some("M5eVJqLnv3tbzdngLDp9FL5OlDNxlNhlE55op")
     );
     assert!(c.consent_expires_at_ms.is_some() && c.access_expires_at_ms.is_none());
+    assert_eq!(c.scopes, ["transactions"]);
     let seen = seen.await.unwrap();
     assert!(seen[0].starts_with("POST /link/token/create "));
     let head = seen[0].to_lowercase();
@@ -421,6 +424,7 @@ async fn plaid_balances_and_synced_transactions_are_normalized() {
         access_expires_at_ms: None,
         consent_expires_at_ms: None,
         provider_reference: None,
+        scopes: vec![],
     };
     let a = p.accounts(&c).await.unwrap();
     assert_eq!((a[0].current_minor, a[0].available_minor), (Some(11_025), Some(10_000)));

@@ -79,6 +79,8 @@ struct Token {
     expires_in: u64,
     #[serde(default)]
     refresh_token: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +195,14 @@ impl TrueLayer {
             // 90 days of access from the consent (the regulation's reconfirmation period).
             consent_expires_at_ms,
             provider_reference: None,
+            scopes: t
+                .scope
+                .as_deref()
+                .unwrap_or_default()
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
         }
     }
 

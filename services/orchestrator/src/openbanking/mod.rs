@@ -123,6 +123,7 @@ impl OpenBanking {
             next_request: uuid::Uuid::now_v7(),
             check_after: self.check_after.as_secs().max(1),
             max_checks: self.max_checks,
+            now_ms: chrono::Utc::now().timestamp_millis(),
         }
     }
 
@@ -176,6 +177,7 @@ impl OpenBanking {
                     "unknown",
                     "no such consent or payment for this tenant",
                 )),
+                scopes: vec![],
             };
             return self
                 .outbox
@@ -228,6 +230,7 @@ impl OpenBanking {
             reference: r.provider_reference.clone(),
             authorization_url: r.authorization_url.clone(),
             consent_expires_at: r.consent_expires_at,
+            scopes: r.scopes.clone(),
         });
         self.feed(conn, row, input, &r.envelope).await
     }
@@ -315,7 +318,7 @@ impl OpenBanking {
         self.feed(conn, row, input, &p.envelope).await
     }
 
-    /// A payment's status question is due.
+    /// A payment's status question (or a consent's renewal) is due.
     pub async fn timed_out(&self, conn: &mut PgConnection, flow_id: &str) -> R<()> {
         let Some(row) = load(conn, flow_id).await? else {
             return Ok(());
@@ -400,6 +403,7 @@ impl OpenBanking {
                     failure,
                     authorization_url,
                     consent_expires_at,
+                    scopes,
                 } => {
                     let done = OpenBankingCompleted {
                         envelope: envelope(&row, OpenBankingCompleted::RECORD, cause),
@@ -413,6 +417,7 @@ impl OpenBanking {
                         provider_reference: row.flow.reference.clone(),
                         consent_expires_at,
                         failure,
+                        scopes,
                     };
                     out.push((OpenBankingCompleted::TOPIC, EventRecord::of(&done).map_err(perm)?));
                 }

@@ -14,7 +14,10 @@ struct Run {
     effects: Vec<Effect>,
     n: u128,
     candidates: Vec<String>,
+    expires: Option<i64>,
 }
+
+const NOW: i64 = 1_800_000_000_000;
 
 fn asked(op: Op) -> Asked {
     Asked {
@@ -32,6 +35,7 @@ impl Run {
             next_request: uuid::Uuid::from_u128(1),
             check_after: 30,
             max_checks: 2,
+            now_ms: NOW,
         };
         let (flow, effects) = start(kind, asked(op), &ctx);
         Run {
@@ -39,6 +43,7 @@ impl Run {
             effects,
             n: 1,
             candidates,
+            expires: None,
         }
     }
 
@@ -49,6 +54,7 @@ impl Run {
             next_request: uuid::Uuid::from_u128(self.n),
             check_after: 30,
             max_checks: 2,
+            now_ms: NOW,
         };
         let (flow, effects) = step(&self.flow, input, &ctx);
         self.flow = flow;
@@ -65,7 +71,8 @@ impl Run {
             failure,
             reference: Some("ref-1".into()),
             authorization_url: Some("https://bank.example/auth".into()),
-            consent_expires_at: None,
+            consent_expires_at: self.expires,
+            scopes: vec!["accounts".into()],
         }))
     }
 }
@@ -222,6 +229,7 @@ fn nothing_routed_fails_at_once() {
         next_request: uuid::Uuid::from_u128(1),
         check_after: 30,
         max_checks: 2,
+        now_ms: NOW,
     };
     let (flow, e) = start(Kind::Consent, asked(Op::CreateConsent), &ctx);
     assert!(flow.done);
@@ -229,4 +237,24 @@ fn nothing_routed_fails_at_once() {
         outcomes(&e),
         [(Op::CreateConsent, S::Failed, Some("no_partner".into()))]
     );
+}
+
+#[test]
+fn an_authorized_consent_is_renewed_a_week_before_it_expires() {
+    let mut r = Run::start(Kind::Consent, Op::CreateConsent);
+    r.answer(S::AwaitingAuthorization, None);
+    r.feed(Input::Command(asked(Op::CompleteConsent)));
+    r.expires = Some(NOW + 90 * 24 * 3600 * 1000);
+    let e = r.answer(S::Authorized, None);
+    assert!(e.contains(&Effect::Timer(Some(83 * 24 * 3600))), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|x| matches!(x, Effect::Outcome { scopes, .. } if scopes == &["accounts"]))
+    );
+    let renew = r.feed(Input::StatusCheck);
+    assert_eq!(requests(&renew), [(Op::RefreshConsent, "ob-a".to_string())]);
+    // Due already: at once (a minute on).
+    r.expires = Some(NOW + 3600 * 1000);
+    let e = r.answer(S::Authorized, None);
+    assert!(e.contains(&Effect::Timer(Some(60))), "{e:?}");
 }

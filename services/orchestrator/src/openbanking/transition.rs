@@ -64,6 +64,7 @@ pub struct Answer {
     pub reference: Option<String>,
     pub authorization_url: Option<String>,
     pub consent_expires_at: Option<i64>,
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +81,7 @@ pub enum Input {
         status: S,
         reason: Option<String>,
     },
-    /// The payment's status question is due.
+    /// The payment's status question is due; for a consent, its renewal before it expires.
     StatusCheck,
 }
 
@@ -97,6 +98,7 @@ pub enum Effect {
         failure: Option<Failure>,
         authorization_url: Option<String>,
         consent_expires_at: Option<i64>,
+        scopes: Vec<String>,
     },
     /// The provider knows this flow by `reference` from now on.
     Reference {
@@ -115,7 +117,11 @@ pub struct Ctx<'a> {
     pub check_after: u64,
     /// Questions about a payment in doubt before an operator must find out.
     pub max_checks: u32,
+    pub now_ms: i64,
 }
+
+/// How long before a consent expires it is renewed (a refresh, or a re-consent link for products).
+pub const RENEW_BEFORE_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Status questions about a payment waiting on its customer or bank before only webhooks are awaited.
 const MAX_POLLS: u32 = 100;
@@ -166,6 +172,7 @@ fn outcome(op: Op, status: S, failure: Option<Failure>) -> Effect {
         failure,
         authorization_url: None,
         consent_expires_at: None,
+        scopes: vec![],
     }
 }
 
@@ -262,6 +269,24 @@ pub fn step(flow: &Flow, input: Input, ctx: &Ctx<'_>) -> (Flow, Vec<Effect>) {
                 }
             } else {
                 effects.push(Effect::Note("ob_notice_ignored", serde_json::json!({"status": status})));
+            }
+        }
+        Input::StatusCheck if flow.kind == Kind::Consent => {
+            // Its renewal is due: refreshed (or the customer asked to consent again) before it expires.
+            let asked = Asked {
+                op: Op::RefreshConsent,
+                command: ctx.next_request,
+                code: None,
+            };
+            if flow.done {
+                effects.push(Effect::Note(
+                    "ob_renewal_skipped",
+                    serde_json::json!({"status": flow.status}),
+                ));
+            } else if flow.pending.is_some() {
+                flow.waiting.push(asked);
+            } else {
+                effects.extend(take(&mut flow, asked, ctx));
             }
         }
         Input::StatusCheck => {
@@ -387,7 +412,16 @@ fn answer(flow: &mut Flow, a: Answer, ctx: &Ctx<'_>, effects: &mut Vec<Effect>) 
                     failure: None,
                     authorization_url: a.authorization_url,
                     consent_expires_at: a.consent_expires_at,
+                    scopes: a.scopes,
                 });
+            }
+            // A consent with an expiry is renewed a week before it (at once if that has passed).
+            if flow.kind == Kind::Consent
+                && a.status == S::Authorized
+                && let Some(until) = a.consent_expires_at
+            {
+                let due = (until - RENEW_BEFORE_MS - ctx.now_ms).max(60_000) / 1000;
+                effects.push(Effect::Timer(Some(due as u64)));
             }
             if flow.kind == Kind::Payment {
                 if terminal(flow.status) {
