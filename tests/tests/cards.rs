@@ -422,3 +422,43 @@ async fn bad_input_is_refused_at_every_door() {
         .unwrap();
     assert_eq!(hook.status().as_u16(), 401);
 }
+
+/// A card goes to a customer the tenant's onboarding approved: one rejected (a sanctioned name)
+/// is refused at the door, one approved gets their card.
+#[tokio::test]
+async fn a_card_is_issued_only_to_an_approved_customer() {
+    let m = Mesh::get();
+    let key = m.api_key(ON_MARQETA, "onboarding:write,onboarding:read,cards:write,cards:read");
+    let run = short_id();
+    let refused = format!("app-no-{run}");
+    let approved = format!("app-ok-{run}");
+    let id_no = m
+        .start(
+            &key,
+            &applicant(&refused, &format!("Cx{run}"), "Sanctionov", "EU", "LOW"),
+        )
+        .await;
+    let id_ok = m
+        .start(
+            &key,
+            &applicant(&approved, &format!("Cy{run}"), "Clearwater", "EU", "LOW"),
+        )
+        .await;
+    assert_eq!(
+        m.decided(&key, &id_no, Duration::from_secs(40)).await["decision"],
+        "rejected"
+    );
+    assert_eq!(
+        m.decided(&key, &id_ok, Duration::from_secs(40)).await["decision"],
+        "approved"
+    );
+    let mut body = issue(&format!("card-{run}-no"), "Sanctionov");
+    body["cardholder_id"] = json!(refused);
+    let (code, answer) = m.post(&key, "/v1/cards", &body).await;
+    assert_eq!(code, 422, "{answer}");
+    assert!(answer.to_string().contains("rejected"), "{answer}");
+    let mut body = issue(&format!("card-{run}-ok"), "Clearwater");
+    body["cardholder_id"] = json!(approved);
+    let (code, answer) = m.post(&key, "/v1/cards", &body).await;
+    assert_eq!(code, 202, "{answer}");
+}

@@ -41,6 +41,9 @@ pub struct Api {
     pub pool: PgPool,
     pub outbox: Outbox,
     pub gate: Gate,
+    /// Cards are issued only to cardholders whose onboarding here was approved (`[cards]
+    /// require_onboarding`); otherwise also to those onboarded elsewhere (none here).
+    pub cards_require_onboarding: bool,
 }
 
 /// What a request passes before its work: the rate limits, and the authentication between them.

@@ -52,6 +52,7 @@ pub async fn create(
     let value = json_body(&headers, &body)?;
     let card = validate::card(&value).map_err(ApiError::Validation)?;
     let tenant = caller.tenant_id.clone();
+    cardholder_standing(&api, &tenant, &card.cardholder_id).await?;
     let key = idempotency_key(&headers)?;
     let owner = uuid::Uuid::new_v4();
     if let Some(k) = &key
@@ -67,6 +68,32 @@ pub async fn create(
         release(&api.pool, &tenant, k, owner).await;
     }
     created
+}
+
+/// A card is issued to a customer whose onboarding here was approved: one rejected, under review
+/// or still running is refused; one with no onboarding here is refused only when the ingress
+/// requires it (`[cards] require_onboarding`: a tenant may onboard its customers elsewhere).
+async fn cardholder_standing(api: &Api, tenant: &str, cardholder_id: &str) -> Result<(), ApiError> {
+    let latest: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT status, decision FROM onboardings WHERE tenant_id = $1 AND applicant_id = $2 \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(cardholder_id)
+    .fetch_optional(&api.pool)
+    .await?;
+    let refuse = |why: String| Err(ApiError::Validation(vec![("cardholder_id".into(), why)]));
+    match latest {
+        Some((_, Some(d))) if d == "approved" => Ok(()),
+        Some((_, Some(d))) => refuse(format!(
+            "the cardholder's onboarding was decided {d}: cards are issued to approved customers"
+        )),
+        Some((status, None)) => refuse(format!(
+            "the cardholder's onboarding is {status}: cards are issued to approved customers"
+        )),
+        None if api.cards_require_onboarding => refuse("the cardholder has no approved onboarding".into()),
+        None => Ok(()),
+    }
 }
 
 async fn accept(

@@ -57,6 +57,12 @@ enum Command {
     },
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CardsConfig {
+    require_onboarding: bool,
+}
+
 #[derive(Deserialize)]
 struct Limits {
     rate_limit_per_second: f64,
@@ -128,9 +134,11 @@ async fn run() -> anyhow::Result<()> {
     if limits.rate_limit_per_second <= 0.0 || limits.rate_limit_burst < 1.0 {
         anyhow::bail!("configuration field `ingress.rate_limit_per_second`/`rate_limit_burst`: must be positive");
     }
+    let cards: CardsConfig = ServiceConfig::section(rt.config_file.as_deref(), "cards", CardsConfig::default())?;
     let api = api::Api {
         pool: rt.pool.clone(),
         outbox: rt.outbox.clone(),
+        cards_require_onboarding: cards.require_onboarding,
         gate: api::Gate::new(api::Limiter::new(
             "rate limit of this tenant or API key exceeded",
             limits.rate_limit_per_second,
