@@ -141,7 +141,19 @@ async fn pay_by_bank_payments_are_executed_once_and_fail_over_only_when_nothing_
         "GBP",
         json!({"scheme": "sort_code_account", "value": "12345678", "bank_code": "040004"}),
     );
-    assert_eq!(m.post(&key, "/v1/openbanking/payments", &body).await.0, 202);
+    // Under an Idempotency-Key: the first answer replayed; without one, the same payment (200).
+    let with_key = || {
+        m.http
+            .post(format!("{}/v1/openbanking/payments", m.ingress()))
+            .bearer_auth(&key)
+            .header("idempotency-key", format!("k-{id}"))
+            .json(&body)
+            .send()
+    };
+    assert_eq!(with_key().await.unwrap().status().as_u16(), 202);
+    let again = with_key().await.unwrap();
+    assert_eq!(again.status().as_u16(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(
         m.post(&key, "/v1/openbanking/payments", &body).await.0,
         200,

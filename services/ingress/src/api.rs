@@ -755,3 +755,58 @@ mod idempotency_tests {
         db.drop_db().await;
     }
 }
+
+/// Runs `create` under the request's Idempotency-Key (replaying a finished request's answer) and
+/// gives the key back if it fails.
+pub(crate) async fn idempotent<F, Fut>(
+    api: &Api,
+    tenant: &str,
+    headers: &HeaderMap,
+    body: &Value,
+    create: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(Option<String>, uuid::Uuid) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    let key = idempotency_key(headers)?;
+    let owner = uuid::Uuid::new_v4();
+    if let Some(k) = &key
+        && let Some((status, stored)) = claim(&api.pool, tenant, k, &fingerprint(body), owner).await?
+    {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        return Ok((status, [("idempotent-replayed", "true")], Json(stored)).into_response());
+    }
+    let created = create(key.clone(), owner).await;
+    if created.is_err()
+        && let Some(k) = &key
+    {
+        release(&api.pool, tenant, k, owner).await;
+    }
+    created
+}
+
+/// After an insert found the id taken: the same request again is answered as the first was (200,
+/// at its location); another request under the id is a conflict. `sql` reads the first request's
+/// hash by tenant and id.
+pub(crate) async fn replay_or_conflict(
+    pool: &PgPool,
+    sql: &'static str,
+    (tenant, id): (&str, &str),
+    hash: &str,
+    (location, answer): (String, serde_json::Value),
+    what: &str,
+) -> Result<Response, ApiError> {
+    let first: Option<String> = sqlx::query_scalar(sql)
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    if first.as_deref() == Some(hash) {
+        Ok((StatusCode::OK, [("location", location)], Json(answer)).into_response())
+    } else {
+        Err(ApiError::Conflict(format!(
+            "{what} {id} is already used by another request of this tenant"
+        )))
+    }
+}

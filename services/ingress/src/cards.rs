@@ -28,7 +28,7 @@ use switchyard_model::{
 use switchyard_runtime::HandlerError;
 
 use crate::{
-    api::{Api, SERVICE, caller, claim, complete, correlation_id, fingerprint, idempotency_key, json_body, release},
+    api::{Api, SERVICE, caller, complete, correlation_id, fingerprint, idempotent, json_body, replay_or_conflict},
     auth,
     problem::ApiError,
     validate,
@@ -53,21 +53,10 @@ pub async fn create(
     let card = validate::card(&value).map_err(ApiError::Validation)?;
     let tenant = caller.tenant_id.clone();
     cardholder_standing(&api, &tenant, &card.cardholder_id).await?;
-    let key = idempotency_key(&headers)?;
-    let owner = uuid::Uuid::new_v4();
-    if let Some(k) = &key
-        && let Some((status, stored)) = claim(&api.pool, &tenant, k, &fingerprint(&value), owner).await?
-    {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-        return Ok((status, [("idempotent-replayed", "true")], Json(stored)).into_response());
-    }
-    let created = accept(&api, &tenant, &headers, key.clone(), owner, &value, card).await;
-    if created.is_err()
-        && let Some(k) = &key
-    {
-        release(&api.pool, &tenant, k, owner).await;
-    }
-    created
+    idempotent(&api, &tenant, &headers, &value, |key, owner| {
+        accept(&api, &tenant, &headers, key, owner, &value, card)
+    })
+    .await
 }
 
 /// A card is issued to a customer whose onboarding here was approved: one rejected, under review
@@ -130,20 +119,15 @@ async fn accept(
     .rows_affected();
     if inserted == 0 {
         drop(tx);
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT request_hash FROM cards WHERE tenant_id = $1 AND card_id = $2")
-                .bind(tenant)
-                .bind(&c.card_id)
-                .fetch_optional(&api.pool)
-                .await?;
-        return if existing.as_deref() == Some(hash.as_str()) {
-            Ok((StatusCode::OK, [("location", link)], Json(response)).into_response())
-        } else {
-            Err(ApiError::Conflict(format!(
-                "card_id {} is already used by another card of this tenant",
-                c.card_id
-            )))
-        };
+        return replay_or_conflict(
+            &api.pool,
+            "SELECT request_hash FROM cards WHERE tenant_id = $1 AND card_id = $2",
+            (tenant, &c.card_id),
+            &hash,
+            (link, response),
+            "card_id",
+        )
+        .await;
     }
     let command = RequestCardOperation {
         envelope: envelope(RequestCardOperation::RECORD, tenant, &flow, headers, key.as_deref()),

@@ -29,7 +29,7 @@ use switchyard_model::{
 use switchyard_runtime::HandlerError;
 
 use crate::{
-    api::{Api, SERVICE, caller, correlation_id, fingerprint, json_body},
+    api::{Api, SERVICE, caller, complete, correlation_id, fingerprint, idempotent, json_body, replay_or_conflict},
     auth,
     problem::ApiError,
     validate,
@@ -78,8 +78,23 @@ pub async fn create_consent(
     let caller = caller(&api.pool, &api.gate, peer.ip(), &headers, auth::OPENBANKING_WRITE).await?;
     let value = json_body(&headers, &body)?;
     let c = validate::consent(&value).map_err(ApiError::Validation)?;
-    let tenant = &caller.tenant_id;
-    let hash = fingerprint(&value);
+    let tenant = caller.tenant_id.clone();
+    idempotent(&api, &tenant, &headers, &value, |key, owner| {
+        accept_consent(&api, &tenant, &headers, key, owner, &value, c)
+    })
+    .await
+}
+
+async fn accept_consent(
+    api: &Api,
+    tenant: &str,
+    headers: &HeaderMap,
+    key: Option<String>,
+    owner: uuid::Uuid,
+    value: &Value,
+    c: validate::NewConsent,
+) -> Result<Response, ApiError> {
+    let hash = fingerprint(value);
     let link = format!("/v1/openbanking/consents/{}", c.consent_id);
     let answer = json!({"id": c.consent_id, "status": "requested", "links": {"self": link}});
     let mut tx = api.pool.begin().await?;
@@ -96,27 +111,28 @@ pub async fn create_consent(
     .rows_affected();
     if inserted == 0 {
         drop(tx);
-        let same: Option<String> =
-            sqlx::query_scalar("SELECT request_hash FROM ob_consents WHERE tenant_id = $1 AND consent_id = $2")
-                .bind(tenant)
-                .bind(&c.consent_id)
-                .fetch_optional(&api.pool)
-                .await?;
-        return if same.as_deref() == Some(hash.as_str()) {
-            Ok((StatusCode::OK, [("location", link)], Json(answer)).into_response())
-        } else {
-            Err(ApiError::Conflict(format!(
-                "consent_id {} is already used by this tenant",
-                c.consent_id
-            )))
-        };
+        return replay_or_conflict(
+            &api.pool,
+            "SELECT request_hash FROM ob_consents WHERE tenant_id = $1 AND consent_id = $2",
+            (tenant, &c.consent_id),
+            &hash,
+            (link, answer),
+            "consent_id",
+        )
+        .await;
     }
     let flow = consent_flow_id(tenant, &c.consent_id);
-    let mut cmd = command(tenant, &flow, &headers, &c.customer_id, Op::CreateConsent);
+    let mut cmd = command(tenant, &flow, headers, &c.customer_id, Op::CreateConsent);
+    cmd.envelope.idempotency_key = key.clone();
     cmd.consent_id = Some(c.consent_id.clone());
     cmd.institution_id = c.institution_id;
     cmd.redirect_uri = Some(c.redirect_uri);
-    send(&api, &mut tx, &cmd).await?;
+    send(api, &mut tx, &cmd).await?;
+    if let Some(k) = &key
+        && !complete(&mut tx, tenant, k, owner, 202, &answer).await?
+    {
+        return Err(ApiError::IdempotencyInFlight);
+    }
     tx.commit().await?;
     api.outbox.committed();
     Ok((StatusCode::ACCEPTED, [("location", link)], Json(answer)).into_response())
@@ -290,8 +306,23 @@ pub async fn create_payment(
     let caller = caller(&api.pool, &api.gate, peer.ip(), &headers, auth::OPENBANKING_WRITE).await?;
     let value = json_body(&headers, &body)?;
     let p = validate::bank_payment(&value).map_err(ApiError::Validation)?;
-    let tenant = &caller.tenant_id;
-    let hash = fingerprint(&value);
+    let tenant = caller.tenant_id.clone();
+    idempotent(&api, &tenant, &headers, &value, |key, owner| {
+        accept_payment(&api, &tenant, &headers, key, owner, &value, p)
+    })
+    .await
+}
+
+async fn accept_payment(
+    api: &Api,
+    tenant: &str,
+    headers: &HeaderMap,
+    key: Option<String>,
+    owner: uuid::Uuid,
+    value: &Value,
+    p: validate::NewBankPayment,
+) -> Result<Response, ApiError> {
+    let hash = fingerprint(value);
     let link = format!("/v1/openbanking/payments/{}", p.payment_id);
     let answer = json!({"id": p.payment_id, "status": "requested", "links": {"self": link}});
     let mut tx = api.pool.begin().await?;
@@ -311,29 +342,30 @@ pub async fn create_payment(
     .rows_affected();
     if inserted == 0 {
         drop(tx);
-        let same: Option<String> =
-            sqlx::query_scalar("SELECT request_hash FROM ob_payments WHERE tenant_id = $1 AND payment_id = $2")
-                .bind(tenant)
-                .bind(&p.payment_id)
-                .fetch_optional(&api.pool)
-                .await?;
-        return if same.as_deref() == Some(hash.as_str()) {
-            Ok((StatusCode::OK, [("location", link)], Json(answer)).into_response())
-        } else {
-            Err(ApiError::Conflict(format!(
-                "payment_id {} is already used by this tenant",
-                p.payment_id
-            )))
-        };
+        return replay_or_conflict(
+            &api.pool,
+            "SELECT request_hash FROM ob_payments WHERE tenant_id = $1 AND payment_id = $2",
+            (tenant, &p.payment_id),
+            &hash,
+            (link, answer),
+            "payment_id",
+        )
+        .await;
     }
     let flow = payment_flow_id(tenant, &p.payment_id);
-    let mut cmd = command(tenant, &flow, &headers, &p.customer_id, Op::InitiatePayment);
+    let mut cmd = command(tenant, &flow, headers, &p.customer_id, Op::InitiatePayment);
+    cmd.envelope.idempotency_key = key.clone();
     cmd.payment_id = Some(p.payment_id.clone());
     cmd.amount = Some(p.amount);
     cmd.beneficiary = Some(p.beneficiary);
     cmd.reference = Some(p.reference);
     cmd.redirect_uri = Some(p.redirect_uri);
-    send(&api, &mut tx, &cmd).await?;
+    send(api, &mut tx, &cmd).await?;
+    if let Some(k) = &key
+        && !complete(&mut tx, tenant, k, owner, 202, &answer).await?
+    {
+        return Err(ApiError::IdempotencyInFlight);
+    }
     tx.commit().await?;
     api.outbox.committed();
     Ok((StatusCode::ACCEPTED, [("location", link)], Json(answer)).into_response())

@@ -25,7 +25,7 @@ use switchyard_model::{
 };
 
 use crate::{
-    api::{Api, SERVICE, caller, claim, complete, correlation_id, fingerprint, idempotency_key, json_body, release},
+    api::{Api, SERVICE, caller, complete, correlation_id, fingerprint, idempotent, json_body, replay_or_conflict},
     auth,
     problem::ApiError,
     validate,
@@ -38,36 +38,6 @@ fn envelope(record: &str, tenant: &str, flow_id: &str, headers: &HeaderMap, key:
     e.correlation_id = correlation_id(headers, flow_id);
     e.idempotency_key = key.map(str::to_string);
     e
-}
-
-/// Runs `create` under the request's Idempotency-Key (replaying a finished request's answer) and
-/// gives the key back if it fails.
-async fn idempotent<F, Fut>(
-    api: &Api,
-    tenant: &str,
-    headers: &HeaderMap,
-    body: &Value,
-    create: F,
-) -> Result<Response, ApiError>
-where
-    F: FnOnce(Option<String>, uuid::Uuid) -> Fut,
-    Fut: std::future::Future<Output = Result<Response, ApiError>>,
-{
-    let key = idempotency_key(headers)?;
-    let owner = uuid::Uuid::new_v4();
-    if let Some(k) = &key
-        && let Some((status, stored)) = claim(&api.pool, tenant, k, &fingerprint(body), owner).await?
-    {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-        return Ok((status, [("idempotent-replayed", "true")], Json(stored)).into_response());
-    }
-    let created = create(key.clone(), owner).await;
-    if created.is_err()
-        && let Some(k) = &key
-    {
-        release(&api.pool, tenant, k, owner).await;
-    }
-    created
 }
 
 pub async fn create(
@@ -116,21 +86,15 @@ async fn accept(
     .rows_affected();
     if inserted == 0 {
         drop(tx);
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT request_hash FROM payouts WHERE tenant_id = $1 AND payout_id = $2")
-                .bind(tenant)
-                .bind(&p.payout_id)
-                .fetch_optional(&api.pool)
-                .await?;
-        return if existing.as_deref() == Some(hash.as_str()) {
-            // The same payout asked for again: it exists once; here it is.
-            Ok((StatusCode::OK, [("location", link)], Json(response)).into_response())
-        } else {
-            Err(ApiError::Conflict(format!(
-                "payout_id {} is already used by another payout of this tenant",
-                p.payout_id
-            )))
-        };
+        return replay_or_conflict(
+            &api.pool,
+            "SELECT request_hash FROM payouts WHERE tenant_id = $1 AND payout_id = $2",
+            (tenant, &p.payout_id),
+            &hash,
+            (link, response),
+            "payout_id",
+        )
+        .await;
     }
     let command = InitiatePayout {
         envelope: envelope(InitiatePayout::RECORD, tenant, &flow, headers, key.as_deref()),

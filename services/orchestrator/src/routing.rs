@@ -180,6 +180,20 @@ pub struct Subject<'a> {
 }
 
 impl<'a> Subject<'a> {
+    /// A subject routed on its tenant alone (cards, open banking).
+    pub fn plain(flow_id: &'a str, tenant: &'a str) -> Self {
+        Subject {
+            flow_id,
+            tenant,
+            region: "",
+            risk_tier: "",
+            segment: None,
+            money: None,
+            country: None,
+            priority: None,
+        }
+    }
+
     /// A subject with no region, tier or segment (payouts and fraud route on the money).
     pub fn money(flow_id: &'a str, tenant: &'a str, currency: &'a str, amount_minor: i64) -> Self {
         Subject {

@@ -74,16 +74,7 @@ impl Cards {
     }
 
     fn candidates(&self, flow: &Flow) -> Vec<String> {
-        let subject = Subject {
-            flow_id: &flow.flow_id,
-            tenant: &flow.tenant_id,
-            region: "",
-            risk_tier: "",
-            segment: None,
-            money: None,
-            country: None,
-            priority: None,
-        };
+        let subject = Subject::plain(&flow.flow_id, &flow.tenant_id);
         self.routing
             .get()
             .decide("cards", &subject)

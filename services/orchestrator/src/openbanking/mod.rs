@@ -87,16 +87,7 @@ impl OpenBanking {
     }
 
     fn candidates(&self, flow_id: &str, tenant: &str, amount: Option<&Money>) -> Vec<String> {
-        let subject = Subject {
-            flow_id,
-            tenant,
-            region: "",
-            risk_tier: "",
-            segment: None,
-            money: None,
-            country: None,
-            priority: None,
-        };
+        let subject = Subject::plain(flow_id, tenant);
         let policy = self.routing.get();
         let candidates = policy
             .decide("openbanking", &subject)
