@@ -41,10 +41,12 @@ pub async fn run(env: &Env, run: &str, n: usize, window: Duration) -> anyhow::Re
             (keys[1].clone(), PLAID)
         };
         let env = env.clone();
+        // Fixed-width numbers: the providers' ledgers are searched by substring, and "-1" must
+        // not find "-10".
         let mut case = Case {
-            id: format!("cobp-{run}-{i}"),
+            id: format!("cobp-{run}-{i:04}"),
             key,
-            name: format!("Chaos Merchant {run} {i}"),
+            name: format!("Chaos Merchant {run} {i:04}"),
             sim,
             error: None,
         };

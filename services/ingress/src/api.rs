@@ -493,6 +493,13 @@ pub fn retention_rules() -> Vec<switchyard_runtime::retention::Rule> {
             "completed_at < now() - make_interval(secs => $1)",
             400 * 24,
         ),
+        // Bank transactions are personal data: kept for the API this long after they moved.
+        Rule::hours(
+            "bank_transactions",
+            "ob_transactions",
+            "COALESCE(booking_date, value_date) < (now() - make_interval(secs => $1))::date",
+            400 * 24,
+        ),
     ]
 }
 
