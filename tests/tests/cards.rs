@@ -462,3 +462,67 @@ async fn a_card_is_issued_only_to_an_approved_customer() {
     let (code, answer) = m.post(&key, "/v1/cards", &body).await;
     assert_eq!(code, 202, "{answer}");
 }
+
+/// A change made at the processor itself (its console, its fraud rules) becomes the card's state
+/// in the flow and in the adapter's decision store alike: a card frozen through us and reinstated
+/// at the processor is approved again by our real-time answer (not declined as frozen), and one
+/// suspended there is shown frozen. The processor's notice only prompts a read of the card there.
+#[tokio::test]
+async fn a_change_made_at_the_processor_is_the_cards_state_everywhere() {
+    let m = Mesh::get();
+    for (tenant, sim) in [(ON_MARQETA, MARQETA), (ON_LITHIC, LITHIC)] {
+        let key = m.api_key(tenant, "cards:write,cards:read");
+        let id = format!("card-{}", short_id());
+        let (code, body) = m.post(&key, "/v1/cards", &issue(&id, "Lovelace")).await;
+        assert_eq!(code, 202, "{body}");
+        let card = card_in(&m, &key, &id, "active").await;
+        let token = card["processor_token"].as_str().unwrap().to_string();
+        let (code, _) = m
+            .post(&key, &format!("/v1/cards/{id}/freeze"), &json!({"reason": "misplaced"}))
+            .await;
+        assert_eq!(code, 202);
+        card_in(&m, &key, &id, "frozen").await;
+
+        // The processor's console, not us: reinstated, then suspended.
+        let at_processor = |state: &str| {
+            if sim == MARQETA {
+                m.http
+                    .post(format!("{MARQETA}/v3/cardtransitions"))
+                    .header(
+                        "authorization",
+                        basic(&m.var("MARQETA_APPLICATION_TOKEN"), &m.var("MARQETA_ADMIN_TOKEN")),
+                    )
+                    .json(&json!({"card_token": token, "channel": "ADMIN", "reason_code": "00",
+                        "state": if state == "open" { "ACTIVE" } else { "SUSPENDED" }}))
+            } else {
+                m.http
+                    .patch(format!("{LITHIC}/v1/cards/{token}"))
+                    .header("authorization", m.var("LITHIC_API_KEY"))
+                    .json(&json!({"state": if state == "open" { "OPEN" } else { "PAUSED" }}))
+            }
+        };
+        let r = at_processor("open").send().await.unwrap();
+        assert!(r.status().is_success(), "{sim}: {}", r.status());
+        card_in(&m, &key, &id, "active").await;
+        purchase(&m, sim, &token, 7_50, "5814").await;
+        let t = transactions(&m, &key, &id, 1).await;
+        let last = t.last().unwrap();
+        assert_eq!(
+            last["approved"], true,
+            "{sim}: decided as the processor has the card: {last}"
+        );
+        assert_eq!(last["fallback"], false, "{last}");
+        assert_eq!(available(&m, &token).await, 100_00 - 7_50);
+
+        let r = at_processor("suspend").send().await.unwrap();
+        assert!(r.status().is_success(), "{sim}: {}", r.status());
+        card_in(&m, &key, &id, "frozen").await;
+        let db = m.service_db("CARDS_ADAPTER_DATABASE_URL").await;
+        let held: String = sqlx::query_scalar("SELECT state FROM card_accounts WHERE card_token = $1")
+            .bind(&token)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(held.to_ascii_lowercase(), "frozen", "{sim}: the decision store follows");
+    }
+}

@@ -209,6 +209,20 @@ impl CardsAdapter {
             .await
     }
 
+    /// The card as its processor has it now (a read: no effect, asked again freely). The answer
+    /// sets the decision store's state in [`Handler::handle`], as any operation's does.
+    async fn refresh(&self, req: &CardOperationRequested) -> Result<CardOutcome, Failure> {
+        let vendor = self.partners.get(&req.partner)?;
+        let Some(token) = req.card_token.as_deref() else {
+            return Err(Failure::new(
+                FailureClass::Permanent,
+                "card_operation_invalid",
+                "REFRESH needs a card token",
+            ));
+        };
+        self.partners.call(&req.partner, "card", || vendor.card(token)).await
+    }
+
     async fn apply(&self, conn: &mut PgConnection, t: &ApplyCardTransaction) -> Result<(), HandlerError> {
         let done = match t.kind {
             CardTransactionKind::Clearing => {
@@ -282,6 +296,7 @@ fn operation_name(op: CardOperation) -> &'static str {
         CardOperation::Freeze => "freeze",
         CardOperation::Unfreeze => "unfreeze",
         CardOperation::Terminate => "terminate",
+        CardOperation::Refresh => "card",
     }
 }
 
@@ -314,6 +329,7 @@ impl Handler for CardsAdapter {
                 "card_operation_invalid",
                 "cardholders are made with their first card (ISSUE)",
             )),
+            CardOperation::Refresh => self.refresh(&req).await,
             _ => self.change(&req, &key).await?,
         };
         Ok(Asked::Operation(Box::new(req), key, outcome))

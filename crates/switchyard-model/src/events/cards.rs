@@ -19,6 +19,10 @@ pub enum CardOperation {
     Freeze,
     Unfreeze,
     Terminate,
+    /// Internal between the orchestrator and the cards adapter: read the card's state at its
+    /// processor (after the processor reported a change of its own), for the flow and the
+    /// adapter's decision store alike. Not a product command.
+    Refresh,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -60,7 +60,7 @@ pub fn target_state(op: CardOperation) -> Option<CardState> {
         CardOperation::Activate | CardOperation::Unfreeze => Some(CardState::Active),
         CardOperation::Freeze => Some(CardState::Frozen),
         CardOperation::Terminate => Some(CardState::Terminated),
-        CardOperation::Issue | CardOperation::CreateCardholder => None,
+        CardOperation::Issue | CardOperation::CreateCardholder | CardOperation::Refresh => None,
     }
 }
 

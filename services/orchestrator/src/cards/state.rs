@@ -9,7 +9,8 @@
 //!
 //! One operation is in flight at a time; the rest wait in order. A card stays with the processor
 //! that issued it. An operation the card's state does not allow is answered with a failure at once
-//! (the card keeps its state).
+//! (the card keeps its state). A processor's status notice prompts a read of the card there
+//! (`REFRESH`, ours alone), whose answer is taken.
 
 use serde::{Deserialize, Serialize};
 use switchyard_model::events::{
@@ -93,7 +94,8 @@ pub enum Input {
     /// A product's command (the issue itself is the flow's start).
     Command(Op),
     Answer(Answer),
-    /// The processor says the card is now in this state (its own console, its fraud rules).
+    /// The processor says the card is now in this state (its own console, its fraud rules, or
+    /// the echo of our change; perhaps late): a prompt to read the card there.
     ProcessorState(CardState),
 }
 

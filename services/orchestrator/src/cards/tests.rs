@@ -207,6 +207,81 @@ fn no_route_fails_the_card_at_once() {
     assert_eq!(changes(&r.effects), [(Some(O::Issue), Some("no_partner".into()))]);
 }
 
+/// A processor's notice prompts a read of the card there; the state read is taken (the adapter's
+/// decision store takes it from the same answer). The notice's own state is never taken: it may be
+/// an old one.
+#[test]
+fn a_change_the_processor_reports_is_read_there_and_taken() {
+    let mut r = Run::issue(route());
+    r.answer(S::Active, None);
+    r.feed(Input::Command(op(O::Freeze, 1)));
+    r.answer(S::Frozen, None);
+
+    // Its console unfroze the card: read, then taken; products hear of it with no operation.
+    let e = r.feed(Input::ProcessorState(S::Active));
+    assert_eq!(requests(&e), [(O::Refresh, "cards-a".to_string())]);
+    assert!(changes(&e).is_empty(), "nothing is taken from the notice itself");
+    assert_eq!(r.card.state, S::Frozen);
+    // A second notice while the read is out asks nothing more.
+    assert!(requests(&r.feed(Input::ProcessorState(S::Active))).is_empty());
+    let e = r.answer(S::Active, None);
+    assert_eq!(changes(&e), [(None, None)]);
+    assert_eq!(r.card.state, S::Active);
+
+    // The echo of a state the card is in asks nothing.
+    let e = r.feed(Input::ProcessorState(S::Active));
+    assert!(requests(&e).is_empty() && changes(&e).is_empty());
+}
+
+/// An old notice arriving after a newer change of ours (ACTIVE after our FREEZE) is read, not
+/// believed: the card stays frozen and products hear nothing.
+#[test]
+fn a_late_notice_does_not_undo_a_newer_change() {
+    let mut r = Run::issue(route());
+    r.answer(S::Active, None);
+    r.feed(Input::Command(op(O::Freeze, 1)));
+    r.answer(S::Frozen, None);
+    let e = r.feed(Input::ProcessorState(S::Active));
+    assert_eq!(requests(&e), [(O::Refresh, "cards-a".to_string())]);
+    let e = r.answer(S::Frozen, None);
+    assert!(changes(&e).is_empty(), "{e:?}");
+    assert_eq!(r.card.state, S::Frozen);
+}
+
+/// A notice during an operation waits its turn as a read; a read that fails changes nothing; a
+/// card not issued or terminated is never read; products cannot send REFRESH.
+#[test]
+fn reads_wait_their_turn_fail_quietly_and_are_ours_alone() {
+    let mut r = Run::issue(route());
+    assert!(
+        requests(&r.feed(Input::ProcessorState(S::Active))).is_empty(),
+        "not issued yet"
+    );
+    r.answer(S::Inactive, None);
+    r.feed(Input::Command(op(O::Activate, 1)));
+    let e = r.feed(Input::ProcessorState(S::Frozen));
+    assert!(requests(&e).is_empty(), "the activation is in flight");
+    assert_eq!(r.card.waiting.len(), 1);
+    r.feed(Input::ProcessorState(S::Frozen));
+    assert_eq!(r.card.waiting.len(), 1, "one read waits, however many notices");
+    let e = r.answer(S::Active, None);
+    assert_eq!(changes(&e), [(Some(O::Activate), None)]);
+    assert_eq!(requests(&e), [(O::Refresh, "cards-a".to_string())]);
+    let e = r.answer(S::Requested, Some(unavailable()));
+    assert!(changes(&e).is_empty(), "{e:?}");
+    assert_eq!(r.card.state, S::Active);
+    assert!(r.card.pending.is_none());
+
+    let e = r.feed(Input::Command(op(O::Refresh, 2)));
+    assert_eq!(changes(&e), [(Some(O::Refresh), Some("card_operation_invalid".into()))]);
+    assert!(requests(&e).is_empty());
+
+    r.feed(Input::Command(op(O::Terminate, 3)));
+    r.answer(S::Terminated, None);
+    let e = r.feed(Input::ProcessorState(S::Active));
+    assert!(requests(&e).is_empty() && changes(&e).is_empty());
+}
+
 fn input_strategy() -> impl Strategy<Value = (u8, u8, bool)> {
     (0u8..7, 0u8..5, any::<bool>())
 }

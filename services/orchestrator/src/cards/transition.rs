@@ -91,7 +91,7 @@ fn check(card: &Card, op: CardOperation) -> Check {
         (O::Activate, S::Active) | (O::Freeze, S::Frozen) | (O::Unfreeze, S::Active) => Check::AlreadyThere,
         (O::Activate, S::Frozen) => Check::Refuse(refuse("card_frozen", "a frozen card is unfrozen, not activated")),
         (O::Freeze | O::Unfreeze, _) => Check::Refuse(refuse("card_not_active", "the card was never activated")),
-        (O::Issue | O::CreateCardholder, _) | (O::Activate, _) => {
+        (O::Issue | O::CreateCardholder | O::Refresh, _) | (O::Activate, _) => {
             Check::Refuse(refuse("card_operation_invalid", "not an operation on an issued card"))
         }
     }
@@ -99,6 +99,21 @@ fn check(card: &Card, op: CardOperation) -> Check {
 
 /// Takes `op` now: sent, answered at once (the card is there already), or refused.
 fn take(card: &mut Card, op: Op, ctx: &Ctx<'_>) -> (bool, Vec<Effect>) {
+    if op.operation == CardOperation::Refresh {
+        // Ours, not a product's: nobody waits on an answer. A card with nothing at a processor
+        // any more (or yet) has nothing to read.
+        if card.failed || card.state == CardState::Requested || card.state == CardState::Terminated {
+            return (
+                false,
+                vec![Effect::Note(
+                    "card_refresh_skipped",
+                    serde_json::json!({"state": card.state}),
+                )],
+            );
+        }
+        let partner = card.partner.clone().unwrap_or_default();
+        return (true, send(card, op, partner.clone(), 1, vec![partner], ctx));
+    }
     match check(card, op.operation) {
         Check::Send => {
             let partner = card.partner.clone().unwrap_or_default();
@@ -143,6 +158,15 @@ pub fn step(card: &Card, input: Input, ctx: &Ctx<'_>) -> (Card, Vec<Effect>) {
         Input::Command(op) if op.operation == CardOperation::Issue => {
             effects.push(Effect::Note("issue_repeated", serde_json::json!({})));
         }
+        Input::Command(op) if op.operation == CardOperation::Refresh => {
+            effects.push(Effect::Changed {
+                operation: Some(op.operation),
+                failure: Some(refuse(
+                    "card_operation_invalid",
+                    "REFRESH is the mesh's own; products activate, freeze, unfreeze or terminate",
+                )),
+            });
+        }
         Input::Command(op) => {
             if card.pending.is_some() {
                 effects.push(Effect::Note(
@@ -157,24 +181,64 @@ pub fn step(card: &Card, input: Input, ctx: &Ctx<'_>) -> (Card, Vec<Effect>) {
         }
         Input::Answer(a) => answer(&mut card, a, ctx, &mut effects),
         Input::ProcessorState(s) => {
-            if !card.failed
-                && card.state != CardState::Requested
-                && card.state != CardState::Terminated
-                && s != card.state
-            {
+            // A processor's notice is a prompt, not the truth: notices come late, twice and out of
+            // order (an old ACTIVE after our FREEZE). The card is read at the processor and its
+            // state then is taken, by the flow and by the adapter's decision store alike (it
+            // decides the processor's authorizations from it).
+            let settled = card.failed || card.state == CardState::Requested || card.state == CardState::Terminated;
+            let refreshing = card
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.op.operation == CardOperation::Refresh)
+                || card.waiting.iter().any(|o| o.operation == CardOperation::Refresh);
+            if settled || refreshing || (s == card.state && card.pending.is_none()) {
+                // Nothing to read, a read already coming, or the echo of our own change.
+            } else {
                 effects.push(Effect::Note(
-                    "card_state_changed_by_processor",
-                    serde_json::json!({"from": card.state, "to": s}),
+                    "card_state_reported_by_processor",
+                    serde_json::json!({"state": card.state, "reported": s}),
                 ));
-                card.state = s;
-                effects.push(Effect::Changed {
-                    operation: None,
-                    failure: None,
-                });
+                let op = Op {
+                    operation: CardOperation::Refresh,
+                    command: ctx.next_request,
+                    reason: None,
+                };
+                if card.pending.is_some() {
+                    card.waiting.push(op);
+                } else {
+                    let (_, more) = take(&mut card, op, ctx);
+                    effects.extend(more);
+                }
             }
         }
     }
     (card, effects)
+}
+
+/// The card as its processor has it now: taken if it moved (products hear of it, with no
+/// operation of theirs); a read that failed changes nothing (the next notice or operation reads
+/// again).
+fn refreshed(card: &mut Card, a: Answer, effects: &mut Vec<Effect>) {
+    if let Some(f) = a.failure {
+        effects.push(Effect::Note(
+            "card_refresh_failed",
+            serde_json::json!({"partner": a.partner, "code": f.code}),
+        ));
+        return;
+    }
+    if a.state == card.state || card.state == CardState::Terminated || a.state == CardState::Requested {
+        effects.push(Effect::Note("card_refreshed", serde_json::json!({"state": a.state})));
+        return;
+    }
+    effects.push(Effect::Note(
+        "card_state_changed_by_processor",
+        serde_json::json!({"from": card.state, "to": a.state}),
+    ));
+    card.state = a.state;
+    effects.push(Effect::Changed {
+        operation: None,
+        failure: None,
+    });
 }
 
 fn answer(card: &mut Card, a: Answer, ctx: &Ctx<'_>, effects: &mut Vec<Effect>) {
@@ -188,6 +252,11 @@ fn answer(card: &mut Card, a: Answer, ctx: &Ctx<'_>, effects: &mut Vec<Effect>) 
     }
     card.pending = None;
     let op = p.op.operation;
+    if op == CardOperation::Refresh {
+        refreshed(card, a, effects);
+        drain(card, ctx, effects);
+        return;
+    }
     match a.failure {
         None => {
             // Terminated is final, whatever a late answer says.
