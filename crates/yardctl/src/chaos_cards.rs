@@ -3,9 +3,12 @@
 //! endpoint, while the ingress, the orchestrator, the normalizer and the cards adapter are
 //! SIGKILLed and the adapter dies between a processor's answer and its commit. A purchase asked
 //! while the adapter is down is decided by the processor's stand-in rule (it declines) and reported
-//! by webhook. Then: every card issued exactly once (the processors' own ledgers) and active; every
-//! purchase recorded by the mesh as the processor answered it, and shown to products once; each
-//! card's money equal to its funding less what the processors approved. Any difference fails the run.
+//! by webhook. Every third card is then suspended, reinstated and suspended again at the
+//! processor's own console, its notices arriving late, twice or out of order through the kills.
+//! Then: every card issued exactly once (the processors' own ledgers); every purchase recorded by
+//! the mesh as the processor answered it, and shown to products once; each card's money equal to
+//! its funding less what the processors approved; each card's state, as products see it and as the
+//! real-time decisions use it, the processor's. Any difference fails the run.
 
 // Amounts in minor units are written <units>_<cents>.
 #![allow(clippy::inconsistent_digit_grouping)]
@@ -29,6 +32,8 @@ pub struct Case {
     pub token: Option<String>,
     /// The processor's transaction id, amount, and whether the processor approved it.
     pub purchases: Vec<(String, i64, bool)>,
+    /// Changed at the processor's console after its purchases.
+    pub console: bool,
     pub error: Option<String>,
 }
 
@@ -66,6 +71,7 @@ pub async fn run(env: &Env, run: &str, n: usize, window: Duration) -> anyhow::Re
                 sim,
                 token: None,
                 purchases: vec![],
+                console: false,
                 error: None,
             };
             if let Err(e) = one(&env, &mut case, i).await {
@@ -95,7 +101,57 @@ async fn one(env: &Env, case: &mut Case, i: usize) -> anyhow::Result<()> {
         case.purchases.push((txn, cents, approved));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    if i % 3 == 0 {
+        case.console = true;
+        for suspend in [true, false, true] {
+            at_console(env, case.sim, &token, suspend).await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     Ok(())
+}
+
+/// A state change made at the processor itself, not through the mesh.
+async fn at_console(env: &Env, sim: &str, token: &str, suspend: bool) -> anyhow::Result<()> {
+    let r = if sim == MARQETA {
+        env.http
+            .post(format!("{MARQETA}/v3/cardtransitions"))
+            .header(
+                "authorization",
+                basic(env.var("MARQETA_APPLICATION_TOKEN")?, env.var("MARQETA_ADMIN_TOKEN")?),
+            )
+            .json(&json!({"card_token": token, "channel": "ADMIN", "reason_code": "00",
+                "state": if suspend { "SUSPENDED" } else { "ACTIVE" }}))
+    } else {
+        env.http
+            .patch(format!("{LITHIC}/v1/cards/{token}"))
+            .header("authorization", env.var("LITHIC_API_KEY")?)
+            .json(&json!({"state": if suspend { "PAUSED" } else { "OPEN" }}))
+    };
+    r.send().await?.error_for_status()?;
+    Ok(())
+}
+
+/// The card's state at its processor, in our words (`active`, `frozen`, ...).
+async fn at_processor(env: &Env, sim: &str, token: &str) -> anyhow::Result<String> {
+    let r = if sim == MARQETA {
+        env.http.get(format!("{MARQETA}/v3/cards/{token}")).header(
+            "authorization",
+            basic(env.var("MARQETA_APPLICATION_TOKEN")?, env.var("MARQETA_ADMIN_TOKEN")?),
+        )
+    } else {
+        env.http
+            .get(format!("{LITHIC}/v1/cards/{token}"))
+            .header("authorization", env.var("LITHIC_API_KEY")?)
+    };
+    let card: Value = r.send().await?.error_for_status()?.json().await?;
+    Ok(match card["state"].as_str().unwrap_or_default() {
+        "ACTIVE" | "OPEN" => "active",
+        "SUSPENDED" | "PAUSED" => "frozen",
+        "TERMINATED" | "CLOSED" => "terminated",
+        _ => "inactive",
+    }
+    .to_string())
 }
 
 async fn card(env: &Env, case: &Case) -> Option<Value> {
@@ -184,6 +240,10 @@ pub struct Report {
     pub not_shown_once: Vec<String>,
     /// Cards whose money left differs from their funding less what was approved.
     pub money_wrong: Vec<String>,
+    /// Cards changed at the processor's console.
+    pub console: usize,
+    /// Cards whose state (products' view or the decision store's) is not the processor's.
+    pub state_wrong: Vec<String>,
 }
 
 impl Report {
@@ -193,6 +253,7 @@ impl Report {
             && self.contradicted.is_empty()
             && self.not_shown_once.is_empty()
             && self.money_wrong.is_empty()
+            && self.state_wrong.is_empty()
     }
 
     pub fn print(&self) {
@@ -212,6 +273,11 @@ impl Report {
             self.not_shown_once.len(),
             self.money_wrong.len()
         );
+        println!(
+            "  cards changed at the processor's console: {}; cards whose state differs from the processor's (products' view or decision store): {}",
+            self.console,
+            self.state_wrong.len()
+        );
         for x in self
             .not_issued
             .iter()
@@ -219,6 +285,7 @@ impl Report {
             .chain(&self.contradicted)
             .chain(&self.not_shown_once)
             .chain(&self.money_wrong)
+            .chain(&self.state_wrong)
             .take(10)
         {
             println!("  cards: {x}");
@@ -257,6 +324,7 @@ pub async fn verify(env: &Env, cases: &[Case], left: Duration) -> anyhow::Result
         if issued != 1 {
             r.issued_twice.push(format!("{}: {issued} cards at {}", c.id, c.sim));
         }
+        r.console += usize::from(c.console);
         r.purchases += c.purchases.len();
         let approved: i64 = c.purchases.iter().filter(|p| p.2).map(|p| p.1).sum();
         r.approved += c.purchases.iter().filter(|p| p.2).count();
@@ -273,10 +341,8 @@ pub async fn verify(env: &Env, cases: &[Case], left: Duration) -> anyhow::Result
                     .bind(token)
                     .fetch_optional(&db)
                     .await?;
-            let shown = card(env, c)
-                .await
-                .map(|v| v["transactions"].clone())
-                .unwrap_or(Value::Null);
+            let view = card(env, c).await.unwrap_or(Value::Null);
+            let shown = view["transactions"].clone();
             let shown = shown.as_array().cloned().unwrap_or_default();
             let mut problems = Vec::new();
             for (txn, _, ok) in &c.purchases {
@@ -295,6 +361,21 @@ pub async fn verify(env: &Env, cases: &[Case], left: Duration) -> anyhow::Result
                     problems.push(("shown", format!("{}/{txn}: shown {n} times", c.id)));
                 }
             }
+            let truth = at_processor(env, c.sim, token).await?;
+            let held: Option<String> = sqlx::query_scalar("SELECT state FROM card_accounts WHERE card_token = $1")
+                .bind(token)
+                .fetch_optional(&db)
+                .await?;
+            let status = &view["status"];
+            if *status != truth.as_str() || held.as_deref().map(str::to_ascii_lowercase).as_deref() != Some(&truth) {
+                problems.push((
+                    "state",
+                    format!(
+                        "{}: {truth} at {}, {status} to products, {held:?} in the decision store",
+                        c.id, c.sim
+                    ),
+                ));
+            }
             if money != Some(FUNDING - approved) {
                 problems.push((
                     "money",
@@ -307,6 +388,7 @@ pub async fn verify(env: &Env, cases: &[Case], left: Duration) -> anyhow::Result
                     match kind {
                         "contradicted" => r.contradicted.push(p),
                         "shown" => r.not_shown_once.push(p),
+                        "state" => r.state_wrong.push(p),
                         _ => r.money_wrong.push(p),
                     }
                 }

@@ -222,11 +222,21 @@ fn a_change_the_processor_reports_is_read_there_and_taken() {
     assert_eq!(requests(&e), [(O::Refresh, "cards-a".to_string())]);
     assert!(changes(&e).is_empty(), "nothing is taken from the notice itself");
     assert_eq!(r.card.state, S::Frozen);
-    // A second notice while the read is out asks nothing more.
+    // A second notice while the read is out: that read may have been made before this change,
+    // so one more read waits behind it, and only one however many notices come.
     assert!(requests(&r.feed(Input::ProcessorState(S::Active))).is_empty());
+    assert!(requests(&r.feed(Input::ProcessorState(S::Frozen))).is_empty());
+    assert_eq!(r.card.waiting.len(), 1);
     let e = r.answer(S::Active, None);
     assert_eq!(changes(&e), [(None, None)]);
     assert_eq!(r.card.state, S::Active);
+    assert_eq!(requests(&e), [(O::Refresh, "cards-a".to_string())]);
+    // The processor changed again after the first read: the second read takes it.
+    let e = r.answer(S::Frozen, None);
+    assert_eq!(changes(&e), [(None, None)]);
+    assert_eq!(r.card.state, S::Frozen);
+    r.feed(Input::Command(op(O::Unfreeze, 2)));
+    r.answer(S::Active, None);
 
     // The echo of a state the card is in asks nothing.
     let e = r.feed(Input::ProcessorState(S::Active));

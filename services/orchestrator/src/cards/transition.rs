@@ -185,14 +185,13 @@ pub fn step(card: &Card, input: Input, ctx: &Ctx<'_>) -> (Card, Vec<Effect>) {
             // order (an old ACTIVE after our FREEZE). The card is read at the processor and its
             // state then is taken, by the flow and by the adapter's decision store alike (it
             // decides the processor's authorizations from it).
+            //
+            // A read already sent may have read before this change: one more waits behind
+            // anything in flight (a read waiting reads after this notice's change; one is enough).
             let settled = card.failed || card.state == CardState::Requested || card.state == CardState::Terminated;
-            let refreshing = card
-                .pending
-                .as_ref()
-                .is_some_and(|p| p.op.operation == CardOperation::Refresh)
-                || card.waiting.iter().any(|o| o.operation == CardOperation::Refresh);
-            if settled || refreshing || (s == card.state && card.pending.is_none()) {
-                // Nothing to read, a read already coming, or the echo of our own change.
+            let read_waiting = card.waiting.iter().any(|o| o.operation == CardOperation::Refresh);
+            if settled || read_waiting || (s == card.state && card.pending.is_none()) {
+                // Nothing to read, a read that will see this change, or the echo of our own.
             } else {
                 effects.push(Effect::Note(
                     "card_state_reported_by_processor",
