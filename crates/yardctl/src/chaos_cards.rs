@@ -101,7 +101,7 @@ async fn one(env: &Env, case: &mut Case, i: usize) -> anyhow::Result<()> {
         case.purchases.push((txn, cents, approved));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         case.console = true;
         for suspend in [true, false, true] {
             at_console(env, case.sim, &token, suspend).await?;
