@@ -651,6 +651,19 @@ impl Mesh {
             .await
             .expect("text")
     }
+
+    /// How many of `partner`'s notices the normalizer has measured the delay of (from the
+    /// partner's own time of the change to our receipt).
+    pub async fn webhook_delays(&self, partner: &str) -> f64 {
+        let text = self.metrics("WEBHOOK_NORMALIZER_URL").await;
+        text.lines()
+            .find(|l| {
+                l.starts_with("switchyard_webhook_delay_seconds_count{")
+                    && l.contains(&format!("partner=\"{partner}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    }
 }
 
 impl Mesh {

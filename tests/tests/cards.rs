@@ -184,6 +184,11 @@ async fn a_card_is_issued_and_used_on_each_processor() {
         let t = transactions(&m, &key, &id, 6).await;
         let kinds: Vec<&str> = t[4..].iter().map(|x| x["kind"].as_str().unwrap()).collect();
         assert!(kinds.contains(&"clearing") && kinds.contains(&"reversal"), "{kinds:?}");
+        // The processor's notices carry its own time: their delay to us is measured.
+        assert!(
+            m.webhook_delays(partner).await >= 2.0,
+            "{partner}: no webhook delay measured"
+        );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while available(&m, &token).await != 100_00 - 14_25 {
             assert!(

@@ -166,6 +166,11 @@ async fn pay_by_bank_payments_are_executed_once_and_fail_over_only_when_nothing_
     follow(p["authorization_url"].as_str().unwrap()).await;
     until(&m, &key, &path, |p| p["status"] == "executed").await;
     assert_eq!(m.ledger(TRUELAYER, &id).await.get("payment"), Some(&1));
+    // The provider's payment notices carry its own time: their delay to us is measured.
+    assert!(
+        m.webhook_delays("openbanking-truelayer").await >= 1.0,
+        "no webhook delay measured"
+    );
 
     // The first provider refusing every attempt: nothing made there, the second pays.
     let id = format!("obp-{}", short_id());

@@ -351,14 +351,22 @@ async fn handle_payout(
     )
     .await?;
     if verdict == "accepted" {
+        observe_delay(app, partner, now, notice.occurred_at_ms);
+        tracing::info!(partner, reference = %notice.provider_reference, status = ?notice.status, "payout webhook accepted");
+    }
+    Ok(verdict)
+}
+
+/// How long after the partner's own time of a change its notice reached us (notices that carry
+/// that time only).
+fn observe_delay(app: &App, partner: &str, now_ms: i64, occurred_at_ms: i64) {
+    if occurred_at_ms > 0 {
         app.delay
             .get_or_create(&PartnerLabels {
                 partner: partner.to_string(),
             })
-            .observe((now - notice.occurred_at_ms).max(0) as f64 / 1000.0);
-        tracing::info!(partner, reference = %notice.provider_reference, status = ?notice.status, "payout webhook accepted");
+            .observe((now_ms - occurred_at_ms).max(0) as f64 / 1000.0);
     }
-    Ok(verdict)
 }
 
 /// A card processor's delivery (one or several events): verified once; each event de-duplicated by
@@ -375,6 +383,7 @@ async fn handle_cards(
     let later = |e: sqlx::Error| Refused::Later(e.to_string());
     let mut tx = app.pool.begin().await.map_err(later)?;
     let mut fresh = 0;
+    let mut times = Vec::new();
     for n in &notices {
         let first = sqlx::query("INSERT INTO webhook_dedup (partner, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(partner)
@@ -388,6 +397,7 @@ async fn handle_cards(
             continue;
         }
         fresh += 1;
+        times.push(n.occurred_at_ms);
         let mut envelope = Envelope::new(
             CardProcessorEvent::RECORD,
             PLATFORM_TENANT,
@@ -428,6 +438,9 @@ async fn handle_cards(
         .map_err(later)?;
     tx.commit().await.map_err(later)?;
     app.outbox.committed();
+    for t in times {
+        observe_delay(app, partner, now, t);
+    }
     Ok(verdict)
 }
 
@@ -521,6 +534,10 @@ async fn handle_openbanking(
     )
     .await?;
     if verdict == "accepted" {
+        // Only a payment's notice carries the provider's time of the change.
+        if kind == "payment" {
+            observe_delay(app, partner, now, at);
+        }
         tracing::info!(partner, reference = %reference, notice = kind, status = ?status, "open-banking webhook accepted");
     }
     Ok(verdict)

@@ -61,6 +61,15 @@ impl Run {
         effects
     }
 
+    /// A card issued at the first processor, then frozen through us.
+    fn frozen() -> Run {
+        let mut r = Run::issue(route());
+        r.answer(S::Active, None);
+        r.feed(Input::Command(op(O::Freeze, 1)));
+        r.answer(S::Frozen, None);
+        r
+    }
+
     /// The adapter's answer to what is pending: done in `state`, or failed with `failure`.
     fn answer(&mut self, state: S, failure: Option<Failure>) -> Vec<Effect> {
         let p = self.card.pending.clone().expect("something pending");
@@ -212,10 +221,7 @@ fn no_route_fails_the_card_at_once() {
 /// an old one.
 #[test]
 fn a_change_the_processor_reports_is_read_there_and_taken() {
-    let mut r = Run::issue(route());
-    r.answer(S::Active, None);
-    r.feed(Input::Command(op(O::Freeze, 1)));
-    r.answer(S::Frozen, None);
+    let mut r = Run::frozen();
 
     // Its console unfroze the card: read, then taken; products hear of it with no operation.
     let e = r.feed(Input::ProcessorState(S::Active));
@@ -247,10 +253,7 @@ fn a_change_the_processor_reports_is_read_there_and_taken() {
 /// believed: the card stays frozen and products hear nothing.
 #[test]
 fn a_late_notice_does_not_undo_a_newer_change() {
-    let mut r = Run::issue(route());
-    r.answer(S::Active, None);
-    r.feed(Input::Command(op(O::Freeze, 1)));
-    r.answer(S::Frozen, None);
+    let mut r = Run::frozen();
     let e = r.feed(Input::ProcessorState(S::Active));
     assert_eq!(requests(&e), [(O::Refresh, "cards-a".to_string())]);
     let e = r.answer(S::Frozen, None);
