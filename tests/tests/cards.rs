@@ -531,3 +531,51 @@ async fn a_change_made_at_the_processor_is_the_cards_state_everywhere() {
         assert_eq!(held.to_ascii_lowercase(), "frozen", "{sim}: the decision store follows");
     }
 }
+
+/// The processor reports a change of its own but cannot be read just then (every attempt of the
+/// read refused): the card is read again by its timer, and the change is taken then.
+#[tokio::test]
+async fn a_change_the_processor_could_not_be_asked_about_is_read_again_later() {
+    let m = Mesh::get();
+    let key = m.api_key(ON_LITHIC, "cards:write,cards:read");
+    let id = format!("card-{}", short_id());
+    let (code, body) = m.post(&key, "/v1/cards", &issue(&id, "Noether")).await;
+    assert_eq!(code, 202, "{body}");
+    let card = card_in(&m, &key, &id, "active").await;
+    let token = card["processor_token"].as_str().unwrap().to_string();
+    m.post(&key, &format!("/v1/cards/{id}/freeze"), &json!({})).await;
+    card_in(&m, &key, &id, "frozen").await;
+
+    // One read's every attempt (three) refused: fewer than open the processor's circuit.
+    m.sim_post(
+        LITHIC,
+        "/_sim/faults",
+        json!({"matcher": format!("GET /v1/cards/{token}"), "fault": {"kind": "error", "status": 503}, "times": 3}),
+    )
+    .await;
+    let r = m
+        .http
+        .patch(format!("{LITHIC}/v1/cards/{token}"))
+        .header("authorization", m.var("LITHIC_API_KEY"))
+        .json(&json!({"state": "OPEN"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    card_in(&m, &key, &id, "active").await;
+    let db = m.service_db("ORCHESTRATOR_DATABASE_URL").await;
+    let history: Vec<String> = sqlx::query_scalar("SELECT event FROM flow_history WHERE flow_id = $1 ORDER BY id")
+        .bind(switchyard_model::events::cards::flow_id(ON_LITHIC, &id))
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    let failed = history.iter().position(|e| e == "card_refresh_failed");
+    let taken = history.iter().rposition(|e| e == "card_state_changed_by_processor");
+    assert!(
+        matches!((failed, taken), (Some(f), Some(t)) if f < t),
+        "a failed read, then the change taken: {history:?}"
+    );
+    purchase(&m, LITHIC, &token, 4_00, "5814").await;
+    let t = transactions(&m, &key, &id, 1).await;
+    assert_eq!(t.last().unwrap()["approved"], true, "{t:?}");
+}

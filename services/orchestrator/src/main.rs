@@ -24,6 +24,7 @@ mod onboarding;
 mod openbanking;
 mod payouts;
 mod routing;
+mod timers;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -103,6 +104,21 @@ impl Handler for Flows {
             return Ok(());
         }
         self.onboarding.handle(conn, msg, ()).await
+    }
+}
+
+/// Cards: `cards.reread_seconds` (how long after a failed read of a card at its processor, made
+/// because the processor reported a change of its own, it is read again; doubled after each
+/// failure in a row, up to 15 minutes; default 30).
+#[derive(Deserialize)]
+#[serde(default)]
+struct CardsConfig {
+    reread_seconds: u64,
+}
+
+impl Default for CardsConfig {
+    fn default() -> Self {
+        CardsConfig { reread_seconds: 30 }
     }
 }
 
@@ -192,9 +208,11 @@ async fn run() -> anyhow::Result<()> {
     );
     // Operators' routing overrides are in force before the first flow is routed.
     let follow = admin::follow_overrides(rt.pool.clone(), routing.clone(), rt.shutdown.clone()).await?;
+    let cc: CardsConfig = ServiceConfig::section(file, "cards", CardsConfig::default())?;
     let cards = cards::Cards {
         routing: routing.clone(),
         outbox: rt.outbox.clone(),
+        reread_after: cc.reread_seconds.max(1),
     };
     let ob: OpenBankingConfig = ServiceConfig::section(file, "openbanking", OpenBankingConfig::default())?;
     let openbanking = openbanking::OpenBanking {
@@ -374,12 +392,14 @@ async fn fire_timers(pool: sqlx::PgPool, flows: Flows, shutdown: Shutdown) {
 
 async fn fire_one(pool: &sqlx::PgPool, flows: &Flows) -> Result<bool, HandlerError> {
     let mut tx = pool.begin().await?;
-    if let Some(flow_id) = onboarding::store::take_due_timer(&mut tx).await? {
+    if let Some(flow_id) = timers::ONBOARDING.take_due(&mut tx).await? {
         flows.onboarding.timed_out(&mut tx, &flow_id).await?;
     } else if let Some((flow_id, timer)) = payouts::store::take_due_timer(&mut tx).await? {
         flows.payouts.timed_out(&mut tx, &flow_id, timer).await?;
-    } else if let Some(flow_id) = openbanking::take_due_timer(&mut tx).await? {
+    } else if let Some(flow_id) = timers::OPEN_BANKING.take_due(&mut tx).await? {
         flows.openbanking.timed_out(&mut tx, &flow_id).await?;
+    } else if let Some(flow_id) = timers::CARDS.take_due(&mut tx).await? {
+        flows.cards.timed_out(&mut tx, &flow_id).await?;
     } else {
         return Ok(false);
     }

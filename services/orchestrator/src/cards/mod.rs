@@ -53,6 +53,9 @@ fn perm(e: impl std::fmt::Display) -> HandlerError {
 pub struct Cards {
     pub routing: Routing,
     pub outbox: Outbox,
+    /// Seconds before a failed read of a card at its processor is made again (`[cards]
+    /// reread_seconds`).
+    pub reread_after: u64,
 }
 
 impl Cards {
@@ -123,6 +126,7 @@ impl Cards {
         let ctx = Ctx {
             candidates: &candidates,
             next_request: uuid::Uuid::now_v7(),
+            reread_after: self.reread_after,
         };
         let (card, mut effects) = transition::start(op_of(&c), c.form_factor, &ctx);
         effects.insert(
@@ -171,9 +175,24 @@ impl Cards {
         let ctx = Ctx {
             candidates: &candidates,
             next_request: uuid::Uuid::now_v7(),
+            reread_after: self.reread_after,
         };
         let (next, effects) = transition::step(&card, input, &ctx);
         self.apply(conn, &flow, &next, effects, cause).await
+    }
+
+    /// The card's timer fired: its flow row is locked by the caller's transaction.
+    pub async fn timed_out(&self, conn: &mut PgConnection, flow_id: &str) -> R<()> {
+        let Some((flow, _)) = store::load(conn, flow_id).await? else {
+            return Ok(());
+        };
+        let cause = Envelope::new(
+            "com.switchyard.orchestrator.Timer",
+            flow.tenant_id,
+            flow_id.to_string(),
+            SERVICE,
+        );
+        self.feed(conn, flow_id, Input::Timer, &cause).await
     }
 
     async fn result(&self, conn: &mut PgConnection, r: CardOperationResult) -> R<()> {
@@ -315,6 +334,7 @@ impl Cards {
         for effect in effects {
             match effect {
                 Effect::Note(event, detail) => history.push((event, detail)),
+                Effect::Timer(after) => crate::timers::CARDS.set(conn, &flow.flow_id, after).await?,
                 Effect::Token { partner, card_token } => {
                     store::remember_token(conn, &partner, &card_token, &flow.flow_id).await?;
                 }

@@ -48,6 +48,9 @@ pub struct Card {
     pub form_factor: Option<CardFormFactor>,
     pub pending: Option<Pending>,
     pub waiting: Vec<Op>,
+    /// Reads at the processor that failed in a row (the next waits longer).
+    #[serde(default)]
+    pub read_failures: u32,
 }
 
 impl Card {
@@ -61,6 +64,7 @@ impl Card {
             form_factor,
             pending: None,
             waiting: vec![],
+            read_failures: 0,
         }
     }
 
@@ -97,6 +101,8 @@ pub enum Input {
     /// The processor says the card is now in this state (its own console, its fraud rules, or
     /// the echo of our change; perhaps late): a prompt to read the card there.
     ProcessorState(CardState),
+    /// The card's timer: read it again at its processor (after a read that failed).
+    Timer,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +122,8 @@ pub enum Effect {
     },
     /// The card is known by this token at this processor from now on.
     Token { partner: String, card_token: String },
+    /// Arm the card's timer this many seconds from now, or clear it (`None`).
+    Timer(Option<u64>),
     /// A line of the card's history.
     Note(&'static str, serde_json::Value),
 }

@@ -39,6 +39,7 @@ impl Run {
         let ctx = Ctx {
             candidates: &candidates,
             next_request: uuid::Uuid::from_u128(1),
+            reread_after: 30,
         };
         let (card, effects) = start(op(O::Issue, 0), Some(CardFormFactor::Physical), &ctx);
         Run {
@@ -54,6 +55,7 @@ impl Run {
         let ctx = Ctx {
             candidates: &self.candidates,
             next_request: uuid::Uuid::from_u128(self.n),
+            reread_after: 30,
         };
         let (card, effects) = step(&self.card, input, &ctx);
         self.card = card;
@@ -282,6 +284,7 @@ fn reads_wait_their_turn_fail_quietly_and_are_ours_alone() {
     assert_eq!(requests(&e), [(O::Refresh, "cards-a".to_string())]);
     let e = r.answer(S::Requested, Some(unavailable()));
     assert!(changes(&e).is_empty(), "{e:?}");
+    assert_eq!(timers(&e), [Some(30)], "read again later");
     assert_eq!(r.card.state, S::Active);
     assert!(r.card.pending.is_none());
 
@@ -295,8 +298,56 @@ fn reads_wait_their_turn_fail_quietly_and_are_ours_alone() {
     assert!(requests(&e).is_empty() && changes(&e).is_empty());
 }
 
+fn timers(effects: &[Effect]) -> Vec<Option<u64>> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Timer(t) => Some(*t),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A read the processor could not answer (down, slow, limiting us) is made again by the card's
+/// timer, 30 s, then 60 s, ... up to 15 minutes apart; a read that succeeds clears the timer; one
+/// refused for good is not repeated.
+#[test]
+fn a_failed_read_is_made_again_later_and_sooner_first() {
+    let mut r = Run::frozen();
+    r.feed(Input::ProcessorState(S::Active));
+    let e = r.answer(S::Requested, Some(unavailable()));
+    assert_eq!(timers(&e), [Some(30)]);
+    assert_eq!(r.card.state, S::Frozen, "a failed read changes nothing");
+    let e = r.feed(Input::Timer);
+    assert_eq!(requests(&e), [(O::Refresh, "cards-a".to_string())]);
+    assert!(timers(&r.answer(S::Requested, Some(unavailable()))).starts_with(&[Some(60)]));
+    for _ in 0..8 {
+        r.feed(Input::Timer);
+        r.answer(S::Requested, Some(unavailable()));
+    }
+    r.feed(Input::Timer);
+    assert_eq!(
+        timers(&r.answer(S::Requested, Some(unavailable()))),
+        [Some(900)],
+        "capped"
+    );
+    // A timer while a read is already coming asks nothing more.
+    r.feed(Input::Timer);
+    assert!(requests(&r.feed(Input::Timer)).is_empty());
+    let e = r.answer(S::Active, None);
+    assert_eq!(timers(&e), [None], "cleared");
+    assert_eq!(changes(&e), [(None, None)]);
+    assert_eq!(r.card.state, S::Active);
+    assert_eq!(r.card.read_failures, 0);
+
+    r.feed(Input::ProcessorState(S::Frozen));
+    let refused = Failure::new(FailureClass::Permanent, "card_not_found", "no such card");
+    let e = r.answer(S::Requested, Some(refused));
+    assert!(timers(&e).is_empty(), "{e:?}");
+}
+
 fn input_strategy() -> impl Strategy<Value = (u8, u8, bool)> {
-    (0u8..7, 0u8..5, any::<bool>())
+    (0u8..8, 0u8..5, any::<bool>())
 }
 
 proptest! {
@@ -321,6 +372,7 @@ proptest! {
                     let s = [S::Inactive, S::Active, S::Frozen, S::Terminated, S::Active][state as usize];
                     r.answer(s, fail.then(unavailable))
                 }
+                7 => r.feed(Input::Timer),
                 _ => r.feed(Input::ProcessorState([S::Inactive, S::Active, S::Frozen, S::Terminated, S::Active][state as usize])),
             };
             let sent = requests(&effects);

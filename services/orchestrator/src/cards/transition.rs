@@ -12,6 +12,9 @@ use super::state::{Answer, Card, Effect, Input, Op, Pending};
 pub struct Ctx<'a> {
     pub candidates: &'a [String],
     pub next_request: uuid::Uuid,
+    /// Seconds before a failed read at the processor is made again (doubled after each failure
+    /// in a row, up to [`REREAD_MAX_SECONDS`]).
+    pub reread_after: u64,
 }
 
 fn refuse(code: &str, message: &str) -> Failure {
@@ -151,6 +154,21 @@ fn drain(card: &mut Card, ctx: &Ctx<'_>, effects: &mut Vec<Effect>) {
     }
 }
 
+/// Reads the card at its processor now, or after the operation in flight.
+fn read(card: &mut Card, ctx: &Ctx<'_>, effects: &mut Vec<Effect>) {
+    let op = Op {
+        operation: CardOperation::Refresh,
+        command: ctx.next_request,
+        reason: None,
+    };
+    if card.pending.is_some() {
+        card.waiting.push(op);
+    } else {
+        let (_, more) = take(card, op, ctx);
+        effects.extend(more);
+    }
+}
+
 pub fn step(card: &Card, input: Input, ctx: &Ctx<'_>) -> (Card, Vec<Effect>) {
     let mut card = card.clone();
     let mut effects = Vec::new();
@@ -180,6 +198,16 @@ pub fn step(card: &Card, input: Input, ctx: &Ctx<'_>) -> (Card, Vec<Effect>) {
             }
         }
         Input::Answer(a) => answer(&mut card, a, ctx, &mut effects),
+        Input::Timer => {
+            let read_coming = card
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.op.operation == CardOperation::Refresh)
+                || card.waiting.iter().any(|o| o.operation == CardOperation::Refresh);
+            if !read_coming {
+                read(&mut card, ctx, &mut effects);
+            }
+        }
         Input::ProcessorState(s) => {
             // A processor's notice is a prompt, not the truth: notices come late, twice and out of
             // order (an old ACTIVE after our FREEZE). The card is read at the processor and its
@@ -197,33 +225,40 @@ pub fn step(card: &Card, input: Input, ctx: &Ctx<'_>) -> (Card, Vec<Effect>) {
                     "card_state_reported_by_processor",
                     serde_json::json!({"state": card.state, "reported": s}),
                 ));
-                let op = Op {
-                    operation: CardOperation::Refresh,
-                    command: ctx.next_request,
-                    reason: None,
-                };
-                if card.pending.is_some() {
-                    card.waiting.push(op);
-                } else {
-                    let (_, more) = take(&mut card, op, ctx);
-                    effects.extend(more);
-                }
+                read(&mut card, ctx, &mut effects);
             }
         }
     }
     (card, effects)
 }
 
+/// The longest wait between reads of a card whose processor cannot answer.
+pub const REREAD_MAX_SECONDS: u64 = 900;
+
 /// The card as its processor has it now: taken if it moved (products hear of it, with no
-/// operation of theirs); a read that failed changes nothing (the next notice or operation reads
-/// again).
-fn refreshed(card: &mut Card, a: Answer, effects: &mut Vec<Effect>) {
+/// operation of theirs). A read that failed changes nothing; one that may succeed later (the
+/// processor down, slow or limiting us) is tried again by the card's timer, sooner first.
+fn refreshed(card: &mut Card, a: Answer, ctx: &Ctx<'_>, effects: &mut Vec<Effect>) {
     if let Some(f) = a.failure {
+        let again = f.failure_class == FailureClass::Transient;
         effects.push(Effect::Note(
             "card_refresh_failed",
-            serde_json::json!({"partner": a.partner, "code": f.code}),
+            serde_json::json!({"partner": a.partner, "code": f.code, "read_again": again}),
         ));
+        if again {
+            let wait = ctx
+                .reread_after
+                .max(1)
+                .saturating_mul(1 << card.read_failures.min(10))
+                .min(REREAD_MAX_SECONDS.max(ctx.reread_after));
+            card.read_failures += 1;
+            effects.push(Effect::Timer(Some(wait)));
+        }
         return;
+    }
+    if card.read_failures > 0 {
+        card.read_failures = 0;
+        effects.push(Effect::Timer(None));
     }
     if a.state == card.state || card.state == CardState::Terminated || a.state == CardState::Requested {
         effects.push(Effect::Note("card_refreshed", serde_json::json!({"state": a.state})));
@@ -252,7 +287,7 @@ fn answer(card: &mut Card, a: Answer, ctx: &Ctx<'_>, effects: &mut Vec<Effect>) 
     card.pending = None;
     let op = p.op.operation;
     if op == CardOperation::Refresh {
-        refreshed(card, a, effects);
+        refreshed(card, a, ctx, effects);
         drain(card, ctx, effects);
         return;
     }

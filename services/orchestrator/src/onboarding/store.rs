@@ -204,37 +204,6 @@ pub async fn set_timer(conn: &mut PgConnection, flow_id: &str, state: &'static s
     save(conn, flow_id, &current, flow.attempt, &changes).await
 }
 
-/// Takes one due timer, removing it, with the flow's row locked first (the one lock order of the
-/// flow engine: case reference, then flow row, then timer row; a handler locks the flow and then
-/// re-arms its timer, so the timer job must never hold a timer row while waiting for a flow). Flows a
-/// handler holds right now are skipped; their timer is taken on a later round if still due.
-pub async fn take_due_timer(conn: &mut PgConnection) -> R<Option<String>> {
-    let due: Vec<String> =
-        sqlx::query_scalar("SELECT flow_id FROM flow_timers WHERE due_at <= now() ORDER BY due_at LIMIT 16")
-            .fetch_all(&mut *conn)
-            .await?;
-    for flow_id in due {
-        let locked: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM onboarding_flows WHERE flow_id = $1 FOR UPDATE SKIP LOCKED")
-                .bind(&flow_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if locked.is_none() {
-            continue;
-        }
-        // Still due now that the flow is ours (a handler may have re-armed or cleared it meanwhile).
-        let taken = sqlx::query("DELETE FROM flow_timers WHERE flow_id = $1 AND due_at <= now()")
-            .bind(&flow_id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        if taken > 0 {
-            return Ok(Some(flow_id));
-        }
-    }
-    Ok(None)
-}
-
 /// Serialises everything about one partner case in this transaction: parking an event for a case not
 /// known yet, and making the case known then draining what was parked. Without it (READ COMMITTED),
 /// an event could be parked just after the drain of a transaction that had not seen it, and stay

@@ -143,7 +143,8 @@ async fn the_timer_job_and_a_handler_never_deadlock() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let timer = async {
         let mut tx = db.pool.begin().await?;
-        let taken = store::take_due_timer(&mut tx)
+        let taken = crate::timers::ONBOARDING
+            .take_due(&mut tx)
             .await
             .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         if taken.is_some() {

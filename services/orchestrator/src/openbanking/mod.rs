@@ -339,24 +339,7 @@ impl OpenBanking {
                     .execute(&mut *conn)
                     .await?;
                 }
-                Effect::Timer(after) => match after {
-                    Some(secs) => {
-                        sqlx::query(
-                            "INSERT INTO ob_timers (flow_id, due_at) VALUES ($1, now() + make_interval(secs => $2)) \
-                             ON CONFLICT (flow_id) DO UPDATE SET due_at = EXCLUDED.due_at",
-                        )
-                        .bind(&row.flow_id)
-                        .bind(secs as f64)
-                        .execute(&mut *conn)
-                        .await?;
-                    }
-                    None => {
-                        sqlx::query("DELETE FROM ob_timers WHERE flow_id = $1")
-                            .bind(&row.flow_id)
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                },
+                Effect::Timer(after) => crate::timers::OPEN_BANKING.set(conn, &row.flow_id, after).await?,
                 Effect::Request {
                     asked,
                     partner,
@@ -496,31 +479,4 @@ async fn save(conn: &mut PgConnection, row: &Row_, history: &[(&str, serde_json:
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Takes one due payment question whose flow is not being worked on.
-pub async fn take_due_timer(conn: &mut PgConnection) -> R<Option<String>> {
-    let due: Vec<String> =
-        sqlx::query_scalar("SELECT flow_id FROM ob_timers WHERE due_at <= now() ORDER BY due_at LIMIT 16")
-            .fetch_all(&mut *conn)
-            .await?;
-    for flow_id in due {
-        let locked: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM ob_flows WHERE flow_id = $1 FOR UPDATE SKIP LOCKED")
-                .bind(&flow_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if locked.is_none() {
-            continue;
-        }
-        let taken = sqlx::query("DELETE FROM ob_timers WHERE flow_id = $1 AND due_at <= now()")
-            .bind(&flow_id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        if taken > 0 {
-            return Ok(Some(flow_id));
-        }
-    }
-    Ok(None)
 }
